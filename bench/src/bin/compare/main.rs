@@ -1,0 +1,28 @@
+//! `compare SUITE [--json]`: latchkey against its peers in the same run.
+//!
+//! Suites: `process`. Each line is one case: ours and one peer in ns per operation,
+//! measured in alternating rounds (median of 7).
+
+use latchkey_bench::Row;
+
+mod process_suite;
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let json = args.iter().any(|a| a == "--json");
+    let suite = args.iter().find(|a| !a.starts_with("--")).map(String::as_str).unwrap_or("process");
+    let emit = |row: Row| {
+        if json {
+            println!("{}", row.to_json());
+        } else {
+            println!("{}", row.to_text());
+        }
+    };
+    match suite {
+        "process" => process_suite::run(&emit),
+        other => {
+            eprintln!("compare: unknown suite {other:?}; suites: process");
+            std::process::exit(64);
+        }
+    }
+}

@@ -1,0 +1,40 @@
+//! Named locks for threads, async tasks, processes and fleets.
+//!
+//! A lock is found by **name** (`"db-migrations"`, `"user/42"`) in a **scope**
+//! ([`Scope::open`]`("process:")`). Four primitives work in every scope: [`Mutex`],
+//! writer-preferring [`RwLock`], counting [`Semaphore`] and [`IntervalLock`]. Each has
+//! async, blocking (no runtime needed), try and timeout forms, and every grant carries a
+//! fencing token ([`Guard::fencing_token`]).
+//!
+//! ```
+//! let scope = latchkey::Scope::open("process:")?;
+//! let mutex = scope.mutex("user/42")?;
+//! let first = mutex.lock_blocking()?.fencing_token();
+//! let second = mutex.lock_blocking()?.fencing_token();
+//! assert!(second > first);
+//! # Ok::<(), latchkey::Error>(())
+//! ```
+//!
+//! Under every primitive is one fair, weighted semaphore per name, which each scope
+//! implements through [`RawScope`] and [`RawLock`].
+
+mod guard;
+mod handle;
+mod interval;
+mod mutex;
+mod rwlock;
+mod scope;
+mod semaphore;
+mod url;
+
+pub use guard::Guard;
+pub use interval::{IntervalGuard, IntervalLock};
+pub use latchkey_model::{
+    Error, ErrorKind, Holder, Lease, Name, RawLock, RawScope, Result, State, MAX_NAME_LEN, MAX_SEMAPHORE_CAPACITY,
+    RWLOCK_CAPACITY,
+};
+pub use mutex::Mutex;
+pub use rwlock::RwLock;
+pub use scope::Scope;
+pub use semaphore::Semaphore;
+pub use url::ScopeUrl;

@@ -1,0 +1,43 @@
+//! Leases: the scope-level record of a grant.
+
+/// The capacity of a name opened as a reader-writer lock: a reader asks for 1 permit,
+/// a writer for all of them.
+pub const RWLOCK_CAPACITY: u32 = 1 << 30;
+
+/// The largest capacity a semaphore may have; larger values are reserved for [`RWLOCK_CAPACITY`].
+pub const MAX_SEMAPHORE_CAPACITY: u32 = RWLOCK_CAPACITY - 1;
+
+/// A grant of `permits` on one name, as a scope hands it out.
+///
+/// A lease is not `Clone`: it is given back exactly once, to
+/// [`RawLock::release`](crate::RawLock::release) or [`RawLock::cede`](crate::RawLock::cede).
+#[derive(Debug, PartialEq, Eq)]
+#[must_use = "a lease that is dropped is never released"]
+pub struct Lease {
+    permits: u32,
+    token: u64,
+    ticket: u64,
+}
+
+impl Lease {
+    /// A lease of `permits` with fencing token `token`; `ticket` is the scope's own
+    /// record of the grant (a slot, a key revision), 0 if it needs none.
+    pub fn new(permits: u32, token: u64, ticket: u64) -> Self {
+        Lease { permits, token, ticket }
+    }
+
+    /// How many permits the lease holds.
+    pub fn permits(&self) -> u32 {
+        self.permits
+    }
+
+    /// The fencing token: strictly greater than that of every earlier grant of the name.
+    pub fn token(&self) -> u64 {
+        self.token
+    }
+
+    /// The scope's own record of the grant.
+    pub fn ticket(&self) -> u64 {
+        self.ticket
+    }
+}

@@ -1,0 +1,22 @@
+//! The lock model every latchkey scope shares.
+//!
+//! - [`Name`]: a validated lock name.
+//! - [`Error`] and [`ErrorKind`]: the one public error type, with stable codes.
+//! - [`Lease`] and [`State`]: a grant, and a snapshot of a name.
+//! - [`RawScope`] and [`RawLock`]: the small contract each scope implements; the
+//!   primitives of the `latchkey` crate are built on it.
+//! - [`block_on_until`]: a blocking driver for scopes whose waiting is a future.
+
+mod contract;
+mod error;
+mod lease;
+mod name;
+mod state;
+mod wait;
+
+pub use contract::{BoxFuture, RawLock, RawScope};
+pub use error::{Error, ErrorKind, Result};
+pub use lease::{Lease, MAX_SEMAPHORE_CAPACITY, RWLOCK_CAPACITY};
+pub use name::{validate as validate_name, Name, MAX_NAME_LEN};
+pub use state::{Holder, State};
+pub use wait::block_on_until;

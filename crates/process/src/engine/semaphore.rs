@@ -1,0 +1,289 @@
+//! The fair, weighted semaphore: an atomic state word for the uncontended path and a
+//! FIFO queue behind a lock for everything else.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::task::Waker;
+
+use super::signal::Signal;
+use super::wait::Wait;
+use crate::sync::{Arc, AtomicU64, Mutex, Ordering};
+
+/// Bits 0..32 of the state word: permits available.
+const AVAILABLE: u64 = u32::MAX as u64;
+/// Bit 32 of the state word: the queue is not empty. While it is set, permits change
+/// only under the queue lock, and the fast paths step aside so nobody barges.
+const QUEUED: u64 = 1 << 32;
+
+fn available(state: u64) -> u32 {
+    (state & AVAILABLE) as u32
+}
+
+/// A fair (FIFO), weighted semaphore that hands out a fencing token with every grant.
+///
+/// | state word bits | meaning                                   |
+/// |-----------------|-------------------------------------------|
+/// | 0..32           | permits available                         |
+/// | 32              | `QUEUED`: waiters exist; take the slow path |
+///
+/// All writes to the state word are read-modify-writes, so every acquire synchronizes
+/// with every earlier release (one release sequence).
+pub struct FairSemaphore {
+    state: AtomicU64,
+    /// The token of the latest grant; the next grant gets one more.
+    last_token: AtomicU64,
+    capacity: u32,
+    queue: Mutex<Queue>,
+}
+
+#[derive(Default)]
+struct Queue {
+    /// Waiters by ticket: the first entry is the head.
+    waiters: BTreeMap<u64, Waiter>,
+    next_ticket: u64,
+}
+
+struct Waiter {
+    permits: u32,
+    signal: Arc<Signal>,
+}
+
+/// Signals granted under the queue lock, woken once it is let go.
+#[derive(Default)]
+struct WakeList(Vec<Arc<Signal>>);
+
+impl WakeList {
+    fn wake_all(self) {
+        for signal in self.0 {
+            signal.wake();
+        }
+    }
+}
+
+/// Releasing would leave more permits available than the capacity: the caller
+/// released something it did not hold.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Overfilled;
+
+/// What [`FairSemaphore::enqueue`] and [`FairSemaphore::requeue`] did.
+pub(crate) enum Queued {
+    /// Granted at once, with this token.
+    Granted(u64),
+    /// Nobody was waiting, so the caller keeps what it held (cede only).
+    Kept,
+    /// Waiting in the queue.
+    Waiting { ticket: u64, signal: Arc<Signal> },
+}
+
+impl FairSemaphore {
+    /// A semaphore with `capacity` permits, all available.
+    pub fn new(capacity: u32) -> Self {
+        assert!(capacity > 0, "a semaphore needs at least one permit");
+        FairSemaphore {
+            state: AtomicU64::new(u64::from(capacity)),
+            last_token: AtomicU64::new(0),
+            capacity,
+            queue: Mutex::new(Queue::default()),
+        }
+    }
+
+    /// The number of permits.
+    pub fn capacity(&self) -> u32 {
+        self.capacity
+    }
+
+    /// Takes `permits` if they are available and nobody waits; returns the fencing token.
+    #[inline]
+    pub fn try_acquire(&self, permits: u32) -> Option<u64> {
+        debug_assert!(permits >= 1 && permits <= self.capacity);
+        let mut state = self.state.load(Ordering::Relaxed);
+        loop {
+            if state & QUEUED != 0 || available(state) < permits {
+                return None;
+            }
+            match self.state.compare_exchange_weak(
+                state,
+                state - u64::from(permits),
+                Ordering::Acquire,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return Some(self.next_token(permits)),
+                Err(actual) => state = actual,
+            }
+        }
+    }
+
+    /// A future that resolves to the fencing token once `permits` are granted in FIFO order.
+    ///
+    /// Cancel safety: dropping it leaves no waiter behind; a grant that raced with the
+    /// drop goes to the next waiter.
+    pub fn acquire(&self, permits: u32) -> Wait<'_> {
+        debug_assert!(permits >= 1 && permits <= self.capacity);
+        Wait::acquire(self, permits)
+    }
+
+    /// If anyone waits, hands the caller's `permits` to the queue and waits again at the
+    /// back; the future resolves to the new token, or `None` if nobody was waiting and the
+    /// caller kept its permits. Dropping the future gives the permits up.
+    pub fn cede(&self, permits: u32) -> Wait<'_> {
+        Wait::cede(self, permits)
+    }
+
+    /// Gives `permits` back, granting waiters in FIFO order.
+    #[inline]
+    pub fn release(&self, permits: u32) -> Result<(), Overfilled> {
+        let mut state = self.state.load(Ordering::Relaxed);
+        loop {
+            if state & QUEUED != 0 {
+                return self.release_slow(permits);
+            }
+            if u64::from(available(state)) + u64::from(permits) > u64::from(self.capacity) {
+                return Err(Overfilled);
+            }
+            match self.state.compare_exchange_weak(
+                state,
+                state + u64::from(permits),
+                Ordering::Release,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return Ok(()),
+                Err(actual) => state = actual,
+            }
+        }
+    }
+
+    /// Permits held now.
+    pub fn in_use(&self) -> u32 {
+        self.capacity - available(self.state.load(Ordering::Acquire))
+    }
+
+    /// The token of the latest grant, 0 before the first.
+    pub fn last_token(&self) -> u64 {
+        self.last_token.load(Ordering::Acquire)
+    }
+
+    /// How many requests wait, and how many of them ask for the whole capacity.
+    pub fn waiters(&self) -> (usize, usize) {
+        let queue = self.queue.lock();
+        let exclusive = queue.waiters.values().filter(|w| w.permits == self.capacity).count();
+        (queue.waiters.len(), exclusive)
+    }
+
+    /// Hands out the next fencing token to a grant that has just taken its permits.
+    #[inline]
+    fn next_token(&self, permits: u32) -> u64 {
+        if permits == self.capacity {
+            // An exclusive holder has every permit: no other grant can happen until it
+            // releases, so a plain load and store suffice, and the acquire above has
+            // synchronized with every earlier grant's token.
+            let token = self.last_token.load(Ordering::Relaxed) + 1;
+            self.last_token.store(token, Ordering::Relaxed);
+            token
+        } else {
+            self.last_token.fetch_add(1, Ordering::Relaxed) + 1
+        }
+    }
+
+    #[cold]
+    fn release_slow(&self, permits: u32) -> Result<(), Overfilled> {
+        let mut wake = WakeList::default();
+        {
+            let mut queue = self.queue.lock();
+            let state = self.state.load(Ordering::Acquire);
+            if u64::from(available(state)) + u64::from(permits) > u64::from(self.capacity) {
+                return Err(Overfilled);
+            }
+            self.state.fetch_add(u64::from(permits), Ordering::AcqRel);
+            self.grant_waiters(&mut queue, &mut wake);
+        }
+        wake.wake_all();
+        Ok(())
+    }
+
+    /// Grants waiters from the head while the head's request fits, and clears `QUEUED`
+    /// once the queue is empty. Runs under the queue lock.
+    fn grant_waiters(&self, queue: &mut Queue, wake: &mut WakeList) {
+        while let Some(head) = queue.waiters.first_entry() {
+            let permits = head.get().permits;
+            // While QUEUED is set, permits change only under the lock we hold.
+            if available(self.state.load(Ordering::Acquire)) < permits {
+                return;
+            }
+            self.state.fetch_sub(u64::from(permits), Ordering::AcqRel);
+            let waiter = head.remove();
+            waiter.signal.grant(self.next_token(permits));
+            wake.0.push(waiter.signal);
+        }
+        self.state.fetch_and(!QUEUED, Ordering::AcqRel);
+    }
+
+    /// Queues a request for `permits` (granting it at once if it fits and nobody waits).
+    pub(crate) fn enqueue(&self, permits: u32, waker: &Waker) -> Queued {
+        let queue = self.queue.lock();
+        if let Some(token) = self.try_acquire(permits) {
+            return Queued::Granted(token);
+        }
+        self.state.fetch_or(QUEUED, Ordering::AcqRel);
+        self.push_and_grant(queue, permits, waker)
+    }
+
+    /// Gives back `permits` and queues for them again at the back, unless nobody waits.
+    pub(crate) fn requeue(&self, permits: u32, waker: &Waker) -> Queued {
+        let queue = self.queue.lock();
+        if queue.waiters.is_empty() {
+            return Queued::Kept;
+        }
+        self.state.fetch_add(u64::from(permits), Ordering::AcqRel);
+        self.push_and_grant(queue, permits, waker)
+    }
+
+    /// Appends a waiter, runs the grants the state now allows, and wakes them once the
+    /// queue lock is let go (the caller's guard is dropped by taking it by value).
+    fn push_and_grant(
+        &self,
+        mut queue: impl std::ops::DerefMut<Target = Queue>,
+        permits: u32,
+        waker: &Waker,
+    ) -> Queued {
+        let ticket = queue.next_ticket;
+        queue.next_ticket += 1;
+        let signal = Arc::new(Signal::new(waker));
+        queue.waiters.insert(ticket, Waiter { permits, signal: signal.clone() });
+        let mut wake = WakeList::default();
+        self.grant_waiters(&mut queue, &mut wake);
+        drop(queue);
+        wake.wake_all();
+        match signal.granted() {
+            Some(token) => Queued::Granted(token),
+            None => Queued::Waiting { ticket, signal },
+        }
+    }
+
+    /// Withdraws a waiter whose future was dropped. If it had been granted in the
+    /// meantime, its permits go on to the next waiters.
+    pub(crate) fn cancel(&self, ticket: u64, permits: u32) {
+        let mut wake = WakeList::default();
+        {
+            let mut queue = self.queue.lock();
+            if queue.waiters.remove(&ticket).is_none() {
+                // Granted under this lock before we took it: give the permits back.
+                self.state.fetch_add(u64::from(permits), Ordering::AcqRel);
+            }
+            // The withdrawn waiter may have been the head holding back smaller requests.
+            self.grant_waiters(&mut queue, &mut wake);
+        }
+        wake.wake_all();
+    }
+}
+
+impl fmt::Debug for FairSemaphore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = self.state.load(Ordering::Relaxed);
+        f.debug_struct("FairSemaphore")
+            .field("capacity", &self.capacity)
+            .field("available", &available(state))
+            .field("queued", &(state & QUEUED != 0))
+            .field("last_token", &self.last_token.load(Ordering::Relaxed))
+            .finish()
+    }
+}
