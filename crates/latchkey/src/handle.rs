@@ -1,50 +1,106 @@
 //! The one resolved name under every primitive: try, async, blocking and timed waits,
-//! written once.
+//! written once for every scope.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use latchkey_model::{Error, ErrorKind, Lease, RawLock, Result};
+use latchkey_model::{Error, ErrorKind, Name, RawLock, Result, State};
+use latchkey_process::Handle as ProcessHandle;
 
+use crate::guard::{Held, RawRef};
 use crate::Guard;
 
 /// A name resolved in its scope.
-#[derive(Clone)]
-pub(crate) struct Handle(pub(crate) Arc<dyn RawLock>);
+pub(crate) enum Handle {
+    /// The process scope, called directly so that its fast paths inline.
+    Process(ProcessHandle),
+    /// Any other scope, through the scope contract.
+    Raw(Arc<dyn RawLock>),
+}
 
 impl Handle {
+    pub(crate) fn name(&self) -> &Name {
+        match self {
+            Handle::Process(handle) => handle.name(),
+            Handle::Raw(lock) => lock.name(),
+        }
+    }
+
+    pub(crate) fn capacity(&self) -> u32 {
+        match self {
+            Handle::Process(handle) => handle.capacity(),
+            Handle::Raw(lock) => lock.capacity(),
+        }
+    }
+
+    pub(crate) fn inspect(&self) -> Result<State> {
+        match self {
+            Handle::Process(handle) => Ok(handle.state()),
+            Handle::Raw(lock) => lock.inspect(),
+        }
+    }
+
     #[inline]
     pub(crate) fn try_acquire(&self, permits: u32) -> Result<Option<Guard<'_>>> {
-        Ok(self.0.try_acquire(permits)?.map(|lease| Guard::new(&*self.0, lease)))
+        Ok(match self {
+            Handle::Process(handle) => handle.try_acquire(permits)?.map(|p| Guard::new(Held::Process(p))),
+            Handle::Raw(lock) => lock.try_acquire(permits)?.map(|lease| raw_guard(&**lock, lease)),
+        })
     }
 
     pub(crate) async fn acquire(&self, permits: u32, timeout: Option<Duration>) -> Result<Guard<'_>> {
-        let lease = match self.0.try_acquire(permits)? {
-            Some(lease) => lease,
-            None => self.wait(permits, timeout).await?,
-        };
-        Ok(Guard::new(&*self.0, lease))
+        if let Some(guard) = self.try_acquire(permits)? {
+            return Ok(guard);
+        }
+        match self {
+            Handle::Process(handle) => {
+                let permit = with_timeout(handle.acquire(permits), timeout, self.name(), self.scope_url()).await?;
+                Ok(Guard::new(Held::Process(permit)))
+            }
+            Handle::Raw(lock) => {
+                let lease = with_timeout(lock.acquire(permits), timeout, self.name(), self.scope_url()).await?;
+                Ok(raw_guard(&**lock, lease))
+            }
+        }
     }
 
     #[inline]
     pub(crate) fn acquire_blocking(&self, permits: u32, timeout: Option<Duration>) -> Result<Guard<'_>> {
         let deadline = timeout.map(|t| Instant::now() + t);
-        Ok(Guard::new(&*self.0, self.0.acquire_blocking(permits, deadline)?))
+        Ok(match self {
+            Handle::Process(handle) => Guard::new(Held::Process(handle.acquire_blocking(permits, deadline)?)),
+            Handle::Raw(lock) => raw_guard(&**lock, lock.acquire_blocking(permits, deadline)?),
+        })
     }
 
-    async fn wait(&self, permits: u32, timeout: Option<Duration>) -> Result<Lease> {
-        let Some(timeout) = timeout else {
-            return self.0.acquire(permits).await;
-        };
-        match tokio::time::timeout(timeout, self.0.acquire(permits)).await {
-            Ok(result) => result,
-            Err(_) => Err(timeout_error(&*self.0, timeout)),
+    fn scope_url(&self) -> &str {
+        match self {
+            Handle::Process(_) => latchkey_process::URL,
+            Handle::Raw(lock) => lock.scope_url(),
         }
     }
 }
 
-pub(crate) fn timeout_error(lock: &dyn RawLock, timeout: Duration) -> Error {
-    Error::new(ErrorKind::Timeout, format!("not granted within {timeout:?}"))
-        .with_name(lock.name().as_str())
-        .with_scope(lock.scope_url())
+fn raw_guard(lock: &dyn RawLock, lease: latchkey_model::Lease) -> Guard<'_> {
+    Guard::new(Held::raw(RawRef::Borrowed(lock), lease))
+}
+
+/// Awaits `wait`, for at most `timeout` if one is given (then a `Timeout` error).
+/// Dropping `wait` on timeout withdraws the request.
+pub(crate) async fn with_timeout<T>(
+    wait: impl Future<Output = Result<T>>,
+    timeout: Option<Duration>,
+    name: &Name,
+    scope: &str,
+) -> Result<T> {
+    let Some(timeout) = timeout else {
+        return wait.await;
+    };
+    match tokio::time::timeout(timeout, wait).await {
+        Ok(result) => result,
+        Err(_) => Err(Error::new(ErrorKind::Timeout, format!("not granted within {timeout:?}"))
+            .with_name(name.as_str())
+            .with_scope(scope)),
+    }
 }

@@ -3,7 +3,7 @@
 use std::ops::Deref;
 use std::time::{Duration, Instant};
 
-use latchkey_model::{Lease, Name, Result};
+use latchkey_model::{Name, Result};
 
 use crate::handle::Handle;
 use crate::Guard;
@@ -52,7 +52,7 @@ impl IntervalLock {
 
     /// The lock's name.
     pub fn name(&self) -> &Name {
-        self.handle.0.name()
+        self.handle.name()
     }
 
     /// How long a holder keeps the lock before [`IntervalGuard::poll`] cedes it.
@@ -87,7 +87,7 @@ impl IntervalLock {
 
     /// Whether anybody holds the lock.
     pub fn is_locked(&self) -> Result<bool> {
-        Ok(self.handle.0.inspect()?.is_locked())
+        Ok(self.handle.inspect()?.is_locked())
     }
 
     fn wrap<'a>(&self, guard: Guard<'a>) -> IntervalGuard<'a> {
@@ -108,19 +108,17 @@ impl<'a> IntervalGuard<'a> {
 
     /// If anybody waits, hands the lock to the head of the queue and waits again at the
     /// back; if nobody waits, keeps it. A new grant has a new fencing token.
-    pub async fn cede(mut self) -> Result<Self> {
-        let lease = self.guard.take_lease();
-        let held = lease.token();
-        let lease = self.guard.raw().cede(lease).await?;
-        Ok(self.regranted(lease, held))
+    pub async fn cede(self) -> Result<Self> {
+        let held = self.guard.fencing_token();
+        let guard = self.guard.cede().await?;
+        Ok(IntervalGuard::regranted(guard, held, self.interval, self.granted_at))
     }
 
     /// The blocking form of [`cede`](IntervalGuard::cede).
-    pub fn cede_blocking(mut self) -> Result<Self> {
-        let lease = self.guard.take_lease();
-        let held = lease.token();
-        let lease = self.guard.raw().cede_blocking(lease)?;
-        Ok(self.regranted(lease, held))
+    pub fn cede_blocking(self) -> Result<Self> {
+        let held = self.guard.fencing_token();
+        let guard = self.guard.cede_blocking()?;
+        Ok(IntervalGuard::regranted(guard, held, self.interval, self.granted_at))
     }
 
     /// Cedes as [`cede`](IntervalGuard::cede) does, but only once the interval has passed.
@@ -146,13 +144,10 @@ impl<'a> IntervalGuard<'a> {
         self.guard.release()
     }
 
-    /// Puts the lease back; a new grant (a new token) starts a new interval.
-    fn regranted(mut self, lease: Lease, held_token: u64) -> Self {
-        if lease.token() != held_token {
-            self.granted_at = Instant::now();
-        }
-        self.guard.restore_lease(lease);
-        self
+    /// A guard after a cede: a new grant (a new token) starts a new interval.
+    fn regranted(guard: Guard<'a>, held_token: u64, interval: Duration, granted_at: Instant) -> Self {
+        let granted_at = if guard.fencing_token() != held_token { Instant::now() } else { granted_at };
+        IntervalGuard { guard, interval, granted_at }
     }
 }
 

@@ -38,7 +38,7 @@ impl Mutex {
 
     /// The lock's name.
     pub fn name(&self) -> &Name {
-        self.handle.0.name()
+        self.handle.name()
     }
 
     /// Waits for the lock.
@@ -71,6 +71,6 @@ impl Mutex {
 
     /// Whether anybody holds the lock.
     pub fn is_locked(&self) -> Result<bool> {
-        Ok(self.handle.0.inspect()?.is_locked())
+        Ok(self.handle.inspect()?.is_locked())
     }
 }

@@ -41,7 +41,7 @@ impl RwLock {
 
     /// The lock's name.
     pub fn name(&self) -> &Name {
-        self.handle.0.name()
+        self.handle.name()
     }
 
     /// Waits for a read hold.
@@ -96,17 +96,17 @@ impl RwLock {
 
     /// How many read holds there are now.
     pub fn readers(&self) -> Result<u32> {
-        let state = self.handle.0.inspect()?;
+        let state = self.handle.inspect()?;
         Ok(if state.in_use == RWLOCK_CAPACITY { 0 } else { state.in_use })
     }
 
     /// How many writers wait.
     pub fn writers_waiting(&self) -> Result<usize> {
-        Ok(self.handle.0.inspect()?.waiting_exclusive)
+        Ok(self.handle.inspect()?.waiting_exclusive)
     }
 
     /// Whether a writer holds the lock.
     pub fn is_write_locked(&self) -> Result<bool> {
-        Ok(self.handle.0.inspect()?.in_use == RWLOCK_CAPACITY)
+        Ok(self.handle.inspect()?.in_use == RWLOCK_CAPACITY)
     }
 }

@@ -3,34 +3,52 @@
 use std::fmt;
 use std::future::Future;
 use std::sync::{Arc, OnceLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use latchkey_model::{Error, ErrorKind, RawScope, Result, State, MAX_SEMAPHORE_CAPACITY, RWLOCK_CAPACITY};
+use latchkey_model::{Error, ErrorKind, Name, RawScope, Result, State, MAX_SEMAPHORE_CAPACITY, RWLOCK_CAPACITY};
 use latchkey_process::ProcessScope;
 
-use crate::handle::Handle;
-use crate::{IntervalLock, Mutex, RwLock, ScopeUrl, Semaphore};
+use crate::guard::{Held, RawRef};
+use crate::handle::{with_timeout, Handle};
+use crate::{Guard, IntervalLock, Mutex, RwLock, ScopeUrl, Semaphore};
 
-/// A scope: a namespace of lock names and who is excluded by them. Cheap to clone.
+/// A scope: a namespace of lock names, and who is excluded by them. Cheap to clone.
+///
+/// Locks are used by name directly ([`lock_blocking`](Scope::lock_blocking),
+/// [`guard`](Scope::guard)) or through a primitive opened once and used many times
+/// ([`mutex`](Scope::mutex), [`rwlock`](Scope::rwlock), [`semaphore`](Scope::semaphore),
+/// [`interval_lock`](Scope::interval_lock)).
 ///
 /// # Examples
 /// ```
 /// let scope = latchkey::Scope::open("process:")?;
-/// let token = scope.guard("db-migrations", || {
+/// let answer = scope.guard("db-migrations", || {
 ///     // ... run the migrations while holding the lock ...
 ///     42
 /// })?;
-/// assert_eq!(token, 42);
-/// assert!(!scope.is_locked("db-migrations")?);
+/// assert_eq!(answer, 42);
+///
+/// let guard = scope.lock_blocking("user/42")?;
+/// assert!(scope.is_locked("user/42")?);
+/// assert!(scope.try_lock("user/42")?.is_none());
+/// drop(guard);
 /// # Ok::<(), latchkey::Error>(())
 /// ```
 #[derive(Clone)]
-pub struct Scope(Arc<dyn RawScope>);
+pub struct Scope(Inner);
+
+#[derive(Clone)]
+enum Inner {
+    /// The process scope, called directly so that its fast paths inline.
+    Process(Arc<ProcessScope>),
+    /// Any other scope, through the scope contract.
+    Raw(Arc<dyn RawScope>),
+}
 
 impl Scope {
     /// Opens the scope a URL names: `process:` today; `host:`, `host:/dir`, `etcd://…`,
     /// `postgres://…` and `redis://…` are recognised and report `Unsupported` until their
-    /// scopes are built in.
+    /// scopes are built in. A malformed URL is an `InvalidScope` error.
     pub fn open(url: &str) -> Result<Scope> {
         match ScopeUrl::parse(url)? {
             ScopeUrl::Process => Ok(Scope::process()),
@@ -43,18 +61,27 @@ impl Scope {
 
     /// The scope of this process's threads and tasks (`process:`).
     pub fn process() -> Scope {
-        static PROCESS: OnceLock<Scope> = OnceLock::new();
-        PROCESS.get_or_init(|| Scope::from_raw(Arc::new(ProcessScope::new()))).clone()
+        static PROCESS: OnceLock<Arc<ProcessScope>> = OnceLock::new();
+        Scope(Inner::Process(PROCESS.get_or_init(Default::default).clone()))
     }
 
-    /// Wraps a scope implementation.
+    /// A new process scope of its own, whose names nobody else sees (for tests, or to
+    /// keep two parts of a program apart).
+    pub fn isolated() -> Scope {
+        Scope(Inner::Process(Arc::new(ProcessScope::new())))
+    }
+
+    /// Wraps an implementation of the scope contract.
     pub fn from_raw(raw: Arc<dyn RawScope>) -> Scope {
-        Scope(raw)
+        Scope(Inner::Raw(raw))
     }
 
     /// The scope's URL.
     pub fn url(&self) -> &str {
-        self.0.url()
+        match &self.0 {
+            Inner::Process(_) => latchkey_process::URL,
+            Inner::Raw(raw) => raw.url(),
+        }
     }
 
     /// The mutex called `name`.
@@ -81,14 +108,86 @@ impl Scope {
     }
 
     /// The interval lock called `name`, whose holder cedes to waiters after `interval`.
-    /// It is a mutex with respect to other primitives of the same name.
+    /// Other primitives see it as a mutex.
     pub fn interval_lock(&self, name: &str, interval: Duration) -> Result<IntervalLock> {
         Ok(IntervalLock::new(self.handle(name, 1)?, interval))
     }
 
+    /// Takes the mutex `name` if it is free and nobody waits.
+    #[inline]
+    pub fn try_lock(&self, name: &str) -> Result<Option<Guard<'static>>> {
+        match self.try_lock_cached(name) {
+            Some(guard) => Ok(Some(guard)),
+            None => self.try_lock_slow(name),
+        }
+    }
+
+    /// The lock-free path of the process scope for a name this thread used recently.
+    #[inline]
+    fn try_lock_cached(&self, name: &str) -> Option<Guard<'static>> {
+        match &self.0 {
+            Inner::Process(scope) => scope.try_acquire_cached(name, 1, 1).map(|p| Guard::new(Held::Process(p))),
+            Inner::Raw(_) => None,
+        }
+    }
+
+    #[cold]
+    fn try_lock_slow(&self, name: &str) -> Result<Option<Guard<'static>>> {
+        match &self.0 {
+            Inner::Process(scope) => Ok(scope.try_acquire(name, 1, 1)?.map(|p| Guard::new(Held::Process(p)))),
+            Inner::Raw(raw) => {
+                let lock = raw.open(name, 1)?;
+                Ok(lock.try_acquire(1)?.map(|lease| Guard::new(Held::raw(RawRef::Owned(lock), lease))))
+            }
+        }
+    }
+
+    /// Blocks until the mutex `name` is granted.
+    #[inline]
+    pub fn lock_blocking(&self, name: &str) -> Result<Guard<'static>> {
+        match self.try_lock_cached(name) {
+            Some(guard) => Ok(guard),
+            None => self.lock_blocking_until(name, None),
+        }
+    }
+
+    /// Blocks at most `timeout` for the mutex `name`, then fails with `Timeout`.
+    pub fn lock_blocking_timeout(&self, name: &str, timeout: Duration) -> Result<Guard<'static>> {
+        self.lock_blocking_until(name, Some(Instant::now() + timeout))
+    }
+
+    /// Waits for the mutex `name`.
+    pub async fn lock(&self, name: &str) -> Result<Guard<'static>> {
+        self.lock_async(name, None).await
+    }
+
+    /// Waits at most `timeout` for the mutex `name`. Needs a Tokio runtime with its time driver.
+    pub async fn lock_timeout(&self, name: &str, timeout: Duration) -> Result<Guard<'static>> {
+        self.lock_async(name, Some(timeout)).await
+    }
+
+    /// Runs `f` while holding the mutex `name`, blocking for it; returns what `f` returns.
+    pub fn guard<T>(&self, name: &str, f: impl FnOnce() -> T) -> Result<T> {
+        let guard = self.lock_blocking(name)?;
+        let output = f();
+        guard.release()?;
+        Ok(output)
+    }
+
+    /// Runs the future `f` makes while holding the mutex `name`; returns its output.
+    pub async fn guard_async<T, F: Future<Output = T>>(&self, name: &str, f: impl FnOnce() -> F) -> Result<T> {
+        let guard = self.lock(name).await?;
+        let output = f().await;
+        guard.release()?;
+        Ok(output)
+    }
+
     /// A snapshot of `name`: holders, permits in use, waiters.
     pub fn inspect(&self, name: &str) -> Result<State> {
-        self.0.inspect(name)
+        match &self.0 {
+            Inner::Process(scope) => scope.inspect(name),
+            Inner::Raw(raw) => raw.inspect(name),
+        }
     }
 
     /// Whether anybody holds `name`.
@@ -98,29 +197,50 @@ impl Scope {
 
     /// Snapshots of every name that is held or waited for.
     pub fn list(&self) -> Result<Vec<State>> {
-        self.0.list()
+        match &self.0 {
+            Inner::Process(scope) => Ok(scope.list()),
+            Inner::Raw(raw) => raw.list(),
+        }
     }
 
-    /// Runs `f` while holding the mutex `name`, blocking for it; returns what `f` returns.
-    pub fn guard<T>(&self, name: &str, f: impl FnOnce() -> T) -> Result<T> {
-        let mutex = self.mutex(name)?;
-        let guard = mutex.lock_blocking()?;
-        let output = f();
-        guard.release()?;
-        Ok(output)
+    #[cold]
+    fn lock_blocking_until(&self, name: &str, deadline: Option<Instant>) -> Result<Guard<'static>> {
+        match &self.0 {
+            Inner::Process(scope) => Ok(Guard::new(Held::Process(scope.acquire_blocking(name, 1, 1, deadline)?))),
+            Inner::Raw(raw) => {
+                let lock = raw.open(name, 1)?;
+                let lease = lock.acquire_blocking(1, deadline)?;
+                Ok(Guard::new(Held::raw(RawRef::Owned(lock), lease)))
+            }
+        }
     }
 
-    /// Runs the future `f` makes while holding the mutex `name`; returns its output.
-    pub async fn guard_async<T, F: Future<Output = T>>(&self, name: &str, f: impl FnOnce() -> F) -> Result<T> {
-        let mutex = self.mutex(name)?;
-        let guard = mutex.lock().await?;
-        let output = f().await;
-        guard.release()?;
-        Ok(output)
+    async fn lock_async(&self, name: &str, timeout: Option<Duration>) -> Result<Guard<'static>> {
+        if let Some(guard) = self.try_lock_cached(name) {
+            return Ok(guard);
+        }
+        if let Some(guard) = self.try_lock_slow(name)? {
+            return Ok(guard);
+        }
+        let name = Name::new(name).map_err(|e| e.with_scope(self.url()))?;
+        match &self.0 {
+            Inner::Process(scope) => {
+                let permit = with_timeout(scope.acquire(name.as_str(), 1, 1), timeout, &name, self.url()).await?;
+                Ok(Guard::new(Held::Process(permit)))
+            }
+            Inner::Raw(raw) => {
+                let lock = raw.open(name.as_str(), 1)?;
+                let lease = with_timeout(lock.acquire(1), timeout, &name, self.url()).await?;
+                Ok(Guard::new(Held::raw(RawRef::Owned(lock), lease)))
+            }
+        }
     }
 
     fn handle(&self, name: &str, capacity: u32) -> Result<Handle> {
-        Ok(Handle(self.0.open(name, capacity)?))
+        Ok(match &self.0 {
+            Inner::Process(scope) => Handle::Process(scope.open(name, capacity)?),
+            Inner::Raw(raw) => Handle::Raw(raw.open(name, capacity)?),
+        })
     }
 }
 

@@ -34,17 +34,17 @@ impl Semaphore {
 
     /// The semaphore's name.
     pub fn name(&self) -> &Name {
-        self.handle.0.name()
+        self.handle.name()
     }
 
     /// The number of permits, n.
     pub fn capacity(&self) -> u32 {
-        self.handle.0.capacity()
+        self.handle.capacity()
     }
 
     /// Permits not held now.
     pub fn available(&self) -> Result<u32> {
-        Ok(self.capacity() - self.handle.0.inspect()?.in_use)
+        Ok(self.capacity() - self.handle.inspect()?.in_use)
     }
 
     /// Waits for `permits` permits.

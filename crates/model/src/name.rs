@@ -43,12 +43,25 @@ pub fn validate(name: &str) -> Result<(), Error> {
         "is empty"
     } else if name.len() > MAX_NAME_LEN {
         "is longer than 255 bytes"
-    } else if name.chars().any(char::is_control) {
+    } else if has_control(name.as_bytes()) {
         "contains a NUL or control character"
     } else {
         return Ok(());
     };
     Err(Error::new(ErrorKind::InvalidName, format!("invalid lock name {name:?}: it {problem}")).with_name(name))
+}
+
+/// Whether UTF-8 `bytes` hold a control character (`char::is_control`): U+0000 to U+001F
+/// and U+007F are single bytes; U+0080 to U+009F are 0xC2 followed by 0x80 to 0x9F.
+#[inline]
+fn has_control(bytes: &[u8]) -> bool {
+    let mut c1_lead = false;
+    let mut found = false;
+    for &b in bytes {
+        found |= b < 0x20 || b == 0x7f || (c1_lead && b <= 0x9f);
+        c1_lead = b == 0xc2;
+    }
+    found
 }
 
 impl Borrow<str> for Name {
@@ -90,6 +103,14 @@ mod tests {
     fn accepts_valid_names() {
         for ok in ["a", "db-migrations", "user/42", "jobs/nightly/", "日本語", &"x".repeat(255)] {
             assert_eq!(Name::new(ok).unwrap().as_str(), ok);
+        }
+    }
+
+    #[test]
+    fn control_check_matches_char_is_control() {
+        for c in (0..0x3000u32).filter_map(char::from_u32) {
+            let s = format!("a{c}b");
+            assert_eq!(has_control(s.as_bytes()), c.is_control(), "{c:?}");
         }
     }
 

@@ -2,11 +2,17 @@
 //!
 //! - [`engine`]: the fair, weighted semaphore under every primitive.
 //! - [`registry`]: names to semaphores, reclaiming names nobody uses.
-//! - [`ProcessScope`]: both behind the scope contract of `latchkey-model`.
+//! - [`ProcessScope`], [`Handle`] and [`Permit`]: the scope, an open name, held permits.
+//! - [`RawScope`](latchkey_model::RawScope) for [`ProcessScope`], in `contract`.
 
+mod contract;
 pub mod engine;
+mod handle;
+mod permit;
 pub mod registry;
 mod scope;
 mod sync;
 
+pub use handle::Handle;
+pub use permit::Permit;
 pub use scope::{ProcessScope, URL};

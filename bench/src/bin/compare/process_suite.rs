@@ -34,12 +34,7 @@ fn uncontended(emit: &dyn Fn(Row)) {
     let (o, p) = alternate(lock_ours, || per_op(UNCONTENDED_ITERS, || drop(std_mutex.lock().unwrap())));
     emit(row("mutex/uncontended/resolved", o, "std::sync::Mutex", p));
 
-    let by_name = || {
-        per_op(UNCONTENDED_ITERS, || {
-            let mutex = scope.mutex("bench/by-name").unwrap();
-            drop(mutex.lock_blocking().unwrap());
-        })
-    };
+    let by_name = || per_op(UNCONTENDED_ITERS, || drop(scope.lock_blocking("bench/by-name").unwrap()));
     let (o, p) = alternate(by_name, || per_op(UNCONTENDED_ITERS, || drop(pl.lock())));
     emit(row("mutex/uncontended/by-name", o, "parking_lot::Mutex", p));
     // The pattern a user would write by hand: a concurrent map of names to mutexes.

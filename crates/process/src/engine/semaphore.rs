@@ -14,6 +14,9 @@ const AVAILABLE: u64 = u32::MAX as u64;
 /// Bit 32 of the state word: the queue is not empty. While it is set, permits change
 /// only under the queue lock, and the fast paths step aside so nobody barges.
 const QUEUED: u64 = 1 << 32;
+/// Bit 33 of the state word: the semaphore was retired while idle (its name reclaimed);
+/// it grants nothing more.
+const RETIRED: u64 = 1 << 33;
 
 fn available(state: u64) -> u32 {
     (state & AVAILABLE) as u32
@@ -25,6 +28,7 @@ fn available(state: u64) -> u32 {
 /// |-----------------|-------------------------------------------|
 /// | 0..32           | permits available                         |
 /// | 32              | `QUEUED`: waiters exist; take the slow path |
+/// | 33              | `RETIRED`: reclaimed while idle; grants nothing |
 ///
 /// All writes to the state word are read-modify-writes, so every acquire synchronizes
 /// with every earlier release (one release sequence).
@@ -98,7 +102,7 @@ impl FairSemaphore {
         debug_assert!(permits >= 1 && permits <= self.capacity);
         let mut state = self.state.load(Ordering::Relaxed);
         loop {
-            if state & QUEUED != 0 || available(state) < permits {
+            if state & (QUEUED | RETIRED) != 0 || available(state) < permits {
                 return None;
             }
             match self.state.compare_exchange_weak(
@@ -132,10 +136,20 @@ impl FairSemaphore {
     /// Gives `permits` back, granting waiters in FIFO order.
     #[inline]
     pub fn release(&self, permits: u32) -> Result<(), Overfilled> {
+        match self.release_uncontended(permits)? {
+            true => Ok(()),
+            false => self.release_slow(permits),
+        }
+    }
+
+    /// Gives `permits` back if nobody waits (`Ok(true)`); `Ok(false)` means waiters exist
+    /// and [`release_slow`](Self::release_slow) must do it.
+    #[inline]
+    fn release_uncontended(&self, permits: u32) -> Result<bool, Overfilled> {
         let mut state = self.state.load(Ordering::Relaxed);
         loop {
             if state & QUEUED != 0 {
-                return self.release_slow(permits);
+                return Ok(false);
             }
             if u64::from(available(state)) + u64::from(permits) > u64::from(self.capacity) {
                 return Err(Overfilled);
@@ -146,10 +160,43 @@ impl FairSemaphore {
                 Ordering::Release,
                 Ordering::Relaxed,
             ) {
-                Ok(_) => return Ok(()),
+                Ok(_) => return Ok(true),
                 Err(actual) => state = actual,
             }
         }
+    }
+
+    /// Gives back `permits` that the caller is known to hold, if nobody waits (`true`);
+    /// `false` means waiters exist and [`release_slow`](Self::release_slow) must do it.
+    #[inline]
+    pub fn release_held(&self, permits: u32) -> bool {
+        let mut state = self.state.load(Ordering::Relaxed);
+        loop {
+            if state & QUEUED != 0 {
+                return false;
+            }
+            match self.state.compare_exchange_weak(
+                state,
+                state + u64::from(permits),
+                Ordering::Release,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return true,
+                Err(actual) => state = actual,
+            }
+        }
+    }
+
+    /// Retires the semaphore if nobody holds or waits for it; from then on it grants
+    /// nothing. Returns whether it was retired.
+    pub fn retire(&self) -> bool {
+        let idle = u64::from(self.capacity);
+        self.state.compare_exchange(idle, idle | RETIRED, Ordering::AcqRel, Ordering::Relaxed).is_ok()
+    }
+
+    /// Whether [`retire`](Self::retire) succeeded.
+    pub fn is_retired(&self) -> bool {
+        self.state.load(Ordering::Acquire) & RETIRED != 0
     }
 
     /// Permits held now.
@@ -184,8 +231,9 @@ impl FairSemaphore {
         }
     }
 
+    /// The part of [`release`](Self::release) that takes the queue lock.
     #[cold]
-    fn release_slow(&self, permits: u32) -> Result<(), Overfilled> {
+    pub fn release_slow(&self, permits: u32) -> Result<(), Overfilled> {
         let mut wake = WakeList::default();
         {
             let mut queue = self.queue.lock();
@@ -220,6 +268,7 @@ impl FairSemaphore {
     /// Queues a request for `permits` (granting it at once if it fits and nobody waits).
     pub(crate) fn enqueue(&self, permits: u32, waker: &Waker) -> Queued {
         let queue = self.queue.lock();
+        debug_assert!(!self.is_retired(), "a retired semaphore has no users left to queue");
         if let Some(token) = self.try_acquire(permits) {
             return Queued::Granted(token);
         }
@@ -283,6 +332,7 @@ impl fmt::Debug for FairSemaphore {
             .field("capacity", &self.capacity)
             .field("available", &available(state))
             .field("queued", &(state & QUEUED != 0))
+            .field("retired", &(state & RETIRED != 0))
             .field("last_token", &self.last_token.load(Ordering::Relaxed))
             .finish()
     }
