@@ -12,6 +12,8 @@ mod permit;
 pub mod registry;
 mod scope;
 mod sync;
+#[cfg(all(test, not(loom)))]
+mod tests;
 
 pub use handle::Handle;
 pub use permit::Permit;

@@ -11,3 +11,6 @@ mod wait;
 
 pub use semaphore::{FairSemaphore, Overfilled};
 pub use wait::Wait;
+
+#[cfg(all(test, not(loom)))]
+mod tests;

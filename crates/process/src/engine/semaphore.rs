@@ -1,7 +1,7 @@
 //! The fair, weighted semaphore: an atomic state word for the uncontended path and a
 //! FIFO queue behind a lock for everything else.
 
-use std::collections::BTreeMap;
+use std::collections::VecDeque;
 use std::fmt;
 use std::task::Waker;
 
@@ -42,23 +42,66 @@ pub struct FairSemaphore {
 
 #[derive(Default)]
 struct Queue {
-    /// Waiters by ticket: the first entry is the head.
-    waiters: BTreeMap<u64, Waiter>,
+    /// Waiters in arrival order, so with increasing tickets: the front is the head.
+    /// (A deque keeps its buffer between bursts; a cancel finds its ticket by binary
+    /// search.)
+    waiters: VecDeque<Waiter>,
     next_ticket: u64,
+    /// Signals of finished waits, to be reused once nobody else holds them.
+    spare: Vec<Arc<Signal>>,
 }
 
+/// How many spare signals a queue keeps.
+const SPARE_SIGNALS: usize = 8;
+
 struct Waiter {
+    ticket: u64,
     permits: u32,
     signal: Arc<Signal>,
 }
 
-/// Signals granted under the queue lock, woken once it is let go.
+impl Queue {
+    fn position(&self, ticket: u64) -> Option<usize> {
+        self.waiters.binary_search_by_key(&ticket, |w| w.ticket).ok()
+    }
+
+    /// A pending signal for a new waiter: a spare one if nobody holds it any more.
+    fn new_signal(&mut self, waker: &Waker) -> Arc<Signal> {
+        while let Some(mut spare) = self.spare.pop() {
+            if let Some(signal) = Arc::get_mut(&mut spare) {
+                signal.reset(waker);
+                return spare;
+            }
+        }
+        Arc::new(Signal::new(waker))
+    }
+
+    /// Keeps the signal of a waiter that left the queue, for reuse.
+    fn recycle(&mut self, signal: &Arc<Signal>) {
+        if self.spare.len() < SPARE_SIGNALS {
+            self.spare.push(signal.clone());
+        }
+    }
+}
+
+/// Signals granted under the queue lock, woken once it is let go. A release grants one
+/// waiter, or a few readers, so they are kept inline.
 #[derive(Default)]
-struct WakeList(Vec<Arc<Signal>>);
+struct WakeList {
+    inline: [Option<Arc<Signal>>; 4],
+    more: Vec<Arc<Signal>>,
+}
 
 impl WakeList {
+    fn push(&mut self, signal: Arc<Signal>) {
+        match self.inline.iter_mut().find(|slot| slot.is_none()) {
+            Some(slot) => *slot = Some(signal),
+            None => self.more.push(signal),
+        }
+    }
+
     fn wake_all(self) {
-        for signal in self.0 {
+        for signal in self.inline.into_iter().flatten().chain(self.more) {
             signal.wake();
         }
     }
@@ -212,7 +255,7 @@ impl FairSemaphore {
     /// How many requests wait, and how many of them ask for the whole capacity.
     pub fn waiters(&self) -> (usize, usize) {
         let queue = self.queue.lock();
-        let exclusive = queue.waiters.values().filter(|w| w.permits == self.capacity).count();
+        let exclusive = queue.waiters.iter().filter(|w| w.permits == self.capacity).count();
         (queue.waiters.len(), exclusive)
     }
 
@@ -251,16 +294,17 @@ impl FairSemaphore {
     /// Grants waiters from the head while the head's request fits, and clears `QUEUED`
     /// once the queue is empty. Runs under the queue lock.
     fn grant_waiters(&self, queue: &mut Queue, wake: &mut WakeList) {
-        while let Some(head) = queue.waiters.first_entry() {
-            let permits = head.get().permits;
+        while let Some(head) = queue.waiters.front() {
+            let permits = head.permits;
             // While QUEUED is set, permits change only under the lock we hold.
             if available(self.state.load(Ordering::Acquire)) < permits {
                 return;
             }
             self.state.fetch_sub(u64::from(permits), Ordering::AcqRel);
-            let waiter = head.remove();
+            let waiter = queue.waiters.pop_front().expect("the head was just seen");
             waiter.signal.grant(self.next_token(permits));
-            wake.0.push(waiter.signal);
+            queue.recycle(&waiter.signal);
+            wake.push(waiter.signal);
         }
         self.state.fetch_and(!QUEUED, Ordering::AcqRel);
     }
@@ -296,8 +340,8 @@ impl FairSemaphore {
     ) -> Queued {
         let ticket = queue.next_ticket;
         queue.next_ticket += 1;
-        let signal = Arc::new(Signal::new(waker));
-        queue.waiters.insert(ticket, Waiter { permits, signal: signal.clone() });
+        let signal = queue.new_signal(waker);
+        queue.waiters.push_back(Waiter { ticket, permits, signal: signal.clone() });
         let mut wake = WakeList::default();
         self.grant_waiters(&mut queue, &mut wake);
         drop(queue);
@@ -314,7 +358,10 @@ impl FairSemaphore {
         let mut wake = WakeList::default();
         {
             let mut queue = self.queue.lock();
-            if queue.waiters.remove(&ticket).is_none() {
+            if let Some(position) = queue.position(ticket) {
+                let waiter = queue.waiters.remove(position).expect("the position was just found");
+                queue.recycle(&waiter.signal);
+            } else {
                 // Granted under this lock before we took it: give the permits back.
                 self.state.fetch_add(u64::from(permits), Ordering::AcqRel);
             }

@@ -18,6 +18,12 @@ impl Signal {
         Signal { token: AtomicU64::new(0), waker: Mutex::new(Some(waker.clone())) }
     }
 
+    /// Makes a signal that nobody else holds pending again, for a new waiter.
+    pub(crate) fn reset(&mut self, waker: &Waker) {
+        self.token = AtomicU64::new(0);
+        self.waker = Mutex::new(Some(waker.clone()));
+    }
+
     /// The token of the grant, once granted.
     pub(crate) fn granted(&self) -> Option<u64> {
         match self.token.load(Ordering::Acquire) {

@@ -13,12 +13,14 @@ use crate::sync::Arc;
 ///
 /// Resolves to `Some(token)` when granted, or `None` when a cede found nobody waiting.
 #[must_use = "futures do nothing unless polled"]
+#[derive(Debug)]
 pub struct Wait<'a> {
     semaphore: &'a FairSemaphore,
     permits: u32,
     phase: Phase,
 }
 
+#[derive(Debug)]
 enum Phase {
     /// Not polled yet; will ask for permits.
     Acquire,
