@@ -50,15 +50,19 @@ impl Handle {
     }
 
     pub(crate) async fn acquire(&self, permits: u32, timeout: Option<Duration>) -> Result<Guard<'_>> {
-        if let Some(guard) = self.try_acquire(permits)? {
-            return Ok(guard);
-        }
         match self {
+            // The process handle tries the fast path itself before it queues.
             Handle::Process(handle) => {
-                let permit = with_timeout(handle.acquire(permits), timeout, self.name(), self.scope_url()).await?;
+                let permit = match timeout {
+                    None => handle.acquire(permits).await?,
+                    Some(_) => with_timeout(handle.acquire(permits), timeout, self.name(), self.scope_url()).await?,
+                };
                 Ok(Guard::new(Held::Process(permit)))
             }
             Handle::Raw(lock) => {
+                if let Some(lease) = lock.try_acquire(permits)? {
+                    return Ok(raw_guard(&**lock, lease));
+                }
                 let lease = with_timeout(lock.acquire(permits), timeout, self.name(), self.scope_url()).await?;
                 Ok(raw_guard(&**lock, lease))
             }

@@ -11,8 +11,9 @@ use crate::registry::Entry;
 /// Held permits of one name. Dropping it releases them.
 ///
 /// A permit points at its entry without owning it: an entry stays registered, and so
-/// alive, while any of its permits is held (see [`registry`](crate::registry)). Paths
-/// that may outlive that (a slow release, a cede) first take an owning reference.
+/// alive, while any of its permits is held (see [`registry`](crate::registry)). A slow
+/// release relies on the queue lock instead (an entry is only retired under it), and a
+/// cede, which waits without holding permits, first takes an owning reference.
 #[must_use = "if unused the permits are released at once"]
 pub struct Permit {
     entry: NonNull<Entry>,
@@ -127,9 +128,11 @@ fn release(entry: NonNull<Entry>, permits: u32) {
 
 #[cold]
 fn release_slow(entry: NonNull<Entry>, permits: u32) {
-    // Granting a waiter may let the entry be swept before this call ends: own it.
-    let entry = owned(entry);
-    entry.semaphore.release_slow(permits).expect("a permit releases exactly what it holds");
+    // SAFETY: the permits are held until `release_slow` gives them back under the
+    // queue lock, and an entry is only retired (and freed) under that same lock, after
+    // `release_slow` has let go of it and touches it no more.
+    let semaphore = unsafe { &entry.as_ref().semaphore };
+    semaphore.release_slow(permits).expect("a permit releases exactly what it holds");
 }
 
 impl Drop for Permit {

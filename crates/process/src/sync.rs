@@ -2,15 +2,9 @@
 //! under `cfg(loom)`.
 
 #[cfg(loom)]
-pub(crate) use loom::sync::{
-    atomic::{AtomicU64, Ordering},
-    Arc,
-};
+pub(crate) use loom::sync::atomic::{AtomicU64, Ordering};
 #[cfg(not(loom))]
-pub(crate) use std::sync::{
-    atomic::{AtomicU64, Ordering},
-    Arc,
-};
+pub(crate) use std::sync::atomic::{AtomicU64, Ordering};
 
 /// A mutex whose `lock` returns the guard directly, over parking_lot or loom.
 #[derive(Debug, Default)]

@@ -9,6 +9,7 @@ use latchkey_bench::{alternate, critical_section, now_or_never, per_op, threads_
 
 const UNCONTENDED_ITERS: u64 = 2_000_000;
 const CONTENDED_OPS: u64 = 200_000;
+const CONTENDED_ASYNC_OPS: u64 = 50_000;
 
 pub fn run(emit: &dyn Fn(Row)) {
     uncontended(emit);
@@ -101,6 +102,14 @@ fn contended_threads(emit: &dyn Fn(Row)) {
     }
 }
 
+/// Work done while holding an async lock: a little computation and one yield, so that
+/// the other tasks run into the held lock and every grant is a queued hand-off (without
+/// the yield, whether tasks ever meet depends on the scheduler, not on the lock).
+async fn held_section() {
+    critical_section();
+    tokio::task::yield_now().await;
+}
+
 /// Runs `tasks` tasks on a two-worker Tokio runtime, each running `op` `iters` times;
 /// ns per operation overall.
 fn tasks_per_op<F, Fut>(tasks: usize, iters: u64, op: F) -> f64
@@ -135,7 +144,7 @@ fn contended_async(emit: &dyn Fn(Row)) {
     let tokio_mutex = Arc::new(tokio::sync::Mutex::new(0u64));
     let async_mutex = Arc::new(async_lock::Mutex::new(0u64));
     for tasks in [2usize, 8] {
-        let iters = CONTENDED_OPS / tasks as u64;
+        let iters = CONTENDED_ASYNC_OPS / tasks as u64;
         let case = format!("mutex/contended-async/{tasks}-tasks");
         let lock_ours = || {
             let m = ours.clone();
@@ -143,7 +152,7 @@ fn contended_async(emit: &dyn Fn(Row)) {
                 let m = m.clone();
                 async move {
                     let _g = m.lock().await.unwrap();
-                    critical_section();
+                    held_section().await;
                 }
             })
         };
@@ -153,7 +162,7 @@ fn contended_async(emit: &dyn Fn(Row)) {
                 let m = m.clone();
                 async move {
                     let _g = m.lock().await;
-                    critical_section();
+                    held_section().await;
                 }
             })
         });
@@ -164,7 +173,7 @@ fn contended_async(emit: &dyn Fn(Row)) {
                 let m = m.clone();
                 async move {
                     let _g = m.lock().await;
-                    critical_section();
+                    held_section().await;
                 }
             })
         });
@@ -179,7 +188,7 @@ fn read_heavy_async(emit: &dyn Fn(Row)) {
     let tokio_rw = Arc::new(tokio::sync::RwLock::new(0u64));
     let async_rw = Arc::new(async_lock::RwLock::new(0u64));
     for tasks in [2usize, 8] {
-        let iters = CONTENDED_OPS / tasks as u64;
+        let iters = CONTENDED_ASYNC_OPS / tasks as u64;
         let case = format!("rwlock/read-heavy-async/{tasks}-tasks");
         let ours_run = || {
             let l = ours.clone();
@@ -187,7 +196,7 @@ fn read_heavy_async(emit: &dyn Fn(Row)) {
                 let l = l.clone();
                 async move {
                     let _g = if i % 16 == 0 { l.write().await.unwrap() } else { l.read().await.unwrap() };
-                    critical_section();
+                    held_section().await;
                 }
             })
         };
@@ -198,10 +207,10 @@ fn read_heavy_async(emit: &dyn Fn(Row)) {
                 async move {
                     if i % 16 == 0 {
                         let _g = l.write().await;
-                        critical_section();
+                        held_section().await;
                     } else {
                         let _g = l.read().await;
-                        critical_section();
+                        held_section().await;
                     }
                 }
             })
@@ -214,10 +223,10 @@ fn read_heavy_async(emit: &dyn Fn(Row)) {
                 async move {
                     if i % 16 == 0 {
                         let _g = l.write().await;
-                        critical_section();
+                        held_section().await;
                     } else {
                         let _g = l.read().await;
-                        critical_section();
+                        held_section().await;
                     }
                 }
             })
@@ -242,7 +251,7 @@ fn semaphore(emit: &dyn Fn(Row)) {
     );
     emit(row("semaphore/uncontended/async-resolved", o, "async_lock::Semaphore", p));
     let tasks = 8usize;
-    let iters = CONTENDED_OPS / tasks as u64;
+    let iters = CONTENDED_ASYNC_OPS / tasks as u64;
     let (o, p) = alternate(
         || {
             let s = ours.clone();
@@ -250,7 +259,7 @@ fn semaphore(emit: &dyn Fn(Row)) {
                 let s = s.clone();
                 async move {
                     let _g = s.acquire(1).await.unwrap();
-                    critical_section();
+                    held_section().await;
                 }
             })
         },
@@ -260,7 +269,7 @@ fn semaphore(emit: &dyn Fn(Row)) {
                 let s = s.clone();
                 async move {
                     let _g = s.acquire().await.unwrap();
-                    critical_section();
+                    held_section().await;
                 }
             })
         },

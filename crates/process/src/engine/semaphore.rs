@@ -3,11 +3,12 @@
 
 use std::collections::VecDeque;
 use std::fmt;
+use std::ptr::NonNull;
 use std::task::Waker;
 
 use super::signal::Signal;
 use super::wait::Wait;
-use crate::sync::{Arc, AtomicU64, Mutex, Ordering};
+use crate::sync::{AtomicU64, Mutex, Ordering};
 
 /// Bits 0..32 of the state word: permits available.
 const AVAILABLE: u64 = u32::MAX as u64;
@@ -47,62 +48,51 @@ struct Queue {
     /// search.)
     waiters: VecDeque<Waiter>,
     next_ticket: u64,
-    /// Signals of finished waits, to be reused once nobody else holds them.
-    spare: Vec<Arc<Signal>>,
 }
-
-/// How many spare signals a queue keeps.
-const SPARE_SIGNALS: usize = 8;
 
 struct Waiter {
     ticket: u64,
     permits: u32,
-    signal: Arc<Signal>,
+    /// The signal inside the waiting future. The future is pinned and removes this
+    /// entry under the queue lock before it is dropped, so the pointer is valid while
+    /// the entry is queued; it is only used under the queue lock.
+    signal: NonNull<Signal>,
+    /// The waker of the future's latest poll; taken by the granter.
+    waker: Waker,
 }
+
+// SAFETY: the only non-`Send` field is `signal`, which is dereferenced only under the
+// queue lock, to a `Signal` (atomics, so `Sync`) that outlives the entry (see above).
+unsafe impl Send for Waiter {}
 
 impl Queue {
     fn position(&self, ticket: u64) -> Option<usize> {
         self.waiters.binary_search_by_key(&ticket, |w| w.ticket).ok()
     }
-
-    /// A pending signal for a new waiter: a spare one if nobody holds it any more.
-    fn new_signal(&mut self, waker: &Waker) -> Arc<Signal> {
-        while let Some(mut spare) = self.spare.pop() {
-            if let Some(signal) = Arc::get_mut(&mut spare) {
-                signal.reset(waker);
-                return spare;
-            }
-        }
-        Arc::new(Signal::new(waker))
-    }
-
-    /// Keeps the signal of a waiter that left the queue, for reuse.
-    fn recycle(&mut self, signal: &Arc<Signal>) {
-        if self.spare.len() < SPARE_SIGNALS {
-            self.spare.push(signal.clone());
-        }
-    }
 }
 
-/// Signals granted under the queue lock, woken once it is let go. A release grants one
-/// waiter, or a few readers, so they are kept inline.
+/// Wakers of waiters granted under the queue lock, called once it is let go. A release
+/// usually grants one waiter (a mutex) or a few (readers): the first is kept inline.
 #[derive(Default)]
 struct WakeList {
-    inline: [Option<Arc<Signal>>; 4],
-    more: Vec<Arc<Signal>>,
+    first: Option<Waker>,
+    more: Vec<Waker>,
 }
 
 impl WakeList {
-    fn push(&mut self, signal: Arc<Signal>) {
-        match self.inline.iter_mut().find(|slot| slot.is_none()) {
-            Some(slot) => *slot = Some(signal),
-            None => self.more.push(signal),
+    fn push(&mut self, waker: Waker) {
+        match self.first {
+            None => self.first = Some(waker),
+            Some(_) => self.more.push(waker),
         }
     }
 
     fn wake_all(self) {
-        for signal in self.inline.into_iter().flatten().chain(self.more) {
-            signal.wake();
+        if let Some(first) = self.first {
+            first.wake();
+            for waker in self.more {
+                waker.wake();
+            }
         }
     }
 }
@@ -119,7 +109,7 @@ pub(crate) enum Queued {
     /// Nobody was waiting, so the caller keeps what it held (cede only).
     Kept,
     /// Waiting in the queue.
-    Waiting { ticket: u64, signal: Arc<Signal> },
+    Waiting { ticket: u64 },
 }
 
 impl FairSemaphore {
@@ -232,7 +222,11 @@ impl FairSemaphore {
 
     /// Retires the semaphore if nobody holds or waits for it; from then on it grants
     /// nothing. Returns whether it was retired.
+    ///
+    /// It takes the queue lock, so that a semaphore is never retired (and its memory
+    /// freed) while a release that has just granted a waiter still holds that lock.
     pub fn retire(&self) -> bool {
+        let _queue = self.queue.lock();
         let idle = u64::from(self.capacity);
         self.state.compare_exchange(idle, idle | RETIRED, Ordering::AcqRel, Ordering::Relaxed).is_ok()
     }
@@ -274,7 +268,8 @@ impl FairSemaphore {
         }
     }
 
-    /// The part of [`release`](Self::release) that takes the queue lock.
+    /// The part of [`release`](Self::release) that takes the queue lock. The semaphore
+    /// is not touched after that lock is let go.
     #[cold]
     pub fn release_slow(&self, permits: u32) -> Result<(), Overfilled> {
         let mut wake = WakeList::default();
@@ -302,32 +297,36 @@ impl FairSemaphore {
             }
             self.state.fetch_sub(u64::from(permits), Ordering::AcqRel);
             let waiter = queue.waiters.pop_front().expect("the head was just seen");
-            waiter.signal.grant(self.next_token(permits));
-            queue.recycle(&waiter.signal);
-            wake.push(waiter.signal);
+            // SAFETY: the entry was queued until the line above, and we hold the queue
+            // lock, so its future has not been dropped (see `Waiter::signal`).
+            unsafe { waiter.signal.as_ref() }.grant(self.next_token(permits));
+            wake.push(waiter.waker);
         }
         self.state.fetch_and(!QUEUED, Ordering::AcqRel);
     }
 
-    /// Queues a request for `permits` (granting it at once if it fits and nobody waits).
-    pub(crate) fn enqueue(&self, permits: u32, waker: &Waker) -> Queued {
+    /// Queues a request for `permits` (granting it at once if it fits and nobody waits),
+    /// to be signalled through `signal`, which must stay in place until the request is
+    /// granted or withdrawn with [`cancel`](Self::cancel).
+    pub(crate) fn enqueue(&self, permits: u32, waker: &Waker, signal: &Signal) -> Queued {
         let queue = self.queue.lock();
         debug_assert!(!self.is_retired(), "a retired semaphore has no users left to queue");
         if let Some(token) = self.try_acquire(permits) {
             return Queued::Granted(token);
         }
         self.state.fetch_or(QUEUED, Ordering::AcqRel);
-        self.push_and_grant(queue, permits, waker)
+        self.push_and_grant(queue, permits, waker, signal)
     }
 
-    /// Gives back `permits` and queues for them again at the back, unless nobody waits.
-    pub(crate) fn requeue(&self, permits: u32, waker: &Waker) -> Queued {
+    /// Gives back `permits` and queues for them again at the back, unless nobody waits;
+    /// `signal` as for [`enqueue`](Self::enqueue).
+    pub(crate) fn requeue(&self, permits: u32, waker: &Waker, signal: &Signal) -> Queued {
         let queue = self.queue.lock();
         if queue.waiters.is_empty() {
             return Queued::Kept;
         }
         self.state.fetch_add(u64::from(permits), Ordering::AcqRel);
-        self.push_and_grant(queue, permits, waker)
+        self.push_and_grant(queue, permits, waker, signal)
     }
 
     /// Appends a waiter, runs the grants the state now allows, and wakes them once the
@@ -337,19 +336,35 @@ impl FairSemaphore {
         mut queue: impl std::ops::DerefMut<Target = Queue>,
         permits: u32,
         waker: &Waker,
+        signal: &Signal,
     ) -> Queued {
         let ticket = queue.next_ticket;
         queue.next_ticket += 1;
-        let signal = queue.new_signal(waker);
-        queue.waiters.push_back(Waiter { ticket, permits, signal: signal.clone() });
+        let signal_ptr = NonNull::from(signal);
+        queue.waiters.push_back(Waiter { ticket, permits, signal: signal_ptr, waker: waker.clone() });
         let mut wake = WakeList::default();
         self.grant_waiters(&mut queue, &mut wake);
         drop(queue);
         wake.wake_all();
         match signal.granted() {
             Some(token) => Queued::Granted(token),
-            None => Queued::Waiting { ticket, signal },
+            None => Queued::Waiting { ticket },
         }
+    }
+
+    /// Called by a waiting future polled again before its grant: stores the new waker
+    /// unless the grant came meanwhile, in which case it returns the token.
+    pub(crate) fn repoll(&self, ticket: u64, signal: &Signal, waker: &Waker) -> Option<u64> {
+        let mut queue = self.queue.lock();
+        if let Some(token) = signal.granted() {
+            return Some(token);
+        }
+        let position = queue.position(ticket).expect("a pending waiter is in the queue");
+        let stored = &mut queue.waiters[position].waker;
+        if !stored.will_wake(waker) {
+            *stored = waker.clone();
+        }
+        None
     }
 
     /// Withdraws a waiter whose future was dropped. If it had been granted in the
@@ -359,8 +374,7 @@ impl FairSemaphore {
         {
             let mut queue = self.queue.lock();
             if let Some(position) = queue.position(ticket) {
-                let waiter = queue.waiters.remove(position).expect("the position was just found");
-                queue.recycle(&waiter.signal);
+                queue.waiters.remove(position);
             } else {
                 // Granted under this lock before we took it: give the permits back.
                 self.state.fetch_add(u64::from(permits), Ordering::AcqRel);

@@ -21,18 +21,18 @@ impl Wake for Counter {
 
 /// A future under test, with its own counting waker.
 struct Polled<'a> {
-    future: Wait<'a>,
+    future: Pin<Box<Wait<'a>>>,
     wakes: Arc<Counter>,
 }
 
 impl<'a> Polled<'a> {
     fn new(future: Wait<'a>) -> Self {
-        Polled { future, wakes: Arc::default() }
+        Polled { future: Box::pin(future), wakes: Arc::default() }
     }
 
     fn poll(&mut self) -> Poll<Option<u64>> {
         let waker = Waker::from(self.wakes.clone());
-        Pin::new(&mut self.future).poll(&mut Context::from_waker(&waker))
+        self.future.as_mut().poll(&mut Context::from_waker(&waker))
     }
 
     fn woken(&self) -> bool {
@@ -209,7 +209,7 @@ fn releasing_more_than_is_held_is_refused() {
 }
 
 #[test]
-fn signals_are_reused_without_mixing_up_waiters() {
+fn repeated_hand_offs_keep_arrival_order() {
     let sem = FairSemaphore::new(1);
     sem.try_acquire(1).unwrap();
     for _ in 0..20 {
