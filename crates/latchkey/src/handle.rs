@@ -71,7 +71,8 @@ impl Handle {
 
     #[inline]
     pub(crate) fn acquire_blocking(&self, permits: u32, timeout: Option<Duration>) -> Result<Guard<'_>> {
-        let deadline = timeout.map(|t| Instant::now() + t);
+        // A timeout too large to add to now is no timeout.
+        let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
         Ok(match self {
             Handle::Process(handle) => Guard::new(Held::Process(handle.acquire_blocking(permits, deadline)?)),
             Handle::Raw(lock) => raw_guard(&**lock, lock.acquire_blocking(permits, deadline)?),

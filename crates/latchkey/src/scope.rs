@@ -153,7 +153,7 @@ impl Scope {
 
     /// Blocks at most `timeout` for the mutex `name`, then fails with `Timeout`.
     pub fn lock_blocking_timeout(&self, name: &str, timeout: Duration) -> Result<Guard<'static>> {
-        self.lock_blocking_until(name, Some(Instant::now() + timeout))
+        self.lock_blocking_until(name, Instant::now().checked_add(timeout))
     }
 
     /// Waits for the mutex `name`.

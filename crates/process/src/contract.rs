@@ -1,11 +1,15 @@
 //! The process scope behind the scope contract, for code that is generic over scopes.
 //! (The `latchkey` crate calls [`ProcessScope`] directly, so its fast paths inline.)
+//!
+//! A `Permit` cannot be given back twice, but a `Lease` is plain data: the adapter
+//! records the leases it hands out on the name's entry and refuses any other.
 
 use std::sync::Arc;
 use std::time::Instant;
 
 use latchkey_model::{BoxFuture, Error, ErrorKind, Lease, Name, RawLock, RawScope, Result, State};
 
+use crate::registry::Entry;
 use crate::{Handle, Permit, ProcessScope, URL};
 
 impl RawScope for ProcessScope {
@@ -26,11 +30,29 @@ impl RawScope for ProcessScope {
     }
 }
 
-/// A permit handed over as a lease: its release becomes the lease holder's job.
-fn into_lease(permit: Permit) -> Lease {
+/// Hands a permit over as a lease, recording it.
+fn into_lease(entry: &Entry, permit: Permit) -> Lease {
     let lease = Lease::new(permit.permits(), permit.token(), 0);
+    entry.leases.lock().insert(lease.token(), lease.permits());
     std::mem::forget(permit);
     lease
+}
+
+/// Takes a lease back: it must be one this name granted and that is still held.
+fn take_back(handle: &Handle, lease: &Lease) -> Result<()> {
+    let mut leases = handle.entry().leases.lock();
+    match leases.get(&lease.token()) {
+        Some(&permits) if permits == lease.permits() => {
+            leases.remove(&lease.token());
+            Ok(())
+        }
+        _ => Err(Error::new(
+            ErrorKind::NotHeld,
+            format!("the lease with token {} and {} permits is not held", lease.token(), lease.permits()),
+        )
+        .with_name(handle.name().as_str())
+        .with_scope(URL)),
+    }
 }
 
 impl RawLock for Handle {
@@ -47,33 +69,33 @@ impl RawLock for Handle {
     }
 
     fn try_acquire(&self, permits: u32) -> Result<Option<Lease>> {
-        Ok(Handle::try_acquire(self, permits)?.map(into_lease))
+        Ok(Handle::try_acquire(self, permits)?.map(|permit| into_lease(self.entry(), permit)))
     }
 
     fn acquire(&self, permits: u32) -> BoxFuture<'_, Result<Lease>> {
-        Box::pin(async move { Handle::acquire(self, permits).await.map(into_lease) })
+        Box::pin(async move { Ok(into_lease(self.entry(), Handle::acquire(self, permits).await?)) })
     }
 
     fn acquire_blocking(&self, permits: u32, deadline: Option<Instant>) -> Result<Lease> {
-        Handle::acquire_blocking(self, permits, deadline).map(into_lease)
+        Ok(into_lease(self.entry(), Handle::acquire_blocking(self, permits, deadline)?))
     }
 
     fn release(&self, lease: Lease) -> Result<()> {
-        self.entry().semaphore.release(lease.permits()).map_err(|_| {
-            Error::new(ErrorKind::NotHeld, format!("released {} permits that were not held", lease.permits()))
-                .with_name(self.name().as_str())
-                .with_scope(URL)
-        })
+        take_back(self, &lease)?;
+        self.entry().semaphore.release(lease.permits()).expect("a recorded lease is held");
+        Ok(())
     }
 
     fn cede(&self, lease: Lease) -> BoxFuture<'_, Result<Lease>> {
-        let permit = Permit::granted(self.entry(), lease.permits(), lease.token());
-        Box::pin(async move { Ok(into_lease(permit.cede().await)) })
+        // Made a permit at once, so that dropping the future unpolled releases it.
+        let permit = take_back(self, &lease).map(|()| Permit::granted(self.entry(), lease.permits(), lease.token()));
+        Box::pin(async move { Ok(into_lease(self.entry(), permit?.cede().await)) })
     }
 
     fn cede_blocking(&self, lease: Lease) -> Result<Lease> {
+        take_back(self, &lease)?;
         let permit = Permit::granted(self.entry(), lease.permits(), lease.token());
-        Ok(into_lease(permit.cede_blocking()))
+        Ok(into_lease(self.entry(), permit.cede_blocking()))
     }
 
     fn inspect(&self) -> Result<State> {

@@ -42,6 +42,9 @@ pub struct Entry {
     pub(crate) semaphore: FairSemaphore,
     /// Open [`Handle`]s.
     pub(crate) users: AtomicUsize,
+    /// Leases handed out through the scope contract, by token, with their permits, so
+    /// that a lease this name did not grant (or that was already given back) is refused.
+    pub(crate) leases: Mutex<hashbrown::HashMap<u64, u32>>,
 }
 
 impl Entry {
@@ -80,6 +83,10 @@ struct Shard(Mutex<Table>);
 struct Table {
     entries: HashTable<Arc<Entry>>,
     sweep_at: usize,
+    /// The highest fencing token of any entry this shard has dropped. Every entry of a
+    /// name lives in the same shard, so a name that starts over continues from here and
+    /// its tokens keep increasing for the life of the registry.
+    token_floor: u64,
 }
 
 struct Cached {
@@ -99,7 +106,8 @@ impl Registry {
     /// An empty registry.
     pub fn new() -> Self {
         static IDS: AtomicU64 = AtomicU64::new(1);
-        let shards = (0..SHARDS).map(|_| Shard(Mutex::new(Table { entries: HashTable::new(), sweep_at: MIN_SWEEP })));
+        let shards = (0..SHARDS)
+            .map(|_| Shard(Mutex::new(Table { entries: HashTable::new(), sweep_at: MIN_SWEEP, token_floor: 0 })));
         Registry {
             id: IDS.fetch_add(1, Ordering::Relaxed),
             hasher: DefaultHashBuilder::default(),
@@ -192,15 +200,17 @@ impl Registry {
                 .with_name(name));
             }
             // Nobody uses it: the name starts over with the new capacity.
-            found.remove();
+            let (retired, _) = found.remove();
+            table.token_floor = table.token_floor.max(retired.semaphore.last_token());
         }
         if table.entries.len() >= table.sweep_at {
             self.sweep(table);
         }
         let entry = Arc::new(Entry {
             name: Name::new(name)?,
-            semaphore: FairSemaphore::new(capacity),
+            semaphore: FairSemaphore::continuing(capacity, table.token_floor),
             users: AtomicUsize::new(0),
+            leases: Mutex::default(),
         });
         table.entries.insert_unique(hash, entry.clone(), |e| self.hasher.hash_one(e.name.as_str()));
         Ok(entry)
@@ -242,7 +252,15 @@ impl Registry {
     fn sweep(&self, table: &mut Table) {
         // `users` only grows under the shard lock we hold, so 0 stays 0; `retire` then
         // fails if anybody holds or waits.
-        table.entries.retain(|entry| !(entry.users.load(Ordering::Acquire) == 0 && entry.semaphore.retire()));
+        let mut floor = table.token_floor;
+        table.entries.retain(|entry| {
+            let unused = entry.users.load(Ordering::Acquire) == 0 && entry.semaphore.retire();
+            if unused {
+                floor = floor.max(entry.semaphore.last_token());
+            }
+            !unused
+        });
+        table.token_floor = floor;
         let len = table.entries.len();
         table.sweep_at = (2 * len).max(MIN_SWEEP);
         if table.entries.capacity() > 4 * table.sweep_at {

@@ -128,3 +128,25 @@ fn a_dropped_scope_leaves_held_permits_valid() {
     assert_eq!(permit.name().as_str(), "outlives");
     drop((permit, held));
 }
+
+#[test]
+fn an_unpolled_contract_cede_releases_the_lease() {
+    use latchkey_model::RawScope;
+    let scope = ProcessScope::new();
+    let lock = RawScope::open(&scope, "cede", 1).unwrap();
+    let lease = lock.try_acquire(1).unwrap().unwrap();
+    drop(lock.cede(lease));
+    assert_eq!(scope.inspect("cede").unwrap().in_use, 0);
+    assert!(lock.try_acquire(1).unwrap().is_some());
+}
+
+#[test]
+fn a_name_that_starts_over_keeps_its_tokens_increasing() {
+    let scope = ProcessScope::new();
+    let before = scope.try_acquire("again", 1, 1).unwrap().unwrap().token();
+    scope.compact();
+    assert_eq!(scope.registered_names(), 0);
+    assert!(scope.try_acquire("again", 1, 1).unwrap().unwrap().token() > before);
+    let as_semaphore = scope.try_acquire("again", 3, 1).unwrap().unwrap().token();
+    assert!(as_semaphore > before + 1);
+}

@@ -115,10 +115,16 @@ pub(crate) enum Queued {
 impl FairSemaphore {
     /// A semaphore with `capacity` permits, all available.
     pub fn new(capacity: u32) -> Self {
+        FairSemaphore::continuing(capacity, 0)
+    }
+
+    /// A semaphore with `capacity` permits whose first grant gets a token above
+    /// `last_token`: for a name that starts over, so that its tokens keep increasing.
+    pub fn continuing(capacity: u32, last_token: u64) -> Self {
         assert!(capacity > 0, "a semaphore needs at least one permit");
         FairSemaphore {
             state: AtomicU64::new(u64::from(capacity)),
-            last_token: AtomicU64::new(0),
+            last_token: AtomicU64::new(last_token),
             capacity,
             queue: Mutex::new(Queue::default()),
         }

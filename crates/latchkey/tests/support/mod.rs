@@ -1,0 +1,238 @@
+//! Helpers shared by the suites: the scopes under test, hand-polled futures, a counting
+//! waker, a non-atomic counter, and small waits on conditions.
+
+use std::cell::UnsafeCell;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll, Wake, Waker};
+use std::time::{Duration, Instant};
+
+use latchkey::{Error, ErrorKind, Scope};
+
+/// Instantiates `$suite!(module_name, factory)` once for every scope under test.
+///
+/// A new scope is one more line here; every suite written with it then runs against it.
+macro_rules! for_each_scope {
+    ($suite:ident) => {
+        $suite!(process_static, $crate::support::process_static);
+        $suite!(process_raw, $crate::support::process_raw);
+    };
+}
+
+/// Declares `#[test] fn test() -> latchkey::Result<()>` in the current module for each
+/// listed `test`, calling `super::test(factory)`.
+macro_rules! scope_tests {
+    ($factory:path; $($test:ident),* $(,)?) => {
+        $(
+            #[test]
+            fn $test() -> latchkey::Result<()> {
+                super::$test($factory)
+            }
+        )*
+    };
+}
+
+/// Makes a fresh scope, with a namespace of its own.
+pub type NewScope = fn() -> Scope;
+
+/// The process scope, reached through static dispatch.
+pub fn process_static() -> Scope {
+    Scope::isolated()
+}
+
+/// The process engine, reached through the dyn scope contract (`RawScope`/`RawLock`).
+pub fn process_raw() -> Scope {
+    Scope::from_raw(Arc::new(latchkey_process::ProcessScope::new()))
+}
+
+/// A waker that counts how often it was woken.
+#[derive(Default)]
+pub struct WakeCount(AtomicUsize);
+
+impl Wake for WakeCount {
+    fn wake(self: Arc<Self>) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+/// A future polled by hand, with a waker of its own that counts its wake-ups.
+pub struct Probe<'a, T> {
+    future: Option<Pin<Box<dyn Future<Output = T> + 'a>>>,
+    count: Arc<WakeCount>,
+    waker: Waker,
+}
+
+impl<'a, T> Probe<'a, T> {
+    /// Wraps `future` without polling it.
+    pub fn new(future: impl Future<Output = T> + 'a) -> Self {
+        let count = Arc::new(WakeCount::default());
+        let waker = Waker::from(count.clone());
+        Probe { future: Some(Box::pin(future)), count, waker }
+    }
+
+    /// Polls once.
+    pub fn poll(&mut self) -> Poll<T> {
+        let future = self.future.as_mut().expect("polled after it completed");
+        let poll = future.as_mut().poll(&mut Context::from_waker(&self.waker));
+        if poll.is_ready() {
+            self.future = None;
+        }
+        poll
+    }
+
+    /// Polls once and asserts that the future is still pending.
+    #[track_caller]
+    pub fn assert_pending(&mut self) {
+        assert!(self.poll().is_pending(), "expected the future to be pending");
+    }
+
+    /// Polls once and returns the output; panics if the future is pending.
+    #[track_caller]
+    pub fn ready(&mut self) -> T {
+        match self.poll() {
+            Poll::Ready(output) => output,
+            Poll::Pending => panic!("expected the future to be ready"),
+        }
+    }
+
+    /// How often the future's waker was woken so far.
+    pub fn wakes(&self) -> usize {
+        self.count.0.load(Ordering::SeqCst)
+    }
+}
+
+/// Spins (yielding the thread) until `condition` holds. This only waits for a state
+/// another thread is known to reach (a waiter to be queued); it never orders events.
+/// The generous limit turns a hang into a failure.
+#[track_caller]
+pub fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !condition() {
+        assert!(start.elapsed() < Duration::from_secs(60), "gave up waiting until {what}");
+        std::thread::yield_now();
+    }
+}
+
+/// How many requests wait for `name` in `scope`.
+pub fn waiters(scope: &Scope, name: &str) -> usize {
+    scope.inspect(name).expect("inspect a valid name").waiters
+}
+
+/// A current-thread Tokio runtime with its time driver.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread().enable_time().build().expect("a runtime")
+}
+
+/// A multi-thread Tokio runtime of `workers` workers, with its time driver.
+pub fn multi_thread_runtime(workers: usize) -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread().worker_threads(workers).enable_time().build().expect("a runtime")
+}
+
+/// Asserts that `result` is an error of `kind`, and returns the error.
+#[track_caller]
+pub fn expect_err<T>(result: latchkey::Result<T>, kind: ErrorKind) -> Error {
+    match result {
+        Ok(_) => panic!("expected a {kind:?} error, got Ok"),
+        Err(err) => {
+            assert_eq!(err.kind(), kind, "{err}");
+            assert_eq!(err.code(), kind.code(), "{err}");
+            err
+        }
+    }
+}
+
+/// A value that is NOT synchronized by itself: the lock under test must make every
+/// access exclusive, or the test's counts come out wrong (and Miri/TSan would object).
+pub struct Unsync<T>(UnsafeCell<T>);
+
+// SAFETY: every access goes through `Unsync::with`, whose callers hold the lock under
+// test (checked by a `Critical` section); checking that exclusion is the point.
+unsafe impl<T: Send> Sync for Unsync<T> {}
+
+impl<T> Unsync<T> {
+    /// Wraps `value`.
+    pub fn new(value: T) -> Self {
+        Unsync(UnsafeCell::new(value))
+    }
+
+    /// Runs `f` on the value.
+    ///
+    /// # Safety
+    /// The caller holds the lock that guards this value, so no other access overlaps.
+    pub unsafe fn with<R>(&self, f: impl FnOnce(&mut T) -> R) -> R {
+        // SAFETY: exclusive by the caller's contract.
+        f(unsafe { &mut *self.0.get() })
+    }
+
+    /// The value, once every thread is done.
+    pub fn into_inner(self) -> T {
+        self.0.into_inner()
+    }
+}
+
+/// A section that must never have two occupants: a flag set on entry, cleared on exit,
+/// and a non-atomic counter bumped inside.
+pub struct Critical {
+    inside: AtomicBool,
+    count: Unsync<u64>,
+}
+
+impl Default for Critical {
+    fn default() -> Self {
+        Critical { inside: AtomicBool::new(false), count: Unsync::new(0) }
+    }
+}
+
+impl Critical {
+    /// Enters the section (asserting nobody is inside) and bumps the counter with a
+    /// non-atomic read-modify-write. Call it only while holding the lock.
+    #[track_caller]
+    pub fn enter(&self) -> Occupant<'_> {
+        assert!(!self.inside.swap(true, Ordering::SeqCst), "two holders inside the critical section at once");
+        // SAFETY: the caller holds the lock guarding the section, and `inside` was clear.
+        unsafe {
+            self.count.with(|count| {
+                let seen = std::hint::black_box(*count);
+                *count = seen + 1;
+            })
+        };
+        Occupant(self)
+    }
+
+    /// How often the section was entered.
+    pub fn count(self) -> u64 {
+        self.count.into_inner()
+    }
+}
+
+/// Inside a [`Critical`] section; leaving is dropping it (before the lock's guard).
+pub struct Occupant<'a>(&'a Critical);
+
+impl Drop for Occupant<'_> {
+    fn drop(&mut self) {
+        self.0.inside.store(false, Ordering::SeqCst);
+    }
+}
+
+/// A small, seeded xorshift generator: reproducible choices with no dependency.
+pub struct Rng(u64);
+
+impl Rng {
+    /// A generator seeded with `seed` (any value).
+    pub fn new(seed: u64) -> Self {
+        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+    }
+
+    /// A number below `bound`.
+    pub fn below(&mut self, bound: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % bound
+    }
+}

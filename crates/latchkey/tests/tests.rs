@@ -1,0 +1,13 @@
+//! The integration tests of latchkey, in one binary:
+//!
+//! - `conformance`: what every scope must do, run against each scope in `for_each_scope!`;
+//! - `stress`: mutual exclusion, bounds and progress under many threads and tasks;
+//! - `bad_input`: invalid names, URLs, capacities, releases and timeouts;
+//! - `support`: the scopes under test and the helpers the suites share.
+
+#[macro_use]
+mod support;
+
+mod bad_input;
+mod conformance;
+mod stress;
