@@ -285,30 +285,47 @@ impl FairSemaphore {
             if u64::from(available(state)) + u64::from(permits) > u64::from(self.capacity) {
                 return Err(Overfilled);
             }
-            self.state.fetch_add(u64::from(permits), Ordering::AcqRel);
-            self.grant_waiters(&mut queue, &mut wake);
+            self.give_back(&mut queue, permits, &mut wake);
         }
         wake.wake_all();
         Ok(())
     }
 
-    /// Grants waiters from the head while the head's request fits, and clears `QUEUED`
-    /// once the queue is empty. Runs under the queue lock.
-    fn grant_waiters(&self, queue: &mut Queue, wake: &mut WakeList) {
+    /// Under the queue lock: adds `released` permits, grants waiters from the head while
+    /// their requests fit, and clears `QUEUED` once the queue is empty.
+    ///
+    /// While `QUEUED` is set only the holder of the queue lock changes the state word,
+    /// so the new state is worked out here and written once.
+    fn give_back(&self, queue: &mut Queue, released: u32, wake: &mut WakeList) {
+        let state = self.state.load(Ordering::Acquire);
+        if state & QUEUED == 0 {
+            // Nobody waits, and the fast paths may be changing the word as well.
+            debug_assert!(queue.waiters.is_empty());
+            if released > 0 {
+                self.state.fetch_add(u64::from(released), Ordering::AcqRel);
+            }
+            return;
+        }
+        let mut free = available(state) + released;
+        let mut changed = released > 0;
         while let Some(head) = queue.waiters.front() {
             let permits = head.permits;
-            // While QUEUED is set, permits change only under the lock we hold.
-            if available(self.state.load(Ordering::Acquire)) < permits {
-                return;
+            if free < permits {
+                break;
             }
-            self.state.fetch_sub(u64::from(permits), Ordering::AcqRel);
+            free -= permits;
+            changed = true;
             let waiter = queue.waiters.pop_front().expect("the head was just seen");
             // SAFETY: the entry was queued until the line above, and we hold the queue
             // lock, so its future has not been dropped (see `Waiter::signal`).
             unsafe { waiter.signal.as_ref() }.grant(self.next_token(permits));
             wake.push(waiter.waker);
         }
-        self.state.fetch_and(!QUEUED, Ordering::AcqRel);
+        let queued = if queue.waiters.is_empty() { 0 } else { QUEUED };
+        if changed || queued == 0 {
+            let previous = self.state.swap(u64::from(free) | queued, Ordering::AcqRel);
+            debug_assert_eq!(previous, state, "only the queue lock's holder writes while QUEUED");
+        }
     }
 
     /// Queues a request for `permits` (granting it at once if it fits and nobody waits),
@@ -320,8 +337,11 @@ impl FairSemaphore {
         if let Some(token) = self.try_acquire(permits) {
             return Queued::Granted(token);
         }
-        self.state.fetch_or(QUEUED, Ordering::AcqRel);
-        self.push_and_grant(queue, permits, waker, signal)
+        // Under the lock, a set QUEUED stays set: only set it if it is not.
+        if self.state.load(Ordering::Acquire) & QUEUED == 0 {
+            self.state.fetch_or(QUEUED, Ordering::AcqRel);
+        }
+        self.push_and_grant(queue, permits, 0, waker, signal)
     }
 
     /// Gives back `permits` and queues for them again at the back, unless nobody waits;
@@ -331,16 +351,17 @@ impl FairSemaphore {
         if queue.waiters.is_empty() {
             return Queued::Kept;
         }
-        self.state.fetch_add(u64::from(permits), Ordering::AcqRel);
-        self.push_and_grant(queue, permits, waker, signal)
+        self.push_and_grant(queue, permits, permits, waker, signal)
     }
 
-    /// Appends a waiter, runs the grants the state now allows, and wakes them once the
-    /// queue lock is let go (the caller's guard is dropped by taking it by value).
+    /// Appends a waiter for `permits`, gives back `released` permits, runs the grants
+    /// the state now allows, and wakes them once the queue lock is let go (the caller's
+    /// guard is dropped by taking it by value).
     fn push_and_grant(
         &self,
         mut queue: impl std::ops::DerefMut<Target = Queue>,
         permits: u32,
+        released: u32,
         waker: &Waker,
         signal: &Signal,
     ) -> Queued {
@@ -349,7 +370,7 @@ impl FairSemaphore {
         let signal_ptr = NonNull::from(signal);
         queue.waiters.push_back(Waiter { ticket, permits, signal: signal_ptr, waker: waker.clone() });
         let mut wake = WakeList::default();
-        self.grant_waiters(&mut queue, &mut wake);
+        self.give_back(&mut queue, released, &mut wake);
         drop(queue);
         wake.wake_all();
         match signal.granted() {
@@ -379,14 +400,16 @@ impl FairSemaphore {
         let mut wake = WakeList::default();
         {
             let mut queue = self.queue.lock();
-            if let Some(position) = queue.position(ticket) {
-                queue.waiters.remove(position);
-            } else {
-                // Granted under this lock before we took it: give the permits back.
-                self.state.fetch_add(u64::from(permits), Ordering::AcqRel);
-            }
             // The withdrawn waiter may have been the head holding back smaller requests.
-            self.grant_waiters(&mut queue, &mut wake);
+            let released = match queue.position(ticket) {
+                Some(position) => {
+                    queue.waiters.remove(position);
+                    0
+                }
+                // Granted under this lock before we took it: give the permits back.
+                None => permits,
+            };
+            self.give_back(&mut queue, released, &mut wake);
         }
         wake.wake_all();
     }
