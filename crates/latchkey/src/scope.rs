@@ -5,6 +5,7 @@ use std::future::Future;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
+use latchkey_host::HostScope;
 use latchkey_model::{Error, ErrorKind, Name, RawScope, Result, State, MAX_SEMAPHORE_CAPACITY, RWLOCK_CAPACITY};
 use latchkey_process::ProcessScope;
 
@@ -46,13 +47,15 @@ enum Inner {
 }
 
 impl Scope {
-    /// Opens the scope a URL names: `process:` today; `host:`, `host:/dir`, `etcd://…`,
-    /// `postgres://…` and `redis://…` are recognised and report `Unsupported` until their
-    /// scopes are built in. A malformed URL is an `InvalidScope` error.
+    /// Opens the scope a URL names: `process:`, `host:` (the per-user namespace) or
+    /// `host:/dir`; `etcd://…`, `postgres://…` and `redis://…` are recognised and report
+    /// `Unsupported` until their scopes are built in. A malformed URL is an
+    /// `InvalidScope` error.
     pub fn open(url: &str) -> Result<Scope> {
         match ScopeUrl::parse(url)? {
             ScopeUrl::Process => Ok(Scope::process()),
-            ScopeUrl::Host(_) | ScopeUrl::Distributed { .. } => {
+            ScopeUrl::Host(dir) => Ok(Scope::from_raw(Arc::new(HostScope::open(dir.as_deref())?))),
+            ScopeUrl::Distributed { .. } => {
                 Err(Error::new(ErrorKind::Unsupported, "this scope is not built into this version of latchkey")
                     .with_scope(url))
             }

@@ -41,3 +41,13 @@ impl Lease {
         self.ticket
     }
 }
+
+/// A capacity as a reader would say it: "a mutex (capacity 1)", "a reader-writer lock",
+/// "a semaphore of 3 permits".
+pub fn describe_capacity(capacity: u32) -> String {
+    match capacity {
+        1 => "a mutex (capacity 1)".to_string(),
+        RWLOCK_CAPACITY => "a reader-writer lock".to_string(),
+        n => format!("a semaphore of {n} permits"),
+    }
+}

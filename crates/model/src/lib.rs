@@ -16,7 +16,7 @@ mod wait;
 
 pub use contract::{BoxFuture, RawLock, RawScope};
 pub use error::{Error, ErrorKind, Result};
-pub use lease::{Lease, MAX_SEMAPHORE_CAPACITY, RWLOCK_CAPACITY};
+pub use lease::{describe_capacity, Lease, MAX_SEMAPHORE_CAPACITY, RWLOCK_CAPACITY};
 pub use name::{validate as validate_name, Name, MAX_NAME_LEN};
 pub use state::{Holder, State};
 pub use wait::block_on_until;

@@ -23,7 +23,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use hashbrown::{DefaultHashBuilder, HashTable};
-use latchkey_model::{validate_name, Error, ErrorKind, Holder, Name, Result, State};
+use latchkey_model::{describe_capacity, validate_name, Error, ErrorKind, Holder, Name, Result, State};
 use parking_lot::Mutex;
 
 use crate::engine::FairSemaphore;
@@ -193,8 +193,8 @@ impl Registry {
                     ErrorKind::CapacityMismatch,
                     format!(
                         "the name is open as {}, and was asked for as {}",
-                        describe(entry.semaphore.capacity()),
-                        describe(capacity)
+                        describe_capacity(entry.semaphore.capacity()),
+                        describe_capacity(capacity)
                     ),
                 )
                 .with_name(name));
@@ -287,14 +287,5 @@ impl Drop for Registry {
 impl Default for Registry {
     fn default() -> Self {
         Registry::new()
-    }
-}
-
-/// A capacity as a reader would say it.
-pub(crate) fn describe(capacity: u32) -> String {
-    match capacity {
-        1 => "a mutex (capacity 1)".to_string(),
-        latchkey_model::RWLOCK_CAPACITY => "a reader-writer lock".to_string(),
-        n => format!("a semaphore of {n} permits"),
     }
 }

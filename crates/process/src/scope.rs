@@ -3,9 +3,9 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use latchkey_model::{Error, ErrorKind, Name, Result, State};
+use latchkey_model::{describe_capacity, Error, ErrorKind, Name, Result, State};
 
-use crate::registry::{describe, Registry};
+use crate::registry::Registry;
 use crate::{Handle, Permit};
 
 /// The URL of the process scope.
@@ -152,7 +152,7 @@ pub(crate) fn check_request(name: &str, capacity: u32, permits: u32) -> Result<(
 
 #[cold]
 fn request_error(name: &str, capacity: u32, permits: u32) -> Error {
-    Error::new(ErrorKind::CapacityMismatch, format!("asked for {permits} permits of {}", describe(capacity)))
+    Error::new(ErrorKind::CapacityMismatch, format!("asked for {permits} permits of {}", describe_capacity(capacity)))
         .with_name(name)
         .with_scope(URL)
 }

@@ -114,8 +114,12 @@ fn malformed_scope_urls_are_invalid_scope() {
 fn known_scope_urls_open_or_report_unsupported() -> Result<()> {
     assert_eq!(Scope::open("process:")?.url(), "process:");
     assert_eq!(Scope::open("process://")?.url(), "process:");
-    // Until the host and distributed scopes are built in.
-    for url in ["host:", "host:/run/locks", "etcd://10.0.0.1:2379", "postgres://u@db/app", "redis://cache:6379/0"] {
+    assert_eq!(Scope::open("host:")?.url(), "host:");
+    let dir = std::env::temp_dir().join(format!("latchkey-url-test-{}", std::process::id()));
+    let url = format!("host:{}", dir.display());
+    assert_eq!(Scope::open(&url)?.url(), url);
+    // Until the distributed scopes are built in.
+    for url in ["etcd://10.0.0.1:2379", "postgres://u@db/app", "redis://cache:6379/0"] {
         let err = expect_err(Scope::open(url), ErrorKind::Unsupported);
         assert_eq!(err.code(), 8408);
         assert_eq!(err.scope(), Some(url));

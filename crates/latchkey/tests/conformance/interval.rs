@@ -28,12 +28,14 @@ pub(super) fn interval_cede_hands_over_to_the_waiter_and_requeues_the_ceder(new_
 
     let mut ceding = Probe::new(guard.cede());
     ceding.assert_pending();
+    waiter.wait_for_wakes(1);
     assert_eq!(waiter.wakes(), 1, "the cede granted the waiter");
     let waiter_guard = waiter.ready()?;
     let second = waiter_guard.fencing_token();
     assert_eq!(waiters(&scope, "turns"), 1, "the ceder waits at the back");
 
     drop(waiter_guard);
+    ceding.wait_for_wakes(1);
     assert_eq!(ceding.wakes(), 1);
     let guard = ceding.ready()?;
     assert_increasing(&[first, second, guard.fencing_token()]);
@@ -78,6 +80,7 @@ pub(super) fn interval_poll_after_the_interval_cedes_to_the_waiter(new_scope: Ne
 
     let mut polling = Probe::new(guard.poll());
     polling.assert_pending();
+    waiter.wait_for_wakes(1);
     assert_eq!(waiter.wakes(), 1);
     let waiter_guard = waiter.ready()?;
     let second = waiter_guard.fencing_token();

@@ -35,6 +35,7 @@ pub(super) fn rwlock_queued_writer_holds_back_new_readers(new_scope: NewScope) -
     assert_eq!(rwlock.readers()?, 1);
 
     drop(reader);
+    writer.wait_for_wakes(1);
     assert_eq!((writer.wakes(), late_reader.wakes()), (1, 0));
     late_reader.assert_pending();
     let write_guard = writer.ready()?;
@@ -42,6 +43,7 @@ pub(super) fn rwlock_queued_writer_holds_back_new_readers(new_scope: NewScope) -
     assert_eq!(rwlock.writers_waiting()?, 0);
 
     drop(write_guard);
+    late_reader.wait_for_wakes(1);
     assert_eq!(late_reader.wakes(), 1);
     let _read_guard = late_reader.ready()?;
     assert_eq!(rwlock.readers()?, 1);
@@ -66,6 +68,8 @@ pub(super) fn rwlock_readers_queued_before_a_writer_are_not_starved(new_scope: N
 
     drop(first_writer);
     // Both readers ahead of the writer get in together; the writer and the reader behind it wait.
+    r1.wait_for_wakes(1);
+    r2.wait_for_wakes(1);
     assert_eq!((r1.wakes(), r2.wakes(), w2.wakes(), r3.wakes()), (1, 1, 0, 0));
     let (g1, g2) = (r1.ready()?, r2.ready()?);
     w2.assert_pending();
@@ -76,12 +80,14 @@ pub(super) fn rwlock_readers_queued_before_a_writer_are_not_starved(new_scope: N
     drop(g1);
     assert_eq!(w2.wakes(), 0, "one reader still holds");
     drop(g2);
+    w2.wait_for_wakes(1);
     assert_eq!((w2.wakes(), r3.wakes()), (1, 0));
     r3.assert_pending();
     let writer = w2.ready()?;
     assert!(rwlock.is_write_locked()?);
 
     drop(writer);
+    r3.wait_for_wakes(1);
     assert_eq!(r3.wakes(), 1);
     drop(r3.ready()?);
     assert_eq!(waiters(&scope, "rw"), 0);

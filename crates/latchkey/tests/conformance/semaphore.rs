@@ -36,12 +36,14 @@ pub(super) fn semaphore_head_of_line_request_holds_back_smaller_later_ones(new_s
     small.assert_pending();
 
     drop(held);
+    big.wait_for_wakes(1);
     assert_eq!((big.wakes(), small.wakes()), (1, 0));
     small.assert_pending();
     let all = big.ready()?;
     assert_eq!(all.permits(), 3);
 
     drop(all);
+    small.wait_for_wakes(1);
     assert_eq!(small.wakes(), 1);
     drop(small.ready()?);
     assert_eq!(waiters(&scope, "sem"), 0);

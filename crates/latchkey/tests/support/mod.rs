@@ -18,6 +18,7 @@ macro_rules! for_each_scope {
     ($suite:ident) => {
         $suite!(process_static, $crate::support::process_static);
         $suite!(process_raw, $crate::support::process_raw);
+        $suite!(host, $crate::support::host);
     };
 }
 
@@ -45,6 +46,17 @@ pub fn process_static() -> Scope {
 /// The process engine, reached through the dyn scope contract (`RawScope`/`RawLock`).
 pub fn process_raw() -> Scope {
     Scope::from_raw(Arc::new(latchkey_process::ProcessScope::new()))
+}
+
+/// The host scope, in a namespace directory of its own.
+pub fn host() -> Scope {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "latchkey-test-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    ));
+    Scope::open(&format!("host:{}", dir.display())).expect("the host scope opens in a fresh directory")
 }
 
 /// A waker that counts how often it was woken.
@@ -103,6 +115,14 @@ impl<'a, T> Probe<'a, T> {
     /// How often the future's waker was woken so far.
     pub fn wakes(&self) -> usize {
         self.count.0.load(Ordering::SeqCst)
+    }
+
+    /// Waits until the waker was woken `count` times: a scope may deliver a wake from
+    /// another thread (the host scope's waiters sleep on a futex) a moment after the
+    /// release that caused it. Which waiter is woken is what the tests check.
+    #[track_caller]
+    pub fn wait_for_wakes(&self, count: usize) {
+        wait_until("the expected wake-up", || self.wakes() >= count);
     }
 }
 
