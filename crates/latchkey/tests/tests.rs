@@ -3,6 +3,8 @@
 //! - `conformance`: what every scope must do, run against each scope in `for_each_scope!`;
 //! - `stress`: mutual exclusion, bounds and progress under many threads and tasks;
 //! - `bad_input`: invalid names, URLs, capacities, releases and timeouts;
+//! - `processes`: the host scope with real processes, SIGKILL included;
+//! - `hostile`: corrupted files, unsafe directories, links, a full disk;
 //! - `support`: the scopes under test and the helpers the suites share.
 
 #[macro_use]
@@ -10,4 +12,6 @@ mod support;
 
 mod bad_input;
 mod conformance;
+mod hostile;
+mod processes;
 mod stress;
