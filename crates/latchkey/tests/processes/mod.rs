@@ -183,3 +183,21 @@ fn sigkill_at_random_moments_never_breaks_exclusion_or_leaves_anything_behind() 
     assert!(read_counter(&counter) > 0, "the workers made progress");
     Ok(())
 }
+
+#[test]
+fn an_interval_lock_cedes_to_a_waiter_in_another_process() -> Result<()> {
+    let (dir, scope) = namespace();
+    let log = dir.join("order");
+    let lock = scope.interval_lock("turns", Duration::from_millis(1))?;
+    let mut guard = lock.lock_blocking()?;
+    let first = guard.fencing_token();
+    guard = guard.cede_blocking()?; // nobody waits: kept
+    assert_eq!(guard.fencing_token(), first);
+    let worker = spawn(&["log", &url(&dir), "turns", "worker", log.to_str().unwrap()]);
+    wait_until("the worker is queued", || scope.inspect("turns").map(|s| s.waiters).unwrap_or(0) == 1);
+    guard = guard.cede_blocking()?; // hands over, and waits at the back
+    assert_eq!(fs::read_to_string(&log).unwrap(), "worker\n", "the waiter held the lock in between");
+    assert!(guard.fencing_token() > first + 1, "the worker's grant and ours are both newer");
+    finish(worker);
+    Ok(())
+}
