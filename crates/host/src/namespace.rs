@@ -18,6 +18,9 @@ use crate::sys;
 /// The namespace file's name inside the namespace directory.
 pub const FILE_NAME: &str = "latchkey.ns";
 
+/// `Namespace::slot` until a slot is claimed.
+const NO_SLOT: u32 = u32::MAX;
+
 /// An open namespace: the file mapped into memory, and this process's slot in it.
 ///
 /// The file stays open for the life of the value: its open file description holds this
@@ -53,8 +56,10 @@ impl Namespace {
         initialize(&file, &path).map_err(|(kind, m)| fail(kind, m))?;
         let map =
             map(&file).map_err(|e| fail(ErrorKind::Unavailable, format!("cannot map {}: {e}", path.display())))?;
-        let mut namespace = Namespace { url, file, map, slot: 0, handles: Mutex::default() };
-        namespace.slot = namespace.claim_slot()?;
+        let mut namespace = Namespace { url, file, map, slot: NO_SLOT, handles: Mutex::default() };
+        let (slot, left_behind) = namespace.claim_slot()?;
+        namespace.slot = slot;
+        namespace.repair_left_by(&left_behind);
         Ok(namespace)
     }
 
@@ -116,20 +121,33 @@ impl Namespace {
         Error::new(kind, message).with_name(name).with_scope(self.url.clone())
     }
 
-    fn claim_slot(&self) -> Result<u32> {
+    /// Takes the first free process slot. Returns it, and the slots skipped because the
+    /// process that died in them left holds, queue places or a record lock behind: a new
+    /// process in such a slot would pass for their owner, alive, and they would never be
+    /// freed. Those slots stay free (dead) until repair clears them.
+    fn claim_slot(&self) -> Result<(u32, Vec<u32>)> {
+        let unavailable = |e: io::Error| {
+            Error::new(ErrorKind::Unavailable, format!("cannot take a process slot: {e}")).with_scope(self.url.clone())
+        };
+        let mut left_behind = Vec::new();
         for slot in 0..PROC_SLOTS as u32 {
-            match sys::try_lock_byte(self.file.as_fd(), LIVENESS_OFFSET + u64::from(slot)) {
+            let byte = LIVENESS_OFFSET + u64::from(slot);
+            match sys::try_lock_byte(self.file.as_fd(), byte) {
                 Ok(true) => {
                     let proc_slot = self.proc_slot(slot);
+                    // A process that closes its namespace clears its pid (see `Drop`); a
+                    // pid left behind is a process that died, which may have held locks.
+                    if proc_slot.pid.load(Ordering::Acquire) != 0 && self.scrub_slot(slot) {
+                        sys::unlock_byte(self.file.as_fd(), byte).map_err(unavailable)?;
+                        left_behind.push(slot);
+                        continue;
+                    }
                     proc_slot.pid.store(std::process::id(), Ordering::Relaxed);
                     proc_slot.since_ns.store(sys::now_ns(), Ordering::Release);
-                    return Ok(slot);
+                    return Ok((slot, left_behind));
                 }
                 Ok(false) => continue,
-                Err(e) => {
-                    return Err(Error::new(ErrorKind::Unavailable, format!("cannot take a process slot: {e}"))
-                        .with_scope(self.url.clone()))
-                }
+                Err(e) => return Err(unavailable(e)),
             }
         }
         Err(Error::new(ErrorKind::Unavailable, format!("all {PROC_SLOTS} process slots of the namespace are in use"))
@@ -139,6 +157,11 @@ impl Namespace {
 
 impl Drop for Namespace {
     fn drop(&mut self) {
+        // Nothing of ours is held or queued any more (every handle, guard and wait keeps
+        // the namespace alive): the next process may take the slot without a look.
+        if self.slot != NO_SLOT {
+            self.proc_slot(self.slot).pid.store(0, Ordering::Release);
+        }
         // SAFETY: `map` is the mapping of FILE_SIZE bytes made in `map()`, not used after.
         let _ = unsafe { rustix::mm::munmap(self.map.as_ptr().cast(), FILE_SIZE) };
         // Closing `file` drops the liveness lock.

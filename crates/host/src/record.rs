@@ -135,6 +135,51 @@ impl Namespace {
         }
     }
 
+    /// Whether any record still names `slot` as a holder, a waiter, the record lock's
+    /// owner or a name's claimer: what a process that died in `slot` may have left
+    /// behind. Clears the slot's `users` bits on the way: they were the dead process's.
+    pub(crate) fn scrub_slot(&self, slot: u32) -> bool {
+        let owner = owner_of(slot);
+        let (word, bit) = (slot as usize / 64, 1u64 << (slot % 64));
+        let mut left = false;
+        for index in 0..RECORDS {
+            let r = self.record(index);
+            let key = r.key.load(Ordering::Acquire);
+            match key & 0xff {
+                KEY_EMPTY => continue,
+                KEY_CLAIMING => {
+                    left |= key >> 8 == owner;
+                    continue;
+                }
+                _ => {}
+            }
+            if r.users[word].load(Ordering::Relaxed) & bit != 0 {
+                r.users[word].fetch_and(!bit, Ordering::AcqRel);
+            }
+            left |= r.lock.load(Ordering::Acquire) & !LOCK_CONTENDED == owner
+                || r.holders.iter().any(|h| h.owner.load(Ordering::Acquire) & !PENDING == owner)
+                || r.waiters.iter().any(|w| w.owner.load(Ordering::Acquire) == owner);
+        }
+        left
+    }
+
+    /// Repairs the records where the dead processes of `slots` hold or wait.
+    pub(crate) fn repair_left_by(&self, slots: &[u32]) {
+        if slots.is_empty() {
+            return;
+        }
+        let left_by = |owner: u32| owner & !PENDING != 0 && slots.contains(&((owner & !PENDING) - 1));
+        for index in 0..RECORDS {
+            let r = self.record(index);
+            if r.key.load(Ordering::Acquire) & 0xff == KEY_READY
+                && (r.holders.iter().any(|h| left_by(h.owner.load(Ordering::Acquire)))
+                    || r.waiters.iter().any(|w| left_by(w.owner.load(Ordering::Acquire))))
+            {
+                self.rec(index, r.capacity.load(Ordering::Acquire)).repair_if_dead();
+            }
+        }
+    }
+
     /// Every record that has a name.
     pub(crate) fn records(&self) -> impl Iterator<Item = &Record> {
         (0..RECORDS).map(|i| self.record(i)).filter(|r| r.key.load(Ordering::Acquire) & 0xff == KEY_READY)
@@ -370,6 +415,8 @@ impl<'a> Rec<'a> {
                     if cancelled() || deadline.is_some_and(|d| Instant::now() >= d) {
                         return Ok(None);
                     }
+                    // The queue may be full of the dead: free their places.
+                    self.repair_if_dead();
                     std::thread::sleep(QUEUE_FULL_PAUSE);
                 }
             }
@@ -576,9 +623,11 @@ impl<'a> Rec<'a> {
                 }
             }
         }
+        // A dead waiter's place goes, granted or not: a grant it never took is a hold of
+        // its dead slot, freed with the holders above.
         for waiter in &self.r.waiters {
             let owner = waiter.owner.load(Ordering::Acquire);
-            if owner != 0 && !alive(owner) && waiter.granted.load(Ordering::Relaxed) == 0 {
+            if owner != 0 && !alive(owner) {
                 waiter.owner.store(0, Ordering::Release);
             }
         }

@@ -114,6 +114,8 @@ impl WaitRoom {
             .spawn(move || {
                 let rec = ns.rec(index, capacity);
                 while !watch_shared.stop.load(Ordering::Acquire) {
+                    // The queue may be full of the dead: free their places.
+                    rec.repair_if_dead();
                     if rec.has_free_waiter_slot() {
                         watch_room.store(true, Ordering::Release);
                         if let Some(waker) = watch_shared.waker.lock().expect("waker lock").take() {

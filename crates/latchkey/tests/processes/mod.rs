@@ -26,15 +26,40 @@ fn namespace() -> (PathBuf, Scope) {
     (dir, scope)
 }
 
+/// A worker process, killed and reaped when dropped (a test that fails early leaves none
+/// behind).
+struct Worker(Child);
+
+impl std::ops::Deref for Worker {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Worker {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// Starts a worker: `task` is one of the jobs in `worker.rs`.
-fn spawn(task: &[&str]) -> Child {
-    Command::new(std::env::current_exe().expect("the test binary"))
+fn spawn(task: &[&str]) -> Worker {
+    let child = Command::new(std::env::current_exe().expect("the test binary"))
         .args(["--exact", "processes::worker::run", "--nocapture", "--test-threads=1"])
         .env(worker::ENV, task.join("\u{1f}"))
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
-        .expect("start a worker process")
+        .expect("start a worker process");
+    Worker(child)
 }
 
 /// Reads the worker's stdout until it prints `line`.
@@ -55,8 +80,8 @@ fn sigkill(child: &mut Child) {
     let _ = child.wait();
 }
 
-fn finish(mut child: Child) {
-    let status = child.wait().expect("wait for a worker");
+fn finish(mut worker: Worker) {
+    let status = worker.wait().expect("wait for a worker");
     assert!(status.success(), "a worker failed: {status}");
 }
 
@@ -72,7 +97,7 @@ fn read_counter(path: &Path) -> u64 {
 fn processes_exclude_each_other_on_a_plain_file_counter() {
     let (dir, _scope) = namespace();
     let counter = dir.join("counter");
-    let workers: Vec<Child> =
+    let workers: Vec<Worker> =
         (0..4).map(|_| spawn(&["count", &url(&dir), "counter", "300", counter.to_str().unwrap()])).collect();
     workers.into_iter().for_each(finish);
     assert_eq!(read_counter(&counter), 4 * 300, "every increment of every process was kept");
@@ -118,7 +143,7 @@ fn a_semaphore_bounds_holders_across_processes() {
     let (dir, _scope) = namespace();
     let marks = dir.join("holders");
     fs::create_dir_all(&marks).unwrap();
-    let workers: Vec<Child> =
+    let workers: Vec<Worker> =
         (0..5).map(|_| spawn(&["bounded", &url(&dir), "gpu", "2", marks.to_str().unwrap()])).collect();
     workers.into_iter().for_each(finish); // each worker asserts the bound itself
 }
@@ -159,7 +184,8 @@ fn sigkill_at_random_moments_never_breaks_exclusion_or_leaves_anything_behind() 
     let (dir, scope) = namespace();
     let counter = dir.join("counter");
     let spawn_churner = || spawn(&["churn", &url(&dir), "churn", counter.to_str().unwrap()]);
-    let mut workers: Vec<Child> = (0..4).map(|_| spawn_churner()).collect();
+    let mut workers: Vec<Worker> = (0..4).map(|_| spawn_churner()).collect();
+    wait_until("the workers are under way", || read_counter(&counter) > 0);
     let mut rng = Rng::new(0x5eed);
     for _ in 0..40 {
         std::thread::sleep(Duration::from_millis(rng.below(40)));
@@ -180,7 +206,6 @@ fn sigkill_at_random_moments_never_breaks_exclusion_or_leaves_anything_behind() 
     drop(guard);
     let state = scope.inspect("churn")?;
     assert_eq!((state.in_use, state.waiters), (0, 0), "{state:?}");
-    assert!(read_counter(&counter) > 0, "the workers made progress");
     Ok(())
 }
 

@@ -1,0 +1,16 @@
+//! The integration tests of the `latchkey` command, in one binary. Each test runs the
+//! built binary in a namespace directory of its own.
+//!
+//! - `run`: exit codes passed through, the lock held while the command runs, shared
+//!   holds and semaphore bounds, and no command left running when `latchkey` is SIGKILLed;
+//! - `usage`: invalid names, durations and scope URLs exit 64 saying what is wrong;
+//! - `status`: the JSON and the table;
+//! - `demo`: worker processes contend and every invariant holds;
+//! - `support`: the namespace, the binary and the helpers the suites share.
+
+mod support;
+
+mod demo;
+mod run;
+mod status;
+mod usage;
