@@ -226,3 +226,23 @@ fn an_interval_lock_cedes_to_a_waiter_in_another_process() -> Result<()> {
     finish(worker);
     Ok(())
 }
+
+/// The fencing token a worker process got for `name`.
+fn token_of_a_new_process(dir: &Path, name: &str) -> u64 {
+    let mut worker = spawn(&["token", &url(dir), name]);
+    let stdout = worker.stdout.take().expect("piped stdout");
+    let output = std::io::read_to_string(stdout).expect("read the worker's output");
+    finish(worker);
+    let (_, token) = output.rsplit_once("token ").expect("the worker prints its token");
+    token.trim().parse().expect("a number")
+}
+
+#[test]
+fn fencing_tokens_keep_increasing_across_process_restarts() -> Result<()> {
+    let (dir, scope) = namespace();
+    let first = token_of_a_new_process(&dir, "fenced");
+    let second = token_of_a_new_process(&dir, "fenced");
+    let ours = scope.lock_blocking("fenced")?.fencing_token();
+    assert!(first < second && second < ours, "tokens {first}, {second}, {ours} must increase");
+    Ok(())
+}

@@ -59,6 +59,10 @@ fn run() {
             std::io::stdout().flush().unwrap();
             std::thread::sleep(Duration::from_secs(600));
         }
+        "token" => {
+            let guard = scope.lock_blocking(name).unwrap();
+            println!("token {}", guard.fencing_token());
+        }
         "churn" => churn(&scope, name, Path::new(fields[3])),
         other => panic!("unknown worker job {other:?}"),
     }
