@@ -1,14 +1,19 @@
 //! `compare SUITE [--json]`: latchkey against its peers in the same run.
 //!
-//! Suites: `process`. Each line is one case: ours and one peer in ns per operation,
-//! measured in alternating rounds (median of 7).
+//! Suites: `process`, `host`. Each line is one case: ours and one peer in ns per
+//! operation, measured in alternating rounds (median of 7).
 
 use latchkey_bench::Row;
 
+mod host_suite;
 mod process_suite;
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    // The host suite's child processes: this binary again, with a hidden first argument.
+    if host_suite::child_main(&args) {
+        return;
+    }
     let json = args.iter().any(|a| a == "--json");
     let suite = args.iter().find(|a| !a.starts_with("--")).map(String::as_str).unwrap_or("process");
     let emit = |row: Row| {
@@ -20,8 +25,9 @@ fn main() {
     };
     match suite {
         "process" => process_suite::run(&emit),
+        "host" => host_suite::run(&emit),
         other => {
-            eprintln!("compare: unknown suite {other:?}; suites: process");
+            eprintln!("compare: unknown suite {other:?}; suites: process, host");
             std::process::exit(64);
         }
     }
