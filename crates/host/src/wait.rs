@@ -62,7 +62,9 @@ fn watch(ns: &Namespace, index: usize, capacity: u32, w: usize, shared: &Shared)
             rec.repair_if_dead();
             next_check = Instant::now() + LIVENESS_PERIOD;
         }
-        rec.sleep_on(w, next_check.saturating_duration_since(Instant::now()));
+        if !rec.spin_for_grant(w) {
+            rec.sleep_on(w, next_check.saturating_duration_since(Instant::now()));
+        }
     }
 }
 
