@@ -434,21 +434,27 @@ impl<'a> Rec<'a> {
         if state & QUEUED == 0 && available(state) >= permits && holder_mask(state) != u32::MAX {
             return Ok(Enqueued::Free);
         }
-        let me = owner_of(self.ns.slot());
-        let Some(w) = (0..WAITERS)
-            .find(|&w| self.r.waiters[w].owner.compare_exchange(0, me, Ordering::AcqRel, Ordering::Relaxed).is_ok())
-        else {
+        let Some(w) = self.queue_waiter(permits) else {
             return Ok(Enqueued::Full);
         };
-        let waiter = &self.r.waiters[w];
-        waiter.permits.store(permits, Ordering::Relaxed);
-        waiter.granted.store(0, Ordering::Relaxed);
-        waiter.ticket.store(self.r.next_ticket.fetch_add(1, Ordering::Relaxed), Ordering::Relaxed);
         self.r.state.fetch_or(QUEUED, Ordering::AcqRel);
         let woken = self.give_back(0, 0);
         drop(lock);
         self.wake(&woken);
         Ok(Enqueued::Waiting(w))
+    }
+
+    /// Under the record lock: takes a free waiter slot for a request of `permits`, at the
+    /// back of the queue; `None` if every slot is taken.
+    fn queue_waiter(&self, permits: u32) -> Option<usize> {
+        let me = owner_of(self.ns.slot());
+        let w = (0..WAITERS)
+            .find(|&w| self.r.waiters[w].owner.compare_exchange(0, me, Ordering::AcqRel, Ordering::Relaxed).is_ok())?;
+        let waiter = &self.r.waiters[w];
+        waiter.permits.store(permits, Ordering::Relaxed);
+        waiter.granted.store(0, Ordering::Relaxed);
+        waiter.ticket.store(self.r.next_ticket.fetch_add(1, Ordering::Relaxed), Ordering::Relaxed);
+        Some(w)
     }
 
     /// Whether a waiter slot is free.
@@ -528,13 +534,7 @@ impl<'a> Rec<'a> {
     pub(crate) fn cede_enqueue(&self, grant: Grant, permits: u32) -> Option<usize> {
         let lock = self.lock();
         self.head_waiter()?;
-        let me = owner_of(self.ns.slot());
-        let w = (0..WAITERS)
-            .find(|&w| self.r.waiters[w].owner.compare_exchange(0, me, Ordering::AcqRel, Ordering::Relaxed).is_ok())?;
-        let waiter = &self.r.waiters[w];
-        waiter.permits.store(permits, Ordering::Relaxed);
-        waiter.granted.store(0, Ordering::Relaxed);
-        waiter.ticket.store(self.r.next_ticket.fetch_add(1, Ordering::Relaxed), Ordering::Relaxed);
+        let w = self.queue_waiter(permits)?;
         let woken = self.give_back(permits, holder_bit(grant.holder as usize));
         self.r.holders[grant.holder as usize].owner.store(0, Ordering::Release);
         drop(lock);
