@@ -7,21 +7,15 @@ use std::fs;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use latchkey::{ErrorKind, Result, Scope};
 
-use crate::support::{wait_until, Rng};
+use crate::support::{fresh_dir, wait_until, Rng};
 
 /// A fresh namespace directory, and its scope.
 fn namespace() -> (PathBuf, Scope) {
-    static NEXT: AtomicUsize = AtomicUsize::new(0);
-    let dir = std::env::temp_dir().join(format!(
-        "latchkey-proc-test-{}-{}",
-        std::process::id(),
-        NEXT.fetch_add(1, Ordering::Relaxed)
-    ));
+    let dir = fresh_dir("latchkey-proc-test");
     let scope = Scope::open(&format!("host:{}", dir.display())).expect("open a fresh host namespace");
     (dir, scope)
 }

@@ -48,14 +48,20 @@ pub fn process_raw() -> Scope {
     Scope::from_raw(Arc::new(latchkey_process::ProcessScope::new()))
 }
 
+/// A new, empty directory under the temp directory, named after `prefix`, this process
+/// and a counter. A directory of that name left by an earlier run (a reused pid) is
+/// removed first.
+pub fn fresh_dir(prefix: &str) -> std::path::PathBuf {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let dir =
+        std::env::temp_dir().join(format!("{prefix}-{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed)));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
 /// The host scope, in a namespace directory of its own.
 pub fn host() -> Scope {
-    static NEXT: AtomicUsize = AtomicUsize::new(0);
-    let dir = std::env::temp_dir().join(format!(
-        "latchkey-test-{}-{}",
-        std::process::id(),
-        NEXT.fetch_add(1, Ordering::Relaxed)
-    ));
+    let dir = fresh_dir("latchkey-test");
     Scope::open(&format!("host:{}", dir.display())).expect("the host scope opens in a fresh directory")
 }
 
