@@ -7,8 +7,8 @@ use std::path::PathBuf;
 
 use latchkey::{Error, ErrorKind, Scope};
 
-fn fresh_dir() -> PathBuf {
-    let dir = crate::support::fresh_dir("latchkey-hostile");
+fn fresh_dir() -> crate::support::TempDir {
+    let dir = crate::support::TempDir(crate::support::fresh_dir("latchkey-hostile"));
     fs::create_dir_all(&dir).unwrap();
     fs::set_permissions(&dir, fs::Permissions::from_mode(0o700)).unwrap();
     dir
@@ -118,7 +118,7 @@ fn a_full_disk_is_reported_before_any_use() {
     assert!(status.success(), "this test needs root to mount a small tmpfs on {}", dir.display());
     let namespace = dir.join("ns");
     let result = Scope::open(&format!("host:{}", namespace.display()));
-    let _ = std::process::Command::new("umount").arg(&dir).status();
+    let _ = std::process::Command::new("umount").arg(dir.as_os_str()).status();
     let err = result.expect_err("a namespace that does not fit is refused");
     assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
     assert!(err.to_string().contains("no space left"), "{err}");

@@ -5,17 +5,17 @@ mod worker;
 
 use std::fs;
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use latchkey::{ErrorKind, Result, Scope};
 
-use crate::support::{fresh_dir, wait_until, Rng};
+use crate::support::{fresh_dir, wait_until, Rng, TempDir};
 
 /// A fresh namespace directory, and its scope.
-fn namespace() -> (PathBuf, Scope) {
-    let dir = fresh_dir("latchkey-proc-test");
+fn namespace() -> (TempDir, Scope) {
+    let dir = TempDir(fresh_dir("latchkey-proc-test"));
     let scope = Scope::open(&format!("host:{}", dir.display())).expect("open a fresh host namespace");
     (dir, scope)
 }

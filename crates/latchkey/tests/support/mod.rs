@@ -59,9 +59,33 @@ pub fn fresh_dir(prefix: &str) -> std::path::PathBuf {
     dir
 }
 
-/// The host scope, in a namespace directory of its own.
+/// A directory removed when dropped.
+pub struct TempDir(pub std::path::PathBuf);
+
+impl std::ops::Deref for TempDir {
+    type Target = std::path::Path;
+    fn deref(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl AsRef<std::path::Path> for TempDir {
+    fn as_ref(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The host scope, in a namespace directory of its own. The directory is removed at
+/// once: the open, mapped file lives on for as long as the scope does, and no other
+/// process needs to find it.
 pub fn host() -> Scope {
-    let dir = fresh_dir("latchkey-test");
+    let dir = TempDir(fresh_dir("latchkey-test"));
     Scope::open(&format!("host:{}", dir.display())).expect("the host scope opens in a fresh directory")
 }
 
