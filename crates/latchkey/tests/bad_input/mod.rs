@@ -115,7 +115,7 @@ fn known_scope_urls_open_or_report_unsupported() -> Result<()> {
     assert_eq!(Scope::open("process:")?.url(), "process:");
     assert_eq!(Scope::open("process://")?.url(), "process:");
     assert_eq!(Scope::open("host:")?.url(), "host:");
-    let dir = crate::support::fresh_dir("latchkey-url-test");
+    let dir = crate::support::TempDir(crate::support::fresh_dir("latchkey-url-test"));
     let url = format!("host:{}", dir.display());
     assert_eq!(Scope::open(&url)?.url(), url);
     // Until the distributed scopes are built in.

@@ -90,6 +90,7 @@ fn a_symlinked_namespace_directory_is_refused() {
     let dir = fresh_dir();
     let link = dir.with_extension("link");
     std::os::unix::fs::symlink(&dir, &link).unwrap();
+    let link = crate::support::TempDir(link);
     open_fails(&link, ErrorKind::PermissionDenied, "is a symbolic link");
 }
 
