@@ -4,6 +4,7 @@
 //! - `sys`: the one door to the OS (open-file-description locks, futexes, the clock).
 //! - `layout`: the shared-memory file, every field an atomic.
 //! - `namespace`: the directory and file, checked before use, and this process's slot.
+//! - `table`: finding a name's record in the namespace, and what dead processes left.
 //! - `record`: one name's FIFO semaphore in shared memory, crash repair included.
 //! - [`HostScope`]: all of it behind the scope contract of `latchkey-model`.
 
@@ -12,6 +13,7 @@ mod namespace;
 mod record;
 mod scope;
 mod sys;
+mod table;
 mod wait;
 
 pub use namespace::{default_dir, FILE_NAME};

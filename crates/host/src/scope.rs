@@ -12,8 +12,9 @@ use latchkey_model::{
 
 use crate::layout::{available, holder_mask, Record, QUEUED, WAITERS};
 use crate::namespace::Namespace;
-use crate::record::{name_of, Enqueued, Grant, Rec};
+use crate::record::{Enqueued, Grant, Rec};
 use crate::sys;
+use crate::table::name_of;
 use crate::wait::{WaitGrant, WaitRoom};
 
 /// Every process of the machine that opens the same namespace directory.
