@@ -10,9 +10,9 @@ use latchkey_model::{
     validate_name, BoxFuture, Error, ErrorKind, Holder, Lease, Name, RawLock, RawScope, Result, State,
 };
 
-use crate::layout::{available, holder_mask, Record, QUEUED, WAITERS};
+use crate::layout::{available, holder_mask, Record, HOLDERS, QUEUED, WAITERS};
 use crate::namespace::Namespace;
-use crate::record::{Enqueued, Grant, Rec};
+use crate::record::{Enqueued, Grant, Rec, PENDING};
 use crate::sys;
 use crate::table::name_of;
 use crate::wait::{WaitGrant, WaitRoom};
@@ -108,11 +108,11 @@ fn state_of(ns: &Namespace, r: &Record, name: Name) -> State {
     let state = r.state.load(Ordering::Acquire);
     let capacity = r.capacity.load(Ordering::Acquire);
     let now = sys::now_ns();
-    let holders = (0..32)
+    let holders = (0..HOLDERS)
         .filter(|i| holder_mask(state) & (1 << i) != 0)
         .map(|i| {
             let holder = &r.holders[i];
-            let owner = holder.owner.load(Ordering::Acquire) & !(1 << 31);
+            let owner = holder.owner.load(Ordering::Acquire) & !PENDING;
             Holder {
                 pid: owner.checked_sub(1).map_or(0, |slot| ns.proc_slot(slot).pid.load(Ordering::Relaxed)),
                 permits: holder.permits.load(Ordering::Relaxed),

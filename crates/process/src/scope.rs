@@ -43,9 +43,10 @@ impl ProcessScope {
     #[inline]
     pub fn try_acquire(&self, name: &str, capacity: u32, permits: u32) -> Result<Option<Permit>> {
         check_request(name, capacity, permits)?;
-        match self.try_acquire_cached(name, capacity, permits) {
+        let hash = self.registry.hash(name);
+        match self.registry.try_acquire_cached(name, hash, capacity, permits) {
             Some(permit) => Ok(Some(permit)),
-            None => self.try_acquire_registered(name, capacity, permits),
+            None => self.try_acquire_registered(name, hash, capacity, permits),
         }
     }
 
@@ -59,8 +60,7 @@ impl ProcessScope {
     }
 
     #[cold]
-    fn try_acquire_registered(&self, name: &str, capacity: u32, permits: u32) -> Result<Option<Permit>> {
-        let hash = self.registry.hash(name);
+    fn try_acquire_registered(&self, name: &str, hash: u64, capacity: u32, permits: u32) -> Result<Option<Permit>> {
         self.registry.acquire_registered(name, hash, capacity, permits).map_err(|e| e.with_scope(URL))
     }
 
