@@ -57,7 +57,8 @@ pub(crate) struct Header {
 pub(crate) struct ProcSlot {
     /// The pid, for `inspect`; liveness comes from the slot's byte lock, never from the pid.
     pub pid: AtomicU32,
-    pub _reserved: AtomicU32,
+    /// The process's pid namespace (see `sys::pid_namespace`): where `pid` is valid.
+    pub pid_ns: AtomicU32,
     /// When the process took the slot (monotonic ns).
     pub since_ns: AtomicU64,
 }
@@ -115,7 +116,7 @@ pub(crate) struct Waiter {
     pub permits: AtomicU32,
     /// Arrival order; grants follow it.
     pub ticket: AtomicU64,
-    /// 0 while queued; the granted holder slot + 1 once granted. The waiter sleeps on it.
+    /// How the grant reaches the waiter, who sleeps on it: see `grant_word`.
     pub granted: AtomicU32,
     pub _reserved: AtomicU32,
 }

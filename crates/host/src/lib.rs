@@ -5,16 +5,22 @@
 //! - `layout`: the shared-memory file, every field an atomic.
 //! - `namespace`: the directory and file, checked before use, and this process's slot.
 //! - `table`: finding a name's record in the namespace, and what dead processes left.
-//! - `record`: one name's FIFO semaphore in shared memory, crash repair included.
+//! - `record`: one name's FIFO semaphore in shared memory; `repair`: what a crash leaves
+//!   in it, and the record lock.
+//! - `wait` and `grant_word`: how a queued waiter sleeps and is granted or nudged;
+//!   `watch`: the thread that nudges waiters when a process they depend on dies.
 //! - [`HostScope`]: all of it behind the scope contract of `latchkey-model`.
 
+mod grant_word;
 mod layout;
 mod namespace;
 mod record;
+mod repair;
 mod scope;
 mod sys;
 mod table;
 mod wait;
+mod watch;
 
 pub use namespace::{default_dir, FILE_NAME};
 pub use scope::{HostLock, HostScope};

@@ -14,6 +14,7 @@ use latchkey_model::{Error, ErrorKind, Result};
 
 use crate::layout::*;
 use crate::sys;
+use crate::watch::Watcher;
 
 /// The namespace file's name inside the namespace directory.
 pub const FILE_NAME: &str = "latchkey.ns";
@@ -33,6 +34,10 @@ pub(crate) struct Namespace {
     slot: u32,
     /// Open handles of this process, by record.
     handles: Mutex<HashMap<usize, usize>>,
+    /// This process's pid namespace (see `sys::pid_namespace`).
+    pid_ns: u32,
+    /// Nudges waiters when processes they depend on die.
+    watcher: Watcher,
 }
 
 // SAFETY: the mapping is only accessed through atomics (see `layout`), and the mapping
@@ -56,7 +61,10 @@ impl Namespace {
         initialize(&file, &path).map_err(|(kind, m)| fail(kind, m))?;
         let map =
             map(&file).map_err(|e| fail(ErrorKind::Unavailable, format!("cannot map {}: {e}", path.display())))?;
-        let mut namespace = Namespace { url, file, map, slot: NO_SLOT, handles: Mutex::default() };
+        let watcher = Watcher::new()
+            .map_err(|e| fail(ErrorKind::Unavailable, format!("cannot create an event descriptor: {e}")))?;
+        let pid_ns = sys::pid_namespace();
+        let mut namespace = Namespace { url, file, map, slot: NO_SLOT, handles: Mutex::default(), pid_ns, watcher };
         let (slot, left_behind) = namespace.claim_slot()?;
         namespace.slot = slot;
         namespace.repair_left_by(&left_behind);
@@ -110,6 +118,20 @@ impl Namespace {
         }
     }
 
+    /// The pid of the process in `slot` (0 if none), as seen in its own pid namespace.
+    pub(crate) fn pid_of(&self, slot: u32) -> u32 {
+        self.proc_slot(slot).pid.load(Ordering::Acquire)
+    }
+
+    /// Whether the process in `slot` is in our pid namespace, so its pid means the same.
+    pub(crate) fn shares_pid_namespace_with(&self, slot: u32) -> bool {
+        self.pid_ns != 0 && self.proc_slot(slot).pid_ns.load(Ordering::Acquire) == self.pid_ns
+    }
+
+    pub(crate) fn watcher(&self) -> &Watcher {
+        &self.watcher
+    }
+
     /// Whether the process in `slot` is alive: it holds its liveness lock. Ours is.
     pub(crate) fn is_alive(&self, slot: u32) -> bool {
         slot == self.slot
@@ -142,6 +164,7 @@ impl Namespace {
                         left_behind.push(slot);
                         continue;
                     }
+                    proc_slot.pid_ns.store(self.pid_ns, Ordering::Relaxed);
                     proc_slot.pid.store(std::process::id(), Ordering::Relaxed);
                     proc_slot.since_ns.store(sys::now_ns(), Ordering::Release);
                     return Ok((slot, left_behind));

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use latchkey_model::{describe_capacity, ErrorKind, Result};
 
+use crate::grant_word;
 use crate::layout::*;
 use crate::namespace::Namespace;
 use crate::sys;
@@ -21,11 +22,6 @@ use crate::table::name_of;
 
 /// A holder slot assigned by a granter but not yet published.
 pub(crate) const PENDING: u32 = 1 << 31;
-/// How often a waiter checks that the holders it waits for are alive.
-pub(crate) const LIVENESS_PERIOD: Duration = Duration::from_millis(20);
-
-/// Spin iterations before a waiter sleeps (about 10–20 µs).
-const SPINS: u32 = 4_000;
 
 /// How long a request waits before it looks again for room in a full queue.
 pub(crate) const QUEUE_FULL_PAUSE: Duration = Duration::from_millis(1);
@@ -189,7 +185,7 @@ impl<'a> Rec<'a> {
     /// Under the record lock: adds `released` permits, clears the holder bits in
     /// `clearing`, and grants queued waiters from the oldest while their requests fit.
     /// Returns the granted waiters, to be woken once the lock is let go.
-    fn give_back(&self, released: u32, clearing: u64) -> Vec<usize> {
+    pub(crate) fn give_back(&self, released: u32, clearing: u64) -> Vec<usize> {
         let state = self.r.state.load(Ordering::Acquire);
         if state & QUEUED == 0 {
             // Nobody waits, and the fast paths may be changing the word too.
@@ -217,34 +213,58 @@ impl<'a> Rec<'a> {
             free -= permits;
             mask |= 1 << holder;
             // Taken off the queue now; published below.
-            waiter.granted.store(PENDING | holder, Ordering::Release);
+            grant_word::assign(&waiter.granted, holder);
             granted.push((w, holder));
         }
-        let queued = if self.head_waiter().is_some() { QUEUED } else { 0 };
+        let head = self.head_waiter();
+        let queued = if head.is_some() { QUEUED } else { 0 };
         self.r.state.store(u64::from(free) | queued | (u64::from(mask) << HOLDER_SHIFT), Ordering::Release);
-        let mut woken = Vec::with_capacity(granted.len());
-        for (w, holder) in granted {
+        let mut woken = Vec::new();
+        for &(w, holder) in &granted {
             let slot = &self.r.holders[holder as usize];
             slot.owner.fetch_and(!PENDING, Ordering::AcqRel);
-            self.r.waiters[w].granted.store(holder + 1, Ordering::Release);
-            woken.push(w);
+            if grant_word::publish(&self.r.waiters[w].granted, Some(holder)) {
+                woken.push(w);
+            }
+        }
+        // New holders: the new head of the queue must watch them (see `wait`).
+        if let Some(head) = head.filter(|_| !granted.is_empty()) {
+            self.nudge(head, &mut woken);
         }
         woken
     }
 
-    /// The queued waiter with the lowest ticket.
-    fn head_waiter(&self) -> Option<usize> {
-        (0..WAITERS)
-            .filter(|&w| {
-                let waiter = &self.r.waiters[w];
-                waiter.owner.load(Ordering::Relaxed) != 0 && waiter.granted.load(Ordering::Relaxed) == 0
-            })
+    /// Nudges waiter `w` to look again, adding it to `woken` if it sleeps.
+    pub(crate) fn nudge(&self, w: usize, woken: &mut Vec<usize>) {
+        if grant_word::nudge(&self.r.waiters[w].granted) {
+            woken.push(w);
+        }
+    }
+
+    /// The queued waiter that comes next after `ticket`.
+    pub(crate) fn successor(&self, ticket: u64) -> Option<usize> {
+        self.queued()
+            .filter(|&w| self.r.waiters[w].ticket.load(Ordering::Relaxed) > ticket)
             .min_by_key(|&w| self.r.waiters[w].ticket.load(Ordering::Relaxed))
     }
 
-    fn wake(&self, woken: &[usize]) {
+    /// The waiters in the queue, in no order.
+    pub(crate) fn queued(&self) -> impl Iterator<Item = usize> + '_ {
+        (0..WAITERS).filter(|&w| {
+            let waiter = &self.r.waiters[w];
+            waiter.owner.load(Ordering::Relaxed) != 0 && grant_word::is_queued(waiter.granted.load(Ordering::Relaxed))
+        })
+    }
+
+    /// The queued waiter with the lowest ticket.
+    pub(crate) fn head_waiter(&self) -> Option<usize> {
+        self.queued().min_by_key(|&w| self.r.waiters[w].ticket.load(Ordering::Relaxed))
+    }
+
+    /// Wakes the sleeping waiters of `woken`, once the record lock is let go.
+    pub(crate) fn wake(&self, woken: &[usize]) {
         for &w in woken {
-            sys::wake(&self.r.waiters[w].granted, u32::MAX);
+            grant_word::wake(&self.r.waiters[w].granted);
         }
     }
 
@@ -261,7 +281,8 @@ impl<'a> Rec<'a> {
                 return Ok(Some(grant));
             }
             match self.enqueue(permits)? {
-                Enqueued::Waiting(w) => return self.wait_for_grant(w, deadline, cancelled),
+                Enqueued::Waiting(w) if self.await_grant(w, deadline, cancelled) => return Ok(self.take_grant(w)),
+                Enqueued::Waiting(w) => return Ok(self.withdraw(w)),
                 Enqueued::Free => {}
                 Enqueued::Full => {
                     if cancelled() || deadline.is_some_and(|d| Instant::now() >= d) {
@@ -310,46 +331,10 @@ impl<'a> Rec<'a> {
     pub(crate) fn has_free_waiter_slot(&self) -> bool {
         self.r.waiters.iter().any(|w| w.owner.load(Ordering::Acquire) == 0)
     }
-
-    pub(crate) fn wait_for_grant(
-        &self,
-        w: usize,
-        deadline: Option<Instant>,
-        cancelled: &dyn Fn() -> bool,
-    ) -> Result<Option<Grant>> {
-        let waiter = &self.r.waiters[w];
-        let mut next_check = Instant::now() + LIVENESS_PERIOD;
-        loop {
-            if let Some(grant) = self.take_grant(w) {
-                return Ok(Some(grant));
-            }
-            let now = Instant::now();
-            if cancelled() || deadline.is_some_and(|d| now >= d) {
-                return Ok(self.withdraw(w));
-            }
-            if now >= next_check {
-                self.repair_if_dead();
-                next_check = now + LIVENESS_PERIOD;
-            }
-            let until = deadline.map_or(next_check, |d| d.min(next_check));
-            if self.spin_for_grant(w) {
-                continue;
-            }
-            let granted = waiter.granted.load(Ordering::Acquire);
-            if granted == 0 || granted & PENDING != 0 {
-                sys::wait(&waiter.granted, granted, until.saturating_duration_since(Instant::now()));
-            }
-        }
-    }
-
     /// The grant of waiter `w`, once published; frees the waiter slot.
     pub(crate) fn take_grant(&self, w: usize) -> Option<Grant> {
         let waiter = &self.r.waiters[w];
-        let granted = waiter.granted.load(Ordering::Acquire);
-        if granted == 0 || granted & PENDING != 0 {
-            return None;
-        }
-        let holder = granted - 1;
+        let holder = grant_word::granted_holder(waiter.granted.load(Ordering::Acquire))?;
         let token = self.r.holders[holder as usize].token.load(Ordering::Acquire);
         waiter.owner.store(0, Ordering::Release);
         Some(Grant { holder, token })
@@ -367,9 +352,15 @@ impl<'a> Rec<'a> {
                 woken
             }
             None => {
+                let ticket = self.r.waiters[w].ticket.load(Ordering::Relaxed);
                 self.r.waiters[w].owner.store(0, Ordering::Release);
                 // The withdrawn waiter may have been the head holding back others.
-                self.give_back(0, 0)
+                let mut woken = self.give_back(0, 0);
+                // The one behind watched it; now it must watch whoever is ahead of it.
+                if let Some(next) = self.successor(ticket) {
+                    self.nudge(next, &mut woken);
+                }
+                woken
             }
         };
         drop(lock);
@@ -395,171 +386,11 @@ impl<'a> Rec<'a> {
     pub(crate) fn cede_blocking(&self, grant: Grant, permits: u32) -> Result<Grant> {
         match self.cede_enqueue(grant, permits) {
             None => Ok(grant),
-            Some(w) => Ok(self.wait_for_grant(w, None, &|| false)?.expect("a wait without deadline ends in a grant")),
-        }
-    }
-
-    /// Watches waiter `w`'s word for a short while before sleeping: a holder running on
-    /// another core often releases within microseconds, and a grant seen while spinning
-    /// saves the futex wake-up and the context switch. Returns whether it was granted.
-    pub(crate) fn spin_for_grant(&self, w: usize) -> bool {
-        for _ in 0..SPINS {
-            if self.is_granted(w) {
-                return true;
+            Some(w) => {
+                let granted = self.await_grant(w, None, &|| false);
+                debug_assert!(granted, "a wait without a deadline ends in a grant");
+                Ok(self.take_grant(w).expect("granted"))
             }
-            std::hint::spin_loop();
-        }
-        false
-    }
-
-    /// Whether waiter `w`'s grant has been published (without taking it).
-    pub(crate) fn is_granted(&self, w: usize) -> bool {
-        let granted = self.r.waiters[w].granted.load(Ordering::Acquire);
-        granted != 0 && granted & PENDING == 0
-    }
-
-    /// Sleeps until waiter `w` may have been granted, at most `timeout`.
-    pub(crate) fn sleep_on(&self, w: usize, timeout: Duration) {
-        let word = &self.r.waiters[w].granted;
-        let seen = word.load(Ordering::Acquire);
-        if seen == 0 || seen & PENDING != 0 {
-            sys::wait(word, seen, timeout);
-        }
-    }
-
-    /// Wakes whoever sleeps on waiter `w`'s word.
-    pub(crate) fn wake_waiter(&self, w: usize) {
-        sys::wake(&self.r.waiters[w].granted, u32::MAX);
-    }
-
-    /// Frees what dead processes hold or wait for, if any holder or waiter is dead.
-    pub(crate) fn repair_if_dead(&self) {
-        if self.dead_participants() {
-            let lock = self.lock();
-            let woken = self.repair();
-            drop(lock);
-            self.wake(&woken);
-        }
-    }
-
-    fn dead_participants(&self) -> bool {
-        let dead = |owner: u32| owner & !PENDING != 0 && !self.ns.is_alive((owner & !PENDING) - 1);
-        self.r.holders.iter().any(|h| dead(h.owner.load(Ordering::Relaxed)))
-            || self.r.waiters.iter().any(|w| dead(w.owner.load(Ordering::Relaxed)))
-    }
-
-    /// Under the record lock: completes or undoes a grant a dead lock holder left half
-    /// done, frees the holds and queue places of dead processes, and grants what that
-    /// frees. Returns the granted waiters.
-    fn repair(&self) -> Vec<usize> {
-        let state = self.r.state.load(Ordering::Acquire);
-        let alive = |owner: u32| self.ns.is_alive((owner & !PENDING) - 1);
-        let mut released = 0;
-        let mut clearing = 0u64;
-        for (i, holder) in self.r.holders.iter().enumerate() {
-            let owner = holder.owner.load(Ordering::Acquire);
-            if owner == 0 {
-                continue;
-            }
-            let held = holder_mask(state) & (1 << i) != 0;
-            if owner & PENDING != 0 {
-                if held {
-                    // Published in the state word: finish the grant.
-                    holder.owner.fetch_and(!PENDING, Ordering::AcqRel);
-                    if let Some(waiter) =
-                        self.r.waiters.iter().find(|w| w.granted.load(Ordering::Relaxed) == PENDING | i as u32)
-                    {
-                        waiter.granted.store(i as u32 + 1, Ordering::Release);
-                    }
-                } else {
-                    // Never published: undo it, and put its waiter back in the queue.
-                    if let Some(waiter) =
-                        self.r.waiters.iter().find(|w| w.granted.load(Ordering::Relaxed) == PENDING | i as u32)
-                    {
-                        waiter.granted.store(0, Ordering::Release);
-                    }
-                    holder.owner.store(0, Ordering::Release);
-                }
-                continue;
-            }
-            if !alive(owner) {
-                if held {
-                    released += holder.permits.load(Ordering::Relaxed);
-                    clearing |= holder_bit(i);
-                } else {
-                    holder.owner.store(0, Ordering::Release); // an acquire that died in flight
-                }
-            }
-        }
-        // A dead waiter's place goes, granted or not: a grant it never took is a hold of
-        // its dead slot, freed with the holders above.
-        for waiter in &self.r.waiters {
-            let owner = waiter.owner.load(Ordering::Acquire);
-            if owner != 0 && !alive(owner) {
-                waiter.owner.store(0, Ordering::Release);
-            }
-        }
-        // Make QUEUED agree with the queue before granting.
-        if self.head_waiter().is_some() {
-            self.r.state.fetch_or(QUEUED, Ordering::AcqRel);
-        }
-        let woken = self.give_back(released, clearing);
-        for (i, holder) in self.r.holders.iter().enumerate() {
-            if clearing & holder_bit(i) != 0 {
-                holder.owner.store(0, Ordering::Release);
-            }
-        }
-        woken
-    }
-
-    /// Takes the record lock, from a dead holder if need be (then repairing the record).
-    fn lock(&self) -> RecordLock<'_> {
-        let me = owner_of(self.ns.slot());
-        let word = &self.r.lock;
-        if word.compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed).is_ok() {
-            return RecordLock { word };
-        }
-        let mut waited = false;
-        loop {
-            let current = word.load(Ordering::Relaxed);
-            if current == 0 {
-                if word.compare_exchange(0, me | LOCK_CONTENDED, Ordering::Acquire, Ordering::Relaxed).is_ok() {
-                    return RecordLock { word };
-                }
-                continue;
-            }
-            let owner = current & !LOCK_CONTENDED;
-            if waited && !self.ns.is_alive(owner - 1) {
-                if word.compare_exchange(current, me | LOCK_CONTENDED, Ordering::Acquire, Ordering::Relaxed).is_ok() {
-                    // The holder died inside the lock: the record may be half changed.
-                    let woken = self.repair();
-                    self.wake(&woken);
-                    return RecordLock { word };
-                }
-                continue;
-            }
-            if current & LOCK_CONTENDED == 0
-                && word
-                    .compare_exchange(current, current | LOCK_CONTENDED, Ordering::Relaxed, Ordering::Relaxed)
-                    .is_err()
-            {
-                continue;
-            }
-            sys::wait(word, current | LOCK_CONTENDED, LIVENESS_PERIOD);
-            waited = true;
-        }
-    }
-}
-
-/// The held record lock; released on drop.
-pub(crate) struct RecordLock<'a> {
-    word: &'a std::sync::atomic::AtomicU32,
-}
-
-impl Drop for RecordLock<'_> {
-    fn drop(&mut self) {
-        if self.word.swap(0, Ordering::Release) & LOCK_CONTENDED != 0 {
-            sys::wake(self.word, 1);
         }
     }
 }

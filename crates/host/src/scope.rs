@@ -10,6 +10,7 @@ use latchkey_model::{
     validate_name, BoxFuture, Error, ErrorKind, Holder, Lease, Name, RawLock, RawScope, Result, State,
 };
 
+use crate::grant_word;
 use crate::layout::{available, holder_mask, Record, HOLDERS, QUEUED, WAITERS};
 use crate::namespace::Namespace;
 use crate::record::{Enqueued, Grant, Rec, PENDING};
@@ -122,7 +123,7 @@ fn state_of(ns: &Namespace, r: &Record, name: Name) -> State {
         .collect();
     let queued: Vec<u32> = (0..WAITERS)
         .map(|w| &r.waiters[w])
-        .filter(|w| w.owner.load(Ordering::Relaxed) != 0 && w.granted.load(Ordering::Relaxed) == 0)
+        .filter(|w| w.owner.load(Ordering::Relaxed) != 0 && grant_word::is_queued(w.granted.load(Ordering::Relaxed)))
         .map(|w| w.permits.load(Ordering::Relaxed))
         .collect();
     let blocked = state & QUEUED != 0 && queued.is_empty() && holder_mask(state) == 0;
@@ -214,7 +215,12 @@ impl RawLock for HostLock {
 
     fn try_acquire(&self, permits: u32) -> Result<Option<Lease>> {
         self.check_request(permits)?;
-        Ok(self.rec().try_acquire(permits)?.map(|grant| Self::lease(grant, permits)))
+        let mut grant = self.rec().try_acquire(permits)?;
+        // Held by a process that died, with nobody waiting to notice: free it, try again.
+        if grant.is_none() && self.rec().repair_if_dead() {
+            grant = self.rec().try_acquire(permits)?;
+        }
+        Ok(grant.map(|grant| Self::lease(grant, permits)))
     }
 
     fn acquire(&self, permits: u32) -> BoxFuture<'_, Result<Lease>> {

@@ -2,7 +2,7 @@
 //! monotonic clock. Linux only; another platform adds its own version of this module.
 
 use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd};
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::AtomicU32;
 use std::time::Duration;
 
@@ -77,21 +77,77 @@ fn byte_lock(kind: libc::c_int, offset: u64) -> libc::flock {
     lock
 }
 
-/// Sleeps while `word` holds `expected`, at most `timeout`, until a [`wake`] on it from
-/// any process that maps the same file. Spurious returns are possible.
-pub(crate) fn wait(word: &AtomicU32, expected: u32, timeout: Duration) {
-    let timeout = rustix::time::Timespec {
-        tv_sec: timeout.as_secs().min(i64::MAX as u64) as i64,
-        tv_nsec: i64::from(timeout.subsec_nanos()),
-    };
+/// Sleeps while `word` holds `expected`, at most `timeout` (`None`: no limit), until a
+/// [`wake`] on it from any process that maps the same file. Spurious returns are possible.
+pub(crate) fn wait(word: &AtomicU32, expected: u32, timeout: Option<Duration>) {
+    let timeout = timeout.map(timespec);
     // Shared (not PRIVATE): the word lives in a file mapping shared between processes.
     // Every outcome (woken, timed out, value changed, interrupted) means: look again.
-    let _ = futex::wait(word, futex::Flags::empty(), expected, Some(&timeout));
+    let _ = futex::wait(word, futex::Flags::empty(), expected, timeout.as_ref());
+}
+
+fn timespec(duration: Duration) -> rustix::time::Timespec {
+    rustix::time::Timespec {
+        tv_sec: duration.as_secs().min(i64::MAX as u64) as i64,
+        tv_nsec: i64::from(duration.subsec_nanos()),
+    }
 }
 
 /// Wakes up to `count` processes sleeping in [`wait`] on `word`.
 pub(crate) fn wake(word: &AtomicU32, count: u32) {
     let _ = futex::wake(word, futex::Flags::empty(), count);
+}
+
+/// A descriptor that becomes readable when process `pid` (of our pid namespace) exits:
+/// a pidfd. `None` if there is no such process, or the kernel has no pidfds.
+pub(crate) fn exit_fd(pid: u32) -> Option<OwnedFd> {
+    let pid = rustix::process::Pid::from_raw(i32::try_from(pid).ok()?)?;
+    rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()).ok()
+}
+
+/// Sleeps until one of `fds` is readable; returns which ones are.
+pub(crate) fn wait_readable(fds: &[BorrowedFd<'_>]) -> Vec<bool> {
+    use rustix::event::{poll, PollFd, PollFlags};
+    let mut polled: Vec<PollFd<'_>> = fds.iter().map(|fd| PollFd::from_borrowed_fd(*fd, PollFlags::IN)).collect();
+    loop {
+        match poll(&mut polled, None) {
+            Ok(_) => return polled.iter().map(|p| !p.revents().is_empty()).collect(),
+            Err(rustix::io::Errno::INTR) => continue,
+            // Only a bad descriptor or no memory; report nothing ready, the caller loops.
+            Err(_) => return vec![false; fds.len()],
+        }
+    }
+}
+
+/// Whether `fd` is readable now.
+pub(crate) fn is_readable(fd: BorrowedFd<'_>) -> bool {
+    use rustix::event::{poll, PollFd, PollFlags};
+    let zero = timespec(Duration::ZERO);
+    let mut polled = [PollFd::from_borrowed_fd(fd, PollFlags::IN)];
+    matches!(poll(&mut polled, Some(&zero)), Ok(n) if n > 0)
+}
+
+/// A new event descriptor (an eventfd) for waking a thread blocked in [`wait_readable`].
+pub(crate) fn event_fd() -> io::Result<OwnedFd> {
+    use rustix::event::{eventfd, EventfdFlags};
+    Ok(eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK)?)
+}
+
+/// Makes an event descriptor readable.
+pub(crate) fn signal_event(fd: BorrowedFd<'_>) {
+    let _ = rustix::io::write(fd, &1u64.to_ne_bytes());
+}
+
+/// Makes an event descriptor unreadable again.
+pub(crate) fn clear_event(fd: BorrowedFd<'_>) {
+    let _ = rustix::io::read(fd, &mut [0u8; 8]);
+}
+
+/// An identifier of this process's pid namespace (0 if unknown): pids, and so pidfds,
+/// mean the same process only between processes of the same pid namespace.
+pub(crate) fn pid_namespace() -> u32 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/self/ns/pid").map_or(0, |m| m.ino() as u32)
 }
 
 /// Nanoseconds on the monotonic clock, which every process of the machine shares.

@@ -1,17 +1,103 @@
-//! Async waiting on a host lock: the request is queued on the caller's thread when the
-//! future is first polled (so FIFO order is poll order); a helper thread sleeps on the
-//! waiter's futex word and wakes the task; dropping the future withdraws the request at
-//! once.
+//! Waiting for a grant: the one sleep loop of blocking and async waits, and what a
+//! sleeping waiter watches so that it never needs to wake on a timer.
+//!
+//! A queued waiter depends on the waiter just ahead of it, or, at the head of the queue,
+//! on the holders: if one of them dies, it must repair the record, or nobody may. It
+//! sleeps on its `granted` word (see `grant_word`) and is nudged when what it depends on
+//! changes: by the watcher thread (`watch`) when one of those processes dies, by a grant
+//! when it becomes the head or the holders change, by a withdrawal or repair when the
+//! waiter ahead of it leaves.
+//!
+//! An async wait queues its request on the caller's thread when the future is first
+//! polled (so FIFO order is poll order); a helper thread runs the sleep loop and wakes
+//! the task; dropping the future withdraws the request at once.
 
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
+use crate::grant_word;
 use crate::namespace::Namespace;
-use crate::record::{Grant, Rec, LIVENESS_PERIOD, QUEUE_FULL_PAUSE};
+use crate::record::{Grant, Rec, PENDING, QUEUE_FULL_PAUSE};
+use crate::repair::LIVENESS_PERIOD;
+use crate::watch::{Coverage, Watch};
+
+/// Spin iterations before a waiter first sleeps (about 10–20 µs).
+const SPINS: u32 = 4_000;
+
+impl Rec<'_> {
+    /// Sleeps until waiter `w` is granted (`true`), or until `deadline` or `give_up()`
+    /// (`false`). The grant is left for [`take_grant`](Rec::take_grant).
+    pub(crate) fn await_grant(&self, w: usize, deadline: Option<Instant>, give_up: &dyn Fn() -> bool) -> bool {
+        let word = &self.r.waiters[w].granted;
+        if self.spin_for_grant(w) {
+            return true;
+        }
+        let mut watch = Watch::new(self.ns, word);
+        loop {
+            // Read before looking at the queue: a change after it shows in the word.
+            let seen = word.load(Ordering::Acquire);
+            if grant_word::granted_holder(seen).is_some() {
+                return true;
+            }
+            let now = Instant::now();
+            if give_up() || deadline.is_some_and(|d| now >= d) {
+                return false;
+            }
+            let check_after = match watch.cover(&self.dependencies(w)) {
+                Coverage::Dead => {
+                    self.repair_if_dead();
+                    continue;
+                }
+                Coverage::Complete => None,
+                Coverage::Partial => Some(LIVENESS_PERIOD),
+            };
+            let until_deadline = deadline.map(|d| d.saturating_duration_since(now));
+            grant_word::sleep(word, seen, shortest(check_after, until_deadline));
+        }
+    }
+
+    /// The processes (slots) queued waiter `w` depends on: the waiter just ahead of it,
+    /// or, at the head, the holders.
+    fn dependencies(&self, w: usize) -> Vec<u32> {
+        let ticket = |w: usize| self.r.waiters[w].ticket.load(Ordering::Relaxed);
+        let mine = ticket(w);
+        let ahead = self.queued().filter(|&x| ticket(x) < mine).max_by_key(|&x| ticket(x));
+        let mut slots: Vec<u32> = match ahead {
+            Some(x) => vec![self.r.waiters[x].owner.load(Ordering::Acquire)],
+            None => self.r.holders.iter().map(|h| h.owner.load(Ordering::Acquire) & !PENDING).collect(),
+        };
+        slots.retain(|&owner| owner != 0);
+        slots.iter_mut().for_each(|owner| *owner -= 1);
+        slots.sort_unstable();
+        slots.dedup();
+        slots
+    }
+
+    /// Watches waiter `w`'s word for a short while before sleeping: a holder running on
+    /// another core often releases within microseconds, and a grant seen while spinning
+    /// saves the futex wake-up and the context switch. Returns whether it was granted.
+    fn spin_for_grant(&self, w: usize) -> bool {
+        let word = &self.r.waiters[w].granted;
+        for _ in 0..SPINS {
+            if grant_word::granted_holder(word.load(Ordering::Acquire)).is_some() {
+                return true;
+            }
+            std::hint::spin_loop();
+        }
+        false
+    }
+}
+
+fn shortest(a: Option<Duration>, b: Option<Duration>) -> Option<Duration> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
 
 /// Resolves to the grant of waiter `w` of a record.
 pub(crate) struct WaitGrant {
@@ -46,24 +132,12 @@ impl WaitGrant {
     }
 }
 
-/// The helper thread: sleeps until the grant is published or the future is dropped,
-/// checking the holders' liveness as a blocking waiter does.
+/// The helper thread: sleeps until the grant is published or the future is dropped.
 fn watch(ns: &Namespace, index: usize, capacity: u32, w: usize, shared: &Shared) {
     let rec = ns.rec(index, capacity);
-    let mut next_check = Instant::now() + LIVENESS_PERIOD;
-    while !shared.stop.load(Ordering::Acquire) {
-        if rec.is_granted(w) {
-            if let Some(waker) = shared.waker.lock().expect("waker lock").take() {
-                waker.wake();
-            }
-            return;
-        }
-        if Instant::now() >= next_check {
-            rec.repair_if_dead();
-            next_check = Instant::now() + LIVENESS_PERIOD;
-        }
-        if !rec.spin_for_grant(w) {
-            rec.sleep_on(w, next_check.saturating_duration_since(Instant::now()));
+    if rec.await_grant(w, None, &|| shared.stop.load(Ordering::Acquire)) {
+        if let Some(waker) = shared.waker.lock().expect("waker lock").take() {
+            waker.wake();
         }
     }
 }
@@ -93,8 +167,9 @@ impl Drop for WaitGrant {
         if !self.done {
             self.shared.stop.store(true, Ordering::Release);
             let rec = self.rec();
+            // Wake the helper thread first: once withdrawn, the waiter slot may be reused.
+            grant_word::nudge_and_wake(&rec.r.waiters[self.w].granted);
             rec.withdraw(self.w);
-            rec.wake_waiter(self.w);
         }
     }
 }

@@ -1,6 +1,7 @@
 //! The host scope with real processes: workers are this test binary run again with
 //! `LATCHKEY_TEST_WORKER` set, and are killed with SIGKILL at random moments.
 
+mod liveness;
 mod worker;
 
 use std::fs;

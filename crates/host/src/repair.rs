@@ -1,0 +1,157 @@
+//! Repair after a crash, and the record lock (taken over from a dead holder).
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use crate::grant_word;
+use crate::layout::*;
+use crate::record::{owner_of, Rec, PENDING};
+use crate::sys;
+
+/// How often a process that cannot be watched for death (see `watch`) is checked, and
+/// how long a record lock held by a process that may be dead is waited for.
+pub(crate) const LIVENESS_PERIOD: Duration = Duration::from_millis(20);
+
+impl Rec<'_> {
+    /// Frees what dead processes hold or wait for, if any holder or waiter is dead.
+    /// Returns whether one was.
+    pub(crate) fn repair_if_dead(&self) -> bool {
+        if !self.dead_participants() {
+            return false;
+        }
+        let lock = self.lock();
+        let woken = self.repair();
+        drop(lock);
+        self.wake(&woken);
+        true
+    }
+
+    fn dead_participants(&self) -> bool {
+        let dead = |owner: u32| owner & !PENDING != 0 && !self.ns.is_alive((owner & !PENDING) - 1);
+        self.r.holders.iter().any(|h| dead(h.owner.load(Ordering::Relaxed)))
+            || self.r.waiters.iter().any(|w| dead(w.owner.load(Ordering::Relaxed)))
+    }
+
+    /// Under the record lock: completes or undoes a grant a dead lock holder left half
+    /// done, frees the holds and queue places of dead processes, and grants what that
+    /// frees. Returns the granted waiters.
+    fn repair(&self) -> Vec<usize> {
+        let mut woken = Vec::new();
+        let state = self.r.state.load(Ordering::Acquire);
+        let alive = |owner: u32| self.ns.is_alive((owner & !PENDING) - 1);
+        let mut released = 0;
+        let mut clearing = 0u64;
+        for (i, holder) in self.r.holders.iter().enumerate() {
+            let owner = holder.owner.load(Ordering::Acquire);
+            if owner == 0 {
+                continue;
+            }
+            let held = holder_mask(state) & (1 << i) != 0;
+            if owner & PENDING != 0 {
+                // Published in the state word: finish the grant. Never published: undo it,
+                // and put its waiter back in the queue.
+                let outcome = held.then_some(i as u32);
+                if held {
+                    holder.owner.fetch_and(!PENDING, Ordering::AcqRel);
+                } else {
+                    holder.owner.store(0, Ordering::Release);
+                }
+                let pending = (0..WAITERS).find(|&w| {
+                    grant_word::is_pending_grant_of(self.r.waiters[w].granted.load(Ordering::Relaxed), i as u32)
+                });
+                if let Some(w) = pending {
+                    if grant_word::publish(&self.r.waiters[w].granted, outcome) {
+                        woken.push(w);
+                    }
+                }
+                continue;
+            }
+            if !alive(owner) {
+                if held {
+                    released += holder.permits.load(Ordering::Relaxed);
+                    clearing |= holder_bit(i);
+                } else {
+                    holder.owner.store(0, Ordering::Release); // an acquire that died in flight
+                }
+            }
+        }
+        // A dead waiter's place goes, granted or not: a grant it never took is a hold of
+        // its dead slot, freed with the holders above.
+        let mut removed = Vec::new();
+        for waiter in &self.r.waiters {
+            let owner = waiter.owner.load(Ordering::Acquire);
+            if owner != 0 && !alive(owner) {
+                removed.push(waiter.ticket.load(Ordering::Relaxed));
+                waiter.owner.store(0, Ordering::Release);
+            }
+        }
+        // The waiter behind each one removed watched it; now it must watch another.
+        for ticket in removed {
+            if let Some(next) = self.successor(ticket) {
+                self.nudge(next, &mut woken);
+            }
+        }
+        // Make QUEUED agree with the queue before granting.
+        if self.head_waiter().is_some() {
+            self.r.state.fetch_or(QUEUED, Ordering::AcqRel);
+        }
+        woken.extend(self.give_back(released, clearing));
+        for (i, holder) in self.r.holders.iter().enumerate() {
+            if clearing & holder_bit(i) != 0 {
+                holder.owner.store(0, Ordering::Release);
+            }
+        }
+        woken
+    }
+
+    /// Takes the record lock, from a dead holder if need be (then repairing the record).
+    pub(crate) fn lock(&self) -> RecordLock<'_> {
+        let me = owner_of(self.ns.slot());
+        let word = &self.r.lock;
+        if word.compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed).is_ok() {
+            return RecordLock { word };
+        }
+        let mut waited = false;
+        loop {
+            let current = word.load(Ordering::Relaxed);
+            if current == 0 {
+                if word.compare_exchange(0, me | LOCK_CONTENDED, Ordering::Acquire, Ordering::Relaxed).is_ok() {
+                    return RecordLock { word };
+                }
+                continue;
+            }
+            let owner = current & !LOCK_CONTENDED;
+            if waited && !self.ns.is_alive(owner - 1) {
+                if word.compare_exchange(current, me | LOCK_CONTENDED, Ordering::Acquire, Ordering::Relaxed).is_ok() {
+                    // The holder died inside the lock: the record may be half changed.
+                    let woken = self.repair();
+                    self.wake(&woken);
+                    return RecordLock { word };
+                }
+                continue;
+            }
+            if current & LOCK_CONTENDED == 0
+                && word
+                    .compare_exchange(current, current | LOCK_CONTENDED, Ordering::Relaxed, Ordering::Relaxed)
+                    .is_err()
+            {
+                continue;
+            }
+            sys::wait(word, current | LOCK_CONTENDED, Some(LIVENESS_PERIOD));
+            waited = true;
+        }
+    }
+}
+
+/// The held record lock; released on drop.
+pub(crate) struct RecordLock<'a> {
+    word: &'a AtomicU32,
+}
+
+impl Drop for RecordLock<'_> {
+    fn drop(&mut self) {
+        if self.word.swap(0, Ordering::Release) & LOCK_CONTENDED != 0 {
+            sys::wake(self.word, 1);
+        }
+    }
+}

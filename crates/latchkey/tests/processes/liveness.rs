@@ -1,0 +1,102 @@
+//! Death notices: a waiter sleeps without a timer, and is still woken when a process it
+//! depends on dies.
+
+use std::fs;
+use std::time::{Duration, Instant};
+
+use latchkey::Result;
+
+use super::{expect_line, namespace, sigkill, spawn, url};
+use crate::support::{wait_until, waiters};
+
+/// Context switches of every thread of process `pid` so far.
+fn context_switches(pid: u32) -> u64 {
+    let tasks = fs::read_dir(format!("/proc/{pid}/task")).expect("the process's threads");
+    tasks
+        .flatten()
+        .filter_map(|task| fs::read_to_string(task.path().join("status")).ok())
+        .flat_map(|status| {
+            status
+                .lines()
+                .filter(|line| line.contains("ctxt_switches:"))
+                .filter_map(|line| line.split_whitespace().nth(1)?.parse::<u64>().ok())
+                .collect::<Vec<_>>()
+        })
+        .sum()
+}
+
+#[test]
+fn an_idle_waiter_in_another_process_never_wakes_up() -> Result<()> {
+    let (dir, scope) = namespace();
+    let log = dir.join("log");
+    let held = scope.lock_blocking("idle")?;
+    let waiter = spawn(&["log", &url(&dir), "idle", "waiter", log.to_str().unwrap()]);
+    wait_until("the worker is queued", || waiters(&scope, "idle") == 1);
+    // Let it settle into its sleep, then count how often any of its threads runs.
+    std::thread::sleep(Duration::from_millis(100));
+    let before = context_switches(waiter.id());
+    std::thread::sleep(Duration::from_millis(500));
+    let woken = context_switches(waiter.id()) - before;
+    // A waiter that checked its holders on a 20 ms timer would have run about 25 times.
+    assert!(woken <= 2, "the idle waiter's threads ran {woken} times in 500 ms");
+    drop(held);
+    super::finish(waiter);
+    assert_eq!(fs::read_to_string(&log).unwrap(), "waiter\n");
+    Ok(())
+}
+
+#[test]
+fn a_sleeping_waiter_is_granted_when_the_holder_is_killed() -> Result<()> {
+    let (dir, scope) = namespace();
+    let mut holder = spawn(&["hold", &url(&dir), "crash"]);
+    expect_line(&mut holder, "held");
+    let mutex = scope.mutex("crash")?;
+    let waiter =
+        std::thread::spawn(move || mutex.lock_blocking_timeout(Duration::from_secs(30)).map(|_| Instant::now()));
+    wait_until("the thread is queued", || waiters(&scope, "crash") == 1);
+    std::thread::sleep(Duration::from_millis(50)); // asleep, past its spin
+    let killed = Instant::now();
+    sigkill(&mut holder);
+    let granted = waiter.join().expect("the waiting thread")?;
+    eprintln!("a sleeping waiter was granted {:?} after the holder's SIGKILL", granted - killed);
+    Ok(())
+}
+
+#[test]
+fn an_async_waiter_is_granted_when_the_holder_is_killed() -> Result<()> {
+    let (dir, scope) = namespace();
+    let mut holder = spawn(&["hold", &url(&dir), "crash"]);
+    expect_line(&mut holder, "held");
+    let mutex = scope.mutex("crash")?;
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
+    let waiter = std::thread::spawn(move || {
+        runtime.block_on(async { tokio::time::timeout(Duration::from_secs(30), mutex.lock()).await.map(|r| r.is_ok()) })
+    });
+    wait_until("the task is queued", || waiters(&scope, "crash") == 1);
+    std::thread::sleep(Duration::from_millis(50));
+    sigkill(&mut holder);
+    assert_eq!(waiter.join().expect("the waiting thread"), Ok(true), "granted before the 30 s guard");
+    Ok(())
+}
+
+#[test]
+fn a_waiter_behind_a_killed_waiter_watches_the_holder_in_its_place() -> Result<()> {
+    let (dir, scope) = namespace();
+    let log = dir.join("log");
+    let mut holder = spawn(&["hold", &url(&dir), "chain"]);
+    expect_line(&mut holder, "held");
+    let mut ahead = spawn(&["log", &url(&dir), "chain", "ahead", log.to_str().unwrap()]);
+    wait_until("the first waiter is queued", || waiters(&scope, "chain") == 1);
+    let mutex = scope.mutex("chain")?;
+    let behind = std::thread::spawn(move || mutex.lock_blocking_timeout(Duration::from_secs(30)).map(|_| ()));
+    wait_until("the second waiter is queued", || waiters(&scope, "chain") == 2);
+    std::thread::sleep(Duration::from_millis(50));
+    // The waiter ahead dies while everybody sleeps; then the holder it watched dies too.
+    sigkill(&mut ahead);
+    wait_until("the dead waiter leaves the queue", || waiters(&scope, "chain") == 1);
+    std::thread::sleep(Duration::from_millis(50));
+    sigkill(&mut holder);
+    behind.join().expect("the waiting thread")?;
+    assert!(!log.exists(), "the killed waiter never held the lock");
+    Ok(())
+}
