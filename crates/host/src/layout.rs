@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64};
 /// `b"LATCHKEY"`, little-endian: the first word of every namespace file.
 pub(crate) const MAGIC: u64 = u64::from_le_bytes(*b"LATCHKEY");
 /// The layout version; a file of another version is refused, not reinterpreted.
-pub(crate) const VERSION: u32 = 1;
+pub(crate) const VERSION: u32 = 2;
 
 /// Processes that can take part at once.
 pub(crate) const PROC_SLOTS: usize = 256;
@@ -50,6 +50,12 @@ pub(crate) struct Header {
     pub records: AtomicU32,
     pub record_size: AtomicU32,
     pub file_size: AtomicU64,
+    /// Taken to add a name to the table or to reclaim names (a `word_lock`).
+    pub table_lock: AtomicU32,
+    pub _reserved: AtomicU32,
+    /// At least the last token of every name reclaimed so far: a name created again
+    /// starts above it, so its tokens keep increasing.
+    pub token_floor: AtomicU64,
 }
 
 /// A process that takes part in the namespace.
@@ -78,13 +84,13 @@ pub(crate) struct ProcSlot {
 /// the dead process held the permits.
 #[repr(C)]
 pub(crate) struct Record {
-    /// [`KEY_EMPTY`], [`KEY_CLAIMING`] or [`KEY_READY`]; the name is fixed once ready.
-    pub key: AtomicU32,
+    /// Whether the record holds a name: see [`Key`].
+    pub key: AtomicU64,
     pub name_len: AtomicU32,
     pub capacity: AtomicU32,
-    /// The record lock: 0 when free, else the locking process's slot + 1, with
-    /// [`LOCK_CONTENDED`] set when someone sleeps on it.
+    /// The record lock (a `word_lock`).
     pub lock: AtomicU32,
+    pub _reserved: AtomicU32,
     pub state: AtomicU64,
     /// The token of the latest grant of this name; it outlives every process.
     pub last_token: AtomicU64,
@@ -121,9 +127,59 @@ pub(crate) struct Waiter {
     pub _reserved: AtomicU32,
 }
 
-pub(crate) const KEY_EMPTY: u32 = 0;
-pub(crate) const KEY_CLAIMING: u32 = 1;
-pub(crate) const KEY_READY: u32 = 2;
+/// A record's `key` word, which says whether the record holds a name.
+///
+/// | bits   | meaning                                                            |
+/// |--------|--------------------------------------------------------------------|
+/// | 0..8   | the [`KeyState`]                                                    |
+/// | 8..32  | while `Reclaiming`: the reclaiming process's slot + 1              |
+/// | 32..64 | generation, bumped when the name is reclaimed: a lookup that saw the record before can tell it was reused |
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Key(pub u64);
+
+/// What a record holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum KeyState {
+    /// Never held a name: a lookup that gets here stops.
+    Empty,
+    /// Holds a name, fixed while it stays `Ready`.
+    Ready,
+    /// Being checked for reclaiming, under the table lock: wait.
+    Reclaiming,
+    /// Held a name that was reclaimed: a lookup goes on past it.
+    Tomb,
+}
+
+impl Key {
+    pub(crate) fn new(state: KeyState, owner: u32, generation: u32) -> Key {
+        let state = match state {
+            KeyState::Empty => 0,
+            KeyState::Ready => 2,
+            KeyState::Reclaiming => 3,
+            KeyState::Tomb => 4,
+        };
+        Key(state | u64::from(owner & 0xff_ffff) << 8 | u64::from(generation) << 32)
+    }
+
+    /// The state; `None` for a value no latchkey writes (a corrupted file).
+    pub(crate) fn state(self) -> Option<KeyState> {
+        match self.0 & 0xff {
+            0 => Some(KeyState::Empty),
+            2 => Some(KeyState::Ready),
+            3 => Some(KeyState::Reclaiming),
+            4 => Some(KeyState::Tomb),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn owner(self) -> u32 {
+        (self.0 >> 8) as u32 & 0xff_ffff
+    }
+
+    pub(crate) fn generation(self) -> u32 {
+        (self.0 >> 32) as u32
+    }
+}
 
 pub(crate) const AVAILABLE: u64 = (1 << 31) - 1;
 pub(crate) const QUEUED: u64 = 1 << 31;

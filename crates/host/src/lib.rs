@@ -19,8 +19,11 @@ mod repair;
 mod scope;
 mod sys;
 mod table;
+#[cfg(test)]
+mod tests;
 mod wait;
 mod watch;
+mod word_lock;
 
 pub use namespace::{default_dir, FILE_NAME};
 pub use scope::{HostLock, HostScope};

@@ -81,6 +81,11 @@ impl Namespace {
         self.slot
     }
 
+    pub(crate) fn header(&self) -> &Header {
+        // SAFETY: the mapping starts with the Header, 8-byte aligned and made of atomics.
+        unsafe { &*self.map.as_ptr().cast::<Header>() }
+    }
+
     pub(crate) fn proc_slot(&self, slot: u32) -> &ProcSlot {
         assert!((slot as usize) < PROC_SLOTS);
         // SAFETY: in bounds (checked above) of the ProcSlot array at PROCS_OFFSET, which is
@@ -285,7 +290,10 @@ fn initialize_locked(file: &File, path: &Path) -> Result<(), Failure> {
     let field = |at: usize| u32::from_le_bytes(header[at..at + 4].try_into().expect("4 bytes"));
     let version = field(8);
     if version != VERSION {
-        return Err(corrupted(format!("has layout version {version}; this latchkey reads version {VERSION}")));
+        return Err(corrupted(format!(
+            "has layout version {version}, and this latchkey reads version {VERSION}: it was made by another \
+             latchkey release. Stop the programs that use it, then delete it (fencing tokens start again)"
+        )));
     }
     let expected =
         [(PROC_SLOTS, "process slots"), (RECORDS, "records"), (std::mem::size_of::<Record>(), "record size")];

@@ -18,7 +18,7 @@ use crate::grant_word;
 use crate::layout::*;
 use crate::namespace::Namespace;
 use crate::sys;
-use crate::table::name_of;
+use crate::table::{name_of, Found};
 
 /// A holder slot assigned by a granter but not yet published.
 pub(crate) const PENDING: u32 = 1 << 31;
@@ -49,7 +49,6 @@ pub(crate) struct Grant {
 pub(crate) struct Rec<'a> {
     pub ns: &'a Namespace,
     pub r: &'a Record,
-    pub index: usize,
     pub capacity: u32,
 }
 
@@ -61,9 +60,10 @@ pub(crate) fn owner_of(slot: u32) -> u32 {
 impl<'a> Rec<'a> {
     /// The record opened with `capacity`: refused while it is in use with another
     /// capacity, changed when nobody uses it.
-    pub(crate) fn open(ns: &'a Namespace, index: usize, name: &str, capacity: u32) -> Result<Rec<'a>> {
+    pub(crate) fn open(ns: &'a Namespace, found: Found, name: &str, capacity: u32) -> Result<Rec<'a>> {
+        let index = found.index;
         let r = ns.record(index);
-        let rec = Rec { ns, r, index, capacity };
+        let rec = Rec { ns, r, capacity };
         let current = r.capacity.load(Ordering::Acquire);
         if current == capacity {
             return Ok(rec);
@@ -75,7 +75,10 @@ impl<'a> Rec<'a> {
             r.users[slot as usize / 64].load(Ordering::Acquire) & (1 << (slot % 64)) != 0 && ns.is_alive(slot)
         });
         let idle = u64::from(current);
-        let changed = !in_use && r.state.compare_exchange(idle, QUEUED, Ordering::AcqRel, Ordering::Relaxed).is_ok();
+        // (Not if the name was reclaimed meanwhile: the caller looks it up again.)
+        let changed = !in_use
+            && ns.still_holds(found)
+            && r.state.compare_exchange(idle, QUEUED, Ordering::AcqRel, Ordering::Relaxed).is_ok();
         if changed {
             r.capacity.store(capacity, Ordering::Release);
             r.state.store(u64::from(capacity), Ordering::Release);
@@ -94,6 +97,15 @@ impl<'a> Rec<'a> {
                 name,
             ))
         }
+    }
+
+    /// Whether nobody holds, waits for or locks the record.
+    pub(crate) fn is_idle(&self) -> bool {
+        let capacity = self.r.capacity.load(Ordering::Acquire);
+        self.r.state.load(Ordering::Acquire) == u64::from(capacity)
+            && self.r.lock.load(Ordering::Acquire) == 0
+            && self.r.holders.iter().all(|h| h.owner.load(Ordering::Acquire) == 0)
+            && self.r.waiters.iter().all(|w| w.owner.load(Ordering::Acquire) == 0)
     }
 
     /// Takes `permits` if they are free, nobody waits, and a holder slot is free.

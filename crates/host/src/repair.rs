@@ -1,12 +1,12 @@
 //! Repair after a crash, and the record lock (taken over from a dead holder).
 
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use crate::grant_word;
 use crate::layout::*;
-use crate::record::{owner_of, Rec, PENDING};
-use crate::sys;
+use crate::record::{Rec, PENDING};
+use crate::word_lock::{self, WordLock};
 
 /// How often a process that cannot be watched for death (see `watch`) is checked, and
 /// how long a record lock held by a process that may be dead is waited for.
@@ -105,53 +105,11 @@ impl Rec<'_> {
     }
 
     /// Takes the record lock, from a dead holder if need be (then repairing the record).
-    pub(crate) fn lock(&self) -> RecordLock<'_> {
-        let me = owner_of(self.ns.slot());
-        let word = &self.r.lock;
-        if word.compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed).is_ok() {
-            return RecordLock { word };
-        }
-        let mut waited = false;
-        loop {
-            let current = word.load(Ordering::Relaxed);
-            if current == 0 {
-                if word.compare_exchange(0, me | LOCK_CONTENDED, Ordering::Acquire, Ordering::Relaxed).is_ok() {
-                    return RecordLock { word };
-                }
-                continue;
-            }
-            let owner = current & !LOCK_CONTENDED;
-            if waited && !self.ns.is_alive(owner - 1) {
-                if word.compare_exchange(current, me | LOCK_CONTENDED, Ordering::Acquire, Ordering::Relaxed).is_ok() {
-                    // The holder died inside the lock: the record may be half changed.
-                    let woken = self.repair();
-                    self.wake(&woken);
-                    return RecordLock { word };
-                }
-                continue;
-            }
-            if current & LOCK_CONTENDED == 0
-                && word
-                    .compare_exchange(current, current | LOCK_CONTENDED, Ordering::Relaxed, Ordering::Relaxed)
-                    .is_err()
-            {
-                continue;
-            }
-            sys::wait(word, current | LOCK_CONTENDED, Some(LIVENESS_PERIOD));
-            waited = true;
-        }
-    }
-}
-
-/// The held record lock; released on drop.
-pub(crate) struct RecordLock<'a> {
-    word: &'a AtomicU32,
-}
-
-impl Drop for RecordLock<'_> {
-    fn drop(&mut self) {
-        if self.word.swap(0, Ordering::Release) & LOCK_CONTENDED != 0 {
-            sys::wake(self.word, 1);
-        }
+    pub(crate) fn lock(&self) -> WordLock<'_> {
+        word_lock::lock(self.ns, &self.r.lock, || {
+            // The holder died inside the lock: the record may be half changed.
+            let woken = self.repair();
+            self.wake(&woken);
+        })
     }
 }

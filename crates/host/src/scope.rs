@@ -26,9 +26,10 @@ use crate::wait::{WaitGrant, WaitRoom};
 /// makes no system call; waiters sleep on futexes; a process's holds and places in queues
 /// are freed when it dies, detected through a kernel-held lock on its slot.
 ///
-/// Limits of one namespace: 256 processes at once, 4,096 names (never reclaimed, so
-/// tokens keep increasing for the life of the file), 32 holders and 32 queued waiters
-/// per name.
+/// Limits of one namespace: 256 processes at once; 4,096 names at once (when the table
+/// is full, names that no process has open and nobody holds are reclaimed, and fencing
+/// tokens still keep increasing for the life of the file); 32 holders and 32 queued
+/// waiters per name.
 #[derive(Clone)]
 pub struct HostScope {
     ns: Arc<Namespace>,
@@ -72,23 +73,28 @@ impl RawScope for HostScope {
         if capacity == 0 || u64::from(capacity) > crate::layout::AVAILABLE {
             return Err(self.ns.error(ErrorKind::Unsupported, format!("a capacity of {capacity} permits"), name));
         }
-        let rec = self.ns.find_or_create(name, capacity)?;
-        let index = rec.index;
-        self.ns.add_handle(index);
-        // Opened again now that this process is a user: a capacity change that raced the
-        // first look is refused from here on.
-        if let Err(e) = self.ns.find_or_create(name.as_ref(), capacity) {
-            self.ns.remove_handle(index);
-            return Err(e);
-        }
+        let index = loop {
+            let (_, found) = self.ns.find_or_create(name, capacity)?;
+            self.ns.add_handle(found.index);
+            // Looked up again now that this process is a user: from here on, the name
+            // cannot be reclaimed, nor its capacity changed by a racing open.
+            match self.ns.find_or_create(name, capacity) {
+                Ok((_, again)) if again == found => break found.index,
+                Ok(_) => self.ns.remove_handle(found.index), // reclaimed in between
+                Err(e) => {
+                    self.ns.remove_handle(found.index);
+                    return Err(e);
+                }
+            }
+        };
         let name = Name::new(name)?;
         Ok(Arc::new(HostLock { ns: self.ns.clone(), index, capacity, name }))
     }
 
     fn inspect(&self, name: &str) -> Result<State> {
         let name = Name::new(name).map_err(|e| e.with_scope(self.ns.url()))?;
-        Ok(match self.ns.find(name.as_str()) {
-            Some(r) => state_of(&self.ns, r, name),
+        Ok(match self.ns.lookup(name.as_str())? {
+            Some(found) => state_of(&self.ns, self.ns.record(found.index), name),
             None => State::idle(name),
         })
     }

@@ -19,6 +19,16 @@ pub(crate) enum Handle {
     Raw(Arc<dyn RawLock>),
 }
 
+impl std::fmt::Debug for Handle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Lock")
+            .field("name", &self.name().as_str())
+            .field("scope", &self.scope_url())
+            .field("capacity", &self.capacity())
+            .finish()
+    }
+}
+
 impl Handle {
     pub(crate) fn name(&self) -> &Name {
         match self {

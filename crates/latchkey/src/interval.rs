@@ -31,6 +31,7 @@ use crate::Guard;
 /// # Cancel safety
 /// Dropping a `lock` future leaves no waiter behind; dropping a `cede` or `poll` future
 /// gives the lock up.
+#[derive(Debug)]
 pub struct IntervalLock {
     handle: Handle,
     interval: Duration,

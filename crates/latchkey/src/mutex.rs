@@ -27,6 +27,7 @@ use crate::Guard;
 ///
 /// Grants are first come, first served. For a lock on a value in memory that no other
 /// process needs, `parking_lot::Mutex` or `tokio::sync::Mutex` are simpler.
+#[derive(Debug)]
 pub struct Mutex {
     handle: Handle,
 }

@@ -30,6 +30,7 @@ use crate::Guard;
 ///
 /// # Cancel safety
 /// Dropping a `read` or `write` future leaves no waiter behind.
+#[derive(Debug)]
 pub struct RwLock {
     handle: Handle,
 }

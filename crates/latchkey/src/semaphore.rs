@@ -23,6 +23,7 @@ use crate::Guard;
 /// # drop((one, two));
 /// # Ok::<(), latchkey::Error>(())
 /// ```
+#[derive(Debug)]
 pub struct Semaphore {
     handle: Handle,
 }

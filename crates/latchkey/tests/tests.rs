@@ -5,6 +5,7 @@
 //! - `bad_input`: invalid names, URLs, capacities, releases and timeouts;
 //! - `processes`: the host scope with real processes, SIGKILL included;
 //! - `hostile`: corrupted files, unsafe directories, links, a full disk;
+//! - `table`: the host namespace's table of names, full and reclaiming;
 //! - `support`: the scopes under test and the helpers the suites share.
 
 #[macro_use]
@@ -15,3 +16,4 @@ mod conformance;
 mod hostile;
 mod processes;
 mod stress;
+mod table;

@@ -159,6 +159,18 @@ fn a_timeout_across_processes_leaves_no_waiter() -> Result<()> {
 }
 
 #[test]
+fn processes_adding_and_reclaiming_names_together_still_exclude_each_other() {
+    let (dir, scope) = namespace();
+    let marks = dir.join("marks");
+    fs::create_dir_all(&marks).unwrap();
+    let workers: Vec<Worker> =
+        (0..3).map(|_| spawn(&["many-names", &url(&dir), "n/", "8000", marks.to_str().unwrap()])).collect();
+    workers.into_iter().for_each(finish);
+    assert!(!marks.join("violation").exists(), "{}", fs::read_to_string(marks.join("violation")).unwrap_or_default());
+    assert!(scope.list().unwrap().is_empty(), "nothing is left held");
+}
+
+#[test]
 fn a_killed_holder_frees_the_lock_for_a_waiter() -> Result<()> {
     let (dir, scope) = namespace();
     let mutex = scope.mutex("crash")?;

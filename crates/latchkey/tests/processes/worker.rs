@@ -64,6 +64,7 @@ fn run() {
             println!("token {}", guard.fencing_token());
         }
         "churn" => churn(&scope, name, Path::new(fields[3])),
+        "many-names" => many_names(&scope, name, fields[3].parse().unwrap(), Path::new(fields[4])),
         other => panic!("unknown worker job {other:?}"),
     }
     std::process::exit(0);
@@ -102,5 +103,21 @@ fn churn(scope: &Scope, name: &str, counter: &Path) {
         let value: u64 = fs::read_to_string(counter).ok().and_then(|s| s.trim().parse().ok()).unwrap_or(0);
         fs::write(counter, (value + 1).to_string()).unwrap();
         fs::remove_file(&marker).unwrap();
+    }
+}
+
+/// Takes `rounds` locks on names drawn from more than the namespace's table holds, so
+/// names are added and reclaimed under the other processes' feet; a marker file per name,
+/// created exclusively, shows that nobody else is inside.
+fn many_names(scope: &Scope, prefix: &str, rounds: u64, marks: &Path) {
+    let mut rng = crate::support::Rng::new(u64::from(std::process::id()));
+    for _ in 0..rounds {
+        let name = format!("{prefix}{}", rng.below(6_000));
+        let _guard = scope.lock_blocking(&name).unwrap();
+        let mark = marks.join(name.replace('/', "_"));
+        if fs::OpenOptions::new().write(true).create_new(true).open(&mark).is_err() {
+            fs::write(marks.join("violation"), format!("two holders of {name}")).unwrap();
+        }
+        fs::remove_file(&mark).unwrap();
     }
 }

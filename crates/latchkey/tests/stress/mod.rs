@@ -298,19 +298,7 @@ fn mutual_exclusion_survives_reclamation_of_idle_names(new_scope: NewScope) -> R
     thread::scope(|s| -> Result<()> {
         // Fresh names make the scope reclaim idle ones, the hot names among them.
         let churner = s.spawn(|| -> Result<()> {
-            // A scope that keeps every name (the host scope, for now) stops when it is full.
-            let result = (0..50_000).try_for_each(|i| match scope.lock_blocking(&format!("cold/{i}")) {
-                Ok(guard) => {
-                    drop(guard);
-                    Ok(())
-                }
-                Err(e) if e.kind() == latchkey::ErrorKind::Unavailable => Err(None),
-                Err(e) => Err(Some(e)),
-            });
-            let result = match result {
-                Ok(()) | Err(None) => Ok(()),
-                Err(Some(e)) => Err(e),
-            };
+            let result = (0..50_000).try_for_each(|i| scope.lock_blocking(&format!("cold/{i}")).map(drop));
             churned.store(true, Ordering::SeqCst);
             result
         });
