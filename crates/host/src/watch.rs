@@ -18,6 +18,9 @@ use crate::grant_word;
 use crate::namespace::Namespace;
 use crate::sys;
 
+/// How many processes stay watched after the last waiter that needed them is done.
+const KEPT: usize = 16;
+
 /// How well a waiter's dependencies are watched.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Coverage {
@@ -107,6 +110,7 @@ fn run(shared: &Shared) {
                 grant_word::nudge_and_wake(unsafe { &*word.0 });
             }
         }
+        watched.retain(|_, w| !(w.exited && w.words.is_empty()));
     }
 }
 
@@ -194,13 +198,16 @@ impl<'a> Watch<'a> {
     }
 }
 
-/// Takes watch `id` off `slot`'s list; forgets the slot when nobody watches it any more.
-/// Returns whether the set of polled pidfds changed.
+/// Takes watch `id` off `slot`'s list. A process nobody watches any more stays watched
+/// (its pidfd open) while there are at most [`KEPT`] such, so that the next wait on it,
+/// as in a lock handed back and forth, needs no system call. Returns whether the set of
+/// polled pidfds changed.
 fn unregister(watched: &mut HashMap<u32, Watched>, slot: u32, id: u64) -> bool {
     let Some(w) = watched.get_mut(&slot) else { return false };
     w.words.retain(|(x, _)| *x != id);
-    if w.words.is_empty() {
-        watched.remove(&slot);
+    let unwatched = watched.values().filter(|w| w.words.is_empty()).count();
+    if unwatched > KEPT {
+        watched.retain(|_, w| !w.words.is_empty());
         return true;
     }
     false
