@@ -67,9 +67,9 @@ pub(crate) fn nudge_and_wake(word: &AtomicU32) {
     }
 }
 
-/// Wakes the waiter sleeping on `word`.
+/// Wakes every thread sleeping on `word`.
 pub(crate) fn wake(word: &AtomicU32) {
-    sys::wake(word, u32::MAX);
+    sys::wake_all(word);
 }
 
 /// Sleeps while the word holds `seen`, at most `timeout` (`None`: until woken).

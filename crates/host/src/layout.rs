@@ -90,12 +90,16 @@ pub(crate) struct Record {
     pub capacity: AtomicU32,
     /// The record lock (a `word_lock`).
     pub lock: AtomicU32,
-    pub _reserved: AtomicU32,
+    /// Bumped when a waiter slot is freed: requests that found the queue full sleep on
+    /// it (see `wait`), and `room_sleepers` counts them.
+    pub room: AtomicU32,
     pub state: AtomicU64,
     /// The token of the latest grant of this name; it outlives every process.
     pub last_token: AtomicU64,
     /// The next waiter's ticket (under the record lock).
     pub next_ticket: AtomicU64,
+    pub room_sleepers: AtomicU32,
+    pub _reserved: AtomicU32,
     pub name: [AtomicU64; NAME_WORDS],
     /// Bit `slot` set while the process in `slot` has the name open; the capacity of a
     /// name open in a live process cannot change.

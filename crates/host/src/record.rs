@@ -10,7 +10,7 @@
 //!   (state word, then the waiter's `granted` word), so that repair can finish or undo it.
 
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use latchkey_model::{describe_capacity, ErrorKind, Result};
 
@@ -23,9 +23,6 @@ use crate::table::{name_of, Found};
 /// A holder slot assigned by a granter but not yet published.
 pub(crate) const PENDING: u32 = 1 << 31;
 
-/// How long a request waits before it looks again for room in a full queue.
-pub(crate) const QUEUE_FULL_PAUSE: Duration = Duration::from_millis(1);
-
 /// What [`Rec::enqueue`] did.
 pub(crate) enum Enqueued {
     /// Queued in this waiter slot.
@@ -33,7 +30,7 @@ pub(crate) enum Enqueued {
     /// Nothing queued: the permits are free; take them on the fast path.
     Free,
     /// Nothing queued: every waiter slot is taken. (Requests that find the queue full
-    /// retry after [`QUEUE_FULL_PAUSE`]; among themselves they are not FIFO.)
+    /// wait for room, and are not FIFO among themselves.)
     Full,
 }
 
@@ -296,14 +293,8 @@ impl<'a> Rec<'a> {
                 Enqueued::Waiting(w) if self.await_grant(w, deadline, cancelled) => return Ok(self.take_grant(w)),
                 Enqueued::Waiting(w) => return Ok(self.withdraw(w)),
                 Enqueued::Free => {}
-                Enqueued::Full => {
-                    if cancelled() || deadline.is_some_and(|d| Instant::now() >= d) {
-                        return Ok(None);
-                    }
-                    // The queue may be full of the dead: free their places.
-                    self.repair_if_dead();
-                    std::thread::sleep(QUEUE_FULL_PAUSE);
-                }
+                Enqueued::Full if self.await_room(deadline, cancelled) => {}
+                Enqueued::Full => return Ok(None),
             }
         }
     }
@@ -339,6 +330,12 @@ impl<'a> Rec<'a> {
         Some(w)
     }
 
+    /// Frees waiter slot `w`, and wakes one request that waits for room in the queue.
+    pub(crate) fn free_waiter(&self, w: usize) {
+        self.r.waiters[w].owner.store(0, Ordering::SeqCst);
+        self.announce_room();
+    }
+
     /// Whether a waiter slot is free.
     pub(crate) fn has_free_waiter_slot(&self) -> bool {
         self.r.waiters.iter().any(|w| w.owner.load(Ordering::Acquire) == 0)
@@ -348,7 +345,7 @@ impl<'a> Rec<'a> {
         let waiter = &self.r.waiters[w];
         let holder = grant_word::granted_holder(waiter.granted.load(Ordering::Acquire))?;
         let token = self.r.holders[holder as usize].token.load(Ordering::Acquire);
-        waiter.owner.store(0, Ordering::Release);
+        self.free_waiter(w);
         Some(Grant { holder, token })
     }
 
@@ -365,7 +362,7 @@ impl<'a> Rec<'a> {
             }
             None => {
                 let ticket = self.r.waiters[w].ticket.load(Ordering::Relaxed);
-                self.r.waiters[w].owner.store(0, Ordering::Release);
+                self.free_waiter(w);
                 // The withdrawn waiter may have been the head holding back others.
                 let mut woken = self.give_back(0, 0);
                 // The one behind watched it; now it must watch whoever is ahead of it.

@@ -78,11 +78,11 @@ impl Rec<'_> {
         // A dead waiter's place goes, granted or not: a grant it never took is a hold of
         // its dead slot, freed with the holders above.
         let mut removed = Vec::new();
-        for waiter in &self.r.waiters {
+        for (w, waiter) in self.r.waiters.iter().enumerate() {
             let owner = waiter.owner.load(Ordering::Acquire);
             if owner != 0 && !alive(owner) {
                 removed.push(waiter.ticket.load(Ordering::Relaxed));
-                waiter.owner.store(0, Ordering::Release);
+                self.free_waiter(w);
             }
         }
         // The waiter behind each one removed watched it; now it must watch another.

@@ -98,6 +98,12 @@ pub(crate) fn wake(word: &AtomicU32, count: u32) {
     let _ = futex::wake(word, futex::Flags::empty(), count);
 }
 
+/// Wakes every process sleeping in [`wait`] on `word`. (The kernel reads the count as a
+/// signed int: `u32::MAX` would be -1, and wake one.)
+pub(crate) fn wake_all(word: &AtomicU32) {
+    wake(word, i32::MAX as u32);
+}
+
 /// A descriptor that becomes readable when process `pid` (of our pid namespace) exits:
 /// a pidfd. `None` if there is no such process, or the kernel has no pidfds.
 pub(crate) fn exit_fd(pid: u32) -> Option<OwnedFd> {

@@ -14,15 +14,16 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use crate::grant_word;
 use crate::namespace::Namespace;
-use crate::record::{Grant, Rec, PENDING, QUEUE_FULL_PAUSE};
+use crate::record::{Grant, Rec, PENDING};
 use crate::repair::LIVENESS_PERIOD;
+use crate::sys;
 use crate::watch::{Coverage, Watch};
 
 /// Spin iterations before a waiter first sleeps (about 10–20 µs).
@@ -36,7 +37,7 @@ impl Rec<'_> {
         if self.spin_for_grant(w) {
             return true;
         }
-        let mut watch = Watch::new(self.ns, word);
+        let mut watch = Watch::new(self.ns, word, grant_word::nudge_and_wake);
         loop {
             // Read before looking at the queue: a change after it shows in the word.
             let seen = word.load(Ordering::Acquire);
@@ -58,6 +59,64 @@ impl Rec<'_> {
             let until_deadline = deadline.map(|d| d.saturating_duration_since(now));
             grant_word::sleep(word, seen, shortest(check_after, until_deadline));
         }
+    }
+
+    /// Sleeps until the queue has a free waiter slot (`true`), or until `deadline` or
+    /// `give_up()` (`false`). Such requests are not FIFO among themselves: each freed slot
+    /// wakes one of them (see [`announce_room`](Rec::announce_room)). They depend on every
+    /// queued waiter: if all of those died, nobody else would free their places.
+    pub(crate) fn await_room(&self, deadline: Option<Instant>, give_up: &dyn Fn() -> bool) -> bool {
+        let (word, sleepers) = (&self.r.room, &self.r.room_sleepers);
+        let mut watch = Watch::new(self.ns, word, wake_everyone_for_room);
+        loop {
+            // Counted before looking, so a slot freed after the look wakes somebody.
+            sleepers.fetch_add(1, Ordering::SeqCst);
+            let seen = word.load(Ordering::SeqCst);
+            let now = Instant::now();
+            let done = if self.has_free_waiter_slot() {
+                Some(true)
+            } else if give_up() || deadline.is_some_and(|d| now >= d) {
+                Some(false)
+            } else {
+                None
+            };
+            let check_after = match done {
+                Some(_) => None,
+                None => match watch.cover(&self.waiting_processes()) {
+                    Coverage::Dead => {
+                        sleepers.fetch_sub(1, Ordering::SeqCst);
+                        self.repair_if_dead();
+                        continue;
+                    }
+                    Coverage::Complete => None,
+                    Coverage::Partial => Some(LIVENESS_PERIOD),
+                },
+            };
+            if done.is_none() {
+                sys::wait(word, seen, shortest(check_after, deadline.map(|d| d.saturating_duration_since(now))));
+            }
+            sleepers.fetch_sub(1, Ordering::SeqCst);
+            if let Some(done) = done {
+                return done;
+            }
+        }
+    }
+
+    /// Wakes one request waiting for room, if any: called once a waiter slot is free.
+    pub(crate) fn announce_room(&self) {
+        self.r.room.fetch_add(1, Ordering::SeqCst);
+        if self.r.room_sleepers.load(Ordering::SeqCst) > 0 {
+            sys::wake(&self.r.room, 1);
+        }
+    }
+
+    /// The processes (slots) with a request in the queue, granted or not.
+    fn waiting_processes(&self) -> Vec<u32> {
+        let mut slots: Vec<u32> =
+            self.r.waiters.iter().map(|w| w.owner.load(Ordering::Acquire)).filter(|&o| o != 0).map(|o| o - 1).collect();
+        slots.sort_unstable();
+        slots.dedup();
+        slots
     }
 
     /// The processes (slots) queued waiter `w` depends on: the waiter just ahead of it,
@@ -90,6 +149,12 @@ impl Rec<'_> {
         }
         false
     }
+}
+
+/// Wakes every request waiting for room on a record's `room` word, to look again.
+fn wake_everyone_for_room(room: &AtomicU32) {
+    room.fetch_add(1, Ordering::SeqCst);
+    sys::wake_all(room);
 }
 
 fn shortest(a: Option<Duration>, b: Option<Duration>) -> Option<Duration> {
@@ -175,8 +240,10 @@ impl Drop for WaitGrant {
 }
 
 /// Resolves once the queue of a record has room again (or at once if it has), without
-/// blocking the caller's thread: a helper thread looks every `QUEUE_FULL_PAUSE`.
+/// blocking the caller's thread: a helper thread runs [`Rec::await_room`].
 pub(crate) struct WaitRoom {
+    ns: Arc<Namespace>,
+    index: usize,
     shared: Arc<Shared>,
     room: Arc<AtomicBool>,
 }
@@ -185,26 +252,20 @@ impl WaitRoom {
     pub(crate) fn new(ns: Arc<Namespace>, index: usize, capacity: u32) -> Self {
         let shared = Arc::new(Shared::default());
         let room = Arc::new(AtomicBool::new(false));
-        let (watch_shared, watch_room) = (shared.clone(), room.clone());
+        let (watch_ns, watch_shared, watch_room) = (ns.clone(), shared.clone(), room.clone());
         std::thread::Builder::new()
             .name("latchkey-room".into())
             .spawn(move || {
-                let rec = ns.rec(index, capacity);
-                while !watch_shared.stop.load(Ordering::Acquire) {
-                    // The queue may be full of the dead: free their places.
-                    rec.repair_if_dead();
-                    if rec.has_free_waiter_slot() {
-                        watch_room.store(true, Ordering::Release);
-                        if let Some(waker) = watch_shared.waker.lock().expect("waker lock").take() {
-                            waker.wake();
-                        }
-                        return;
+                let rec = watch_ns.rec(index, capacity);
+                if rec.await_room(None, &|| watch_shared.stop.load(Ordering::Acquire)) {
+                    watch_room.store(true, Ordering::Release);
+                    if let Some(waker) = watch_shared.waker.lock().expect("waker lock").take() {
+                        waker.wake();
                     }
-                    std::thread::sleep(QUEUE_FULL_PAUSE);
                 }
             })
             .expect("cannot start a latchkey wait thread");
-        WaitRoom { shared, room }
+        WaitRoom { ns, index, shared, room }
     }
 }
 
@@ -226,5 +287,7 @@ impl Future for WaitRoom {
 impl Drop for WaitRoom {
     fn drop(&mut self) {
         self.shared.stop.store(true, Ordering::Release);
+        // Wakes the helper thread (and, harmlessly, the others waiting for room).
+        wake_everyone_for_room(&self.ns.record(self.index).room);
     }
 }

@@ -14,7 +14,6 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Once};
 
-use crate::grant_word;
 use crate::namespace::Namespace;
 use crate::sys;
 
@@ -54,9 +53,20 @@ struct Watched {
     words: Vec<(u64, Word)>,
 }
 
-/// A waiter's `granted` word in the namespace mapping.
+/// A word in the namespace mapping that a waiter sleeps on, and how to nudge it.
 #[derive(Clone, Copy)]
-struct Word(*const AtomicU32);
+struct Word(*const AtomicU32, fn(&AtomicU32));
+
+impl Word {
+    /// Nudges the waiters sleeping on the word.
+    ///
+    /// # Safety
+    /// The word must be registered, and the `watched` lock held (see below).
+    unsafe fn nudge(self) {
+        // SAFETY: registered, so the mapping is alive (see `Send`); the caller holds the lock.
+        (self.1)(unsafe { &*self.0 });
+    }
+}
 
 // SAFETY: a `Word` is only dereferenced by the watcher thread under the `watched` lock,
 // while registered; a `Watch` unregisters its word (under the same lock) before the wait
@@ -106,8 +116,8 @@ fn run(shared: &Shared) {
             let Some(w) = watched.get_mut(slot).filter(|w| Arc::ptr_eq(&w.exit, fd)) else { continue };
             w.exited = true;
             for (_, word) in &w.words {
-                // SAFETY: registered, so alive (see `Word`); we hold the lock.
-                grant_word::nudge_and_wake(unsafe { &*word.0 });
+                // SAFETY: registered; we hold the lock.
+                unsafe { word.nudge() };
             }
         }
         watched.retain(|_, w| !(w.exited && w.words.is_empty()));
@@ -125,10 +135,10 @@ pub(crate) struct Watch<'a> {
 }
 
 impl<'a> Watch<'a> {
-    /// Nothing watched yet for the waiter sleeping on `word`.
-    pub(crate) fn new(ns: &'a Namespace, word: &'a AtomicU32) -> Watch<'a> {
+    /// Nothing watched yet for the waiter sleeping on `word`, which `nudge` wakes.
+    pub(crate) fn new(ns: &'a Namespace, word: &'a AtomicU32, nudge: fn(&AtomicU32)) -> Watch<'a> {
         static NEXT_ID: AtomicU64 = AtomicU64::new(0);
-        Watch { ns, id: NEXT_ID.fetch_add(1, Ordering::Relaxed), word: Word(word), slots: Vec::new() }
+        Watch { ns, id: NEXT_ID.fetch_add(1, Ordering::Relaxed), word: Word(word, nudge), slots: Vec::new() }
     }
 
     /// Watches exactly the processes in `slots` (other than this one).
@@ -147,8 +157,8 @@ impl<'a> Watch<'a> {
                 if let Some(old) = watched.remove(&slot) {
                     // Its process is gone: whoever else watched it must look again.
                     for (_, word) in old.words.iter().filter(|(id, _)| *id != self.id) {
-                        // SAFETY: registered, so alive (see `Word`); we hold the lock.
-                        grant_word::nudge_and_wake(unsafe { &*word.0 });
+                        // SAFETY: registered; we hold the lock.
+                        unsafe { word.nudge() };
                     }
                     changed = true;
                 }

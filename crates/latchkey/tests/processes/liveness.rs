@@ -100,3 +100,20 @@ fn a_waiter_behind_a_killed_waiter_watches_the_holder_in_its_place() -> Result<(
     assert!(!log.exists(), "the killed waiter never held the lock");
     Ok(())
 }
+
+#[test]
+fn a_request_that_found_the_queue_full_of_the_dead_is_let_in() -> Result<()> {
+    const QUEUE: usize = 32; // waiter slots per name
+    let (dir, scope) = namespace();
+    let held = scope.lock_blocking("crowd")?;
+    let mut crowd = spawn(&["crowd", &url(&dir), "crowd", &QUEUE.to_string()]);
+    wait_until("the queue is full", || waiters(&scope, "crowd") == QUEUE);
+    let mutex = scope.mutex("crowd")?;
+    let outside = std::thread::spawn(move || mutex.lock_blocking_timeout(Duration::from_secs(30)).map(|_| ()));
+    std::thread::sleep(Duration::from_millis(100)); // waiting for room, asleep
+    sigkill(&mut crowd);
+    wait_until("the dead leave the queue, and the request outside gets in", || waiters(&scope, "crowd") == 1);
+    drop(held);
+    outside.join().expect("the waiting thread")?;
+    Ok(())
+}

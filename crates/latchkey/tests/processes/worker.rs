@@ -64,6 +64,16 @@ fn run() {
             println!("token {}", guard.fencing_token());
         }
         "churn" => churn(&scope, name, Path::new(fields[3])),
+        "crowd" => {
+            // Threads that queue for the lock and never get it (the worker is killed).
+            let threads: u32 = fields[3].parse().unwrap();
+            for _ in 0..threads {
+                let scope = scope.clone();
+                let name = name.to_string();
+                std::thread::spawn(move || drop(scope.lock_blocking(&name)));
+            }
+            std::thread::sleep(Duration::from_secs(600));
+        }
         "many-names" => many_names(&scope, name, fields[3].parse().unwrap(), Path::new(fields[4])),
         other => panic!("unknown worker job {other:?}"),
     }
