@@ -49,9 +49,16 @@ impl<M: Message> Context<M> {
         let Context { cell, inbox, closed, .. } = self;
         if !*closed {
             let mut stop = pin!(cell.stopping.wait());
-            let received = poll_fn(|cx| match inbox.poll_recv(cx) {
-                Poll::Ready(envelope) => Poll::Ready(Some(envelope)),
-                Poll::Pending => stop.as_mut().poll(cx).map(|()| None),
+            let mut stopped = false;
+            let received = poll_fn(|cx| {
+                if let Poll::Ready(envelope) = inbox.poll_recv(cx) {
+                    return Poll::Ready(Some(envelope));
+                }
+                stopped = stopped || stop.as_mut().poll(cx).is_ready();
+                match stopped && !killed(cell) {
+                    true => Poll::Ready(None),
+                    false => Poll::Pending,
+                }
             })
             .await;
             match received {
@@ -75,7 +82,10 @@ impl<M: Message> Context<M> {
     /// Waits until the worker is asked to stop: for a worker busy with something other
     /// than [`recv`](Context::recv), to race against its work.
     pub async fn stop_requested(&self) {
-        self.cell.stopping.wait().await
+        self.cell.stopping.wait().await;
+        if killed(&self.cell) {
+            std::future::pending().await
+        }
     }
 
     /// A subscription to membership events: `Up` for every current member, then changes.
@@ -93,6 +103,14 @@ impl<M: Message> Context<M> {
     pub fn cluster(&self) -> &Cluster<M> {
         &self.cluster
     }
+}
+
+/// Whether the worker is being killed. A kill also fires the stop signal, but the worker
+/// must not take that for a graceful stop and return normally: the kill is fired first,
+/// and whoever sees both waits to be dropped (the task that runs the worker was woken by
+/// the kill and drops it at its next poll).
+fn killed<M>(cell: &Cell<M>) -> bool {
+    cell.kill.is_fired()
 }
 
 impl<M> fmt::Debug for Context<M> {

@@ -66,10 +66,13 @@ impl<M: Message> Group<M> {
         &self.members
     }
 
-    /// Waits for the next change of the group's membership, applies it and returns it;
-    /// `None` once the cluster has shut down.
+    /// Applies and returns the next change of the group's membership that it has not
+    /// applied yet (other calls apply pending changes silently); waits for one if none is
+    /// pending. `None` once the cluster has shut down.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: no change is lost by dropping the future.
     pub async fn changed(&mut self) -> Option<Event<M>> {
-        self.refresh();
         loop {
             let event = self.events.next().await?;
             if self.apply(&event) {

@@ -211,8 +211,10 @@ impl<M: Message> WorkerRef<M> {
     /// Ends the worker at once: a task's future is dropped at its next await (with the
     /// locks it holds). A task that blocks its thread cannot be interrupted.
     pub fn kill(&self) {
-        self.cell.stopping.fire();
+        // Kill first: a worker woken by the stop signal must find itself killed, not
+        // return normally because its `recv` saw the stop.
         self.cell.kill.fire();
+        self.cell.stopping.fire();
     }
 
     /// Waits for the worker to end; how it ended. When this returns, the worker's locks
