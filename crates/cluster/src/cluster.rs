@@ -11,7 +11,7 @@ use parking_lot::Mutex;
 use crate::entry::{self, EntryFn, Start};
 use crate::registry::Registry;
 use crate::worker::Cell;
-use crate::{task, Builder, Context, Error, ErrorKind, Events, Group, Message, Props, Result, WorkerRef};
+use crate::{task, Builder, Context, Error, ErrorKind, Events, Group, Message, Props, Reason, Result, WorkerRef};
 
 /// A cluster of workers that message each other, addressed by [`Path`](crate::Path). A
 /// cheap handle to clone and share.
@@ -20,6 +20,8 @@ use crate::{task, Builder, Context, Error, ErrorKind, Events, Group, Message, Pr
 /// [`Builder::entry`] (or, for task workers only, from a closure with
 /// [`spawn_fn`](Cluster::spawn_fn)). Each gets a [`Context`] with its path, properties,
 /// mailbox and membership events, and the cluster's lock [`scope`](Cluster::scope).
+///
+/// Dropping the handles does not stop the workers: [`shutdown`](Cluster::shutdown) does.
 ///
 /// # Examples
 /// ```
@@ -155,6 +157,16 @@ impl<M: Message> Cluster<M> {
 
     fn reference(&self, cell: Arc<Cell<M>>) -> WorkerRef<M> {
         WorkerRef { cell, from: self.me.clone() }
+    }
+}
+
+impl<M: Message> Shared<M> {
+    /// Records that a worker of any kind has ended, once its locks are free: closes its
+    /// intake, unregisters it, publishes its `Down`, then wakes whoever waits for its end.
+    pub(crate) fn ended(&self, cell: &Arc<Cell<M>>, reason: Reason) {
+        cell.set_reason(reason.clone());
+        self.registry.lock().remove(cell, &reason);
+        cell.done.fire();
     }
 }
 

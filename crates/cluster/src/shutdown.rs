@@ -10,7 +10,7 @@ use crate::{Cluster, Message, Path, Reason};
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ShutdownReport {
-    /// Workers that ended by themselves within the grace period.
+    /// Workers that ended within the grace period (normally or not).
     pub stopped: Vec<Path>,
     /// Workers that were still running when the grace period ran out, and were killed.
     pub forced: Vec<Path>,

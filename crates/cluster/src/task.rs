@@ -26,12 +26,10 @@ pub(crate) fn start<M: Message>(
     start: Start<M>,
 ) {
     let ctx = Context::new(cell.clone(), inbox, cluster.as_worker(cell.path.clone()));
-    let cluster = cluster.clone();
-    cluster.shared.runtime.clone().spawn(async move {
+    let shared = cluster.shared.clone();
+    cluster.shared.runtime.spawn(async move {
         let reason = run(start, ctx, &cell.kill).await;
-        cell.set_reason(reason.clone());
-        cluster.shared.registry.lock().remove(&cell, &reason);
-        cell.done.fire();
+        shared.ended(&cell, reason);
     });
 }
 

@@ -39,8 +39,8 @@ pub(crate) struct Cell<M> {
     reason: OnceLock<Reason>,
 }
 
-/// How messages reach a worker: one variant per kind of worker. Phase 2 adds child
-/// processes here (messages encoded and written to the child's socket).
+/// How messages reach a worker: one variant per kind of worker. A child process will be
+/// another variant (messages encoded with serde and written to the child's socket).
 enum Mailbox<M> {
     /// A task of this process: its bounded channel; messages are moved, not encoded.
     Task(mpsc::Sender<Envelope<M>>),
