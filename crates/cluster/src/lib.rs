@@ -60,6 +60,8 @@
 //!   requested, kill, done) plus how it ended. A task worker is one Tokio task that polls
 //!   the entry's future, catches panics, and drops the future the moment `kill` fires;
 //!   only then does it unregister and publish `Down`, so a `Down` means the locks are free.
+//!   A kill also closes intake, but fires first, so that a killed worker's `recv` never
+//!   ends as if it had been stopped gracefully.
 //! - **Mailbox**: a bounded channel per worker. `send` waits for room, `try_send` fails
 //!   with [`ErrorKind::Full`]. One channel per receiver keeps each sender's messages in
 //!   order. An ask carries a one-shot reply channel; dropping it unanswered fails the ask
