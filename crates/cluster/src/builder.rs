@@ -1,0 +1,100 @@
+//! Building a cluster: its lock scope, its entry points, its mailbox size.
+
+use std::collections::HashMap;
+use std::fmt::{self, Display};
+use std::future::Future;
+use std::sync::Arc;
+
+use latchkey::Scope;
+use parking_lot::Mutex;
+
+use crate::cluster::Shared;
+use crate::entry::{self, EntryFn};
+use crate::registry::Registry;
+use crate::{Cluster, Context, Error, ErrorKind, Message, Result};
+
+/// How many messages a mailbox holds unless [`Builder::mailbox_capacity`] says otherwise.
+pub const DEFAULT_MAILBOX_CAPACITY: usize = 1024;
+
+/// Configures and builds a [`Cluster`]; made by [`Cluster::builder`].
+pub struct Builder<M> {
+    scope: Option<Scope>,
+    entries: Vec<(String, EntryFn<M>)>,
+    mailbox: usize,
+}
+
+impl<M: Message> Builder<M> {
+    pub(crate) fn new() -> Self {
+        Builder { scope: None, entries: Vec::new(), mailbox: DEFAULT_MAILBOX_CAPACITY }
+    }
+
+    /// The scope whose named locks the workers take. Default: the `host:` scope (every
+    /// process of this user on this machine), which child-process workers share with
+    /// their parent.
+    pub fn scope(mut self, scope: Scope) -> Self {
+        self.scope = Some(scope);
+        self
+    }
+
+    /// Registers an entry point: a function that runs a worker, named so that
+    /// [`Cluster::spawn`] can start workers from it. An `async fn(Context<M>) -> Result<(), E>`
+    /// with `E: Display` fits; an `Err` is reported as [`Reason::Failed`](crate::Reason).
+    ///
+    /// Names are 1 to 64 ASCII letters, digits, `-`, `_`, `.` and `:`; a bad or repeated
+    /// name makes [`build`](Builder::build) fail with [`InvalidEntry`](ErrorKind::InvalidEntry).
+    pub fn entry<F, Fut, E>(mut self, name: &str, f: F) -> Self
+    where
+        F: Fn(Context<M>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), E>> + Send + 'static,
+        E: Display,
+    {
+        self.entries.push((name.to_owned(), entry::entry_fn(f)));
+        self
+    }
+
+    /// How many messages each worker's mailbox holds (default
+    /// [`DEFAULT_MAILBOX_CAPACITY`]). When it is full, `send` waits and `try_send` fails.
+    ///
+    /// # Panics
+    /// If `capacity` is 0.
+    pub fn mailbox_capacity(mut self, capacity: usize) -> Self {
+        assert!(capacity > 0, "a mailbox holds at least one message");
+        self.mailbox = capacity;
+        self
+    }
+
+    /// Builds the cluster. Must be called within a Tokio runtime (its workers run there;
+    /// it needs the time driver for timeouts). Opens the `host:` scope if none was given.
+    pub fn build(self) -> Result<Cluster<M>> {
+        let runtime = tokio::runtime::Handle::try_current().map_err(|e| {
+            Error::new(ErrorKind::NoRuntime, "a cluster is built within a Tokio runtime, where its workers run")
+                .with_source(e)
+        })?;
+        let mut entries = HashMap::new();
+        for (name, f) in self.entries {
+            entry::validate_name(&name)?;
+            if entries.insert(name.clone(), f).is_some() {
+                return Err(Error::new(ErrorKind::InvalidEntry, format!("the entry {name:?} is registered twice")));
+            }
+        }
+        let scope = match self.scope {
+            Some(scope) => scope,
+            None => Scope::open("host:").map_err(|e| {
+                Error::new(ErrorKind::Scope, format!("cannot open the host: scope: {e}")).with_source(e)
+            })?,
+        };
+        let registry = Mutex::new(Registry::new());
+        let shared = Shared { scope, entries, mailbox: self.mailbox, runtime, registry };
+        Ok(Cluster::new(Arc::new(shared)))
+    }
+}
+
+impl<M> fmt::Debug for Builder<M> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Builder")
+            .field("scope", &self.scope)
+            .field("entries", &self.entries.iter().map(|(name, _)| name).collect::<Vec<_>>())
+            .field("mailbox", &self.mailbox)
+            .finish()
+    }
+}

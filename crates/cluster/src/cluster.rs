@@ -1,0 +1,183 @@
+//! The cluster handle: spawn workers, find them, subscribe to membership.
+
+use std::collections::HashMap;
+use std::fmt::{self, Display};
+use std::future::Future;
+use std::sync::Arc;
+
+use latchkey::Scope;
+use parking_lot::Mutex;
+
+use crate::entry::{self, EntryFn, Start};
+use crate::registry::Registry;
+use crate::worker::Cell;
+use crate::{task, Builder, Context, Error, ErrorKind, Events, Group, Message, Props, Reason, Result, WorkerRef};
+
+/// A cluster of workers that message each other, addressed by [`Path`](crate::Path). A
+/// cheap handle to clone and share.
+///
+/// Workers are spawned from an entry point registered by name with
+/// [`Builder::entry`] (or, for task workers only, from a closure with
+/// [`spawn_fn`](Cluster::spawn_fn)). Each gets a [`Context`] with its path, properties,
+/// mailbox and membership events, and the cluster's lock [`scope`](Cluster::scope).
+///
+/// Dropping the handles does not stop the workers: [`shutdown`](Cluster::shutdown) does.
+///
+/// # Examples
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> latchkey_cluster::Result<()> {
+/// use std::time::Duration;
+/// use latchkey_cluster::{Cluster, Context, Props};
+///
+/// async fn greeter(mut ctx: Context<String>) -> Result<(), String> {
+///     let greeting = ctx.props().get("greeting").unwrap_or("hello").to_owned();
+///     while let Some(envelope) = ctx.recv().await {
+///         let name = envelope.message().clone();
+///         envelope.reply(format!("{greeting}, {name}")).map_err(|e| e.to_string())?;
+///     }
+///     Ok(())
+/// }
+///
+/// let cluster = Cluster::builder()
+///     .scope(latchkey::Scope::isolated()) // default: the host: scope
+///     .entry("greeter", greeter)
+///     .build()?;
+/// let worker = cluster.spawn("/greeters/", Props::from([("greeting", "hi")]), "greeter").await?;
+/// assert_eq!(worker.path().as_str(), "/greeters/1");
+/// assert_eq!(worker.ask("Ada".to_owned(), Duration::from_secs(5)).await?, "hi, Ada");
+///
+/// let report = cluster.shutdown(Duration::from_secs(5)).await;
+/// assert_eq!(report.stopped, ["/greeters/1"]);
+/// assert!(report.forced.is_empty());
+/// # Ok(())
+/// # }
+/// ```
+pub struct Cluster<M> {
+    pub(crate) shared: Arc<Shared<M>>,
+    /// The worker this handle acts for (`None` outside any worker).
+    me: Option<crate::Path>,
+}
+
+/// What every handle of one cluster shares.
+pub(crate) struct Shared<M> {
+    pub(crate) scope: Scope,
+    pub(crate) entries: HashMap<String, EntryFn<M>>,
+    pub(crate) mailbox: usize,
+    pub(crate) runtime: tokio::runtime::Handle,
+    pub(crate) registry: Mutex<Registry<M>>,
+}
+
+impl<M: Message> Cluster<M> {
+    /// A builder for a new cluster.
+    pub fn builder() -> Builder<M> {
+        Builder::new()
+    }
+
+    pub(crate) fn new(shared: Arc<Shared<M>>) -> Self {
+        Cluster { shared, me: None }
+    }
+
+    /// This cluster as seen by the worker at `path`.
+    pub(crate) fn as_worker(&self, path: crate::Path) -> Self {
+        Cluster { shared: self.shared.clone(), me: Some(path) }
+    }
+
+    /// The scope whose named locks the workers take.
+    pub fn scope(&self) -> &Scope {
+        &self.shared.scope
+    }
+
+    /// Spawns a worker at `path` from the entry registered as `entry`.
+    ///
+    /// A path ending in `/` (`/receivers/`) gets a last segment no worker of this cluster
+    /// had (`/receivers/4`). Fails with [`InvalidPath`](ErrorKind::InvalidPath),
+    /// [`DuplicatePath`](ErrorKind::DuplicatePath) if a live worker has the path,
+    /// [`UnknownEntry`](ErrorKind::UnknownEntry), or [`Closed`](ErrorKind::Closed) once
+    /// shutdown has begun. When it returns, the worker is registered and its `Up` event
+    /// published; it runs as a task of this process.
+    pub async fn spawn(&self, path: &str, props: impl Into<Props>, entry: &str) -> Result<WorkerRef<M>> {
+        let Some(f) = self.shared.entries.get(entry) else {
+            let mut known: Vec<&str> = self.shared.entries.keys().map(String::as_str).collect();
+            known.sort_unstable();
+            let message = format!("no entry is registered as {entry:?} (registered: {})", known.join(", "));
+            return Err(Error::new(ErrorKind::UnknownEntry, message).with_path(path));
+        };
+        let f = f.clone();
+        self.start(path, props.into(), Box::new(move |ctx| f(ctx)))
+    }
+
+    /// Spawns a task worker at `path` that runs `f`, like [`spawn`](Cluster::spawn) but
+    /// from a closure instead of a registered entry. Such a worker can only be a task of
+    /// this process.
+    pub async fn spawn_fn<F, Fut, E>(&self, path: &str, props: impl Into<Props>, f: F) -> Result<WorkerRef<M>>
+    where
+        F: FnOnce(Context<M>) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<(), E>> + Send + 'static,
+        E: Display,
+    {
+        self.start(path, props.into(), entry::start_fn(f))
+    }
+
+    fn start(&self, path: &str, props: Props, start: Start<M>) -> Result<WorkerRef<M>> {
+        let mut registry = self.shared.registry.lock();
+        let path = registry.claim(path)?;
+        let (cell, inbox) = Cell::task(path, props, self.shared.mailbox);
+        let cell = Arc::new(cell);
+        registry.insert(cell.clone());
+        drop(registry);
+        task::start(self, cell.clone(), inbox, start);
+        Ok(self.reference(cell))
+    }
+
+    /// The live worker at `path`, if any; answers at once (an invalid path has no worker).
+    pub fn lookup(&self, path: &str) -> Option<WorkerRef<M>> {
+        let cell = self.shared.registry.lock().get(path).cloned();
+        cell.map(|cell| self.reference(cell))
+    }
+
+    /// Every live worker strictly below `prefix`, in path order: `/receivers` and
+    /// `/receivers/` both give `/receivers/1` and `/receivers/a/b`, and `/` gives all.
+    pub fn lookup_prefix(&self, prefix: &str) -> Vec<WorkerRef<M>> {
+        let registry = self.shared.registry.lock();
+        registry.under(prefix).map(|cell| self.reference(cell.clone())).collect()
+    }
+
+    /// A subscription to membership events: `Up` for every live worker, then every
+    /// change. See [`Events`].
+    pub fn events(&self) -> Events<M> {
+        self.shared.registry.lock().subscribe(self.me.clone())
+    }
+
+    /// The workers strictly below `prefix`, kept current by membership events, for
+    /// round-robin and broadcast sends.
+    pub fn group(&self, prefix: &str) -> Group<M> {
+        Group::new(prefix, self.events())
+    }
+
+    fn reference(&self, cell: Arc<Cell<M>>) -> WorkerRef<M> {
+        WorkerRef { cell, from: self.me.clone() }
+    }
+}
+
+impl<M: Message> Shared<M> {
+    /// Records that a worker of any kind has ended, once its locks are free: closes its
+    /// intake, unregisters it, publishes its `Down`, then wakes whoever waits for its end.
+    pub(crate) fn ended(&self, cell: &Arc<Cell<M>>, reason: Reason) {
+        cell.set_reason(reason.clone());
+        self.registry.lock().remove(cell, &reason);
+        cell.done.fire();
+    }
+}
+
+impl<M> Clone for Cluster<M> {
+    fn clone(&self) -> Self {
+        Cluster { shared: self.shared.clone(), me: self.me.clone() }
+    }
+}
+
+impl<M> fmt::Debug for Cluster<M> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Cluster").field("scope", &self.shared.scope).field("me", &self.me).finish()
+    }
+}

@@ -1,0 +1,80 @@
+//! Entry functions: what a worker runs.
+
+use std::fmt::Display;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use crate::{Context, Error, ErrorKind, Message, Result};
+
+/// The longest entry name, in bytes.
+const MAX_ENTRY_LEN: usize = 64;
+
+/// A running worker: `Err` carries the error's message.
+pub(crate) type WorkerFuture = Pin<Box<dyn Future<Output = Result<(), String>> + Send>>;
+
+/// An entry registered by name; it can start any number of workers.
+pub(crate) type EntryFn<M> = Arc<dyn Fn(Context<M>) -> WorkerFuture + Send + Sync>;
+
+/// What starts one worker.
+pub(crate) type Start<M> = Box<dyn FnOnce(Context<M>) -> WorkerFuture + Send>;
+
+/// Boxes an entry function for registration.
+pub(crate) fn entry_fn<M, F, Fut, E>(f: F) -> EntryFn<M>
+where
+    M: Message,
+    F: Fn(Context<M>) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<(), E>> + Send + 'static,
+    E: Display,
+{
+    Arc::new(move |ctx| boxed(f(ctx)))
+}
+
+/// Boxes a one-off worker function.
+pub(crate) fn start_fn<M, F, Fut, E>(f: F) -> Start<M>
+where
+    M: Message,
+    F: FnOnce(Context<M>) -> Fut + Send + 'static,
+    Fut: Future<Output = Result<(), E>> + Send + 'static,
+    E: Display,
+{
+    Box::new(move |ctx| boxed(f(ctx)))
+}
+
+fn boxed<Fut, E>(future: Fut) -> WorkerFuture
+where
+    Fut: Future<Output = Result<(), E>> + Send + 'static,
+    E: Display,
+{
+    Box::pin(async move { future.await.map_err(|e| e.to_string()) })
+}
+
+/// Checks an entry name: 1 to 64 bytes of ASCII letters, digits, `-`, `_`, `.` and `:`
+/// (it travels on a command line when a child process starts it).
+pub(crate) fn validate_name(name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= MAX_ENTRY_LEN
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b));
+    match ok {
+        true => Ok(()),
+        false => Err(Error::new(
+            ErrorKind::InvalidEntry,
+            format!("the entry name {name:?} is not 1 to {MAX_ENTRY_LEN} ASCII letters, digits, '-', '_', '.' or ':'"),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entry_names() {
+        for ok in ["receiver", "a", "sender-2", "ns:worker_v1.2"] {
+            assert!(validate_name(ok).is_ok(), "{ok:?}");
+        }
+        for bad in ["", "with space", "slash/no", "ünï", &"x".repeat(65)] {
+            assert_eq!(validate_name(bad).unwrap_err().kind(), ErrorKind::InvalidEntry, "{bad:?}");
+        }
+    }
+}

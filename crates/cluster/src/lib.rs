@@ -1,0 +1,108 @@
+//! Clusters of isolated workers that message each other, addressed by path.
+//!
+//! A [`Cluster`] runs workers spawned at a [`Path`] (`/receivers/1`) from an entry point
+//! registered by name, with [`Props`]. A [`WorkerRef`] (from a spawn, a
+//! [`lookup`](Cluster::lookup) or a [`Group`]) sends messages or asks and awaits a reply;
+//! inside, a worker's [`Context`] receives [`Envelope`]s with their sender, subscribes to
+//! membership [`Event`]s, and takes named locks in the cluster's [`latchkey::Scope`],
+//! which it loses when it ends, however it ends. [`Cluster::shutdown`] stops intake,
+//! drains, and reports which workers had to be killed.
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> latchkey_cluster::Result<()> {
+//! use std::time::Duration;
+//! use latchkey_cluster::{Cluster, Context, Event, Props};
+//!
+//! type BoxError = Box<dyn std::error::Error + Send + Sync>;
+//!
+//! async fn receiver(mut ctx: Context<String>) -> Result<(), BoxError> {
+//!     while let Some(envelope) = ctx.recv().await {
+//!         let _printer = ctx.scope().lock("printer").await?; // released at the end of the loop body
+//!         println!("{} got {:?} from {:?}", ctx.path(), envelope.message(), envelope.sender());
+//!     }
+//!     Ok(()) // asked to stop, and the mailbox is drained
+//! }
+//!
+//! async fn sender(ctx: Context<String>) -> Result<(), BoxError> {
+//!     let mut events = ctx.events(); // first the current members, then changes
+//!     while let Some(event) = events.next().await {
+//!         if let Event::Up(worker) = event {
+//!             if worker.props().get("type") == Some("receiver") {
+//!                 worker.send(format!("hello from {}", ctx.path())).await?;
+//!                 break;
+//!             }
+//!         }
+//!     }
+//!     Ok(())
+//! }
+//!
+//! let cluster = Cluster::builder()
+//!     .scope(latchkey::Scope::isolated()) // default: the host: scope
+//!     .entry("receiver", receiver)
+//!     .entry("sender", sender)
+//!     .build()?;
+//! cluster.spawn("/senders/", Props::from([("id", "1")]), "sender").await?;
+//! cluster.spawn("/receiver", Props::from([("type", "receiver")]), "receiver").await?;
+//! let report = cluster.shutdown(Duration::from_secs(5)).await;
+//! assert!(report.forced.is_empty());
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Architecture
+//! - **Registry** (`registry.rs`): live workers in a map ordered by path, behind one
+//!   lock, so a prefix lookup is a range scan and no lookup ever waits on a worker. A
+//!   path ending in `/` gets a last segment from a counter of the cluster; a path that a
+//!   live worker holds is refused.
+//! - **Workers** (`worker.rs`, `task.rs`): each worker has a record shared by its
+//!   references: path, properties, mailbox sender, and three one-shot signals (stop
+//!   requested, kill, done) plus how it ended. A task worker is one Tokio task that polls
+//!   the entry's future, catches panics, and drops the future the moment `kill` fires;
+//!   only then does it unregister and publish `Down`, so a `Down` means the locks are free.
+//!   A kill also closes intake, but fires first, so that a killed worker's `recv` never
+//!   ends as if it had been stopped gracefully.
+//! - **Mailbox**: a bounded channel per worker. `send` waits for room, `try_send` fails
+//!   with [`ErrorKind::Full`]. One channel per receiver keeps each sender's messages in
+//!   order. An ask carries a one-shot reply channel; dropping it unanswered fails the ask
+//!   at once. Messages between tasks are moved, not serialized.
+//! - **Membership** (`event.rs`): every `Up` and `Down` is published to all subscribers
+//!   under the registry lock, and a new subscriber gets its snapshot of `Up`s under that
+//!   lock too: no gap, no duplicate, one order for all. [`Group`]s apply these events
+//!   lazily before each send.
+//! - **Shutdown** (`shutdown.rs`): close the registry to new workers, fire every
+//!   worker's stop signal (sends fail with [`ErrorKind::Closed`]; `recv` drains what is
+//!   queued, then returns `None`), wait until the deadline, kill the rest, wait for every
+//!   `Down`, then end the subscriptions.
+//!
+//! Worker kinds plug in behind the same references: a task's mailbox is one variant of the
+//! record's mailbox; child processes of the same binary (messages encoded with serde),
+//! and later workers on other nodes, are further variants.
+
+mod builder;
+mod cluster;
+mod context;
+mod entry;
+mod error;
+mod event;
+mod group;
+mod message;
+mod path;
+mod props;
+mod registry;
+mod shutdown;
+mod signal;
+mod task;
+mod worker;
+
+pub use builder::{Builder, DEFAULT_MAILBOX_CAPACITY};
+pub use cluster::Cluster;
+pub use context::Context;
+pub use error::{Error, ErrorKind, Result};
+pub use event::{Event, Events, Reason};
+pub use group::Group;
+pub use message::{Envelope, Message, Reply};
+pub use path::{Path, MAX_PATH_LEN};
+pub use props::Props;
+pub use shutdown::ShutdownReport;
+pub use worker::WorkerRef;
