@@ -211,19 +211,28 @@ impl Future for WaitGrant {
     type Output = Grant;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Grant> {
-        if let Some(grant) = self.rec().take_grant(self.w) {
-            self.done = true;
-            self.shared.stop.store(true, Ordering::Release);
+        if let Some(grant) = self.take() {
             return Poll::Ready(grant);
         }
         *self.shared.waker.lock().expect("waker lock") = Some(cx.waker().clone());
         // Checked again after storing the waker, so a grant in between is not missed.
-        if let Some(grant) = self.rec().take_grant(self.w) {
-            self.done = true;
-            self.shared.stop.store(true, Ordering::Release);
-            return Poll::Ready(grant);
+        match self.take() {
+            Some(grant) => Poll::Ready(grant),
+            None => Poll::Pending,
         }
-        Poll::Pending
+    }
+}
+
+impl WaitGrant {
+    /// The grant, once published.
+    fn take(&mut self) -> Option<Grant> {
+        let word = self.ns.record(self.index).waiters[self.w].granted.load(Ordering::Acquire);
+        grant_word::granted_holder(word)?;
+        // Stopped before the waiter slot is freed (and may be reused), so that the helper
+        // thread never sleeps on another waiter's word.
+        self.shared.stop.store(true, Ordering::Release);
+        self.done = true;
+        self.rec().take_grant(self.w)
     }
 }
 
