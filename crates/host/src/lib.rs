@@ -1,7 +1,8 @@
 //! latchkey's host scope: named locks shared by every process of a machine (or of one
 //! namespace directory), with no daemon.
 //!
-//! - `sys`: the one door to the OS (open-file-description locks, futexes, the clock).
+//! - `sys`: the one door to the OS (open-file-description locks, futexes, pidfds, the
+//!   clock); `fork`: what a child forked without `exec` must not inherit.
 //! - `layout`: the shared-memory file, every field an atomic.
 //! - `namespace`: the directory and file, checked before use, and this process's slot.
 //! - `table`: finding a name's record in the namespace, and what dead processes left.
@@ -11,6 +12,7 @@
 //!   `watch`: the thread that nudges waiters when a process they depend on dies.
 //! - [`HostScope`]: all of it behind the scope contract of `latchkey-model`.
 
+mod fork;
 mod grant_word;
 mod layout;
 mod namespace;

@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
 use std::io;
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::ptr::NonNull;
@@ -12,6 +12,7 @@ use std::sync::Mutex;
 
 use latchkey_model::{Error, ErrorKind, Result};
 
+use crate::fork;
 use crate::layout::*;
 use crate::sys;
 use crate::watch::Watcher;
@@ -38,6 +39,9 @@ pub(crate) struct Namespace {
     pid_ns: u32,
     /// Nudges waiters when processes they depend on die.
     watcher: Watcher,
+    /// The fork generation it was opened in (see `fork`), and its place in the fork table.
+    generation: u32,
+    fork_token: Option<usize>,
 }
 
 // SAFETY: the mapping is only accessed through atomics (see `layout`), and the mapping
@@ -64,11 +68,26 @@ impl Namespace {
         let watcher = Watcher::new()
             .map_err(|e| fail(ErrorKind::Unavailable, format!("cannot create an event descriptor: {e}")))?;
         let pid_ns = sys::pid_namespace();
-        let mut namespace = Namespace { url, file, map, slot: NO_SLOT, handles: Mutex::default(), pid_ns, watcher };
+        let (generation, fork_token) = (fork::generation(), fork::register(file.as_raw_fd(), map.as_ptr()));
+        let handles = Mutex::default();
+        let mut namespace =
+            Namespace { url, file, map, slot: NO_SLOT, handles, pid_ns, watcher, generation, fork_token };
         let (slot, left_behind) = namespace.claim_slot()?;
         namespace.slot = slot;
         namespace.repair_left_by(&left_behind);
         Ok(namespace)
+    }
+
+    /// Whether this process opened the namespace: not a copy in a child forked since.
+    #[inline]
+    pub(crate) fn is_ours(&self) -> bool {
+        self.generation == fork::generation()
+    }
+
+    /// The error for using a copy of the namespace in a forked child.
+    pub(crate) fn forked_error(&self, name: &str) -> Error {
+        let message = "this handle was opened before fork(), by the parent process; open the scope again in the child";
+        self.error(ErrorKind::HandleLost, message, name)
     }
 
     /// The scope URL: `host:` or `host:/dir`.
@@ -186,9 +205,13 @@ impl Namespace {
 impl Drop for Namespace {
     fn drop(&mut self) {
         // Nothing of ours is held or queued any more (every handle, guard and wait keeps
-        // the namespace alive): the next process may take the slot without a look.
-        if self.slot != NO_SLOT {
+        // the namespace alive): the next process may take the slot without a look. (A
+        // copy in a forked child leaves the slot to its owner.)
+        if self.slot != NO_SLOT && self.is_ours() {
             self.proc_slot(self.slot).pid.store(0, Ordering::Release);
+        }
+        if let Some(token) = self.fork_token {
+            fork::forget(token);
         }
         // SAFETY: `map` is the mapping of FILE_SIZE bytes made in `map()`, not used after.
         let _ = unsafe { rustix::mm::munmap(self.map.as_ptr().cast(), FILE_SIZE) };

@@ -43,7 +43,8 @@ impl HostScope {
         let key = dir.map_or_else(crate::namespace::default_dir, Path::to_path_buf);
         let mut open = OPEN.lock().expect("namespace table lock");
         let table = open.get_or_insert_with(HashMap::new);
-        if let Some(ns) = table.get(&key).and_then(Weak::upgrade) {
+        // (A namespace opened before a fork is the parent's: the child opens its own.)
+        if let Some(ns) = table.get(&key).and_then(Weak::upgrade).filter(|ns| ns.is_ours()) {
             return Ok(HostScope { ns });
         }
         let ns = Arc::new(Namespace::open(dir)?);
@@ -70,6 +71,9 @@ impl RawScope for HostScope {
 
     fn open(&self, name: &str, capacity: u32) -> Result<Arc<dyn RawLock>> {
         validate_name(name).map_err(|e| e.with_scope(self.ns.url()))?;
+        if !self.ns.is_ours() {
+            return Err(self.ns.forked_error(name));
+        }
         if capacity == 0 || u64::from(capacity) > crate::layout::AVAILABLE {
             return Err(self.ns.error(ErrorKind::Unsupported, format!("a capacity of {capacity} permits"), name));
         }
@@ -154,7 +158,9 @@ pub struct HostLock {
 
 impl Drop for HostLock {
     fn drop(&mut self) {
-        self.ns.remove_handle(self.index);
+        if self.ns.is_ours() {
+            self.ns.remove_handle(self.index);
+        }
     }
 }
 
@@ -164,6 +170,7 @@ impl HostLock {
     }
 
     fn check_request(&self, permits: u32) -> Result<()> {
+        self.check_process()?;
         if permits == 0 || permits > self.capacity {
             return Err(self.ns.error(
                 ErrorKind::CapacityMismatch,
@@ -174,12 +181,23 @@ impl HostLock {
         Ok(())
     }
 
+    /// Refuses a copy of the handle in a forked child: it would act as the parent.
+    #[inline]
+    fn check_process(&self) -> Result<()> {
+        if self.ns.is_ours() {
+            Ok(())
+        } else {
+            Err(self.ns.forked_error(self.name.as_str()))
+        }
+    }
+
     fn lease(grant: Grant, permits: u32) -> Lease {
         Lease::new(permits, grant.token, u64::from(grant.holder))
     }
 
     /// The grant behind `lease`, if this process holds it.
     fn held(&self, lease: &Lease) -> Result<Grant> {
+        self.check_process()?;
         let r = self.ns.record(self.index);
         let holder = lease.ticket();
         let state = r.state.load(Ordering::Acquire);

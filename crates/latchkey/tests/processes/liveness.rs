@@ -117,3 +117,24 @@ fn a_request_that_found_the_queue_full_of_the_dead_is_let_in() -> Result<()> {
     outside.join().expect("the waiting thread")?;
     Ok(())
 }
+
+#[test]
+fn a_child_forked_without_exec_neither_acts_for_its_parent_nor_keeps_it_alive() -> Result<()> {
+    let (dir, scope) = namespace();
+    let report = dir.join("report");
+    let mut parent = spawn(&["fork", &url(&dir), "forked", report.to_str().unwrap()]);
+    wait_until("the forked child reports", || report.exists());
+    let report = fs::read_to_string(&report).unwrap();
+    let fields: Vec<&str> = report.split(' ').collect();
+    let child: i32 = fields[0].parse().unwrap();
+    // SAFETY: plain syscall; the pid is the forked child's, which is still running.
+    let kill_child = || unsafe { libc::kill(child, libc::SIGKILL) };
+    let checks = (fields[1], fields[2]);
+    sigkill(&mut parent);
+    // The child still has the namespace file mapped, but not the parent's liveness lock.
+    let freed = scope.lock_blocking_timeout("forked", Duration::from_secs(30)).map(drop);
+    kill_child();
+    assert_eq!(checks.0, "Err(HandleLost)", "the parent's handle, copied, refuses to work in the child");
+    assert_eq!(checks.1, "true", "dropping the copied guard did not release the parent's hold");
+    freed
+}

@@ -74,6 +74,23 @@ fn run() {
             }
             std::thread::sleep(Duration::from_secs(600));
         }
+        "fork" => {
+            let guard = scope.lock_blocking(name).unwrap();
+            let mutex = scope.mutex(name).unwrap();
+            // SAFETY: the child only uses latchkey and the standard library, then sleeps
+            // until it is killed.
+            if unsafe { libc::fork() } == 0 {
+                let old_handle = mutex.try_lock().map(|g| g.is_some()).map_err(|e| e.kind());
+                drop(guard); // the parent's hold, copied: must not release it
+                let again = Scope::open(fields[1]).unwrap();
+                let still_held = again.try_lock(name).unwrap().is_none();
+                let report = format!("{} {old_handle:?} {still_held}", std::process::id());
+                fs::write(format!("{}.tmp", fields[3]), report).unwrap();
+                fs::rename(format!("{}.tmp", fields[3]), fields[3]).unwrap();
+                std::thread::sleep(Duration::from_secs(600));
+            }
+            std::thread::sleep(Duration::from_secs(600));
+        }
         "many-names" => many_names(&scope, name, fields[3].parse().unwrap(), Path::new(fields[4])),
         other => panic!("unknown worker job {other:?}"),
     }
