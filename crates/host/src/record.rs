@@ -68,9 +68,7 @@ impl<'a> Rec<'a> {
         let lock = rec.lock();
         // Unused (no live process has it open) and idle (every permit free, no holder, no
         // waiter): block the fast paths, then change the capacity.
-        let in_use = (0..PROC_SLOTS as u32).any(|slot| {
-            r.users[slot as usize / 64].load(Ordering::Acquire) & (1 << (slot % 64)) != 0 && ns.is_alive(slot)
-        });
+        let in_use = ns.has_live_user(index);
         let idle = u64::from(current);
         // (Not if the name was reclaimed meanwhile: the caller looks it up again.)
         let changed = !in_use

@@ -202,10 +202,17 @@ impl Namespace {
     }
 
     /// Whether a live process has record `index` open.
-    fn has_live_user(&self, index: usize) -> bool {
-        let r = self.record(index);
-        (0..PROC_SLOTS as u32).any(|slot| {
-            r.users[slot as usize / 64].load(Ordering::SeqCst) & (1 << (slot % 64)) != 0 && self.is_alive(slot)
+    pub(crate) fn has_live_user(&self, index: usize) -> bool {
+        self.record(index).users.iter().enumerate().any(|(word, bits)| {
+            let mut bits = bits.load(Ordering::SeqCst);
+            while bits != 0 {
+                let slot = (word * 64) as u32 + bits.trailing_zeros();
+                if self.is_alive(slot) {
+                    return true;
+                }
+                bits &= bits - 1;
+            }
+            false
         })
     }
 
