@@ -36,6 +36,7 @@ const RACTOR_CAST: &str = "ractor 0.16 cast (unbounded)";
 const RACTOR_CALL: &str = "ractor 0.16 call (RpcReplyPort)";
 const FLOOR_SEND: &str = "tokio mpsc(1024) + task (floor)";
 const FLOOR_ASK: &str = "tokio mpsc(1024) + oneshot (floor)";
+const FLOOR_ASK_TIMEOUT: &str = "same + tokio::time::timeout";
 
 pub fn run(emit: &dyn Fn(Row)) {
     for flavor in [Flavor::MultiThread, Flavor::CurrentThread] {
@@ -83,7 +84,9 @@ impl Flavor {
 fn in_process(emit: &dyn Fn(Row), flavor: Flavor) {
     let rt = flavor.runtime();
     let (ours, ractor) = rt.block_on(async { (Arc::new(Ours::start().await), Arc::new(Ractor::start().await)) });
-    let floor = Arc::new(rt.block_on(async { Floor::start() }));
+    let floor = rt.block_on(async { Floor::start() });
+    let floor_timeout = Arc::new(floor.with_timeout());
+    let floor = Arc::new(floor);
 
     let case = format!("cluster/send/in-process{}", flavor.suffix());
     let (o, p) = alternate(|| measure(&rt, &ours, send_burst), || measure(&rt, &ractor, send_burst));
@@ -96,6 +99,9 @@ fn in_process(emit: &dyn Fn(Row), flavor: Flavor) {
     emit(row(&case, o, RACTOR_CALL, p));
     let (o, p) = alternate(|| measure(&rt, &ours, ask_round_trips), || measure(&rt, &floor, ask_round_trips));
     emit(row(&case, o, FLOOR_ASK, p));
+    // Ours and ractor bound every ask with a Tokio timer; this row shows what that costs.
+    let (o, p) = alternate(|| measure(&rt, &ours, ask_round_trips), || measure(&rt, &floor_timeout, ask_round_trips));
+    emit(row(&case, o, FLOOR_ASK_TIMEOUT, p));
 
     let report = rt.block_on(ours.cluster.shutdown(Duration::from_secs(1)));
     assert!(report.forced.is_empty(), "the counter worker had to be killed");

@@ -145,13 +145,15 @@ enum FloorMsg {
 }
 
 /// The floor: a bounded Tokio channel (1024) drained by a task; an ask carries a
-/// oneshot. No timeout on asks: nothing a real runtime could do without.
+/// oneshot, and takes no timeout unless made by [`with_timeout`](Floor::with_timeout).
 pub struct Floor {
     tx: mpsc::Sender<FloorMsg>,
+    timeout: Option<Duration>,
 }
 
 impl Floor {
-    /// Spawns the consumer task on the current runtime; it ends when `self` is dropped.
+    /// Spawns the consumer task on the current runtime; it ends when every `Floor` on it
+    /// is dropped.
     pub fn start() -> Floor {
         let (tx, mut rx) = mpsc::channel(super::MAILBOX);
         tokio::spawn(async move {
@@ -168,7 +170,13 @@ impl Floor {
                 }
             }
         });
-        Floor { tx }
+        Floor { tx, timeout: None }
+    }
+
+    /// The same consumer, asked within `tokio::time::timeout` as ours and ractor ask: the
+    /// floor of an ask that can time out.
+    pub fn with_timeout(&self) -> Floor {
+        Floor { tx: self.tx.clone(), timeout: Some(ASK_TIMEOUT) }
     }
 }
 
@@ -179,7 +187,13 @@ impl Target for Floor {
 
     async fn ask(&self, n: u64) -> u64 {
         let (reply, answer) = oneshot::channel();
-        self.tx.send(FloorMsg::Ask(n, reply)).await.unwrap_or_else(|_| panic!("send failed"));
-        answer.await.expect("no answer")
+        let exchange = async {
+            self.tx.send(FloorMsg::Ask(n, reply)).await.unwrap_or_else(|_| panic!("send failed"));
+            answer.await.expect("no answer")
+        };
+        match self.timeout {
+            None => exchange.await,
+            Some(timeout) => tokio::time::timeout(timeout, exchange).await.expect("no answer in time"),
+        }
     }
 }
