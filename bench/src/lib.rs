@@ -70,6 +70,13 @@ pub fn alternate(mut ours: impl FnMut() -> f64, mut peer: impl FnMut() -> f64) -
     (median(a), median(b))
 }
 
+/// Runs one measurement alone (a warm-up, then [`ROUNDS`] rounds) and returns its median:
+/// for a peer whose counterpart of ours does not exist yet.
+pub fn rounds(mut f: impl FnMut() -> f64) -> f64 {
+    f();
+    median((0..ROUNDS).map(|_| f()).collect())
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]

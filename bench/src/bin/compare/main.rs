@@ -1,17 +1,19 @@
 //! `compare SUITE [--json]`: latchkey against its peers in the same run.
 //!
-//! Suites: `process`, `host`. Each line is one case: ours and one peer in ns per
+//! Suites: `process`, `host`, `cluster`. Each line is one case: ours and one peer in ns per
 //! operation, measured in alternating rounds (median of 7).
 
 use latchkey_bench::Row;
 
+mod cluster_suite;
 mod host_suite;
 mod process_suite;
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    // The host suite's child processes: this binary again, with a hidden first argument.
-    if host_suite::child_main(&args) {
+    // The child processes of the host and cluster suites: this binary again, with a
+    // hidden first argument.
+    if host_suite::child_main(&args) || cluster_suite::child_main(&args) {
         return;
     }
     let json = args.iter().any(|a| a == "--json");
@@ -26,8 +28,9 @@ fn main() {
     match suite {
         "process" => process_suite::run(&emit),
         "host" => host_suite::run(&emit),
+        "cluster" => cluster_suite::run(&emit),
         other => {
-            eprintln!("compare: unknown suite {other:?}; suites: process, host");
+            eprintln!("compare: unknown suite {other:?}; suites: process, host, cluster");
             std::process::exit(64);
         }
     }
