@@ -80,22 +80,28 @@
 //! and later workers on other nodes, are further variants.
 
 mod builder;
+mod child;
 mod cluster;
 mod context;
 mod entry;
 mod error;
 mod event;
 mod group;
+mod link;
 mod message;
 mod path;
+mod process;
 mod props;
 mod registry;
 mod shutdown;
 mod signal;
+mod sys;
 mod task;
+mod wire;
 mod worker;
 
 pub use builder::{Builder, DEFAULT_MAILBOX_CAPACITY};
+pub use child::child_main;
 pub use cluster::Cluster;
 pub use context::Context;
 pub use error::{Error, ErrorKind, Result};

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use latchkey::Scope;
-use latchkey_cluster::{Builder, Cluster, Context, Reply};
+use latchkey_cluster::{Builder, Cluster, Context, Props, Reply};
 use serde::{Deserialize, Serialize};
 
 /// Long enough never to pass in a healthy run; only catches hangs.
@@ -44,6 +44,23 @@ pub enum Msg {
     Fail(String),
     /// Return `Ok`.
     Quit,
+    /// Encodes, but never decodes: a message the receiving process cannot read.
+    Undecodable(#[serde(deserialize_with = "refuse")] u8),
+    /// Ask: reply with [`Msg::Undecodable`].
+    ReplyUndecodable,
+    /// Ask: ask the worker at this path (found with the worker's own cluster handle) and
+    /// reply with its answer, or with `Text` of the error kind.
+    AskOther(String, Box<Msg>),
+    /// Ask: send `n` numbers `0..n` to the worker at this path, in order; reply `Num(n)`.
+    Burst(String, u64),
+    /// Ask: the paths under the prefix, as `Text`, separated by commas.
+    Lookup(String),
+    /// Ask: try to spawn a worker at this path from inside; `Text` of the error kind.
+    Spawn(String),
+}
+
+fn refuse<'de, D: serde::Deserializer<'de>>(_: D) -> Result<u8, D::Error> {
+    Err(serde::de::Error::custom("this message refuses to be decoded"))
 }
 
 /// The entry of the test workers: obeys [`Msg`] until its mailbox is closed and drained.
@@ -78,7 +95,31 @@ pub async fn worker(mut ctx: Context<Msg>) -> Result<(), String> {
             Msg::Panic => panic!("asked to panic"),
             Msg::Fail(message) => return Err(message),
             Msg::Quit => return Ok(()),
-            Msg::Log(_) => continue,
+            Msg::Log(_) | Msg::Undecodable(_) => continue,
+            Msg::ReplyUndecodable => Msg::Undecodable(0),
+            Msg::AskOther(path, message) => match ctx.cluster().lookup(&path) {
+                None => Msg::Text("not found".to_owned()),
+                Some(other) => match other.ask(*message, LONG).await {
+                    Ok(answer) => answer,
+                    Err(e) => Msg::Text(format!("{:?}", e.kind())),
+                },
+            },
+            Msg::Burst(path, n) => {
+                let other = ctx.cluster().lookup(&path).ok_or("nobody to burst to")?;
+                for i in 0..n {
+                    other.send(Msg::Num(i)).await.map_err(|e| e.to_string())?;
+                }
+                Msg::Num(n)
+            }
+            Msg::Lookup(prefix) => {
+                let paths: Vec<String> =
+                    ctx.cluster().lookup_prefix(&prefix).iter().map(|w| w.path().to_string()).collect();
+                Msg::Text(paths.join(","))
+            }
+            Msg::Spawn(path) => match ctx.cluster().spawn(&path, Props::new(), "worker").await {
+                Ok(_) => Msg::Text("spawned".to_owned()),
+                Err(e) => Msg::Text(format!("{:?}", e.kind())),
+            },
         };
         if envelope.is_ask() {
             envelope.reply(answer).map_err(|e| e.to_string())?;
@@ -87,9 +128,69 @@ pub async fn worker(mut ctx: Context<Msg>) -> Result<(), String> {
     Ok(())
 }
 
-/// A builder with the `worker` entry and a process scope of its own.
+/// Waits until asked to stop, without receiving.
+pub async fn sleeper(ctx: Context<Msg>) -> Result<(), String> {
+    ctx.stop_requested().await;
+    Ok(())
+}
+
+/// A builder with the `worker` and `sleeper` entries and a process scope of its own.
 pub fn builder() -> Builder<Msg> {
-    Cluster::builder().scope(Scope::isolated()).entry("worker", worker)
+    Cluster::builder().scope(Scope::isolated()).entry("worker", worker).entry("sleeper", sleeper)
+}
+
+/// The test that runs a process worker: this binary is run again with these arguments.
+pub const CHILD_ARGS: [&str; 4] = ["--exact", "processes::child", "--nocapture", "--test-threads=1"];
+
+/// A builder for a cluster with process workers: the entries of [`builder`], a host
+/// scope in `dir`, and the arguments that make a child run [`CHILD_ARGS`]' test.
+pub fn process_builder(dir: &TempDir) -> Builder<Msg> {
+    let scope = Scope::open(&format!("host:{}", dir.0.display())).expect("the host scope opens in a new directory");
+    builder().scope(scope).child_args(CHILD_ARGS)
+}
+
+/// A cluster for process workers, and the directory of its host scope (kept until the
+/// end of the test: children open the same scope).
+pub fn process_cluster() -> (Cluster<Msg>, TempDir) {
+    let dir = TempDir::new();
+    let cluster = process_builder(&dir).build().expect("a cluster builds within a runtime");
+    (cluster, dir)
+}
+
+/// A new directory, removed when dropped.
+pub struct TempDir(pub std::path::PathBuf);
+
+impl TempDir {
+    pub fn new() -> TempDir {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("latchkey-cluster-proc-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("create a temporary directory");
+        TempDir(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Whether `pid` is a running process (a zombie is not).
+pub fn is_running(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state follows the command name, which is in parentheses.
+        Ok(stat) => stat.rsplit_once(") ").is_some_and(|(_, rest)| !rest.starts_with('Z')),
+        Err(_) => false,
+    }
+}
+
+/// Whether `pid` names no process at all, not even a zombie: it was reaped.
+pub fn is_gone(pid: u32) -> bool {
+    // SAFETY: signal 0 only checks that the process exists.
+    let r = unsafe { libc::kill(pid as libc::pid_t, 0) };
+    r == -1 && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH)
 }
 
 /// A cluster with the `worker` entry and a process scope of its own.
