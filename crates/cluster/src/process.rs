@@ -16,6 +16,7 @@ use std::process::ExitStatus;
 use std::sync::Arc;
 
 use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
 
 use crate::cluster::Shared;
 use crate::link::{End, Link, Reader};
@@ -61,9 +62,9 @@ pub(crate) async fn start<M: Message>(
     drop(registry);
 
     let (forward, forwarded) = mpsc::unbounded_channel();
-    tokio::spawn(forward_sends(shared.clone(), link.clone(), cell.path.clone(), forwarded));
+    let forwarder = tokio::spawn(forward_sends(shared.clone(), link.clone(), cell.path.clone(), forwarded));
     let supervisor = Supervisor { shared: shared.clone(), cell: cell.clone(), link, forward, exit: None, fatal: None };
-    tokio::spawn(supervisor.run(child, Reader::new(read), events));
+    tokio::spawn(supervisor.run(child, Reader::new(read), events, forwarder));
     Ok(cluster.reference(cell))
 }
 
@@ -87,7 +88,7 @@ struct Supervisor<M> {
 }
 
 impl<M: Message> Supervisor<M> {
-    async fn run(mut self, mut child: Child, mut reader: Reader, mut events: Events<M>) {
+    async fn run(mut self, mut child: Child, mut reader: Reader, mut events: Events<M>, forwarder: JoinHandle<()>) {
         let (mut killed, mut stop_sent, mut reading, mut watching) = (false, false, true, true);
         loop {
             tokio::select! {
@@ -122,6 +123,13 @@ impl<M: Message> Supervisor<M> {
         }
         let status = child.reap();
         let reason = self.reason(status);
+        // Like a task's sends, a child's sends are placed before its `Down`, unless it
+        // was killed: a killed task's waiting send is dropped too.
+        drop(self.forward);
+        if reason == Reason::Killed {
+            forwarder.abort();
+        }
+        let _ = forwarder.await;
         self.link.close();
         self.shared.ended(&self.cell, reason);
     }
