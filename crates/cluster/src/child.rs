@@ -15,13 +15,13 @@ use std::sync::{Arc, OnceLock};
 
 use parking_lot::Mutex;
 
+use crate::cell::Cell;
 use crate::cluster::Shared;
 use crate::entry::EntryFn;
 use crate::link::{End, Link, Reader};
 use crate::registry::Registry;
 use crate::signal::Signal;
 use crate::wire::{self, Init, ToChild, ToParent, MAX_FRAME};
-use crate::worker::Cell;
 use crate::{sys, task, Builder, Cluster, Context, Envelope, Error, Message, Reason, Reply};
 
 /// Runs this process as a process worker, and exits, if it was started as one by

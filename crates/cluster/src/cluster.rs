@@ -9,10 +9,10 @@ use std::sync::Arc;
 use latchkey::Scope;
 use parking_lot::Mutex;
 
+use crate::cell::{self, Cell};
 use crate::entry::{self, EntryFn, Start};
 use crate::link::Link;
 use crate::registry::Registry;
-use crate::worker::{self, Cell};
 use crate::{
     process, task, Builder, Context, Error, ErrorKind, Events, Group, Message, Props, Reason, Result, WorkerRef,
 };
@@ -25,7 +25,8 @@ use crate::{
 /// [`spawn_fn`](Cluster::spawn_fn)). Each gets a [`Context`] with its path, properties,
 /// mailbox and membership events, and the cluster's lock [`scope`](Cluster::scope).
 ///
-/// Dropping the handles does not stop the workers: [`shutdown`](Cluster::shutdown) does.
+/// Dropping the handles does not stop the workers: [`shutdown`](Cluster::shutdown) does
+/// (and the end of this process ends its process workers).
 ///
 /// # Examples
 /// ```
@@ -123,7 +124,8 @@ impl<M: Message> Cluster<M> {
     /// killed with SIGKILL when killed, and when this process dies. Fails like `spawn`,
     /// and with [`Spawn`](ErrorKind::Spawn) if the process cannot be started. When it
     /// returns, the worker is registered and its `Up` published; the child may still be
-    /// starting, and messages wait for it in its mailbox.
+    /// starting, and messages wait for it in its mailbox. The runtime needs its I/O and
+    /// time drivers (`enable_all`).
     ///
     /// # Examples
     /// ```no_run
@@ -175,7 +177,7 @@ impl<M: Message> Cluster<M> {
         self.shared.check_local(path)?;
         let mut registry = self.shared.registry.lock();
         let path = registry.claim(path)?;
-        let (cell, inbox) = Cell::task(worker::next_id(), path, props, self.shared.mailbox);
+        let (cell, inbox) = Cell::task(cell::next_id(), path, props, self.shared.mailbox);
         let cell = Arc::new(cell);
         registry.insert(cell.clone());
         drop(registry);

@@ -9,8 +9,8 @@ use std::task::Poll;
 use latchkey::Scope;
 use tokio::sync::mpsc;
 
+use crate::cell::Cell;
 use crate::link::Link;
-use crate::worker::Cell;
 use crate::{Cluster, Envelope, Events, Message, Path, Props};
 
 /// A worker's view of itself and its cluster, handed to its entry function.

@@ -18,11 +18,11 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
+use crate::cell::Cell;
 use crate::cluster::Shared;
 use crate::link::{End, Link, Reader};
 use crate::sys::Child;
 use crate::wire::{Init, ToChild, ToParent, WireError};
-use crate::worker::Cell;
 use crate::{
     path, Cluster, Envelope, Error, ErrorKind, Event, Events, Message, Path, Props, Reason, Reply, Result, WorkerRef,
 };

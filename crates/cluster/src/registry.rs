@@ -10,8 +10,8 @@ use std::sync::Arc;
 
 use tokio::sync::mpsc;
 
+use crate::cell::Cell;
 use crate::path;
-use crate::worker::Cell;
 use crate::{Error, ErrorKind, Event, Events, Path, Reason, Result, WorkerRef};
 
 pub(crate) struct Registry<M> {

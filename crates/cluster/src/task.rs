@@ -13,9 +13,9 @@ use std::task::Poll;
 
 use tokio::sync::mpsc;
 
+use crate::cell::Cell;
 use crate::entry::Start;
 use crate::signal::Signal;
-use crate::worker::Cell;
 use crate::{Cluster, Context, Envelope, Message, Reason};
 
 /// Starts the task of a registered worker.

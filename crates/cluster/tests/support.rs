@@ -57,6 +57,11 @@ pub enum Msg {
     Lookup(String),
     /// Ask: try to spawn a worker at this path from inside; `Text` of the error kind.
     Spawn(String),
+    /// Ask: subscribe to membership events, tell the worker at this path to quit, and
+    /// reply with the events about it until its `Down`, as `Text`.
+    QuitAndWatch(String),
+    /// Ask: kill the worker at this path, and reply with how it ended, as `Text`.
+    KillOther(String),
 }
 
 fn refuse<'de, D: serde::Deserializer<'de>>(_: D) -> Result<u8, D::Error> {
@@ -115,6 +120,25 @@ pub async fn worker(mut ctx: Context<Msg>) -> Result<(), String> {
                 let paths: Vec<String> =
                     ctx.cluster().lookup_prefix(&prefix).iter().map(|w| w.path().to_string()).collect();
                 Msg::Text(paths.join(","))
+            }
+            Msg::QuitAndWatch(path) => {
+                let (mut events, mut seen) = (ctx.events(), Vec::new());
+                let other = ctx.cluster().lookup(&path).ok_or("nobody to watch")?;
+                other.send(Msg::Quit).await.map_err(|e| e.to_string())?;
+                while let Some(event) = events.next().await {
+                    if event.path() == path.as_str() {
+                        seen.push(format!("{event:?}"));
+                        if !event.is_up() {
+                            break;
+                        }
+                    }
+                }
+                Msg::Text(seen.join(" "))
+            }
+            Msg::KillOther(path) => {
+                let other = ctx.cluster().lookup(&path).ok_or("nobody to kill")?;
+                other.kill();
+                Msg::Text(other.join().await.to_string())
             }
             Msg::Spawn(path) => match ctx.cluster().spawn(&path, Props::new(), "worker").await {
                 Ok(_) => Msg::Text("spawned".to_owned()),

@@ -73,6 +73,21 @@ async fn a_child_killed_with_sigkill_goes_down_and_loses_its_locks() {
     within(cluster.shutdown(LONG)).await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_child_sees_membership_and_kills_through_the_parent() {
+    let (cluster, _dir) = process_cluster();
+    let watcher = cluster.spawn_process("/watcher", Props::new(), "worker").await.unwrap();
+    let x = cluster.spawn("/x", Props::new(), "worker").await.unwrap();
+    let seen = ask(&watcher, Msg::QuitAndWatch("/x".into())).await;
+    assert_eq!(seen, Msg::Text(r#"Up("/x") Down("/x", Normal)"#.into()));
+    assert_eq!(within(x.join()).await, Reason::Normal);
+
+    let victim = cluster.spawn_process("/victim", Props::new(), "worker").await.unwrap();
+    assert_eq!(ask(&watcher, Msg::KillOther("/victim".into())).await, Msg::Text("killed".into()));
+    assert_eq!(within(victim.join()).await, Reason::Killed);
+    within(cluster.shutdown(LONG)).await;
+}
+
 /// An ask the worker keeps unanswered.
 fn held_ask(worker: &WorkerRef<Msg>) -> tokio::task::JoinHandle<latchkey_cluster::Result<Msg>> {
     let worker = worker.clone();
