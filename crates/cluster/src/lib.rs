@@ -87,8 +87,8 @@
 //!   (`PR_SET_PDEATHSIG`, also set before exec) and checks that the parent is still
 //!   there, reads the first frame (entry, path, properties, id, scope URL, mailbox
 //!   size), opens the scope, and runs the entry on a runtime of its own with the same
-//!   `Context`. In the parent, a supervisor task per child reads its frames, forwards
-//!   membership events, sends a `Stop` frame on a stop and SIGKILL on a kill, and learns
+//!   `Context`. In the parent, a supervisor task per child reads its frames, sends
+//!   a `Stop` frame on a stop and SIGKILL on a kill, and learns
 //!   of the child's end from its pidfd (no polling): it then takes the frames left in
 //!   the socket, reaps the child, maps the end to a [`Reason`] (the child's last frame
 //!   says `Ok` or the error; death by a signal is `Killed`) and calls the same end step
@@ -102,8 +102,9 @@
 //!   `try_send` fails with [`ErrorKind::Full`]), and a child at most as many sends not
 //!   yet placed by the parent. Replies, events and credits are not counted, so no reader
 //!   ever waits. An ask carries an id; its reply handle in the child is a frame back.
-//! - **The parent is the hub**: a child keeps a copy of the registry from the event
-//!   frames, so its lookups answer at once; a reference found there sends through the
+//! - **The parent is the hub**: the registry queues an event frame for each child
+//!   under its lock, so a child learns of a worker before any message sent after its
+//!   spawn; the child keeps a copy of the registry from them, so its lookups answer at once; a reference found there sends through the
 //!   parent, whose forwarder task per child places the messages in order. A child cannot
 //!   spawn ([`ErrorKind::Unsupported`]); workers on other nodes will be one more mailbox
 //!   variant.

@@ -12,7 +12,7 @@
 use std::collections::HashMap;
 use std::io::{self, ErrorKind as IoKind};
 use std::os::unix::net::UnixStream as StdStream;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
@@ -62,12 +62,15 @@ pub(crate) struct Link<M> {
     next_ask: AtomicU64,
     /// Credits owed to the other end, sent by the writer in one frame.
     owed: Arc<AtomicU32>,
+    /// Set once the other end is gone.
+    closed: AtomicBool,
 }
 
 impl<M> Link<M> {
-    /// Queues an encoded frame that is not flow controlled; false if the link is gone.
+    /// Queues an encoded frame that is not flow controlled; false if the link is closed
+    /// or gone.
     pub(crate) fn push(&self, bytes: Vec<u8>) -> bool {
-        self.out.send(Out::Frame(bytes)).is_ok()
+        !self.closed.load(Ordering::Acquire) && self.out.send(Out::Frame(bytes)).is_ok()
     }
 }
 
@@ -87,6 +90,7 @@ impl<M: Message> Link<M> {
             asks: Mutex::new(Some(HashMap::new())),
             next_ask: AtomicU64::new(1),
             owed,
+            closed: AtomicBool::new(false),
         };
         Ok((Arc::new(link), read))
     }
@@ -172,6 +176,7 @@ impl<M: Message> Link<M> {
 
     /// Closes the link: waiting and later deliveries fail, and every pending ask fails.
     pub(crate) fn close(&self) {
+        self.closed.store(true, Ordering::Release);
         self.window.close();
         drop(self.asks.lock().take());
     }

@@ -1,13 +1,16 @@
 //! Process workers, seen from the parent: a child process of this executable per worker.
 //!
-//! A supervisor task per child reads its frames, forwards membership events to it, sends
-//! it a `Stop` frame when it is asked to stop and SIGKILL when it is killed, and learns
-//! of its end through its pidfd. Then it takes the frames the child wrote before it
-//! ended (they are all in the socket by then), reaps it, and calls the shared end step:
-//! so a child's `Down` follows its death at once, and its locks (in a `host:` scope)
-//! died with its process. A forwarder task per child places the messages the child sends
-//! to other workers, in order, waiting for room in their mailboxes without holding up the
-//! child's other frames.
+//! A supervisor task per child reads its frames, sends it a `Stop` frame when it is
+//! asked to stop and SIGKILL when it is killed, and learns of its end through its pidfd.
+//! Then it takes the frames the child wrote before it ended (they are all in the socket
+//! by then), reaps it, and calls the shared end step: so a child's `Down` follows its
+//! death at once, and its locks (in a `host:` scope) died with its process. Membership
+//! events reach the child as frames queued by the registry itself (see `registry.rs`).
+//!
+//! A forwarder task per child places the messages the child sends to other workers, in
+//! order, waiting for room in their mailboxes without holding up the child's other
+//! frames. A child's `Down` waits until its sends are placed, unless it was killed, as a
+//! task's sends are in their mailboxes before its `Down`.
 
 use std::io;
 use std::os::unix::net::UnixStream;
@@ -23,9 +26,7 @@ use crate::cluster::Shared;
 use crate::link::{End, Link, Reader};
 use crate::sys::Child;
 use crate::wire::{Init, ToChild, ToParent, WireError};
-use crate::{
-    path, Cluster, Envelope, Error, ErrorKind, Event, Events, Message, Path, Props, Reason, Reply, Result, WorkerRef,
-};
+use crate::{path, Cluster, Envelope, Error, ErrorKind, Message, Path, Props, Reason, Reply, Result, WorkerRef};
 
 /// Starts a process worker at `path` from the entry registered as `entry`.
 pub(crate) async fn start<M: Message>(
@@ -58,13 +59,13 @@ pub(crate) async fn start<M: Message>(
     let init = Init { entry: entry.to_owned(), id: cell.id, path, props, scope, capacity };
     link.send(&init)?; // the first frame, before any message can be sent to the worker
     registry.insert(cell.clone());
-    let events = registry.subscribe(None);
+    registry.subscribe_child(link.clone());
     drop(registry);
 
     let (forward, forwarded) = mpsc::unbounded_channel();
     let forwarder = tokio::spawn(forward_sends(shared.clone(), link.clone(), cell.path.clone(), forwarded));
     let supervisor = Supervisor { shared: shared.clone(), cell: cell.clone(), link, forward, exit: None, fatal: None };
-    tokio::spawn(supervisor.run(child, Reader::new(read), events, forwarder));
+    tokio::spawn(supervisor.run(child, Reader::new(read), forwarder));
     Ok(cluster.reference(cell))
 }
 
@@ -88,8 +89,8 @@ struct Supervisor<M> {
 }
 
 impl<M: Message> Supervisor<M> {
-    async fn run(mut self, mut child: Child, mut reader: Reader, mut events: Events<M>, forwarder: JoinHandle<()>) {
-        let (mut killed, mut stop_sent, mut reading, mut watching) = (false, false, true, true);
+    async fn run(mut self, mut child: Child, mut reader: Reader, forwarder: JoinHandle<()>) {
+        let (mut killed, mut stop_sent, mut reading) = (false, false, true);
         loop {
             tokio::select! {
                 biased;
@@ -106,10 +107,6 @@ impl<M: Message> Supervisor<M> {
                     reading = matches!(filled, Ok(true));
                     self.take_frames(&mut reader);
                 }
-                event = events.next(), if watching => match event {
-                    Some(event) => self.tell(event),
-                    None => watching = false,
-                },
             }
             if self.fatal.is_some() && !killed {
                 (killed, reading) = (true, false);
@@ -151,18 +148,6 @@ impl<M: Message> Supervisor<M> {
                 Err(e) => self.fatal = Some(format!("its process sent a frame that cannot be decoded: {e}")),
             }
         }
-    }
-
-    /// Tells the child of a change of membership.
-    fn tell(&self, event: Event<M>) {
-        let (id, path) = (event.worker().cell.id, event.path().clone());
-        let _ = match event {
-            Event::Up(worker) => {
-                let (props, pid) = (worker.props().clone(), worker.pid());
-                self.link.send(&ToChild::<()>::Up { id, path, props, pid })
-            }
-            Event::Down(_, reason) => self.link.send(&ToChild::<()>::Down { id, path, reason }),
-        };
     }
 
     /// How the worker ended, from its exit status and its last frame.

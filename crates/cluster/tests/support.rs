@@ -239,6 +239,18 @@ pub async fn within<T>(future: impl Future<Output = T>) -> T {
     tokio::time::timeout(HANG, future).await.expect("the operation hung")
 }
 
+/// Starts an ask of `message` that waits for its reply: the message is in the mailbox
+/// when this returns, before anything sent after.
+pub async fn start_ask(
+    worker: &latchkey_cluster::WorkerRef<Msg>,
+    message: Msg,
+) -> std::pin::Pin<Box<dyn Future<Output = latchkey_cluster::Result<Msg>> + Send + '_>> {
+    let mut asking = Box::pin(worker.ask(message, LONG));
+    let sent = std::future::poll_fn(|cx| std::task::Poll::Ready(asking.as_mut().poll(cx).is_pending())).await;
+    assert!(sent, "the ask waits for its reply");
+    asking
+}
+
 /// Asks `worker` and unwraps the reply.
 pub async fn ask(worker: &latchkey_cluster::WorkerRef<Msg>, message: Msg) -> Msg {
     within(worker.ask(message, LONG)).await.expect("the worker answers")

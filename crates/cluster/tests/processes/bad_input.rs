@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use latchkey_cluster::{ErrorKind, Props, Reason};
 
-use crate::support::{ask, cluster, process_builder, process_cluster, within, Msg, TempDir, LONG};
+use crate::support::{ask, cluster, process_builder, process_cluster, start_ask, within, Msg, TempDir, LONG};
 
 #[tokio::test]
 async fn a_message_the_child_cannot_decode_fails_it() {
@@ -69,13 +69,9 @@ async fn an_ask_to_a_gone_child_fails_at_once() {
 
     // A child that ends with an ask pending fails the ask at once.
     let holder = cluster.spawn_process("/holder", Props::new(), "worker").await.unwrap();
-    let held = {
-        let holder = holder.clone();
-        tokio::spawn(async move { holder.ask(Msg::Hold, Duration::from_secs(3600)).await })
-    };
-    assert_eq!(ask(&holder, Msg::Num(1)).await, Msg::Num(1), "the hold was received first");
+    let held = start_ask(&holder, Msg::Hold).await;
     holder.send(Msg::Quit).await.unwrap();
-    assert_eq!(within(held).await.unwrap().unwrap_err().kind(), ErrorKind::NoReply);
+    assert_eq!(within(held).await.unwrap_err().kind(), ErrorKind::NoReply);
     within(cluster.shutdown(LONG)).await;
 }
 

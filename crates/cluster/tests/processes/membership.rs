@@ -4,9 +4,9 @@
 use std::collections::HashMap;
 use std::time::Instant;
 
-use latchkey_cluster::{Event, Props, Reason, WorkerRef};
+use latchkey_cluster::{Event, Props, Reason};
 
-use crate::support::{ask, process_cluster, within, Msg, LONG};
+use crate::support::{ask, process_cluster, start_ask, within, Msg, LONG};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn down_events_carry_the_reason() {
@@ -53,7 +53,7 @@ async fn a_child_killed_with_sigkill_goes_down_and_loses_its_locks() {
         let waiter = waiter.clone();
         tokio::spawn(async move { waiter.ask(Msg::Lock("resource".into()), LONG).await })
     };
-    let pending = held_ask(&holder);
+    let pending = start_ask(&holder, Msg::Hold).await;
 
     let mut events = cluster.events();
     while events.try_next().is_some() {} // the snapshot
@@ -64,7 +64,7 @@ async fn a_child_killed_with_sigkill_goes_down_and_loses_its_locks() {
     let event = within(events.next()).await.expect("the Down event");
     eprintln!("Down of a child killed with SIGKILL after {:?}", killed_at.elapsed());
     assert!(matches!(&event, Event::Down(w, Reason::Killed) if w.path() == "/holder"), "{event:?}");
-    assert_eq!(within(pending).await.unwrap().unwrap_err().kind(), latchkey_cluster::ErrorKind::NoReply);
+    assert_eq!(within(pending).await.unwrap_err().kind(), latchkey_cluster::ErrorKind::NoReply);
 
     assert_eq!(within(waiting).await.unwrap().unwrap(), Msg::Text("locked".into()), "the waiter got the lock");
     assert_eq!(waiter.stop(LONG).await, Reason::Normal);
@@ -86,10 +86,4 @@ async fn a_child_sees_membership_and_kills_through_the_parent() {
     assert_eq!(ask(&watcher, Msg::KillOther("/victim".into())).await, Msg::Text("killed".into()));
     assert_eq!(within(victim.join()).await, Reason::Killed);
     within(cluster.shutdown(LONG)).await;
-}
-
-/// An ask the worker keeps unanswered.
-fn held_ask(worker: &WorkerRef<Msg>) -> tokio::task::JoinHandle<latchkey_cluster::Result<Msg>> {
-    let worker = worker.clone();
-    tokio::spawn(async move { worker.ask(Msg::Hold, LONG).await })
 }
