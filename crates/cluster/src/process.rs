@@ -53,7 +53,14 @@ pub(crate) async fn start<M: Message>(
     let (link, read) = Link::new(End::Parent, ours, shared.mailbox).map_err(spawn_error)?;
 
     let mut registry = shared.registry.lock();
-    let path = registry.claim(path)?; // on error, dropping `child` kills and reaps it
+    let path = match registry.claim(path) {
+        Ok(path) => path,
+        Err(err) => {
+            drop(registry);
+            drop(child); // kills and reaps it: it has not started anything yet
+            return Err(err);
+        }
+    };
     let cell = Arc::new(Cell::process(path.clone(), props.clone(), child.pid(), link.clone()));
     let capacity = u32::try_from(shared.mailbox).unwrap_or(u32::MAX);
     let init = Init { entry: entry.to_owned(), id: cell.id, path, props, scope, capacity };
