@@ -6,13 +6,17 @@
 //! it prints. Then the program shuts the cluster down and exits.
 //!
 //! ```text
-//! cargo run -p latchkey-cluster --example two_senders
+//! cargo run -p latchkey-cluster --example two_senders              # workers are tasks
+//! cargo run -p latchkey-cluster --example two_senders -- --process # workers are processes
 //! ```
 //!
-//! The workers are tasks of this process. (Child-process workers, `--process`, come with
-//! the process worker kind: the entries are registered by name so that a child of the
-//! same binary can start them.)
+//! Without a flag the workers are tasks of this process. With `--process` each is a
+//! child process of this same executable: `main` first calls
+//! [`child_main`](latchkey_cluster::child_main), which in a child runs the worker and
+//! exits; the entries are registered by name so that the child finds them. The lock is
+//! then taken in a `host:` scope that the processes share.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -30,7 +34,8 @@ enum Msg {
 
 /// Prints every message it gets until it is asked to stop and its mailbox is empty.
 async fn receiver(mut ctx: Context<Msg>) -> Result<(), BoxError> {
-    println!("{} is up, type {:?}", ctx.path(), ctx.props().get("type").unwrap_or("?"));
+    let kind = ctx.props().get("type").unwrap_or("?");
+    println!("{} is up in process {}, type {kind:?}", ctx.path(), std::process::id());
     while let Some(envelope) = ctx.recv().await {
         let _stdout = ctx.scope().lock("two-senders/stdout").await?;
         let from = envelope.sender().map_or("outside".to_owned(), |p| p.to_string());
@@ -66,21 +71,25 @@ fn entries() -> Builder<Msg> {
 enum Mode {
     /// Tasks of this process.
     Tasks,
+    /// Child processes of this executable.
+    Processes,
 }
 
 impl Mode {
     fn from_args() -> Result<Mode, String> {
         match std::env::args().nth(1).as_deref() {
             None => Ok(Mode::Tasks),
-            Some("--process") => Err("process workers are not built yet; run without --process".to_owned()),
-            Some(other) => Err(format!("unknown argument {other:?}; usage: two_senders")),
+            Some("--process") => Ok(Mode::Processes),
+            Some(other) => Err(format!("unknown argument {other:?}; usage: two_senders [--process]")),
         }
     }
 
-    /// Where the locks live: tasks share this process's scope.
-    fn scope(self) -> Scope {
+    /// Where the locks live: tasks share this process's scope; processes share a host
+    /// scope in a directory of this run.
+    fn scope(self) -> Result<Scope, BoxError> {
         match self {
-            Mode::Tasks => Scope::process(),
+            Mode::Tasks => Ok(Scope::process()),
+            Mode::Processes => Ok(Scope::open(&format!("host:{}", scope_dir().display()))?),
         }
     }
 
@@ -93,12 +102,18 @@ impl Mode {
     ) -> Result<WorkerRef<Msg>, BoxError> {
         match self {
             Mode::Tasks => Ok(cluster.spawn(path, props, entry).await?),
+            Mode::Processes => Ok(cluster.spawn_process(path, props, entry).await?),
         }
     }
 }
 
+/// The directory of the host scope of a `--process` run.
+fn scope_dir() -> PathBuf {
+    std::env::temp_dir().join(format!("latchkey-two-senders-{}", std::process::id()))
+}
+
 async fn run(mode: Mode) -> Result<(), BoxError> {
-    let cluster = entries().scope(mode.scope()).build()?;
+    let cluster = entries().scope(mode.scope()?).build()?;
     let mut senders = Vec::new();
     for id in ["1", "2"] {
         senders.push(mode.spawn(&cluster, "/senders/", Props::from([("id", id)]), "sender").await?);
@@ -113,8 +128,10 @@ async fn run(mode: Mode) -> Result<(), BoxError> {
     Ok(())
 }
 
-#[tokio::main(flavor = "current_thread")]
-async fn main() -> ExitCode {
+/// Exits with 0 when the run went well, 1 when it failed, 2 on a bad argument.
+fn main() -> ExitCode {
+    // In a child started by `--process`, this runs its worker and exits.
+    latchkey_cluster::child_main(entries());
     let mode = match Mode::from_args() {
         Ok(mode) => mode,
         Err(message) => {
@@ -122,7 +139,12 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match run(mode).await {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a Tokio runtime");
+    let result = runtime.block_on(run(mode));
+    if let Mode::Processes = mode {
+        let _ = std::fs::remove_dir_all(scope_dir());
+    }
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("two_senders: {err}");

@@ -1,6 +1,7 @@
 //! Building a cluster: its lock scope, its entry points, its mailbox size.
 
 use std::collections::HashMap;
+use std::ffi::OsString;
 use std::fmt::{self, Display};
 use std::future::Future;
 use std::sync::Arc;
@@ -21,11 +22,12 @@ pub struct Builder<M> {
     scope: Option<Scope>,
     entries: Vec<(String, EntryFn<M>)>,
     mailbox: usize,
+    child_args: Vec<OsString>,
 }
 
 impl<M: Message> Builder<M> {
     pub(crate) fn new() -> Self {
-        Builder { scope: None, entries: Vec::new(), mailbox: DEFAULT_MAILBOX_CAPACITY }
+        Builder { scope: None, entries: Vec::new(), mailbox: DEFAULT_MAILBOX_CAPACITY, child_args: Vec::new() }
     }
 
     /// The scope whose named locks the workers take. Default: the `host:` scope (every
@@ -52,6 +54,20 @@ impl<M: Message> Builder<M> {
         self
     }
 
+    /// The arguments of a process worker's command line (default: none). The child is
+    /// this executable, and must reach [`child_main`](crate::child_main) first thing: a
+    /// program whose `main` calls it needs none; a test binary passes the test harness
+    /// the arguments that run only the test which calls it, such as
+    /// `["--exact", "child", "--nocapture"]`.
+    pub fn child_args<I, S>(mut self, args: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<OsString>,
+    {
+        self.child_args = args.into_iter().map(Into::into).collect();
+        self
+    }
+
     /// How many messages each worker's mailbox holds (default
     /// [`DEFAULT_MAILBOX_CAPACITY`]). When it is full, `send` waits and `try_send` fails.
     ///
@@ -70,13 +86,7 @@ impl<M: Message> Builder<M> {
             Error::new(ErrorKind::NoRuntime, "a cluster is built within a Tokio runtime, where its workers run")
                 .with_source(e)
         })?;
-        let mut entries = HashMap::new();
-        for (name, f) in self.entries {
-            entry::validate_name(&name)?;
-            if entries.insert(name.clone(), f).is_some() {
-                return Err(Error::new(ErrorKind::InvalidEntry, format!("the entry {name:?} is registered twice")));
-            }
-        }
+        let entries = validate(self.entries)?;
         let scope = match self.scope {
             Some(scope) => scope,
             None => Scope::open("host:").map_err(|e| {
@@ -84,9 +94,26 @@ impl<M: Message> Builder<M> {
             })?,
         };
         let registry = Mutex::new(Registry::new());
-        let shared = Shared { scope, entries, mailbox: self.mailbox, runtime, registry };
+        let child_args = self.child_args;
+        let shared = Shared { scope, entries, mailbox: self.mailbox, runtime, registry, hub: None, child_args };
         Ok(Cluster::new(Arc::new(shared)))
     }
+
+    /// The entries, checked, for a process worker.
+    pub(crate) fn into_entries(self) -> Result<HashMap<String, EntryFn<M>>> {
+        validate(self.entries)
+    }
+}
+
+fn validate<M>(list: Vec<(String, EntryFn<M>)>) -> Result<HashMap<String, EntryFn<M>>> {
+    let mut entries = HashMap::new();
+    for (name, f) in list {
+        entry::validate_name(&name)?;
+        if entries.insert(name.clone(), f).is_some() {
+            return Err(Error::new(ErrorKind::InvalidEntry, format!("the entry {name:?} is registered twice")));
+        }
+    }
+    Ok(entries)
 }
 
 impl<M> fmt::Debug for Builder<M> {
@@ -95,6 +122,7 @@ impl<M> fmt::Debug for Builder<M> {
             .field("scope", &self.scope)
             .field("entries", &self.entries.iter().map(|(name, _)| name).collect::<Vec<_>>())
             .field("mailbox", &self.mailbox)
+            .field("child_args", &self.child_args)
             .finish()
     }
 }

@@ -1,6 +1,7 @@
 //! The cluster handle: spawn workers, find them, subscribe to membership.
 
 use std::collections::HashMap;
+use std::ffi::OsString;
 use std::fmt::{self, Display};
 use std::future::Future;
 use std::sync::Arc;
@@ -8,10 +9,13 @@ use std::sync::Arc;
 use latchkey::Scope;
 use parking_lot::Mutex;
 
+use crate::cell::{self, Cell};
 use crate::entry::{self, EntryFn, Start};
+use crate::link::Link;
 use crate::registry::Registry;
-use crate::worker::Cell;
-use crate::{task, Builder, Context, Error, ErrorKind, Events, Group, Message, Props, Reason, Result, WorkerRef};
+use crate::{
+    process, task, Builder, Context, Error, ErrorKind, Events, Group, Message, Props, Reason, Result, WorkerRef,
+};
 
 /// A cluster of workers that message each other, addressed by [`Path`](crate::Path). A
 /// cheap handle to clone and share.
@@ -21,7 +25,8 @@ use crate::{task, Builder, Context, Error, ErrorKind, Events, Group, Message, Pr
 /// [`spawn_fn`](Cluster::spawn_fn)). Each gets a [`Context`] with its path, properties,
 /// mailbox and membership events, and the cluster's lock [`scope`](Cluster::scope).
 ///
-/// Dropping the handles does not stop the workers: [`shutdown`](Cluster::shutdown) does.
+/// Dropping the handles does not stop the workers: [`shutdown`](Cluster::shutdown) does
+/// (and the end of this process ends its process workers).
 ///
 /// # Examples
 /// ```
@@ -65,7 +70,13 @@ pub(crate) struct Shared<M> {
     pub(crate) entries: HashMap<String, EntryFn<M>>,
     pub(crate) mailbox: usize,
     pub(crate) runtime: tokio::runtime::Handle,
+    /// In the parent: every worker. In a process worker: a copy kept by the events the
+    /// parent sends, whose workers are reached through the parent.
     pub(crate) registry: Mutex<Registry<M>>,
+    /// In a process worker: the link to the parent, the hub of the cluster.
+    pub(crate) hub: Option<Arc<Link<M>>>,
+    /// The arguments a child process is started with.
+    pub(crate) child_args: Vec<OsString>,
 }
 
 impl<M: Message> Cluster<M> {
@@ -97,14 +108,57 @@ impl<M: Message> Cluster<M> {
     /// shutdown has begun. When it returns, the worker is registered and its `Up` event
     /// published; it runs as a task of this process.
     pub async fn spawn(&self, path: &str, props: impl Into<Props>, entry: &str) -> Result<WorkerRef<M>> {
-        let Some(f) = self.shared.entries.get(entry) else {
-            let mut known: Vec<&str> = self.shared.entries.keys().map(String::as_str).collect();
-            known.sort_unstable();
-            let message = format!("no entry is registered as {entry:?} (registered: {})", known.join(", "));
-            return Err(Error::new(ErrorKind::UnknownEntry, message).with_path(path));
-        };
-        let f = f.clone();
+        self.shared.check_local(path)?;
+        let f = self.shared.check_entry(path, entry)?.clone();
         self.start(path, props.into(), Box::new(move |ctx| f(ctx)))
+    }
+
+    /// Spawns a worker at `path` from the entry registered as `entry`, like
+    /// [`spawn`](Cluster::spawn), as a child process of this executable.
+    ///
+    /// The child is this executable ([`current_exe`](std::env::current_exe)) run with
+    /// the [`child_args`](Builder::child_args), and must call [`child_main`](crate::child_main)
+    /// before anything else: that runs the entry, in a process of its own. Its messages
+    /// are encoded with serde; its locks are taken in the cluster's scope, which must be a
+    /// `host:` scope (else [`Scope`](ErrorKind::Scope)), and die with its process. It is
+    /// killed with SIGKILL when killed, and when this process dies. Fails like `spawn`,
+    /// and with [`Spawn`](ErrorKind::Spawn) if the process cannot be started. When it
+    /// returns, the worker is registered and its `Up` published; the child may still be
+    /// starting, and messages wait for it in its mailbox. The runtime needs its I/O and
+    /// time drivers (`enable_all`).
+    ///
+    /// # Examples
+    /// ```no_run
+    /// use std::time::Duration;
+    /// use latchkey_cluster::{Builder, Cluster, Context, Props};
+    ///
+    /// async fn echo(mut ctx: Context<String>) -> Result<(), latchkey_cluster::Error> {
+    ///     while let Some(envelope) = ctx.recv().await {
+    ///         let message = envelope.message().clone();
+    ///         envelope.reply(message)?;
+    ///     }
+    ///     Ok(())
+    /// }
+    ///
+    /// fn builder() -> Builder<String> {
+    ///     Cluster::builder().entry("echo", echo)
+    /// }
+    ///
+    /// fn main() -> latchkey_cluster::Result<()> {
+    ///     latchkey_cluster::child_main(builder()); // in a process worker, runs it and exits
+    ///     let runtime = tokio::runtime::Runtime::new().expect("a runtime");
+    ///     runtime.block_on(async {
+    ///         let cluster = builder().build()?; // the host: scope
+    ///         let echo = cluster.spawn_process("/echo", Props::new(), "echo").await?;
+    ///         assert_eq!(echo.ask("hi".to_owned(), Duration::from_secs(5)).await?, "hi");
+    ///         cluster.shutdown(Duration::from_secs(5)).await;
+    ///         Ok(())
+    ///     })
+    /// }
+    /// ```
+    pub async fn spawn_process(&self, path: &str, props: impl Into<Props>, entry: &str) -> Result<WorkerRef<M>> {
+        self.shared.check_local(path)?;
+        process::start(self, path, props.into(), entry).await
     }
 
     /// Spawns a task worker at `path` that runs `f`, like [`spawn`](Cluster::spawn) but
@@ -120,9 +174,10 @@ impl<M: Message> Cluster<M> {
     }
 
     fn start(&self, path: &str, props: Props, start: Start<M>) -> Result<WorkerRef<M>> {
+        self.shared.check_local(path)?;
         let mut registry = self.shared.registry.lock();
         let path = registry.claim(path)?;
-        let (cell, inbox) = Cell::task(path, props, self.shared.mailbox);
+        let (cell, inbox) = Cell::task(cell::next_id(), path, props, self.shared.mailbox);
         let cell = Arc::new(cell);
         registry.insert(cell.clone());
         drop(registry);
@@ -155,12 +210,38 @@ impl<M: Message> Cluster<M> {
         Group::new(prefix, self.events())
     }
 
-    fn reference(&self, cell: Arc<Cell<M>>) -> WorkerRef<M> {
+    pub(crate) fn reference(&self, cell: Arc<Cell<M>>) -> WorkerRef<M> {
         WorkerRef { cell, from: self.me.clone() }
     }
 }
 
 impl<M: Message> Shared<M> {
+    /// The entry registered as `entry`, for a worker at `path`.
+    pub(crate) fn check_entry(&self, path: &str, entry: &str) -> Result<&EntryFn<M>> {
+        self.entries.get(entry).ok_or_else(|| {
+            let mut known: Vec<&str> = self.entries.keys().map(String::as_str).collect();
+            known.sort_unstable();
+            let message = format!("no entry is registered as {entry:?} (registered: {})", known.join(", "));
+            Error::new(ErrorKind::UnknownEntry, message).with_path(path)
+        })
+    }
+
+    /// Fails inside a process worker, which cannot spawn workers.
+    pub(crate) fn check_local(&self, path: &str) -> Result<()> {
+        match self.hub {
+            None => Ok(()),
+            Some(_) => {
+                Err(Error::new(ErrorKind::Unsupported, "a process worker cannot spawn workers; its parent spawns them")
+                    .with_path(path))
+            }
+        }
+    }
+
+    /// The live worker at `path` whose id is `id`.
+    pub(crate) fn find(&self, path: &str, id: u64) -> Option<Arc<Cell<M>>> {
+        self.registry.lock().get(path).filter(|cell| cell.id == id).cloned()
+    }
+
     /// Records that a worker of any kind has ended, once its locks are free: closes its
     /// intake, unregisters it, publishes its `Down`, then wakes whoever waits for its end.
     pub(crate) fn ended(&self, cell: &Arc<Cell<M>>, reason: Reason) {

@@ -9,7 +9,8 @@ use std::task::Poll;
 use latchkey::Scope;
 use tokio::sync::mpsc;
 
-use crate::worker::Cell;
+use crate::cell::Cell;
+use crate::link::Link;
 use crate::{Cluster, Envelope, Events, Message, Path, Props};
 
 /// A worker's view of itself and its cluster, handed to its entry function.
@@ -22,11 +23,19 @@ pub struct Context<M> {
     cluster: Cluster<M>,
     /// Whether the inbox was closed after a stop request.
     closed: bool,
+    /// In a process worker: the link to the parent, owed a credit per message received.
+    credits: Option<Arc<Link<M>>>,
 }
 
 impl<M: Message> Context<M> {
     pub(crate) fn new(cell: Arc<Cell<M>>, inbox: mpsc::Receiver<Envelope<M>>, cluster: Cluster<M>) -> Self {
-        Context { cell, inbox, cluster, closed: false }
+        Context { cell, inbox, cluster, closed: false, credits: None }
+    }
+
+    /// The context of a process worker, whose mailbox is filled from `link`.
+    pub(crate) fn with_credits(mut self, link: Arc<Link<M>>) -> Self {
+        self.credits = Some(link);
+        self
     }
 
     /// The worker's path.
@@ -46,6 +55,14 @@ impl<M: Message> Context<M> {
     /// # Cancel safety
     /// Cancel safe: a message is never lost by dropping the future.
     pub async fn recv(&mut self) -> Option<Envelope<M>> {
+        let envelope = self.next_envelope().await;
+        if let (Some(_), Some(link)) = (&envelope, &self.credits) {
+            link.owe(); // room for one more in the mailbox
+        }
+        envelope
+    }
+
+    async fn next_envelope(&mut self) -> Option<Envelope<M>> {
         let Context { cell, inbox, closed, .. } = self;
         if !*closed {
             let mut stop = pin!(cell.stopping.wait());

@@ -35,6 +35,14 @@ pub enum ErrorKind {
     /// The cluster's lock scope could not be opened; the lock error is the
     /// [`source`](std::error::Error::source).
     Scope,
+    /// A child process for a process worker could not be started; the I/O error is the
+    /// [`source`](std::error::Error::source).
+    Spawn,
+    /// A message could not be encoded for, or decoded from, another process.
+    Codec,
+    /// The operation is not available here (such as spawning from inside a process
+    /// worker).
+    Unsupported,
 }
 
 impl ErrorKind {
@@ -53,7 +61,15 @@ impl ErrorKind {
             ErrorKind::NoMembers => 8509,
             ErrorKind::NoRuntime => 8510,
             ErrorKind::Scope => 8511,
+            ErrorKind::Spawn => 8512,
+            ErrorKind::Codec => 8513,
+            ErrorKind::Unsupported => 8514,
         }
+    }
+
+    /// The kind with this code; `None` for a code no kind has.
+    pub(crate) fn from_code(code: u32) -> Option<ErrorKind> {
+        ALL.get(code.checked_sub(8500)? as usize).copied()
     }
 
     /// Whether trying the same operation again later can succeed.
@@ -75,9 +91,31 @@ impl ErrorKind {
             ErrorKind::NoMembers => "no members",
             ErrorKind::NoRuntime => "no runtime",
             ErrorKind::Scope => "lock scope",
+            ErrorKind::Spawn => "spawn",
+            ErrorKind::Codec => "codec",
+            ErrorKind::Unsupported => "unsupported",
         }
     }
 }
+
+/// Every kind, in code order.
+const ALL: [ErrorKind; 15] = [
+    ErrorKind::InvalidPath,
+    ErrorKind::DuplicatePath,
+    ErrorKind::InvalidEntry,
+    ErrorKind::UnknownEntry,
+    ErrorKind::Full,
+    ErrorKind::Closed,
+    ErrorKind::Timeout,
+    ErrorKind::NoReply,
+    ErrorKind::NotAsked,
+    ErrorKind::NoMembers,
+    ErrorKind::NoRuntime,
+    ErrorKind::Scope,
+    ErrorKind::Spawn,
+    ErrorKind::Codec,
+    ErrorKind::Unsupported,
+];
 
 /// A cluster error: a [kind](ErrorKind), a message, and the worker path it concerns.
 ///
@@ -181,23 +219,12 @@ mod tests {
 
     #[test]
     fn codes_are_stable_and_distinct() {
-        let kinds = [
-            ErrorKind::InvalidPath,
-            ErrorKind::DuplicatePath,
-            ErrorKind::InvalidEntry,
-            ErrorKind::UnknownEntry,
-            ErrorKind::Full,
-            ErrorKind::Closed,
-            ErrorKind::Timeout,
-            ErrorKind::NoReply,
-            ErrorKind::NotAsked,
-            ErrorKind::NoMembers,
-            ErrorKind::NoRuntime,
-            ErrorKind::Scope,
-        ];
-        for (i, kind) in kinds.into_iter().enumerate() {
+        for (i, kind) in ALL.into_iter().enumerate() {
             assert_eq!(kind.code(), 8500 + i as u32, "{kind:?}");
+            assert_eq!(ErrorKind::from_code(kind.code()), Some(kind));
         }
+        assert_eq!(ErrorKind::from_code(8499), None);
+        assert_eq!(ErrorKind::from_code(8500 + ALL.len() as u32), None);
     }
 
     #[test]

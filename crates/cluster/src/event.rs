@@ -2,6 +2,7 @@
 
 use std::fmt;
 
+use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
 use crate::{Path, WorkerRef};
@@ -54,15 +55,18 @@ impl<M> fmt::Debug for Event<M> {
 }
 
 /// Why a worker went down.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[non_exhaustive]
 pub enum Reason {
     /// Its entry function returned `Ok`.
     Normal,
-    /// Its entry function returned `Err` or panicked; the error or panic message.
+    /// Its entry function returned `Err` or panicked; the error or panic message. A
+    /// process worker also fails when a frame it sent or was sent cannot be decoded, or
+    /// when its process exits without reporting how its entry ended.
     Failed(String),
     /// It was stopped by force: [`kill`](WorkerRef::kill), or a stop or shutdown whose
-    /// grace period ran out.
+    /// grace period ran out. A process worker that dies by a signal (SIGKILL from
+    /// anyone, the out-of-memory killer, an abort) is `Killed` too.
     Killed,
     /// The node it ran on can no longer be reached. Reserved for clusters that span
     /// machines; not produced yet.

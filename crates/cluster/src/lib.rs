@@ -8,6 +8,11 @@
 //! which it loses when it ends, however it ends. [`Cluster::shutdown`] stops intake,
 //! drains, and reports which workers had to be killed.
 //!
+//! Workers are tasks of this process ([`Cluster::spawn`]) or child processes of this
+//! same executable ([`Cluster::spawn_process`]); both look the same through a
+//! [`WorkerRef`] and a [`Context`]. A program with process workers calls
+//! [`child_main`] first thing in `main`: in a child, that runs the worker and exits.
+//!
 //! ```
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> latchkey_cluster::Result<()> {
@@ -55,15 +60,15 @@
 //!   lock, so a prefix lookup is a range scan and no lookup ever waits on a worker. A
 //!   path ending in `/` gets a last segment from a counter of the cluster; a path that a
 //!   live worker holds is refused.
-//! - **Workers** (`worker.rs`, `task.rs`): each worker has a record shared by its
-//!   references: path, properties, mailbox sender, and three one-shot signals (stop
-//!   requested, kill, done) plus how it ended. A task worker is one Tokio task that polls
+//! - **Workers** (`cell.rs`, `worker.rs`, `task.rs`): each worker has a record shared by
+//!   its references: id, path, properties, mailbox sender, and three one-shot signals
+//!   (stop requested, kill, done) plus how it ended. A task worker is one Tokio task that polls
 //!   the entry's future, catches panics, and drops the future the moment `kill` fires;
 //!   only then does it unregister and publish `Down`, so a `Down` means the locks are free.
 //!   A kill also closes intake, but fires first, so that a killed worker's `recv` never
 //!   ends as if it had been stopped gracefully.
-//! - **Mailbox**: a bounded channel per worker. `send` waits for room, `try_send` fails
-//!   with [`ErrorKind::Full`]. One channel per receiver keeps each sender's messages in
+//! - **Mailbox**: a bounded channel per task worker (process workers: see below).
+//!   `send` waits for room, `try_send` fails with [`ErrorKind::Full`]. One channel per receiver keeps each sender's messages in
 //!   order. An ask carries a one-shot reply channel; dropping it unanswered fails the ask
 //!   at once. Messages between tasks are moved, not serialized.
 //! - **Membership** (`event.rs`): every `Up` and `Down` is published to all subscribers
@@ -75,27 +80,59 @@
 //!   queued, then returns `None`), wait until the deadline, kill the rest, wait for every
 //!   `Down`, then end the subscriptions.
 //!
-//! Worker kinds plug in behind the same references: a task's mailbox is one variant of the
-//! record's mailbox; child processes of the same binary (messages encoded with serde),
-//! and later workers on other nodes, are further variants.
+//! - **Process workers** (`process.rs` in the parent, `child.rs` in the child): the child
+//!   is this executable run with [`Builder::child_args`], its end of a Unix socketpair
+//!   passed as an fd number in the `LATCHKEY_CLUSTER_CHILD` variable with the parent's
+//!   pid. [`child_main`] finds the variable, asks for SIGKILL when the parent dies
+//!   (`PR_SET_PDEATHSIG`, also set before exec) and checks that the parent is still
+//!   there, reads the first frame (entry, path, properties, id, scope URL, mailbox
+//!   size), opens the scope, and runs the entry on a runtime of its own with the same
+//!   `Context`. In the parent, a supervisor task per child reads its frames, sends
+//!   a `Stop` frame on a stop and SIGKILL on a kill, and learns
+//!   of the child's end from its pidfd (no polling): it then takes the frames left in
+//!   the socket, reaps the child, maps the end to a [`Reason`] (the child's last frame
+//!   says `Ok` or the error; death by a signal is `Killed`) and calls the same end step
+//!   as a task. Children are forked by one long-lived thread (`sys.rs`, the only door to
+//!   the system calls), since the parent-death signal follows the forking thread.
+//! - **Wire** (`wire.rs`, `link.rs`): frames are a `u32` length and a
+//!   [postcard](https://docs.rs/postcard) body; messages between processes are
+//!   encoded, messages inside one are not. Each way is flow controlled by credits: the
+//!   parent may have at most a mailbox's worth of messages not yet received by the
+//!   child's worker (so a process mailbox is bounded like a task's: `send` waits,
+//!   `try_send` fails with [`ErrorKind::Full`]), and a child at most as many sends not
+//!   yet placed by the parent. Replies, events and credits are not counted, so no reader
+//!   ever waits. An ask carries an id; its reply handle in the child is a frame back.
+//! - **The parent is the hub**: the registry queues an event frame for each child
+//!   under its lock, so a child learns of a worker before any message sent after its
+//!   spawn; the child keeps a copy of the registry from them, so its lookups answer at once; a reference found there sends through the
+//!   parent, whose forwarder task per child places the messages in order. A child cannot
+//!   spawn ([`ErrorKind::Unsupported`]); workers on other nodes will be one more mailbox
+//!   variant.
 
 mod builder;
+mod cell;
+mod child;
 mod cluster;
 mod context;
 mod entry;
 mod error;
 mod event;
 mod group;
+mod link;
 mod message;
 mod path;
+mod process;
 mod props;
 mod registry;
 mod shutdown;
 mod signal;
+mod sys;
 mod task;
+mod wire;
 mod worker;
 
 pub use builder::{Builder, DEFAULT_MAILBOX_CAPACITY};
+pub use child::child_main;
 pub use cluster::Cluster;
 pub use context::Context;
 pub use error::{Error, ErrorKind, Result};

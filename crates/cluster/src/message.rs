@@ -1,11 +1,14 @@
 //! Messages, the envelopes they travel in, and replies to asks.
 
 use std::fmt;
+use std::sync::Arc;
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio::sync::oneshot;
 
+use crate::link::Link;
+use crate::wire::{self, ToParent};
 use crate::{Error, ErrorKind, Path, Result};
 
 /// What workers of a cluster send each other: any `Serialize + DeserializeOwned + Send`
@@ -25,7 +28,7 @@ pub struct Envelope<M> {
     reply: Option<Reply<M>>,
 }
 
-impl<M> Envelope<M> {
+impl<M: Message> Envelope<M> {
     pub(crate) fn new(message: M, sender: Option<Path>, reply: Option<Reply<M>>) -> Self {
         Envelope { message, sender, reply }
     }
@@ -71,7 +74,7 @@ impl<M: fmt::Debug> fmt::Debug for Envelope<M> {
         f.debug_struct("Envelope")
             .field("message", &self.message)
             .field("sender", &self.sender)
-            .field("ask", &self.is_ask())
+            .field("ask", &self.reply.is_some())
             .finish()
     }
 }
@@ -79,28 +82,80 @@ impl<M: fmt::Debug> fmt::Debug for Envelope<M> {
 /// The way back to a worker (or outside caller) waiting on an ask. Dropping it unanswered
 /// fails the ask at once with [`NoReply`](ErrorKind::NoReply).
 pub struct Reply<M> {
-    tx: oneshot::Sender<M>,
+    to: ReplyTo<M>,
     asker: Option<Path>,
+}
+
+enum ReplyTo<M> {
+    /// The asker is in this process.
+    Local(oneshot::Sender<Result<M>>),
+    /// The asker is reached through the parent process: the reply is a frame.
+    Remote(Remote<M>),
+}
+
+/// An ask that came from the parent process, by its id on the link.
+struct Remote<M> {
+    link: Arc<Link<M>>,
+    ask: u64,
+    answered: bool,
 }
 
 impl<M> Reply<M> {
     /// A reply handle and the receiver the asker awaits.
-    pub(crate) fn channel(asker: Option<Path>) -> (Reply<M>, oneshot::Receiver<M>) {
+    pub(crate) fn channel(asker: Option<Path>) -> (Reply<M>, oneshot::Receiver<Result<M>>) {
         let (tx, rx) = oneshot::channel();
-        (Reply { tx, asker }, rx)
+        (Reply { to: ReplyTo::Local(tx), asker }, rx)
+    }
+}
+
+impl<M: Message> Reply<M> {
+    /// A reply handle for ask `ask` that came over `link` from the parent process.
+    pub(crate) fn remote(link: Arc<Link<M>>, ask: u64, asker: Option<Path>) -> Reply<M> {
+        Reply { to: ReplyTo::Remote(Remote { link, ask, answered: false }), asker }
     }
 
     /// Sends the reply. Fails with [`Closed`](ErrorKind::Closed) if the asker stopped
-    /// waiting (its timeout passed, or it was dropped).
+    /// waiting (its timeout passed, or it was dropped). For an asker in another process
+    /// the reply is sent without knowing whether it still waits; it fails with
+    /// [`Codec`](ErrorKind::Codec) if it cannot be encoded (the asker then gets
+    /// [`NoReply`](ErrorKind::NoReply)).
     pub fn send(self, message: M) -> Result<()> {
         let asker = self.asker;
-        self.tx.send(message).map_err(|_| {
-            let err = Error::new(ErrorKind::Closed, "the asker stopped waiting for the reply");
-            match asker {
-                Some(path) => err.with_path(path.as_str()),
-                None => err,
+        let result = match self.to {
+            ReplyTo::Local(tx) => tx
+                .send(Ok(message))
+                .map_err(|_| Error::new(ErrorKind::Closed, "the asker stopped waiting for the reply")),
+            ReplyTo::Remote(mut remote) => {
+                let sent = remote.link.send(&ToParent::Reply { ask: remote.ask, message: &message });
+                remote.answered = sent.is_ok();
+                sent
             }
+        };
+        result.map_err(|err| match asker {
+            Some(path) => err.with_path(path.as_str()),
+            None => err,
         })
+    }
+
+    /// Hands the asker a result: a reply, or the error that ended the ask.
+    pub(crate) fn answer(self, result: Result<M>) {
+        match (self.to, result) {
+            (ReplyTo::Local(tx), result) => drop(tx.send(result)),
+            (ReplyTo::Remote(remote), Ok(message)) => {
+                let asker = self.asker;
+                drop(Reply { to: ReplyTo::Remote(remote), asker }.send(message));
+            }
+            (ReplyTo::Remote(_), Err(_)) => {} // dropped unanswered: the asker fails
+        }
+    }
+}
+
+impl<M> Drop for Remote<M> {
+    fn drop(&mut self) {
+        if !self.answered {
+            let frame = wire::encode(&ToParent::<()>::NoReply { ask: self.ask });
+            self.link.push(frame.expect("a frame without a message encodes"));
+        }
     }
 }
 

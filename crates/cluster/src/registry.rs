@@ -10,8 +10,10 @@ use std::sync::Arc;
 
 use tokio::sync::mpsc;
 
+use crate::cell::Cell;
+use crate::link::Link;
 use crate::path;
-use crate::worker::Cell;
+use crate::wire::{self, ToChild};
 use crate::{Error, ErrorKind, Event, Events, Path, Reason, Result, WorkerRef};
 
 pub(crate) struct Registry<M> {
@@ -25,10 +27,17 @@ pub(crate) struct Registry<M> {
     last_segment: u64,
 }
 
-struct Subscriber<M> {
-    tx: mpsc::UnboundedSender<Event<M>>,
-    /// The worker that subscribed: references in its events send as that worker.
-    me: Option<Path>,
+enum Subscriber<M> {
+    /// A subscription in this process.
+    Local {
+        tx: mpsc::UnboundedSender<Event<M>>,
+        /// The worker that subscribed: references in its events send as that worker.
+        me: Option<Path>,
+    },
+    /// A process worker, told by frames queued on its link. Queued under the registry
+    /// lock, an `Up` goes out before any message sent after the spawn that published it:
+    /// a child knows every worker that a message it receives could mention.
+    Child(Arc<Link<M>>),
 }
 
 impl<M> Registry<M> {
@@ -66,7 +75,7 @@ impl<M> Registry<M> {
 
     /// Registers a worker whose path was claimed, and publishes its `Up`.
     pub(crate) fn insert(&mut self, cell: Arc<Cell<M>>) {
-        self.publish(|worker| Event::Up(worker), &cell);
+        self.publish(None, &cell);
         let previous = self.workers.insert(cell.path.clone(), cell);
         debug_assert!(previous.is_none(), "paths are claimed before they are inserted");
     }
@@ -75,7 +84,7 @@ impl<M> Registry<M> {
     pub(crate) fn remove(&mut self, cell: &Arc<Cell<M>>, reason: &Reason) {
         if self.workers.get(&cell.path).is_some_and(|c| Arc::ptr_eq(c, cell)) {
             self.workers.remove(&cell.path);
-            self.publish(|worker| Event::Down(worker, reason.clone()), cell);
+            self.publish(Some(reason), cell);
         }
     }
 
@@ -101,9 +110,20 @@ impl<M> Registry<M> {
             for cell in self.workers.values() {
                 let _ = tx.send(Event::Up(WorkerRef { cell: cell.clone(), from: me.clone() }));
             }
-            self.subscribers.push(Subscriber { tx, me });
+            self.subscribers.push(Subscriber::Local { tx, me });
         }
         Events::new(rx)
+    }
+
+    /// Subscribes a process worker: frames for `Up` of every live worker now, then for
+    /// every change, until its link is closed.
+    pub(crate) fn subscribe_child(&mut self, link: Arc<Link<M>>) {
+        if !self.ended {
+            for cell in self.workers.values() {
+                link.push(event_frame(cell, None));
+            }
+            self.subscribers.push(Subscriber::Child(link));
+        }
     }
 
     /// Begins shutdown: no new workers from now on. The workers alive now.
@@ -118,9 +138,29 @@ impl<M> Registry<M> {
         self.subscribers.clear();
     }
 
-    fn publish(&mut self, event: impl Fn(WorkerRef<M>) -> Event<M>, cell: &Arc<Cell<M>>) {
-        // A subscriber whose `Events` was dropped is forgotten here.
-        self.subscribers
-            .retain(|sub| sub.tx.send(event(WorkerRef { cell: cell.clone(), from: sub.me.clone() })).is_ok());
+    /// Publishes the `Up` of `cell`, or its `Down` for `reason`.
+    fn publish(&mut self, reason: Option<&Reason>, cell: &Arc<Cell<M>>) {
+        // A subscriber whose `Events` was dropped, or whose link is closed, is forgotten here.
+        self.subscribers.retain(|sub| match sub {
+            Subscriber::Local { tx, me } => {
+                let worker = WorkerRef { cell: cell.clone(), from: me.clone() };
+                let event = match reason {
+                    None => Event::Up(worker),
+                    Some(reason) => Event::Down(worker, reason.clone()),
+                };
+                tx.send(event).is_ok()
+            }
+            Subscriber::Child(link) => link.push(event_frame(cell, reason)),
+        });
     }
+}
+
+/// The frame that tells a child of the `Up` of `cell`, or its `Down` for `reason`.
+fn event_frame<M>(cell: &Cell<M>, reason: Option<&Reason>) -> Vec<u8> {
+    let (id, path) = (cell.id, cell.path.clone());
+    let frame = match reason {
+        None => ToChild::<()>::Up { id, path, props: cell.props.clone(), pid: cell.pid },
+        Some(reason) => ToChild::Down { id, path, reason: reason.clone() },
+    };
+    wire::encode(&frame).expect("a frame without a message encodes")
 }

@@ -23,16 +23,21 @@ impl<M: Message> Cluster<M> {
     /// At once, new spawns and sends fail with [`Closed`](crate::ErrorKind::Closed), and
     /// every worker is asked to stop: its [`recv`](crate::Context::recv) returns the
     /// messages already in its mailbox, then `None`. Workers still running after `grace`
-    /// are killed (a task's future is dropped with the locks it holds). Returns once every
-    /// worker has ended and its `Down` event is published; membership subscriptions end
-    /// then. A task that blocks its thread cannot be killed, and is waited for.
+    /// are killed (a task's future is dropped with the locks it holds; a child process
+    /// gets SIGKILL, and is reaped). Returns once every worker has ended and its `Down`
+    /// event is published; membership subscriptions end then, and no child process is
+    /// left. A task that blocks its thread cannot be killed, and is waited for.
     ///
     /// Call it from outside the workers: a worker that shuts its own cluster down waits
-    /// for itself until it is killed.
+    /// for itself until it is killed. Inside a process worker it does nothing and reports
+    /// nothing: the parent shuts the cluster down.
     pub async fn shutdown(&self, grace: Duration) -> ShutdownReport {
+        if self.shared.hub.is_some() {
+            return ShutdownReport::default();
+        }
         let workers = self.shared.registry.lock().close();
         for cell in &workers {
-            cell.stopping.fire();
+            cell.request_stop();
         }
         if let Some(deadline) = Instant::now().checked_add(grace) {
             for cell in &workers {

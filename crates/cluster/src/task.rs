@@ -13,9 +13,9 @@ use std::task::Poll;
 
 use tokio::sync::mpsc;
 
+use crate::cell::Cell;
 use crate::entry::Start;
 use crate::signal::Signal;
-use crate::worker::Cell;
 use crate::{Cluster, Context, Envelope, Message, Reason};
 
 /// Starts the task of a registered worker.
@@ -35,7 +35,7 @@ pub(crate) fn start<M: Message>(
 
 /// Runs a worker to its end, or until `kill` fires; how it ended. Its future is dropped
 /// before this returns.
-async fn run<M>(start: Start<M>, ctx: Context<M>, kill: &Signal) -> Reason {
+pub(crate) async fn run<M>(start: Start<M>, ctx: Context<M>, kill: &Signal) -> Reason {
     let mut worker = match catch_unwind(AssertUnwindSafe(|| start(ctx))) {
         Ok(worker) => worker,
         Err(panic) => return Reason::Failed(panic_message(&*panic)),

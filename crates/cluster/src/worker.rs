@@ -1,13 +1,11 @@
-//! References to workers, and the record each worker shares with its references.
+//! References to workers.
 
 use std::fmt;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::mpsc;
-
+use crate::cell::Cell;
 use crate::message::Reply;
-use crate::signal::Signal;
 use crate::{Envelope, Error, ErrorKind, Message, Path, Props, Reason, Result};
 
 /// A reference to a worker: its path and properties, and the way to message it. Cheap to
@@ -20,107 +18,18 @@ use crate::{Envelope, Error, ErrorKind, Message, Path, Props, Reason, Result};
 /// Mailboxes are bounded: [`send`](WorkerRef::send) waits while the mailbox is full,
 /// [`try_send`](WorkerRef::try_send) fails with [`Full`](ErrorKind::Full). Messages from one
 /// sender to one worker arrive in the order they were sent.
+///
+/// A task worker and a process worker look the same. Messages to a process worker are
+/// encoded with serde (a message that cannot be encoded fails with
+/// [`Codec`](ErrorKind::Codec)); its mailbox counts the messages its worker has not yet
+/// received. Inside a process worker, a reference to any other worker sends through the
+/// parent: `send` returns once the parent has room for the message (at most a mailbox's
+/// worth of a child's sends wait there to be placed), and the message is placed in the
+/// receiver's mailbox before the sender's `Down`. A message to a worker that ends before
+/// it is placed is dropped; an ask to it fails with [`Closed`](ErrorKind::Closed).
 pub struct WorkerRef<M> {
     pub(crate) cell: Arc<Cell<M>>,
     pub(crate) from: Option<Path>,
-}
-
-/// What a worker shares with its references and the cluster.
-pub(crate) struct Cell<M> {
-    pub(crate) path: Path,
-    pub(crate) props: Props,
-    mailbox: Mailbox<M>,
-    /// Set when the worker is asked to stop, and when it ends: intake is closed.
-    pub(crate) stopping: Signal,
-    /// Set to end the worker at once.
-    pub(crate) kill: Signal,
-    /// Set once the worker has ended, its locks are free, and its `Down` is published.
-    pub(crate) done: Signal,
-    reason: OnceLock<Reason>,
-}
-
-/// How messages reach a worker: one variant per kind of worker. A child process will be
-/// another variant (messages encoded with serde and written to the child's socket).
-enum Mailbox<M> {
-    /// A task of this process: its bounded channel; messages are moved, not encoded.
-    Task(mpsc::Sender<Envelope<M>>),
-}
-
-impl<M: Message> Cell<M> {
-    /// The record of a task worker, and the receiving end of its mailbox.
-    pub(crate) fn task(path: Path, props: Props, capacity: usize) -> (Cell<M>, mpsc::Receiver<Envelope<M>>) {
-        let (tx, rx) = mpsc::channel(capacity);
-        let cell = Cell {
-            path,
-            props,
-            mailbox: Mailbox::Task(tx),
-            stopping: Signal::default(),
-            kill: Signal::default(),
-            done: Signal::default(),
-            reason: OnceLock::new(),
-        };
-        (cell, rx)
-    }
-
-    /// Puts `envelope` in the mailbox, waiting for room; gives it back if intake is closed.
-    pub(crate) async fn deliver(&self, envelope: Envelope<M>) -> Result<(), (Error, Envelope<M>)> {
-        if self.stopping.is_fired() {
-            return Err((self.closed(), envelope));
-        }
-        match &self.mailbox {
-            Mailbox::Task(tx) => tx.send(envelope).await.map_err(|e| (self.closed(), e.0)),
-        }
-    }
-
-    /// Puts `envelope` in the mailbox if there is room; gives it back otherwise.
-    pub(crate) fn try_deliver(&self, envelope: Envelope<M>) -> Result<(), (Error, Envelope<M>)> {
-        if self.stopping.is_fired() {
-            return Err((self.closed(), envelope));
-        }
-        match &self.mailbox {
-            Mailbox::Task(tx) => tx.try_send(envelope).map_err(|e| match e {
-                mpsc::error::TrySendError::Full(envelope) => {
-                    let message = format!("its mailbox of {} messages is full", tx.max_capacity());
-                    (Error::new(ErrorKind::Full, message).with_path(self.path.as_str()), envelope)
-                }
-                mpsc::error::TrySendError::Closed(envelope) => (self.closed(), envelope),
-            }),
-        }
-    }
-
-    /// Records how the worker ended; closes intake.
-    pub(crate) fn set_reason(&self, reason: Reason) {
-        self.stopping.fire();
-        let _ = self.reason.set(reason);
-    }
-
-    /// How the worker ended, once it has.
-    pub(crate) fn reason(&self) -> Option<&Reason> {
-        self.reason.get()
-    }
-
-    /// Waits for the end of the worker; how it ended.
-    pub(crate) async fn join(&self) -> Reason {
-        self.done.wait().await;
-        self.reason.get().cloned().expect("a worker's reason is set before it is done")
-    }
-
-    /// Asks the worker to stop; after `grace`, kills it. How it ended.
-    pub(crate) async fn stop(&self, grace: Duration) -> Reason {
-        self.stopping.fire();
-        if tokio::time::timeout(grace, self.done.wait()).await.is_err() {
-            self.kill.fire();
-        }
-        self.join().await
-    }
-
-    fn closed(&self) -> Error {
-        let message = match self.reason.get() {
-            Some(reason) => format!("the worker has ended ({reason}); it takes no messages"),
-            None => "the worker is stopping; it takes no new messages".to_owned(),
-        };
-        Error::new(ErrorKind::Closed, message).with_path(self.path.as_str())
-    }
 }
 
 impl<M: Message> WorkerRef<M> {
@@ -132,6 +41,12 @@ impl<M: Message> WorkerRef<M> {
     /// The properties the worker was spawned with.
     pub fn props(&self) -> &Props {
         &self.cell.props
+    }
+
+    /// The process id of a process worker (see [`Cluster::spawn_process`](crate::Cluster::spawn_process));
+    /// `None` for a task worker.
+    pub fn pid(&self) -> Option<u32> {
+        self.cell.pid
     }
 
     /// Sends `message`, waiting while the mailbox is full. Fails with
@@ -185,9 +100,9 @@ impl<M: Message> WorkerRef<M> {
         let envelope = Envelope::new(message, self.from.clone(), Some(reply));
         let exchange = async {
             self.cell.deliver(envelope).await.map_err(|(e, _)| e)?;
-            answer.await.map_err(|_| {
-                Error::new(ErrorKind::NoReply, "the worker dropped the ask without replying")
-                    .with_path(self.path().as_str())
+            answer.await.unwrap_or_else(|_| {
+                Err(Error::new(ErrorKind::NoReply, "the worker dropped the ask without replying")
+                    .with_path(self.path().as_str()))
             })
         };
         match tokio::time::timeout(timeout, exchange).await {
@@ -209,12 +124,10 @@ impl<M: Message> WorkerRef<M> {
     }
 
     /// Ends the worker at once: a task's future is dropped at its next await (with the
-    /// locks it holds). A task that blocks its thread cannot be interrupted.
+    /// locks it holds), a child process gets SIGKILL. A task that blocks its thread
+    /// cannot be interrupted.
     pub fn kill(&self) {
-        // Kill first: a worker woken by the stop signal must find itself killed, not
-        // return normally because its `recv` saw the stop.
-        self.cell.kill.fire();
-        self.cell.stopping.fire();
+        self.cell.request_kill();
     }
 
     /// Waits for the worker to end; how it ended. When this returns, the worker's locks

@@ -46,7 +46,7 @@ async fn entries_are_checked() {
     let cluster = cluster();
     let err = cluster.spawn("/x", Props::new(), "nope").await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::UnknownEntry);
-    assert!(err.to_string().contains("\"nope\"") && err.to_string().contains("registered: worker"), "{err}");
+    assert!(err.to_string().contains("\"nope\"") && err.to_string().contains("registered: sleeper, worker"), "{err}");
     assert!(cluster.lookup("/x").is_none());
 
     let err = builder().entry("worker", worker).build().unwrap_err();

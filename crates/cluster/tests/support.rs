@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use latchkey::Scope;
-use latchkey_cluster::{Builder, Cluster, Context, Reply};
+use latchkey_cluster::{Builder, Cluster, Context, Props, Reply};
 use serde::{Deserialize, Serialize};
 
 /// Long enough never to pass in a healthy run; only catches hangs.
@@ -44,6 +44,28 @@ pub enum Msg {
     Fail(String),
     /// Return `Ok`.
     Quit,
+    /// Encodes, but never decodes: a message the receiving process cannot read.
+    Undecodable(#[serde(deserialize_with = "refuse")] u8),
+    /// Ask: reply with [`Msg::Undecodable`].
+    ReplyUndecodable,
+    /// Ask: ask the worker at this path (found with the worker's own cluster handle) and
+    /// reply with its answer, or with `Text` of the error kind.
+    AskOther(String, Box<Msg>),
+    /// Ask: send `n` numbers `0..n` to the worker at this path, in order; reply `Num(n)`.
+    Burst(String, u64),
+    /// Ask: the paths under the prefix, as `Text`, separated by commas.
+    Lookup(String),
+    /// Ask: try to spawn a worker at this path from inside; `Text` of the error kind.
+    Spawn(String),
+    /// Ask: subscribe to membership events, tell the worker at this path to quit, and
+    /// reply with the events about it until its `Down`, as `Text`.
+    QuitAndWatch(String),
+    /// Ask: kill the worker at this path, and reply with how it ended, as `Text`.
+    KillOther(String),
+}
+
+fn refuse<'de, D: serde::Deserializer<'de>>(_: D) -> Result<u8, D::Error> {
+    Err(serde::de::Error::custom("this message refuses to be decoded"))
 }
 
 /// The entry of the test workers: obeys [`Msg`] until its mailbox is closed and drained.
@@ -78,7 +100,50 @@ pub async fn worker(mut ctx: Context<Msg>) -> Result<(), String> {
             Msg::Panic => panic!("asked to panic"),
             Msg::Fail(message) => return Err(message),
             Msg::Quit => return Ok(()),
-            Msg::Log(_) => continue,
+            Msg::Log(_) | Msg::Undecodable(_) => continue,
+            Msg::ReplyUndecodable => Msg::Undecodable(0),
+            Msg::AskOther(path, message) => match ctx.cluster().lookup(&path) {
+                None => Msg::Text("not found".to_owned()),
+                Some(other) => match other.ask(*message, LONG).await {
+                    Ok(answer) => answer,
+                    Err(e) => Msg::Text(format!("{:?}", e.kind())),
+                },
+            },
+            Msg::Burst(path, n) => {
+                let other = ctx.cluster().lookup(&path).ok_or("nobody to burst to")?;
+                for i in 0..n {
+                    other.send(Msg::Num(i)).await.map_err(|e| e.to_string())?;
+                }
+                Msg::Num(n)
+            }
+            Msg::Lookup(prefix) => {
+                let paths: Vec<String> =
+                    ctx.cluster().lookup_prefix(&prefix).iter().map(|w| w.path().to_string()).collect();
+                Msg::Text(paths.join(","))
+            }
+            Msg::QuitAndWatch(path) => {
+                let (mut events, mut seen) = (ctx.events(), Vec::new());
+                let other = ctx.cluster().lookup(&path).ok_or("nobody to watch")?;
+                other.send(Msg::Quit).await.map_err(|e| e.to_string())?;
+                while let Some(event) = events.next().await {
+                    if event.path() == path.as_str() {
+                        seen.push(format!("{event:?}"));
+                        if !event.is_up() {
+                            break;
+                        }
+                    }
+                }
+                Msg::Text(seen.join(" "))
+            }
+            Msg::KillOther(path) => {
+                let other = ctx.cluster().lookup(&path).ok_or("nobody to kill")?;
+                other.kill();
+                Msg::Text(other.join().await.to_string())
+            }
+            Msg::Spawn(path) => match ctx.cluster().spawn(&path, Props::new(), "worker").await {
+                Ok(_) => Msg::Text("spawned".to_owned()),
+                Err(e) => Msg::Text(format!("{:?}", e.kind())),
+            },
         };
         if envelope.is_ask() {
             envelope.reply(answer).map_err(|e| e.to_string())?;
@@ -87,9 +152,69 @@ pub async fn worker(mut ctx: Context<Msg>) -> Result<(), String> {
     Ok(())
 }
 
-/// A builder with the `worker` entry and a process scope of its own.
+/// Waits until asked to stop, without receiving.
+pub async fn sleeper(ctx: Context<Msg>) -> Result<(), String> {
+    ctx.stop_requested().await;
+    Ok(())
+}
+
+/// A builder with the `worker` and `sleeper` entries and a process scope of its own.
 pub fn builder() -> Builder<Msg> {
-    Cluster::builder().scope(Scope::isolated()).entry("worker", worker)
+    Cluster::builder().scope(Scope::isolated()).entry("worker", worker).entry("sleeper", sleeper)
+}
+
+/// The test that runs a process worker: this binary is run again with these arguments.
+pub const CHILD_ARGS: [&str; 4] = ["--exact", "processes::child", "--nocapture", "--test-threads=1"];
+
+/// A builder for a cluster with process workers: the entries of [`builder`], a host
+/// scope in `dir`, and the arguments that make a child run [`CHILD_ARGS`]' test.
+pub fn process_builder(dir: &TempDir) -> Builder<Msg> {
+    let scope = Scope::open(&format!("host:{}", dir.0.display())).expect("the host scope opens in a new directory");
+    builder().scope(scope).child_args(CHILD_ARGS)
+}
+
+/// A cluster for process workers, and the directory of its host scope (kept until the
+/// end of the test: children open the same scope).
+pub fn process_cluster() -> (Cluster<Msg>, TempDir) {
+    let dir = TempDir::new();
+    let cluster = process_builder(&dir).build().expect("a cluster builds within a runtime");
+    (cluster, dir)
+}
+
+/// A new directory, removed when dropped.
+pub struct TempDir(pub std::path::PathBuf);
+
+impl TempDir {
+    pub fn new() -> TempDir {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("latchkey-cluster-proc-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("create a temporary directory");
+        TempDir(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Whether `pid` is a running process (a zombie is not).
+pub fn is_running(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state follows the command name, which is in parentheses.
+        Ok(stat) => stat.rsplit_once(") ").is_some_and(|(_, rest)| !rest.starts_with('Z')),
+        Err(_) => false,
+    }
+}
+
+/// Whether `pid` names no process at all, not even a zombie: it was reaped.
+pub fn is_gone(pid: u32) -> bool {
+    // SAFETY: signal 0 only checks that the process exists.
+    let r = unsafe { libc::kill(pid as libc::pid_t, 0) };
+    r == -1 && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH)
 }
 
 /// A cluster with the `worker` entry and a process scope of its own.
@@ -112,6 +237,18 @@ pub fn host_scope() -> Scope {
 /// Awaits `future`, failing the test if it hangs.
 pub async fn within<T>(future: impl Future<Output = T>) -> T {
     tokio::time::timeout(HANG, future).await.expect("the operation hung")
+}
+
+/// Starts an ask of `message` that waits for its reply: the message is in the mailbox
+/// when this returns, before anything sent after.
+pub async fn start_ask(
+    worker: &latchkey_cluster::WorkerRef<Msg>,
+    message: Msg,
+) -> std::pin::Pin<Box<dyn Future<Output = latchkey_cluster::Result<Msg>> + Send + '_>> {
+    let mut asking = Box::pin(worker.ask(message, LONG));
+    let sent = std::future::poll_fn(|cx| std::task::Poll::Ready(asking.as_mut().poll(cx).is_pending())).await;
+    assert!(sent, "the ask waits for its reply");
+    asking
 }
 
 /// Asks `worker` and unwraps the reply.

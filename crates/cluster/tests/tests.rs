@@ -9,4 +9,5 @@ mod groups;
 mod locks;
 mod lookup;
 mod messaging;
+mod processes;
 mod shutdown;

@@ -1,0 +1,224 @@
+//! Process workers, seen from the parent: a child process of this executable per worker.
+//!
+//! A supervisor task per child reads its frames, sends it a `Stop` frame when it is
+//! asked to stop and SIGKILL when it is killed, and learns of its end through its pidfd.
+//! Then it takes the frames the child wrote before it ended (they are all in the socket
+//! by then), reaps it, and calls the shared end step: so a child's `Down` follows its
+//! death at once, and its locks (in a `host:` scope) died with its process. Membership
+//! events reach the child as frames queued by the registry itself (see `registry.rs`).
+//!
+//! A forwarder task per child places the messages the child sends to other workers, in
+//! order, waiting for room in their mailboxes without holding up the child's other
+//! frames. A child's `Down` waits until its sends are placed, unless it was killed, as a
+//! task's sends are in their mailboxes before its `Down`.
+
+use std::io;
+use std::os::unix::net::UnixStream;
+use std::os::unix::process::ExitStatusExt;
+use std::process::ExitStatus;
+use std::sync::Arc;
+
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use crate::cell::Cell;
+use crate::cluster::Shared;
+use crate::link::{End, Link, Reader};
+use crate::sys::Child;
+use crate::wire::{Init, ToChild, ToParent, WireError};
+use crate::{path, Cluster, Envelope, Error, ErrorKind, Message, Path, Props, Reason, Reply, Result, WorkerRef};
+
+/// Starts a process worker at `path` from the entry registered as `entry`.
+pub(crate) async fn start<M: Message>(
+    cluster: &Cluster<M>,
+    path: &str,
+    props: Props,
+    entry: &str,
+) -> Result<WorkerRef<M>> {
+    let shared = &cluster.shared;
+    shared.check_entry(path, entry)?;
+    path::validate(path, true)?;
+    let scope = shared.scope.url().to_owned();
+    if !scope.starts_with("host:") {
+        let message = format!(
+            "a process worker takes its locks in a scope that processes share (host:), and this cluster's is {scope}"
+        );
+        return Err(Error::new(ErrorKind::Scope, message).with_path(path));
+    }
+    let spawn_error = |e: io::Error| {
+        Error::new(ErrorKind::Spawn, format!("cannot start a child process: {e}")).with_path(path).with_source(e)
+    };
+    let (ours, theirs) = UnixStream::pair().map_err(spawn_error)?;
+    let child = Child::spawn(&shared.child_args, theirs).await.map_err(spawn_error)?;
+    let (link, read) = Link::new(End::Parent, ours, shared.mailbox).map_err(spawn_error)?;
+
+    let mut registry = shared.registry.lock();
+    let path = match registry.claim(path) {
+        Ok(path) => path,
+        Err(err) => {
+            drop(registry);
+            drop(child); // kills and reaps it: it has not started anything yet
+            return Err(err);
+        }
+    };
+    let cell = Arc::new(Cell::process(path.clone(), props.clone(), child.pid(), link.clone()));
+    let capacity = u32::try_from(shared.mailbox).unwrap_or(u32::MAX);
+    let init = Init { entry: entry.to_owned(), id: cell.id, path, props, scope, capacity };
+    link.send(&init)?; // the first frame, before any message can be sent to the worker
+    registry.insert(cell.clone());
+    registry.subscribe_child(link.clone());
+    drop(registry);
+
+    let (forward, forwarded) = mpsc::unbounded_channel();
+    let forwarder = tokio::spawn(forward_sends(shared.clone(), link.clone(), cell.path.clone(), forwarded));
+    let supervisor = Supervisor { shared: shared.clone(), cell: cell.clone(), link, forward, exit: None, fatal: None };
+    tokio::spawn(supervisor.run(child, Reader::new(read), forwarder));
+    Ok(cluster.reference(cell))
+}
+
+/// A message a child sends to another worker, for the forwarder.
+struct Forward<M> {
+    to: Path,
+    id: u64,
+    ask: Option<u64>,
+    message: M,
+}
+
+struct Supervisor<M> {
+    shared: Arc<Shared<M>>,
+    cell: Arc<Cell<M>>,
+    link: Arc<Link<M>>,
+    forward: mpsc::UnboundedSender<Forward<M>>,
+    /// How the child said its entry ended (its last frame).
+    exit: Option<std::result::Result<(), String>>,
+    /// Why the child was killed for breaking the protocol.
+    fatal: Option<String>,
+}
+
+impl<M: Message> Supervisor<M> {
+    async fn run(mut self, mut child: Child, mut reader: Reader, forwarder: JoinHandle<()>) {
+        let (mut killed, mut stop_sent, mut reading) = (false, false, true);
+        loop {
+            tokio::select! {
+                biased;
+                () = child.exited() => break,
+                () = self.cell.kill.wait(), if !killed => {
+                    killed = true;
+                    child.kill();
+                }
+                () = self.cell.stopping.wait(), if !stop_sent => {
+                    stop_sent = true;
+                    let _ = self.link.send(&ToChild::<()>::Stop);
+                }
+                filled = reader.fill(), if reading => {
+                    reading = matches!(filled, Ok(true));
+                    self.take_frames(&mut reader);
+                }
+            }
+            if self.fatal.is_some() && !killed {
+                (killed, reading) = (true, false);
+                child.kill();
+            }
+        }
+        // The child is gone: all it wrote is in the socket now.
+        while reading && self.fatal.is_none() {
+            reading = matches!(reader.fill_now(), Ok(true));
+            self.take_frames(&mut reader);
+        }
+        let status = child.reap();
+        let reason = self.reason(status);
+        // Like a task's sends, a child's sends are placed before its `Down`, unless it
+        // was killed: a killed task's waiting send is dropped too.
+        drop(self.forward);
+        if reason == Reason::Killed {
+            forwarder.abort();
+        }
+        let _ = forwarder.await;
+        self.link.close();
+        self.shared.ended(&self.cell, reason);
+    }
+
+    /// Handles the frames that have arrived, until one cannot be decoded.
+    fn take_frames(&mut self, reader: &mut Reader) {
+        while self.fatal.is_none() {
+            let Some(frame) = reader.next::<ToParent<M>>() else { return };
+            match frame {
+                Ok(ToParent::Send { to, id, ask, message }) => {
+                    drop(self.forward.send(Forward { to, id, ask, message }))
+                }
+                Ok(ToParent::Reply { ask, message }) => self.link.answer(ask, Some(Ok(message))),
+                Ok(ToParent::NoReply { ask }) => self.link.answer(ask, None),
+                Ok(ToParent::Credit(n)) => self.link.credit(n),
+                Ok(ToParent::Stop { to, id }) => drop(self.shared.find(&to, id).map(|cell| cell.request_stop())),
+                Ok(ToParent::Kill { to, id }) => drop(self.shared.find(&to, id).map(|cell| cell.request_kill())),
+                Ok(ToParent::Exit(result)) => self.exit = Some(result),
+                Err(e) => self.fatal = Some(format!("its process sent a frame that cannot be decoded: {e}")),
+            }
+        }
+    }
+
+    /// How the worker ended, from its exit status and its last frame.
+    fn reason(&mut self, status: io::Result<ExitStatus>) -> Reason {
+        if let Some(fatal) = self.fatal.take() {
+            return Reason::Failed(fatal);
+        }
+        match (status, self.exit.take()) {
+            (Ok(status), _) if status.signal().is_some() => Reason::Killed,
+            (Ok(status), Some(Ok(()))) if status.success() => Reason::Normal,
+            (Err(_), Some(Ok(()))) => Reason::Normal,
+            (_, Some(Err(message))) => Reason::Failed(message),
+            (Ok(status), _) => Reason::Failed(format!("its process exited ({status}) before its entry returned")),
+            (Err(e), None) => Reason::Failed(format!("its process ended, and its exit status is unknown: {e}")),
+        }
+    }
+}
+
+/// Places the messages a child sends to other workers, in order, each once its
+/// receiver's mailbox has room; then returns the child a credit for it.
+async fn forward_sends<M: Message>(
+    shared: Arc<Shared<M>>,
+    link: Arc<Link<M>>,
+    from: Path,
+    mut forwarded: mpsc::UnboundedReceiver<Forward<M>>,
+) {
+    while let Some(Forward { to, id, ask, message }) = forwarded.recv().await {
+        let target = shared.find(&to, id);
+        match (target, ask) {
+            (None, None) => {}
+            (None, Some(ask)) => {
+                let err = Error::new(ErrorKind::Closed, "the worker has ended; it takes no messages");
+                answer(&link, ask, Err(err.with_path(to.as_str())));
+            }
+            (Some(cell), None) => drop(cell.deliver(Envelope::new(message, Some(from.clone()), None)).await),
+            (Some(cell), Some(ask)) => {
+                let (reply, answered) = Reply::channel(Some(from.clone()));
+                match cell.deliver(Envelope::new(message, Some(from.clone()), Some(reply))).await {
+                    Err((err, _)) => answer(&link, ask, Err(err)),
+                    Ok(()) => {
+                        let link = link.clone();
+                        tokio::spawn(async move {
+                            let result = answered.await.unwrap_or_else(|_| {
+                                Err(Error::new(ErrorKind::NoReply, "the worker dropped the ask without replying")
+                                    .with_path(to.as_str()))
+                            });
+                            answer(&link, ask, result);
+                        });
+                    }
+                }
+            }
+        }
+        link.owe();
+    }
+}
+
+/// Sends a child the answer to its ask `ask`.
+fn answer<M: Message>(link: &Link<M>, ask: u64, result: Result<M>) {
+    let sent = match &result {
+        Ok(message) => link.send(&ToChild::Answer { ask, result: Ok(message) }),
+        Err(err) => link.send(&ToChild::<&M>::Answer { ask, result: Err(WireError::from(err)) }),
+    };
+    if let Err(err) = sent {
+        // The reply could not be encoded: the asker learns why.
+        let _ = link.send(&ToChild::<&M>::Answer { ask, result: Err(WireError::from(&err)) });
+    }
+}

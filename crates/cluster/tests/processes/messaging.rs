@@ -1,0 +1,107 @@
+//! Messages between the parent, its task workers and its process workers.
+
+use std::time::Duration;
+
+use latchkey_cluster::{ErrorKind, Props, Reason};
+
+use crate::support::{ask, process_builder, process_cluster, within, Msg, TempDir, LONG};
+
+#[tokio::test]
+async fn the_parent_sends_and_asks_a_child() {
+    let (cluster, _dir) = process_cluster();
+    let child = cluster.spawn_process("/p", Props::from([("type", "child")]), "worker").await.unwrap();
+    let task = cluster.spawn("/t", Props::new(), "worker").await.unwrap();
+    assert!(child.pid().is_some_and(|pid| pid != std::process::id()));
+    assert_eq!(task.pid(), None);
+    assert_eq!(child.props().get("type"), Some("child"));
+
+    child.send(Msg::Text("hello".into())).await.unwrap();
+    child.try_send(Msg::Num(7)).unwrap();
+    assert_eq!(ask(&child, Msg::Num(5)).await, Msg::Num(5));
+    assert_eq!(ask(&child, Msg::Count).await, Msg::Num(3));
+    assert_eq!(ask(&child, Msg::Prop("type".into())).await, Msg::Text("child".into()));
+    assert_eq!(ask(&child, Msg::Seen).await, Msg::Log(vec![(None, 7), (None, 5)]));
+
+    let report = within(cluster.shutdown(LONG)).await;
+    assert_eq!(report.stopped, ["/p", "/t"]);
+    assert!(report.forced.is_empty());
+    assert_eq!(child.ended(), Some(Reason::Normal));
+}
+
+#[tokio::test]
+async fn an_ask_a_child_does_not_answer_times_out() {
+    let (cluster, _dir) = process_cluster();
+    let child = cluster.spawn_process("/silent", Props::new(), "worker").await.unwrap();
+    let err = within(child.ask(Msg::Hold, Duration::from_millis(200))).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Timeout);
+    assert_eq!(err.path(), Some("/silent"));
+    assert_eq!(ask(&child, Msg::Num(1)).await, Msg::Num(1), "the child still answers");
+    within(cluster.shutdown(LONG)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn children_reach_each_other_and_task_workers_through_the_parent() {
+    let (cluster, _dir) = process_cluster();
+    let a = cluster.spawn_process("/a", Props::new(), "worker").await.unwrap();
+    cluster.spawn_process("/b", Props::new(), "worker").await.unwrap();
+    let task = cluster.spawn("/t", Props::new(), "worker").await.unwrap();
+
+    // The child's copy of the registry lists every worker, itself included.
+    assert_eq!(ask(&a, Msg::Lookup("/".into())).await, Msg::Text("/a,/b,/t".into()));
+    assert_eq!(ask(&a, Msg::AskOther("/nobody".into(), Box::new(Msg::Count))).await, Msg::Text("not found".into()));
+
+    // Child to child, child to task.
+    assert_eq!(ask(&a, Msg::AskOther("/b".into(), Box::new(Msg::Num(3)))).await, Msg::Num(3));
+    assert_eq!(ask(&a, Msg::AskOther("/t".into(), Box::new(Msg::Num(4)))).await, Msg::Num(4));
+    let from_a = Some("/a".to_owned());
+    let b = cluster.lookup("/b").unwrap();
+    assert_eq!(ask(&b, Msg::Seen).await, Msg::Log(vec![(from_a.clone(), 3)]));
+    assert_eq!(ask(&task, Msg::Seen).await, Msg::Log(vec![(from_a, 4)]));
+
+    // A task worker asks a child; the child's answer errors cross the boundary.
+    assert_eq!(ask(&task, Msg::AskOther("/b".into(), Box::new(Msg::Num(8)))).await, Msg::Num(8));
+    assert_eq!(ask(&a, Msg::AskOther("/b".into(), Box::new(Msg::Drop))).await, Msg::Text("NoReply".into()));
+
+    // A child cannot spawn; the parent does.
+    assert_eq!(ask(&a, Msg::Spawn("/x".into())).await, Msg::Text("Unsupported".into()));
+    within(cluster.shutdown(LONG)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn order_is_kept_per_sender_and_receiver_across_processes() {
+    const N: u64 = 2_000;
+    let dir = TempDir::new();
+    // A small mailbox, so that senders wait for credits most of the time.
+    let cluster = process_builder(&dir).mailbox_capacity(4).build().unwrap();
+    let receiver = cluster.spawn_process("/receiver", Props::new(), "worker").await.unwrap();
+    let task_receiver = cluster.spawn("/task-receiver", Props::new(), "worker").await.unwrap();
+    let child_sender = cluster.spawn_process("/child", Props::new(), "worker").await.unwrap();
+    let task_sender = cluster.spawn("/task", Props::new(), "worker").await.unwrap();
+
+    let bursts = [
+        (child_sender.clone(), "/receiver"),
+        (task_sender.clone(), "/receiver"),
+        (child_sender.clone(), "/task-receiver"),
+    ];
+    let mut running = Vec::new();
+    for (sender, to) in bursts {
+        running.push(tokio::spawn(async move { sender.ask(Msg::Burst(to.into(), N), LONG).await }));
+    }
+    for i in 0..N {
+        receiver.send(Msg::Num(i)).await.unwrap();
+    }
+    for burst in running {
+        assert_eq!(within(burst).await.unwrap().unwrap(), Msg::Num(N));
+    }
+    let expected: Vec<u64> = (0..N).collect();
+    let Msg::Log(log) = ask(&receiver, Msg::Seen).await else { panic!("not a log") };
+    assert_eq!(log.len() as u64, 3 * N);
+    for name in [None, Some("/child"), Some("/task")] {
+        let seen: Vec<u64> = log.iter().filter(|(s, _)| s.as_deref() == name).map(|(_, n)| *n).collect();
+        assert_eq!(seen, expected, "messages from {name:?} to the child arrived out of order");
+    }
+    let Msg::Log(log) = ask(&task_receiver, Msg::Seen).await else { panic!("not a log") };
+    let seen: Vec<u64> = log.iter().map(|(_, n)| *n).collect();
+    assert_eq!(seen, expected, "messages from the child to the task arrived out of order");
+    within(cluster.shutdown(LONG)).await;
+}
