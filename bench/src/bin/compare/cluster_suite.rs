@@ -7,9 +7,9 @@
 //! and once on a current-thread runtime; ours and the peers always share that runtime,
 //! and the measured loop is a task of it (as a sending worker would be), timed inside.
 //!
-//! Across processes ([`child`]): the raw Unix-socket round trip and the time from
-//! `SIGKILL` to the socket's end, measured against a child process of this binary; ours
-//! joins them once `latchkey-cluster` has process workers.
+//! Across processes ([`child`]): an ask to a process worker against the raw Unix-socket
+//! round trip, and the time from `SIGKILL` of a process worker to its `Down` event
+//! against the time to the end of a raw socket.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -23,7 +23,7 @@ use targets::{Floor, Ours, Ractor, Target};
 mod child;
 mod targets;
 
-pub use child::child_main;
+pub use child::{child_main, cluster_builder};
 
 /// Mailbox bound of ours (the cluster default) and of the raw channel.
 pub const MAILBOX: usize = 1024;

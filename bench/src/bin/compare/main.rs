@@ -10,6 +10,8 @@ mod host_suite;
 mod process_suite;
 
 fn main() {
+    // A process worker of the cluster suite: this binary again, run by the cluster.
+    latchkey_cluster::child_main(cluster_suite::cluster_builder());
     let args: Vec<String> = std::env::args().skip(1).collect();
     // The child processes of the host and cluster suites: this binary again, with a
     // hidden first argument.

@@ -1,11 +1,10 @@
 //! The child-process cases: `cluster/ask/child-process` and `cluster/down-after-sigkill`.
 //!
-//! The peer side is measured now against an echo child: this binary again, started with
-//! the hidden first argument [`ECHO_CHILD`], whose standard input is one end of a
-//! `UnixStream` pair. It echoes fixed-size frames ([`FRAME`] bytes) until the stream
-//! ends. Ours needs process workers in `latchkey-cluster`, which do not exist yet: until
-//! [`ours_child_ask`] and [`ours_down_after_sigkill`] return a measurement, each case
-//! prints a note on stderr with the peer's figure and emits no row.
+//! The peer is an echo child: this binary again, started with the hidden first argument
+//! [`ECHO_CHILD`], whose standard input is one end of a `UnixStream` pair. It echoes
+//! fixed-size frames ([`FRAME`] bytes) until the stream ends. Ours is a process worker of
+//! a cluster (this binary again, entered through `latchkey_cluster::child_main`) that
+//! echoes asks; messages are `u64`s, postcard-encoded in length-prefixed frames.
 
 use std::hint::black_box;
 use std::io::{self, Read, Write};
@@ -14,8 +13,14 @@ use std::os::unix::net::UnixStream;
 use std::process::{Child, Command, Stdio};
 use std::time::Instant;
 
-use latchkey_bench::{alternate, per_op, rounds, Row, ROUNDS};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use latchkey::Scope;
+use latchkey_bench::{alternate, per_op, Row, ROUNDS};
+use latchkey_cluster::{Builder, Cluster, Context, Event, Props, Reason, WorkerRef};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::runtime::Runtime;
 
 use super::{row, Flavor};
 
@@ -25,35 +30,94 @@ pub const ECHO_CHILD: &str = "__cluster-echo-child";
 const FRAME: usize = 32;
 /// Round trips per round.
 const ROUND_TRIPS: u64 = 10_000;
+/// A hang guard only.
+const ASK_TIMEOUT: Duration = Duration::from_secs(5);
 
 const RAW_BLOCKING: &str = "raw UnixStream echo (blocking std)";
 const RAW_TOKIO: &str = "raw UnixStream echo (tokio, 2 workers)";
 const RAW_EOF: &str = "raw: SIGKILL to socket EOF";
 
-/// A measurement of ours: one round, in ns.
-type Measure = Box<dyn FnMut() -> f64>;
-
-/// Ours: ns per ask round trip to a child-process worker that echoes.
-///
-/// To plug in once process workers exist: build a cluster whose echo entry is registered
-/// (the counter of `targets.rs`), let `main` hand the child's hidden arguments to the
-/// cluster before anything else (next to [`child_main`]), spawn the worker as a child
-/// process on a 2-worker runtime, and return `Some` of a closure running
-/// `super::measure(&rt, &worker, super::ask_round_trips)` (with `WorkerRef` as a
-/// `Target`, like `Ours`).
-fn ours_child_ask() -> Option<Measure> {
-    None
+/// The entry point of ours: a process worker that echoes asks.
+async fn echo(mut ctx: Context<u64>) -> Result<(), latchkey_cluster::Error> {
+    while let Some(envelope) = ctx.recv().await {
+        let n = *envelope.message();
+        envelope.reply(n)?;
+    }
+    Ok(())
 }
 
-/// Ours: ns from `SIGKILL` of a child-process worker to its `Down` event at a
-/// subscriber (target: under 10 ms).
-///
-/// To plug in: spawn a process worker, subscribe to events and skip its `Up`, take the
-/// time, `kill(pid, SIGKILL)` (its pid from the worker reference), await
-/// `Event::Down(_, Reason::Killed)`, and return the elapsed ns; one worker per round,
-/// like [`eof_after_sigkill`].
-fn ours_down_after_sigkill() -> Option<Measure> {
-    None
+/// The cluster of ours; `main` hands it to [`latchkey_cluster::child_main`] first, so
+/// that this binary, started as a process worker, runs the entry instead.
+pub fn cluster_builder() -> Builder<u64> {
+    Cluster::builder().entry("echo", echo)
+}
+
+/// Ours: a cluster on a 2-worker runtime, in a fresh host namespace, with one echoing
+/// process worker. Shut down, and its namespace removed, on drop.
+struct Ours {
+    rt: Runtime,
+    cluster: Cluster<u64>,
+    echo: WorkerRef<u64>,
+    dir: PathBuf,
+}
+
+impl Ours {
+    fn start() -> Ours {
+        let dir = std::env::temp_dir().join(format!("latchkey-bench-cluster-{}", std::process::id()));
+        let rt = Flavor::MultiThread.runtime();
+        let scope = Scope::open(&format!("host:{}", dir.display())).expect("cannot open the bench namespace");
+        let cluster = rt.block_on(async { cluster_builder().scope(scope).build() }).expect("cannot build the cluster");
+        let echo = rt.block_on(cluster.spawn_process("/echo", Props::new(), "echo")).expect("cannot spawn");
+        let mut ours = Ours { rt, cluster, echo, dir };
+        ours.ask_round(10); // it is up and serving
+        ours
+    }
+
+    /// ns per ask round trip, over `n` asks, timed inside a task of the runtime.
+    fn ask_round(&mut self, n: u64) -> f64 {
+        let echo = self.echo.clone();
+        let task = self.rt.spawn(async move {
+            let start = Instant::now();
+            for i in 0..n {
+                assert_eq!(echo.ask(i, ASK_TIMEOUT).await.expect("an ask failed"), i, "a wrong echo");
+            }
+            start.elapsed().as_nanos() as f64 / n as f64
+        });
+        self.rt.block_on(task).expect("the measuring task failed")
+    }
+
+    /// ns from `SIGKILL` of a fresh process worker to its `Down` at a subscriber.
+    fn down_after_sigkill(&mut self) -> f64 {
+        let cluster = self.cluster.clone();
+        let task = self.rt.spawn(async move {
+            let victim = cluster.spawn_process("/victims/", Props::new(), "echo").await.expect("cannot spawn");
+            victim.ask(1, ASK_TIMEOUT).await.expect("the victim does not serve");
+            let mut events = cluster.events();
+            while events.try_next().is_some() {} // the members so far
+            let pid = victim.pid().expect("a process worker has a pid") as libc::pid_t;
+            let start = Instant::now();
+            // SAFETY: a plain system call; the cluster has not reaped the child yet.
+            assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0, "kill failed");
+            loop {
+                match events.next().await.expect("the events ended") {
+                    Event::Down(worker, reason) if worker.path() == victim.path() => {
+                        assert_eq!(reason, Reason::Killed);
+                        return start.elapsed().as_nanos() as f64;
+                    }
+                    _ => {}
+                }
+            }
+        });
+        self.rt.block_on(task).expect("the measuring task failed")
+    }
+}
+
+impl Drop for Ours {
+    fn drop(&mut self) {
+        let report = self.rt.block_on(self.cluster.shutdown(Duration::from_secs(5)));
+        assert!(report.forced.is_empty(), "the echo worker did not stop: {:?}", report.forced);
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
 }
 
 pub fn run(emit: &dyn Fn(Row)) {
@@ -145,21 +209,12 @@ fn ask(emit: &dyn Fn(Row)) {
         async_stream = Some(stream);
         ns
     };
-    match ours_child_ask() {
-        Some(mut ours) => {
-            let (o, p) = alternate(&mut ours, &mut blocking);
-            emit(row(case, o, RAW_BLOCKING, p));
-            let (o, p) = alternate(&mut ours, &mut on_tokio);
-            emit(row(case, o, RAW_TOKIO, p));
-        }
-        None => {
-            let (b, t) = alternate(&mut blocking, &mut on_tokio);
-            eprintln!(
-                "note: {case}: raw unix-socket round trip ({FRAME}-byte frames): {b:.1} ns blocking, \
-                 {t:.1} ns on tokio; ours: process workers not built yet"
-            );
-        }
-    }
+    let mut ours = Ours::start();
+    let mut ours = || ours.ask_round(ROUND_TRIPS);
+    let (o, p) = alternate(&mut ours, &mut blocking);
+    emit(row(case, o, RAW_BLOCKING, p));
+    let (o, p) = alternate(&mut ours, &mut on_tokio);
+    emit(row(case, o, RAW_TOKIO, p));
 }
 
 /// `cluster/down-after-sigkill`: how soon the parent can know that a child was killed.
@@ -171,21 +226,17 @@ fn down_after_sigkill(emit: &dyn Fn(Row)) {
         raw.push(ns);
         ns
     };
-    match ours_down_after_sigkill() {
-        Some(mut ours) => {
-            let (o, p) = alternate(&mut ours, &mut peer);
-            emit(row(case, o, RAW_EOF, p));
-        }
-        None => {
-            let median = rounds(&mut peer);
-            let max = raw.iter().copied().fold(0.0, f64::max);
-            eprintln!(
-                "note: {case}: {RAW_EOF}: {median:.0} ns (median), {max:.0} ns (max of {} kills); \
-                 ours: process workers not built yet",
-                raw.len()
-            );
-        }
-    }
+    let mut ours_start = Ours::start();
+    let mut kills = Vec::with_capacity(ROUNDS);
+    let mut ours = || {
+        let ns = ours_start.down_after_sigkill();
+        kills.push(ns);
+        ns
+    };
+    let (o, p) = alternate(&mut ours, &mut peer);
+    emit(row(case, o, RAW_EOF, p));
+    let max = |v: &[f64]| v.iter().copied().fold(0.0, f64::max);
+    emit(row(&format!("{case}/max"), max(&kills), RAW_EOF, max(&raw)));
 }
 
 /// One kill: an echo child that serves is killed; ns from just before `kill(2)` to the
