@@ -140,6 +140,12 @@ impl<M: Message> Link<M> {
         if let (Some(ask), Some(reply)) = (ask, envelope.take_reply()) {
             // Once closed, the reply is dropped here: the asker fails at once.
             if let Some(asks) = self.asks.lock().as_mut() {
+                // An ask whose asker gave up stays until the other end answers, which may
+                // be never: drop those now and then (each time the table reaches the next
+                // power of two past the window, so the cost is amortized).
+                if asks.len() >= self.capacity && asks.len().is_power_of_two() {
+                    asks.retain(|_, reply| !reply.is_abandoned());
+                }
                 asks.insert(ask, reply);
             }
         }
@@ -251,6 +257,34 @@ impl Reader {
             Ok(Some(body)) => Some(wire::decode(body)),
             Ok(None) => None,
             Err(e) => Some(Err(e)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Envelope;
+
+    #[tokio::test]
+    async fn asks_whose_askers_gave_up_do_not_pile_up() {
+        let (ours, _theirs) = StdStream::pair().unwrap();
+        let (link, _read) = Link::<u64>::new(End::Parent, ours, 16).unwrap();
+        let mut waiting = Vec::new();
+        for i in 0..10_000u64 {
+            let (reply, answer) = Reply::channel(None);
+            let envelope = Envelope::new(i, None, Some(reply));
+            let (ask, bytes) = link.prepare(&envelope, |_| Ok(Vec::new())).unwrap();
+            link.commit(ask, bytes, envelope);
+            if i % 100 == 0 {
+                waiting.push(answer); // still waiting
+            } // else: the asker gave up at once
+        }
+        let pending = link.asks.lock().as_ref().map_or(0, HashMap::len);
+        assert!(pending < 1_100, "{pending} asks are kept for 100 askers that still wait");
+        for (n, answer) in waiting.iter_mut().enumerate() {
+            let still_open = matches!(answer.try_recv(), Err(oneshot::error::TryRecvError::Empty));
+            assert!(still_open, "ask {n} was dropped while its asker waits");
         }
     }
 }

@@ -106,6 +106,12 @@ impl<M> Reply<M> {
         let (tx, rx) = oneshot::channel();
         (Reply { to: ReplyTo::Local(tx), asker }, rx)
     }
+
+    /// Whether nobody waits for the reply any more: an asker in this process gave up (its
+    /// timeout passed, or it was dropped).
+    pub(crate) fn is_abandoned(&self) -> bool {
+        matches!(&self.to, ReplyTo::Local(tx) if tx.is_closed())
+    }
 }
 
 impl<M: Message> Reply<M> {
