@@ -114,6 +114,9 @@ pub async fn worker(mut ctx: Context<Msg>) -> Result<(), String> {
                 for i in 0..n {
                     other.send(Msg::Num(i)).await.map_err(|e| e.to_string())?;
                 }
+                // A send returns once the message is on its way; an ask after them, from
+                // the same sender, is answered only once they have all arrived.
+                other.ask(Msg::Count, LONG).await.map_err(|e| e.to_string())?;
                 Msg::Num(n)
             }
             Msg::Lookup(prefix) => {
