@@ -126,6 +126,7 @@ mod props;
 mod registry;
 mod shutdown;
 mod signal;
+mod spawn;
 mod sys;
 mod task;
 mod wire;
