@@ -5,8 +5,9 @@
 //! reader task puts the parent's messages in the worker's mailbox (never more than the
 //! credits allow, so it never waits), hands answers to the worker's asks, and keeps a
 //! copy of the registry from the membership events: lookups answer at once, and the
-//! workers found there are reached through the parent. When the entry ends, the child
-//! sends how it ended in its last frame and exits.
+//! workers found there are reached through the parent, which also spawns for the child
+//! (see `spawn.rs`). When the entry ends, the child sends how it ended in its last frame
+//! and exits.
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
@@ -21,8 +22,16 @@ use crate::entry::EntryFn;
 use crate::link::{End, Link, Reader};
 use crate::registry::Registry;
 use crate::signal::Signal;
-use crate::wire::{self, Init, ToChild, ToParent, MAX_FRAME};
+use crate::spawn::Spawns;
+use crate::wire::{self, Init, Spawned, ToChild, ToParent, MAX_FRAME};
 use crate::{sys, task, Builder, Cluster, Context, Envelope, Error, Message, Reason, Reply};
+
+/// Inside a process worker: the parent, the hub of the cluster, as the child reaches it.
+pub(crate) struct Hub<M> {
+    pub(crate) link: Arc<Link<M>>,
+    /// The spawns asked of the parent that await its answer.
+    pub(crate) spawns: Arc<Spawns<M>>,
+}
 
 /// Runs this process as a process worker, and exits, if it was started as one by
 /// [`Cluster::spawn_process`]; otherwise returns at once.
@@ -119,13 +128,14 @@ async fn run<M: Message>(builder: Builder<M>, init: Init, link: Arc<Link<M>>, re
     let scope = latchkey::Scope::open(&init.scope).map_err(|e| format!("cannot open the scope {}: {e}", init.scope))?;
     let capacity = link.capacity();
     let f = entries.get(&init.entry).cloned().ok_or_else(|| format!("no entry is registered as {:?}", init.entry))?;
+    let spawns = Arc::new(Spawns::new());
     let shared = Arc::new(Shared {
         scope,
         entries: HashMap::<String, EntryFn<M>>::new(),
         mailbox: capacity,
         runtime: tokio::runtime::Handle::current(),
         registry: Mutex::new(Registry::new()),
-        hub: Some(link.clone()),
+        hub: Some(Hub { link: link.clone(), spawns: spawns.clone() }),
         child_args: Vec::new(),
     });
     let (cell, inbox) = Cell::task(init.id, init.path.clone(), init.props, capacity);
@@ -135,7 +145,7 @@ async fn run<M: Message>(builder: Builder<M>, init: Init, link: Arc<Link<M>>, re
 
     // The reader ends the worker if the link breaks: `broken` says why.
     let (kill, broken) = (Arc::new(Signal::default()), Arc::new(OnceLock::new()));
-    let child = Child { shared, cell, link, kill: kill.clone(), broken: broken.clone() };
+    let child = Child { shared, cell, link, spawns, kill: kill.clone(), broken: broken.clone() };
     tokio::spawn(child.read(reader));
     match task::run(Box::new(move |ctx| f(ctx)), ctx, &kill).await {
         Reason::Normal => Ok(()),
@@ -150,6 +160,7 @@ struct Child<M> {
     /// The worker of this process.
     cell: Arc<Cell<M>>,
     link: Arc<Link<M>>,
+    spawns: Arc<Spawns<M>>,
     kill: Arc<Signal>,
     broken: Arc<OnceLock<String>>,
 }
@@ -192,11 +203,31 @@ impl<M: Message> Child<M> {
             }
             ToChild::Credit(n) => self.link.credit(n),
             ToChild::Stop => drop(self.cell.stopping.fire()),
+            ToChild::Spawned { request, result } => {
+                let result = result.map(|spawned| self.spawned(spawned)).map_err(Error::from);
+                self.spawns.answer(request, result);
+            }
+        }
+    }
+
+    /// The worker a spawn of this child started: the one its `Up`, which the parent sends
+    /// first, registered here; else (an `Up` that never came) registered now.
+    fn spawned(&self, spawned: Spawned) -> Arc<Cell<M>> {
+        let Spawned { id, path, props, pid } = spawned;
+        let mut registry = self.shared.registry.lock();
+        match registry.get(&path) {
+            Some(cell) if cell.id == id => cell.clone(),
+            _ => {
+                let cell = Arc::new(Cell::routed(id, path, props, pid, self.link.clone()));
+                registry.insert(cell.clone());
+                cell
+            }
         }
     }
 
     fn fail(&self, why: String) {
         let _ = self.broken.set(why);
+        self.spawns.close(); // spawns waiting for the parent fail at once
         self.kill.fire();
     }
 }

@@ -10,9 +10,10 @@ use latchkey::Scope;
 use parking_lot::Mutex;
 
 use crate::cell::{self, Cell};
+use crate::child::Hub;
 use crate::entry::{self, EntryFn, Start};
-use crate::link::Link;
 use crate::registry::Registry;
+use crate::wire::WorkerKind;
 use crate::{
     process, task, Builder, Context, Error, ErrorKind, Events, Group, Message, Props, Reason, Result, WorkerRef,
 };
@@ -73,8 +74,8 @@ pub(crate) struct Shared<M> {
     /// In the parent: every worker. In a process worker: a copy kept by the events the
     /// parent sends, whose workers are reached through the parent.
     pub(crate) registry: Mutex<Registry<M>>,
-    /// In a process worker: the link to the parent, the hub of the cluster.
-    pub(crate) hub: Option<Arc<Link<M>>>,
+    /// In a process worker: the parent, the hub of the cluster.
+    pub(crate) hub: Option<Hub<M>>,
     /// The arguments a child process is started with.
     pub(crate) child_args: Vec<OsString>,
 }
@@ -107,10 +108,14 @@ impl<M: Message> Cluster<M> {
     /// [`UnknownEntry`](ErrorKind::UnknownEntry), or [`Closed`](ErrorKind::Closed) once
     /// shutdown has begun. When it returns, the worker is registered and its `Up` event
     /// published; it runs as a task of this process.
+    ///
+    /// Inside a process worker, the parent spawns it, as a task of the parent, with the
+    /// parent's entries: the call fails as it would there, and with
+    /// [`Closed`](ErrorKind::Closed) if the parent goes away first. When it returns, this
+    /// process knows the worker too: the reference is the one a lookup finds, and takes
+    /// messages at once. Dropping the future does not cancel a spawn the parent has begun.
     pub async fn spawn(&self, path: &str, props: impl Into<Props>, entry: &str) -> Result<WorkerRef<M>> {
-        self.shared.check_local(path)?;
-        let f = self.shared.check_entry(path, entry)?.clone();
-        self.start(path, props.into(), Box::new(move |ctx| f(ctx)))
+        self.spawn_kind(WorkerKind::Task, path, props.into(), entry).await
     }
 
     /// Spawns a worker at `path` from the entry registered as `entry`, like
@@ -126,6 +131,9 @@ impl<M: Message> Cluster<M> {
     /// returns, the worker is registered and its `Up` published; the child may still be
     /// starting, and messages wait for it in its mailbox. The runtime needs its I/O and
     /// time drivers (`enable_all`).
+    ///
+    /// Inside a process worker, the parent spawns it, as another child process of the
+    /// parent, like [`spawn`](Cluster::spawn) does a task.
     ///
     /// # Examples
     /// ```no_run
@@ -157,29 +165,71 @@ impl<M: Message> Cluster<M> {
     /// }
     /// ```
     pub async fn spawn_process(&self, path: &str, props: impl Into<Props>, entry: &str) -> Result<WorkerRef<M>> {
-        self.shared.check_local(path)?;
-        process::start(self, path, props.into(), entry).await
+        self.spawn_kind(WorkerKind::Process, path, props.into(), entry).await
     }
 
     /// Spawns a task worker at `path` that runs `f`, like [`spawn`](Cluster::spawn) but
     /// from a closure instead of a registered entry. Such a worker can only be a task of
-    /// this process.
+    /// this process: inside a process worker, whose parent spawns for it, this fails with
+    /// [`Unsupported`](ErrorKind::Unsupported).
     pub async fn spawn_fn<F, Fut, E>(&self, path: &str, props: impl Into<Props>, f: F) -> Result<WorkerRef<M>>
     where
         F: FnOnce(Context<M>) -> Fut + Send + 'static,
         Fut: Future<Output = Result<(), E>> + Send + 'static,
         E: Display,
     {
-        self.start(path, props.into(), entry::start_fn(f))
+        if self.shared.hub.is_some() {
+            let message = "a process worker cannot spawn a worker from a closure, which cannot cross to the parent \
+                           process that spawns for it; register an entry and use spawn or spawn_process";
+            return Err(Error::new(ErrorKind::Unsupported, message).with_path(path));
+        }
+        self.start(path, props.into(), entry::start_fn(f), |_| {})
     }
 
-    fn start(&self, path: &str, props: Props, start: Start<M>) -> Result<WorkerRef<M>> {
-        self.shared.check_local(path)?;
+    /// Spawns a worker of `kind`: here, or through the parent inside a process worker.
+    async fn spawn_kind(&self, kind: WorkerKind, path: &str, props: Props, entry: &str) -> Result<WorkerRef<M>> {
+        match &self.shared.hub {
+            None => self.spawn_here(kind, path, props, entry, |_| {}).await,
+            Some(hub) => {
+                let cell = hub.spawns.request(&hub.link, kind, path, props, entry).await?;
+                Ok(self.reference(cell))
+            }
+        }
+    }
+
+    /// Spawns a worker of `kind` in this process, the hub. `registered` is called under
+    /// the registry lock once the worker is registered and its `Up` published: nothing
+    /// else about the worker is published before it returns.
+    pub(crate) async fn spawn_here(
+        &self,
+        kind: WorkerKind,
+        path: &str,
+        props: Props,
+        entry: &str,
+        registered: impl FnOnce(&Arc<Cell<M>>) + Send,
+    ) -> Result<WorkerRef<M>> {
+        match kind {
+            WorkerKind::Task => {
+                let f = self.shared.check_entry(path, entry)?.clone();
+                self.start(path, props, Box::new(move |ctx| f(ctx)), registered)
+            }
+            WorkerKind::Process => process::start(self, path, props, entry, registered).await,
+        }
+    }
+
+    fn start(
+        &self,
+        path: &str,
+        props: Props,
+        start: Start<M>,
+        registered: impl FnOnce(&Arc<Cell<M>>),
+    ) -> Result<WorkerRef<M>> {
         let mut registry = self.shared.registry.lock();
         let path = registry.claim(path)?;
         let (cell, inbox) = Cell::task(cell::next_id(), path, props, self.shared.mailbox);
         let cell = Arc::new(cell);
         registry.insert(cell.clone());
+        registered(&cell);
         drop(registry);
         task::start(self, cell.clone(), inbox, start);
         Ok(self.reference(cell))
@@ -224,17 +274,6 @@ impl<M: Message> Shared<M> {
             let message = format!("no entry is registered as {entry:?} (registered: {})", known.join(", "));
             Error::new(ErrorKind::UnknownEntry, message).with_path(path)
         })
-    }
-
-    /// Fails inside a process worker, which cannot spawn workers.
-    pub(crate) fn check_local(&self, path: &str) -> Result<()> {
-        match self.hub {
-            None => Ok(()),
-            Some(_) => {
-                Err(Error::new(ErrorKind::Unsupported, "a process worker cannot spawn workers; its parent spawns them")
-                    .with_path(path))
-            }
-        }
     }
 
     /// The live worker at `path` whose id is `id`.

@@ -40,8 +40,8 @@ pub enum ErrorKind {
     Spawn,
     /// A message could not be encoded for, or decoded from, another process.
     Codec,
-    /// The operation is not available here (such as spawning from inside a process
-    /// worker).
+    /// The operation is not available here (such as spawning a worker from a closure
+    /// inside a process worker).
     Unsupported,
 }
 

@@ -11,7 +11,9 @@
 //! Workers are tasks of this process ([`Cluster::spawn`]) or child processes of this
 //! same executable ([`Cluster::spawn_process`]); both look the same through a
 //! [`WorkerRef`] and a [`Context`]. A program with process workers calls
-//! [`child_main`] first thing in `main`: in a child, that runs the worker and exits.
+//! [`child_main`] first thing in `main`: in a child, that runs the worker and exits. A
+//! process worker spawns through its parent: the new worker is a task of the parent or
+//! another child process of it, never a child of the child.
 //!
 //! ```
 //! # #[tokio::main(flavor = "current_thread")]
@@ -68,9 +70,13 @@
 //!   A kill also closes intake, but fires first, so that a killed worker's `recv` never
 //!   ends as if it had been stopped gracefully.
 //! - **Mailbox**: a bounded channel per task worker (process workers: see below).
-//!   `send` waits for room, `try_send` fails with [`ErrorKind::Full`]. One channel per receiver keeps each sender's messages in
-//!   order. An ask carries a one-shot reply channel; dropping it unanswered fails the ask
-//!   at once. Messages between tasks are moved, not serialized.
+//!   `send` waits for room, `try_send` fails with [`ErrorKind::Full`]. One channel per
+//!   receiver keeps each sender's messages in order. Inside a process worker, every
+//!   other worker is reached through the parent, and `Full` means that this child's
+//!   window of sends waiting in the parent is full, not the receiver's mailbox (see
+//!   **Wire**): a `try_send` that succeeds may still wait in the parent for room. An
+//!   ask carries a one-shot reply channel; dropping it unanswered fails the ask at once.
+//!   Messages between tasks are moved, not serialized.
 //! - **Membership** (`event.rs`): every `Up` and `Down` is published to all subscribers
 //!   under the registry lock, and a new subscriber gets its snapshot of `Up`s under that
 //!   lock too: no gap, no duplicate, one order for all. [`Group`]s apply these events
@@ -100,14 +106,26 @@
 //!   parent may have at most a mailbox's worth of messages not yet received by the
 //!   child's worker (so a process mailbox is bounded like a task's: `send` waits,
 //!   `try_send` fails with [`ErrorKind::Full`]), and a child at most as many sends not
-//!   yet placed by the parent. Replies, events and credits are not counted, so no reader
-//!   ever waits. An ask carries an id; its reply handle in the child is a frame back.
+//!   yet placed by the parent. Replies, events, credits and spawns are not counted, so
+//!   no reader ever waits. An ask carries an id; its reply handle in the child is a
+//!   frame back.
 //! - **The parent is the hub**: the registry queues an event frame for each child
 //!   under its lock, so a child learns of a worker before any message sent after its
-//!   spawn; the child keeps a copy of the registry from them, so its lookups answer at once; a reference found there sends through the
-//!   parent, whose forwarder task per child places the messages in order. A child cannot
-//!   spawn ([`ErrorKind::Unsupported`]); workers on other nodes will be one more mailbox
-//!   variant.
+//!   spawn; the child keeps a copy of the registry from them, so its lookups answer at
+//!   once; a reference found there sends through the parent, whose forwarder task per
+//!   child places the messages in order. Workers on other nodes will be one more
+//!   mailbox variant.
+//! - **Spawns from a child** (`spawn.rs`): a child's `spawn` and `spawn_process` send a
+//!   `Spawn` frame (request id, path, properties, entry, task or process) and wait; the
+//!   parent spawns with its own cluster, so the checks, the numbering of a path that
+//!   ends in `/` and the errors are the parent's, and answers with a `Spawned` frame:
+//!   the new worker's id, final path, properties and pid, or the error's kind and
+//!   message. A success is answered under the registry lock, right after the worker's
+//!   `Up` was queued for every child: the child has applied the `Up` when its spawn
+//!   returns, so the reference is the one a lookup finds and takes messages at once,
+//!   and no `Down` of the worker can come first. The spawns of a child whose link to
+//!   the parent breaks fail at once with [`ErrorKind::Closed`]. A closure cannot cross
+//!   processes: `spawn_fn` in a child fails with [`ErrorKind::Unsupported`].
 
 mod builder;
 mod cell;
@@ -126,6 +144,7 @@ mod props;
 mod registry;
 mod shutdown;
 mod signal;
+mod spawn;
 mod sys;
 mod task;
 mod wire;

@@ -6,6 +6,7 @@
 //! by then), reaps it, and calls the shared end step: so a child's `Down` follows its
 //! death at once, and its locks (in a `host:` scope) died with its process. Membership
 //! events reach the child as frames queued by the registry itself (see `registry.rs`).
+//! The spawns a child asks for are served by tasks of their own (see `spawn.rs`).
 //!
 //! A forwarder task per child places the messages the child sends to other workers, in
 //! order, waiting for room in their mailboxes without holding up the child's other
@@ -26,14 +27,16 @@ use crate::cluster::Shared;
 use crate::link::{End, Link, Reader};
 use crate::sys::Child;
 use crate::wire::{Init, ToChild, ToParent, WireError};
-use crate::{path, Cluster, Envelope, Error, ErrorKind, Message, Path, Props, Reason, Reply, Result, WorkerRef};
+use crate::{path, spawn, Cluster, Envelope, Error, ErrorKind, Message, Path, Props, Reason, Reply, Result, WorkerRef};
 
-/// Starts a process worker at `path` from the entry registered as `entry`.
+/// Starts a process worker at `path` from the entry registered as `entry`; `registered`
+/// is called under the registry lock once it is registered and its `Up` published.
 pub(crate) async fn start<M: Message>(
     cluster: &Cluster<M>,
     path: &str,
     props: Props,
     entry: &str,
+    registered: impl FnOnce(&Arc<Cell<M>>) + Send,
 ) -> Result<WorkerRef<M>> {
     let shared = &cluster.shared;
     shared.check_entry(path, entry)?;
@@ -67,6 +70,7 @@ pub(crate) async fn start<M: Message>(
     link.send(&init)?; // the first frame, before any message can be sent to the worker
     registry.insert(cell.clone());
     registry.subscribe_child(link.clone());
+    registered(&cell);
     drop(registry);
 
     let (forward, forwarded) = mpsc::unbounded_channel();
@@ -151,6 +155,7 @@ impl<M: Message> Supervisor<M> {
                 Ok(ToParent::Credit(n)) => self.link.credit(n),
                 Ok(ToParent::Stop { to, id }) => drop(self.shared.find(&to, id).map(|cell| cell.request_stop())),
                 Ok(ToParent::Kill { to, id }) => drop(self.shared.find(&to, id).map(|cell| cell.request_kill())),
+                Ok(ToParent::Spawn(request)) => spawn::serve(self.shared.clone(), self.link.clone(), request),
                 Ok(ToParent::Exit(result)) => self.exit = Some(result),
                 Err(e) => self.fatal = Some(format!("its process sent a frame that cannot be decoded: {e}")),
             }

@@ -2,7 +2,8 @@
 //!
 //! Each frame is a little-endian `u32` length followed by that many bytes of a
 //! [postcard](https://docs.rs/postcard) encoding: an [`Init`] first from the parent, then
-//! [`ToChild`] frames from the parent and [`ToParent`] frames from the child. A frame
+//! [`ToChild`] frames from the parent and [`ToParent`] frames from the child. A child
+//! spawns through the parent: a [`SpawnRequest`], answered by a `Spawned` frame. A frame
 //! longer than [`MAX_FRAME`], or one that does not decode to exactly its length, is a
 //! protocol error that ends the link.
 //!
@@ -50,6 +51,9 @@ pub(crate) enum ToChild<M> {
     Credit(u32),
     /// The worker is asked to stop: intake is closed.
     Stop,
+    /// The answer to the child's [`SpawnRequest`] `request`: the new worker, whose `Up`
+    /// came before this frame, or why it was not spawned.
+    Spawned { request: u64, result: std::result::Result<Spawned, WireError> },
 }
 
 /// From a child to the parent.
@@ -68,8 +72,39 @@ pub(crate) enum ToParent<M> {
     Stop { to: Path, id: u64 },
     /// Kills the worker `to`.
     Kill { to: Path, id: u64 },
+    /// Asks the parent to spawn a worker; answered by a `Spawned` frame.
+    Spawn(SpawnRequest),
     /// The entry has ended (the last frame): `Err` carries the error or panic message.
     Exit(std::result::Result<(), String>),
+}
+
+/// What a spawn starts: a task of the parent, or another child process.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) enum WorkerKind {
+    Task,
+    Process,
+}
+
+/// A spawn a child asks the parent for, which spawns with its own cluster.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct SpawnRequest {
+    /// Names the answer, among the child's requests.
+    pub(crate) request: u64,
+    /// As given: the parent checks it, and numbers a path that ends in `/`.
+    pub(crate) path: String,
+    pub(crate) props: Props,
+    pub(crate) entry: String,
+    pub(crate) kind: WorkerKind,
+}
+
+/// The worker a spawn started, as its `Up` told the child.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct Spawned {
+    pub(crate) id: u64,
+    /// The final path.
+    pub(crate) path: Path,
+    pub(crate) props: Props,
+    pub(crate) pid: Option<u32>,
 }
 
 /// An [`Error`] on the wire.

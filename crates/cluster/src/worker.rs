@@ -61,6 +61,13 @@ impl<M: Message> WorkerRef<M> {
 
     /// Sends `message` if the mailbox has room; [`Full`](ErrorKind::Full) otherwise, or
     /// [`Closed`](ErrorKind::Closed) if the worker is stopping or gone.
+    ///
+    /// Inside a process worker, a reference to any other worker sends through the parent,
+    /// and `Full` reflects this worker's own window of sends waiting in the parent (a
+    /// mailbox's worth, shared by all its receivers), not the receiver's mailbox: a
+    /// `try_send` to a receiver whose mailbox is full succeeds while the window has room,
+    /// and the message waits in the parent; one to a receiver with room fails while the
+    /// window is full of messages to others.
     pub fn try_send(&self, message: M) -> Result<()> {
         let envelope = Envelope::new(message, self.from.clone(), None);
         self.cell.try_deliver(envelope).map_err(|(e, _)| e)

@@ -55,13 +55,31 @@ pub enum Msg {
     Burst(String, u64),
     /// Ask: the paths under the prefix, as `Text`, separated by commas.
     Lookup(String),
-    /// Ask: try to spawn a worker at this path from inside; `Text` of the error kind.
-    Spawn(String),
+    /// Ask: spawn a worker from inside, at `path`, from `entry`, as `how` says, with the
+    /// property `by` set to this worker's path; then send it `Num(1)` and ask it `Count`.
+    /// Replies `Spawned`, or `Text` of the error: `"{kind:?}: {error}"`.
+    Spawn { path: String, entry: String, how: How },
+    /// The answer to `Spawn`: the new worker's path and pid, and its answer to `Count`.
+    Spawned { path: String, pid: Option<u32>, count: Box<Msg> },
+    /// Ask: spawn `worker`s under this prefix from inside, tasks and processes in turn,
+    /// until a spawn fails; `Text` of its error kind.
+    SpawnUntilRefused(String),
     /// Ask: subscribe to membership events, tell the worker at this path to quit, and
     /// reply with the events about it until its `Down`, as `Text`.
     QuitAndWatch(String),
     /// Ask: kill the worker at this path, and reply with how it ended, as `Text`.
     KillOther(String),
+}
+
+/// How [`Msg::Spawn`] spawns.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum How {
+    /// `spawn`: a task.
+    Task,
+    /// `spawn_process`: a process.
+    Process,
+    /// `spawn_fn`: a closure that returns at once (`entry` is not used).
+    Closure,
 }
 
 fn refuse<'de, D: serde::Deserializer<'de>>(_: D) -> Result<u8, D::Error> {
@@ -100,7 +118,7 @@ pub async fn worker(mut ctx: Context<Msg>) -> Result<(), String> {
             Msg::Panic => panic!("asked to panic"),
             Msg::Fail(message) => return Err(message),
             Msg::Quit => return Ok(()),
-            Msg::Log(_) | Msg::Undecodable(_) => continue,
+            Msg::Log(_) | Msg::Undecodable(_) | Msg::Spawned { .. } => continue,
             Msg::ReplyUndecodable => Msg::Undecodable(0),
             Msg::AskOther(path, message) => match ctx.cluster().lookup(&path) {
                 None => Msg::Text("not found".to_owned()),
@@ -143,16 +161,44 @@ pub async fn worker(mut ctx: Context<Msg>) -> Result<(), String> {
                 other.kill();
                 Msg::Text(other.join().await.to_string())
             }
-            Msg::Spawn(path) => match ctx.cluster().spawn(&path, Props::new(), "worker").await {
-                Ok(_) => Msg::Text("spawned".to_owned()),
-                Err(e) => Msg::Text(format!("{:?}", e.kind())),
+            Msg::Spawn { path, entry, how } => match spawn_and_ask(&ctx, &path, &entry, how).await {
+                Ok(spawned) => spawned,
+                Err(e) => Msg::Text(format!("{:?}: {e}", e.kind())),
             },
+            Msg::SpawnUntilRefused(prefix) => {
+                let cluster = ctx.cluster();
+                let mut refused = Msg::Text("never refused".to_owned());
+                for i in 0..1_000 {
+                    let spawned = match i % 2 {
+                        0 => cluster.spawn(&prefix, Props::new(), "worker").await,
+                        _ => cluster.spawn_process(&prefix, Props::new(), "worker").await,
+                    };
+                    if let Err(e) = spawned {
+                        refused = Msg::Text(format!("{:?}", e.kind()));
+                        break;
+                    }
+                }
+                refused
+            }
         };
         if envelope.is_ask() {
             envelope.reply(answer).map_err(|e| e.to_string())?;
         }
     }
     Ok(())
+}
+
+/// What [`Msg::Spawn`] does: spawns, then messages the new worker at once.
+async fn spawn_and_ask(ctx: &Context<Msg>, path: &str, entry: &str, how: How) -> latchkey_cluster::Result<Msg> {
+    let (cluster, props) = (ctx.cluster(), Props::from([("by", ctx.path().as_str())]));
+    let spawned = match how {
+        How::Task => cluster.spawn(path, props, entry).await?,
+        How::Process => cluster.spawn_process(path, props, entry).await?,
+        How::Closure => cluster.spawn_fn(path, props, |_| async { Ok::<(), String>(()) }).await?,
+    };
+    spawned.send(Msg::Num(1)).await?;
+    let count = spawned.ask(Msg::Count, LONG).await?;
+    Ok(Msg::Spawned { path: spawned.path().to_string(), pid: spawned.pid(), count: Box::new(count) })
 }
 
 /// Waits until asked to stop, without receiving.

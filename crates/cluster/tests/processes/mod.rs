@@ -5,6 +5,7 @@ mod membership;
 mod messaging;
 mod parent_death;
 mod shutdown;
+mod spawning;
 
 /// The entry point of a process worker: a child of a test runs this test alone (see
 /// `support::CHILD_ARGS`), which runs the worker and exits. In the test run itself it
