@@ -183,7 +183,9 @@ impl<M: Message> Cluster<M> {
                            process that spawns for it; register an entry and use spawn or spawn_process";
             return Err(Error::new(ErrorKind::Unsupported, message).with_path(path));
         }
-        self.start(path, props.into(), entry::start_fn(f), |_| {})
+        let props = props.into();
+        props.check_size(path)?;
+        self.start(path, props, entry::start_fn(f), |_| {})
     }
 
     /// Spawns a worker of `kind`: here, or through the parent inside a process worker.
@@ -208,6 +210,7 @@ impl<M: Message> Cluster<M> {
         entry: &str,
         registered: impl FnOnce(&Arc<Cell<M>>) + Send,
     ) -> Result<WorkerRef<M>> {
+        props.check_size(path)?;
         match kind {
             WorkerKind::Task => {
                 let f = self.shared.check_entry(path, entry)?.clone();

@@ -159,6 +159,6 @@ pub use event::{Event, Events, Reason};
 pub use group::Group;
 pub use message::{Envelope, Message, Reply};
 pub use path::{Path, MAX_PATH_LEN};
-pub use props::Props;
+pub use props::{Props, MAX_PROPS_BYTES};
 pub use shutdown::ShutdownReport;
 pub use worker::WorkerRef;

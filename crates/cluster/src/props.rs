@@ -20,7 +20,21 @@ use serde::{Deserialize, Serialize};
 #[derive(Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Props(Vec<(String, String)>);
 
+/// The most bytes of keys and values a worker's properties may hold: they travel in every
+/// membership event sent to a process worker.
+pub const MAX_PROPS_BYTES: usize = 64 << 10;
+
 impl Props {
+    /// Refuses properties larger than [`MAX_PROPS_BYTES`] for a worker at `path`.
+    pub(crate) fn check_size(&self, path: &str) -> crate::Result<()> {
+        let bytes: usize = self.0.iter().map(|(k, v)| k.len() + v.len()).sum();
+        if bytes <= MAX_PROPS_BYTES {
+            return Ok(());
+        }
+        let message = format!("its properties take {bytes} bytes, more than the {MAX_PROPS_BYTES} allowed");
+        Err(crate::Error::new(crate::ErrorKind::Codec, message).with_path(path))
+    }
+
     /// No properties.
     pub fn new() -> Props {
         Props(Vec::new())

@@ -27,6 +27,20 @@ async fn invalid_paths_are_refused_with_their_name() {
 }
 
 #[tokio::test]
+async fn properties_too_large_to_travel_are_refused() {
+    let cluster = cluster();
+    let huge = Props::new().with("blob", "x".repeat(latchkey_cluster::MAX_PROPS_BYTES));
+    let err = cluster.spawn("/huge", huge.clone(), "worker").await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Codec, "{err}");
+    assert!(err.to_string().contains("/huge") && err.to_string().contains("properties"), "{err}");
+    let err = cluster.spawn_fn("/huge", huge, |_| async { Ok::<(), String>(()) }).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Codec);
+    assert!(cluster.lookup_prefix("/").is_empty(), "nothing was spawned");
+    let fits = Props::new().with("blob", "x".repeat(latchkey_cluster::MAX_PROPS_BYTES - 4));
+    cluster.spawn("/fits", fits, "worker").await.unwrap();
+}
+
+#[tokio::test]
 async fn a_duplicate_path_is_refused() {
     let cluster = cluster();
     let first = cluster.spawn("/dup", Props::new(), "worker").await.unwrap();
