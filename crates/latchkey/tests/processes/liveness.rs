@@ -138,3 +138,33 @@ fn a_child_forked_without_exec_neither_acts_for_its_parent_nor_keeps_it_alive() 
     assert_eq!(checks.1, "true", "dropping the copied guard did not release the parent's hold");
     freed
 }
+
+#[test]
+fn a_holder_in_another_pid_namespace_is_noticed_when_killed() -> Result<()> {
+    // Its pid means nothing here, so no pidfd can watch it: the waiter checks its slot's
+    // liveness lock every 20 ms instead. Needs root (CI has it) and unshare(1).
+    let (dir, scope) = namespace();
+    let exe = std::env::current_exe().unwrap();
+    let child = std::process::Command::new("unshare")
+        .args(["--pid", "--fork", "--kill-child"])
+        .arg(exe)
+        .args(["--exact", "processes::worker::run", "--nocapture", "--test-threads=1"])
+        .env(super::worker::ENV, ["hold", &url(&dir), "elsewhere"].join("\u{1f}"))
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("this test needs unshare(1) from util-linux");
+    let mut holder = super::Worker(child);
+    expect_line(&mut holder, "held");
+    let state = scope.inspect("elsewhere")?;
+    assert_eq!(state.holders.len(), 1, "needs root to make a pid namespace: {state:?}");
+    let mutex = scope.mutex("elsewhere")?;
+    let waiter =
+        std::thread::spawn(move || mutex.lock_blocking_timeout(Duration::from_secs(30)).map(|_| Instant::now()));
+    wait_until("the thread is queued", || waiters(&scope, "elsewhere") == 1);
+    std::thread::sleep(Duration::from_millis(50));
+    let killed = Instant::now();
+    sigkill(&mut holder); // unshare, whose child (the holder) dies with it
+    let granted = waiter.join().expect("the waiting thread")?;
+    eprintln!("a holder in another pid namespace: granted {:?} after the SIGKILL", granted - killed);
+    Ok(())
+}
