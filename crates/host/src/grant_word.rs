@@ -74,10 +74,17 @@ pub(crate) fn wake(word: &AtomicU32) {
 
 /// Sleeps while the word holds `seen`, at most `timeout` (`None`: until woken).
 pub(crate) fn sleep(word: &AtomicU32, seen: u32, timeout: Option<Duration>) {
-    let sleeping = seen | SLEEPING;
-    if seen == sleeping || word.compare_exchange(seen, sleeping, Ordering::AcqRel, Ordering::Relaxed).is_ok() {
+    if let Some(sleeping) = mark_sleeping(word, seen) {
         sys::wait(word, sleeping, timeout);
     }
+}
+
+/// Marks the waiter asleep if the word still holds `seen`: the value to sleep on then, so
+/// that a grant or a nudge wakes the sleeper; `None` if the word changed (look again).
+pub(crate) fn mark_sleeping(word: &AtomicU32, seen: u32) -> Option<u32> {
+    let sleeping = seen | SLEEPING;
+    (seen == sleeping || word.compare_exchange(seen, sleeping, Ordering::AcqRel, Ordering::Relaxed).is_ok())
+        .then_some(sleeping)
 }
 
 #[cfg(test)]

@@ -9,9 +9,11 @@
 //! - `record`: one name's FIFO semaphore in shared memory; `repair`: what a crash leaves
 //!   in it, and the record lock.
 //! - `wait` and `grant_word`: how a queued waiter sleeps and is granted or nudged;
+//!   `async_wait`: the same without blocking the caller (one thread multiplexes them);
 //!   `watch`: the thread that nudges waiters when a process they depend on dies.
 //! - [`HostScope`]: all of it behind the scope contract of `latchkey-model`.
 
+mod async_wait;
 mod fork;
 mod grant_word;
 mod layout;

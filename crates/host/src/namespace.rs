@@ -12,6 +12,7 @@ use std::sync::Mutex;
 
 use latchkey_model::{Error, ErrorKind, Result};
 
+use crate::async_wait::Mux;
 use crate::fork;
 use crate::layout::*;
 use crate::sys;
@@ -39,6 +40,8 @@ pub(crate) struct Namespace {
     pid_ns: u32,
     /// Nudges waiters when processes they depend on die.
     watcher: Watcher,
+    /// Sleeps for the async waits of this process.
+    mux: Mux,
     /// The fork generation it was opened in (see `fork`), and its place in the fork table.
     generation: u32,
     fork_token: Option<usize>,
@@ -70,8 +73,18 @@ impl Namespace {
         let pid_ns = sys::pid_namespace();
         let (generation, fork_token) = (fork::generation(), fork::register(file.as_raw_fd(), map.as_ptr()));
         let handles = Mutex::default();
-        let mut namespace =
-            Namespace { url, file, map, slot: NO_SLOT, handles, pid_ns, watcher, generation, fork_token };
+        let mut namespace = Namespace {
+            url,
+            file,
+            map,
+            slot: NO_SLOT,
+            handles,
+            pid_ns,
+            watcher,
+            mux: Mux::default(),
+            generation,
+            fork_token,
+        };
         let (slot, left_behind) = namespace.claim_slot()?;
         namespace.slot = slot;
         namespace.repair_left_by(&left_behind);
@@ -154,6 +167,10 @@ impl Namespace {
 
     pub(crate) fn watcher(&self) -> &Watcher {
         &self.watcher
+    }
+
+    pub(crate) fn mux(&self) -> &Mux {
+        &self.mux
     }
 
     /// Whether the process in `slot` is alive: it holds its liveness lock. Ours is.

@@ -10,13 +10,13 @@ use latchkey_model::{
     validate_name, BoxFuture, Error, ErrorKind, Holder, Lease, Name, RawLock, RawScope, Result, State,
 };
 
+use crate::async_wait::{WaitGrant, WaitRoom};
 use crate::grant_word;
 use crate::layout::{available, holder_mask, Record, HOLDERS, QUEUED, WAITERS};
 use crate::namespace::Namespace;
 use crate::record::{Enqueued, Grant, Rec, PENDING};
 use crate::sys;
 use crate::table::name_of;
-use crate::wait::{WaitGrant, WaitRoom};
 
 /// Every process of the machine that opens the same namespace directory.
 ///

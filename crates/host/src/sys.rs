@@ -86,6 +86,40 @@ pub(crate) fn wait(word: &AtomicU32, expected: u32, timeout: Option<Duration>) {
     let _ = futex::wait(word, futex::Flags::empty(), expected, timeout.as_ref());
 }
 
+/// A futex word for [`wait_any`], and the value to sleep while it holds. (Shared, not
+/// private, like [`wait`] and [`wake`].)
+pub(crate) struct Waited<'a> {
+    pub word: &'a AtomicU32,
+    pub expected: u32,
+}
+
+/// Sleeps while every word holds its expected value, at most `timeout` (`None`: no
+/// limit), until a [`wake`] on any of them. At most 128 words. Spurious returns are
+/// possible.
+pub(crate) fn wait_any(words: &[Waited<'_>], timeout: Option<Duration>) {
+    use rustix::thread::futex::{waitv, Wait, WaitFlags, WaitPtr, WaitvFlags};
+    let waits: Vec<Wait> = words
+        .iter()
+        .map(|w| {
+            let mut wait = Wait::new();
+            wait.val = u64::from(w.expected);
+            wait.uaddr = WaitPtr::new(w.word.as_ptr().cast());
+            wait.flags = WaitFlags::SIZE_U32;
+            wait
+        })
+        .collect();
+    // The limit is a point on the monotonic clock.
+    let until = timeout.map(|t| timespec(Duration::from_nanos(now_ns()) + t));
+    let _ = waitv(&waits, WaitvFlags::empty(), until.as_ref(), rustix::time::ClockId::Monotonic);
+}
+
+/// Whether the kernel has `futex_waitv` (Linux 5.16 and later).
+pub(crate) fn has_wait_any() -> bool {
+    use rustix::thread::futex::{waitv, WaitvFlags};
+    // No words is invalid where the call exists, and unknown where it does not.
+    !matches!(waitv(&[], WaitvFlags::empty(), None, rustix::time::ClockId::Monotonic), Err(rustix::io::Errno::NOSYS))
+}
+
 fn timespec(duration: Duration) -> rustix::time::Timespec {
     rustix::time::Timespec {
         tv_sec: duration.as_secs().min(i64::MAX as u64) as i64,

@@ -8,20 +8,13 @@
 //! when it becomes the head or the holders change, by a withdrawal or repair when the
 //! waiter ahead of it leaves.
 //!
-//! An async wait queues its request on the caller's thread when the future is first
-//! polled (so FIFO order is poll order); a helper thread runs the sleep loop and wakes
-//! the task; dropping the future withdraws the request at once.
+//! The async forms, which wait without blocking the caller's thread, are in `async_wait`.
 
-use std::future::Future;
-use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll, Waker};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::grant_word;
-use crate::namespace::Namespace;
-use crate::record::{Grant, Rec, PENDING};
+use crate::record::{Rec, PENDING};
 use crate::repair::LIVENESS_PERIOD;
 use crate::sys;
 use crate::watch::{Coverage, Watch};
@@ -121,7 +114,7 @@ impl Rec<'_> {
 
     /// The processes (slots) queued waiter `w` depends on: the waiter just ahead of it,
     /// or, at the head, the holders.
-    fn dependencies(&self, w: usize) -> Vec<u32> {
+    pub(crate) fn dependencies(&self, w: usize) -> Vec<u32> {
         let ticket = |w: usize| self.r.waiters[w].ticket.load(Ordering::Relaxed);
         let mine = ticket(w);
         let ahead = self.queued().filter(|&x| ticket(x) < mine).max_by_key(|&x| ticket(x));
@@ -152,151 +145,14 @@ impl Rec<'_> {
 }
 
 /// Wakes every request waiting for room on a record's `room` word, to look again.
-fn wake_everyone_for_room(room: &AtomicU32) {
+pub(crate) fn wake_everyone_for_room(room: &AtomicU32) {
     room.fetch_add(1, Ordering::SeqCst);
     sys::wake_all(room);
 }
 
-fn shortest(a: Option<Duration>, b: Option<Duration>) -> Option<Duration> {
+pub(crate) fn shortest(a: Option<Duration>, b: Option<Duration>) -> Option<Duration> {
     match (a, b) {
         (Some(a), Some(b)) => Some(a.min(b)),
         (a, b) => a.or(b),
-    }
-}
-
-/// Resolves to the grant of waiter `w` of a record.
-pub(crate) struct WaitGrant {
-    ns: Arc<Namespace>,
-    index: usize,
-    capacity: u32,
-    w: usize,
-    shared: Arc<Shared>,
-    done: bool,
-}
-
-#[derive(Default)]
-struct Shared {
-    stop: AtomicBool,
-    waker: Mutex<Option<Waker>>,
-}
-
-impl WaitGrant {
-    /// Watches waiter `w` (already queued) of record `index`.
-    pub(crate) fn new(ns: Arc<Namespace>, index: usize, capacity: u32, w: usize) -> Self {
-        let shared = Arc::new(Shared::default());
-        let watcher = (ns.clone(), shared.clone());
-        std::thread::Builder::new()
-            .name("latchkey-wait".into())
-            .spawn(move || watch(&watcher.0, index, capacity, w, &watcher.1))
-            .expect("cannot start a latchkey wait thread");
-        WaitGrant { ns, index, capacity, w, shared, done: false }
-    }
-
-    fn rec(&self) -> Rec<'_> {
-        self.ns.rec(self.index, self.capacity)
-    }
-}
-
-/// The helper thread: sleeps until the grant is published or the future is dropped.
-fn watch(ns: &Namespace, index: usize, capacity: u32, w: usize, shared: &Shared) {
-    let rec = ns.rec(index, capacity);
-    if rec.await_grant(w, None, &|| shared.stop.load(Ordering::Acquire)) {
-        if let Some(waker) = shared.waker.lock().expect("waker lock").take() {
-            waker.wake();
-        }
-    }
-}
-
-impl Future for WaitGrant {
-    type Output = Grant;
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Grant> {
-        if let Some(grant) = self.take() {
-            return Poll::Ready(grant);
-        }
-        *self.shared.waker.lock().expect("waker lock") = Some(cx.waker().clone());
-        // Checked again after storing the waker, so a grant in between is not missed.
-        match self.take() {
-            Some(grant) => Poll::Ready(grant),
-            None => Poll::Pending,
-        }
-    }
-}
-
-impl WaitGrant {
-    /// The grant, once published.
-    fn take(&mut self) -> Option<Grant> {
-        let word = self.ns.record(self.index).waiters[self.w].granted.load(Ordering::Acquire);
-        grant_word::granted_holder(word)?;
-        // Stopped before the waiter slot is freed (and may be reused), so that the helper
-        // thread never sleeps on another waiter's word.
-        self.shared.stop.store(true, Ordering::Release);
-        self.done = true;
-        self.rec().take_grant(self.w)
-    }
-}
-
-impl Drop for WaitGrant {
-    fn drop(&mut self) {
-        if !self.done {
-            self.shared.stop.store(true, Ordering::Release);
-            let rec = self.rec();
-            // Wake the helper thread first: once withdrawn, the waiter slot may be reused.
-            grant_word::nudge_and_wake(&rec.r.waiters[self.w].granted);
-            rec.withdraw(self.w);
-        }
-    }
-}
-
-/// Resolves once the queue of a record has room again (or at once if it has), without
-/// blocking the caller's thread: a helper thread runs [`Rec::await_room`].
-pub(crate) struct WaitRoom {
-    ns: Arc<Namespace>,
-    index: usize,
-    shared: Arc<Shared>,
-    room: Arc<AtomicBool>,
-}
-
-impl WaitRoom {
-    pub(crate) fn new(ns: Arc<Namespace>, index: usize, capacity: u32) -> Self {
-        let shared = Arc::new(Shared::default());
-        let room = Arc::new(AtomicBool::new(false));
-        let (watch_ns, watch_shared, watch_room) = (ns.clone(), shared.clone(), room.clone());
-        std::thread::Builder::new()
-            .name("latchkey-room".into())
-            .spawn(move || {
-                let rec = watch_ns.rec(index, capacity);
-                if rec.await_room(None, &|| watch_shared.stop.load(Ordering::Acquire)) {
-                    watch_room.store(true, Ordering::Release);
-                    if let Some(waker) = watch_shared.waker.lock().expect("waker lock").take() {
-                        waker.wake();
-                    }
-                }
-            })
-            .expect("cannot start a latchkey wait thread");
-        WaitRoom { ns, index, shared, room }
-    }
-}
-
-impl Future for WaitRoom {
-    type Output = ();
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        if self.room.load(Ordering::Acquire) {
-            return Poll::Ready(());
-        }
-        *self.shared.waker.lock().expect("waker lock") = Some(cx.waker().clone());
-        if self.room.load(Ordering::Acquire) {
-            return Poll::Ready(());
-        }
-        Poll::Pending
-    }
-}
-
-impl Drop for WaitRoom {
-    fn drop(&mut self) {
-        self.shared.stop.store(true, Ordering::Release);
-        // Wakes the helper thread (and, harmlessly, the others waiting for room).
-        wake_everyone_for_room(&self.ns.record(self.index).room);
     }
 }

@@ -168,3 +168,40 @@ fn a_holder_in_another_pid_namespace_is_noticed_when_killed() -> Result<()> {
     eprintln!("a holder in another pid namespace: granted {:?} after the SIGKILL", granted - killed);
     Ok(())
 }
+
+/// How many threads this process has. (Counting by name would race: a new thread names
+/// itself once it runs.)
+fn threads() -> usize {
+    fs::read_dir("/proc/self/task").expect("this process's threads").count()
+}
+
+#[test]
+fn async_waits_share_one_thread() -> Result<()> {
+    const TASKS: usize = 30; // within the 32 waiter slots of a name
+    let (_dir, scope) = namespace();
+    let held = scope.lock_blocking("shared-thread")?;
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
+    let before = threads();
+    let (woken, added) = runtime.block_on(async {
+        let tasks: Vec<_> = (0..TASKS)
+            .map(|_| {
+                let scope = scope.clone();
+                tokio::spawn(async move { scope.lock("shared-thread").await.map(drop) })
+            })
+            .collect();
+        while waiters(&scope, "shared-thread") < TASKS {
+            tokio::task::yield_now().await;
+        }
+        let added = threads() - before;
+        drop(held);
+        let mut woken = 0;
+        for task in tasks {
+            task.await.expect("a waiting task").expect("granted");
+            woken += 1;
+        }
+        (woken, added)
+    });
+    assert_eq!(woken, TASKS);
+    assert!(added <= 2, "{TASKS} async waits started {added} threads; one sleeps for all of them");
+    Ok(())
+}
