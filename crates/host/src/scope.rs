@@ -12,7 +12,7 @@ use latchkey_model::{
 
 use crate::async_wait::{WaitGrant, WaitRoom};
 use crate::grant_word;
-use crate::layout::{available, holder_mask, Record, HOLDERS, QUEUED, WAITERS};
+use crate::layout::{available, holder_mask, HOLDERS, QUEUED, WAITERS};
 use crate::namespace::Namespace;
 use crate::record::{Enqueued, Grant, Rec, PENDING};
 use crate::sys;
@@ -98,7 +98,7 @@ impl RawScope for HostScope {
     fn inspect(&self, name: &str) -> Result<State> {
         let name = Name::new(name).map_err(|e| e.with_scope(self.ns.url()))?;
         Ok(match self.ns.lookup(name.as_str())? {
-            Some(found) => state_of(&self.ns, self.ns.record(found.index), name),
+            Some(found) => state_of(&self.ns, found.index, name),
             None => State::idle(name),
         })
     }
@@ -107,7 +107,7 @@ impl RawScope for HostScope {
         let mut states: Vec<State> = self
             .ns
             .records()
-            .filter_map(|r| Some(state_of(&self.ns, r, Name::new(&name_of(r)).ok()?)))
+            .filter_map(|(index, r)| Some(state_of(&self.ns, index, Name::new(&name_of(r)).ok()?)))
             .filter(|state| state.in_use > 0 || state.waiters > 0)
             .collect();
         states.sort_by(|a, b| a.name.cmp(&b.name));
@@ -115,7 +115,13 @@ impl RawScope for HostScope {
     }
 }
 
-fn state_of(ns: &Namespace, r: &Record, name: Name) -> State {
+/// The state of record `index`, after freeing what dead processes left in it: `inspect`
+/// shows no dead holder, even where no waiter has come to notice it yet.
+fn state_of(ns: &Namespace, index: usize, name: Name) -> State {
+    let r = ns.record(index);
+    if ns.is_ours() {
+        ns.rec(index, r.capacity.load(Ordering::Acquire)).repair_if_dead();
+    }
     let state = r.state.load(Ordering::Acquire);
     let capacity = r.capacity.load(Ordering::Acquire);
     let now = sys::now_ns();
@@ -300,7 +306,7 @@ impl RawLock for HostLock {
     }
 
     fn inspect(&self) -> Result<State> {
-        Ok(state_of(&self.ns, self.ns.record(self.index), self.name.clone()))
+        Ok(state_of(&self.ns, self.index, self.name.clone()))
     }
 
     fn check(&self, lease: &Lease) -> Result<()> {

@@ -294,11 +294,11 @@ impl Namespace {
         }
     }
 
-    /// Every record that has a name.
-    pub(crate) fn records(&self) -> impl Iterator<Item = &Record> {
+    /// Every record that has a name, with its index.
+    pub(crate) fn records(&self) -> impl Iterator<Item = (usize, &Record)> {
         (0..RECORDS)
-            .map(|i| self.record(i))
-            .filter(|r| Key(r.key.load(Ordering::Acquire)).state() == Some(KeyState::Ready))
+            .map(|i| (i, self.record(i)))
+            .filter(|(_, r)| Key(r.key.load(Ordering::Acquire)).state() == Some(KeyState::Ready))
     }
 }
 

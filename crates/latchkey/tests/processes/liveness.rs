@@ -46,6 +46,19 @@ fn an_idle_waiter_in_another_process_never_wakes_up() -> Result<()> {
 }
 
 #[test]
+fn inspect_shows_no_dead_holder_even_with_nobody_waiting() -> Result<()> {
+    let (dir, scope) = namespace();
+    let mut holder = spawn(&["hold", &url(&dir), "abandoned"]);
+    expect_line(&mut holder, "held");
+    assert_eq!(scope.inspect("abandoned")?.holders.len(), 1);
+    sigkill(&mut holder); // and reaped: its liveness lock is gone
+    let state = scope.inspect("abandoned")?;
+    assert_eq!((state.holders.len(), state.in_use), (0, 0), "{state:?}");
+    assert!(scope.list()?.is_empty(), "list shows no dead holder either");
+    Ok(())
+}
+
+#[test]
 fn a_sleeping_waiter_is_granted_when_the_holder_is_killed() -> Result<()> {
     let (dir, scope) = namespace();
     let mut holder = spawn(&["hold", &url(&dir), "crash"]);
