@@ -57,6 +57,9 @@ impl WaitGrant {
     /// Watches waiter `w` (already queued) of record `index`.
     pub(crate) fn new(ns: Arc<Namespace>, index: usize, capacity: u32, w: usize) -> Self {
         let shared = Arc::new(Shared::default());
+        // Counted as a handle until whatever sleeps for it lets go of the record, which
+        // may be after the future and its lock are gone: the name is not reclaimed first.
+        ns.add_handle(index);
         let wait = Wait { index, capacity, w, shared: shared.clone() };
         if let Err(wait) = Mux::add(&ns, wait) {
             let ns = ns.clone();
@@ -67,6 +70,7 @@ impl WaitGrant {
                     if rec.await_grant(wait.w, None, &|| wait.shared.stop.load(Ordering::Acquire)) {
                         wait.shared.wake();
                     }
+                    ns.remove_handle(wait.index);
                 })
                 .expect("cannot start a latchkey wait thread");
         }
@@ -170,6 +174,7 @@ fn serve(ns: &Namespace) {
             let seen = word.load(Ordering::Acquire);
             if s.wait.shared.stop.load(Ordering::Acquire) || grant_word::granted_holder(seen).is_some() {
                 s.wait.shared.wake(); // granted: the task takes it; stopped: harmless
+                ns.remove_handle(s.wait.index);
                 finished += 1;
                 return false;
             }

@@ -12,7 +12,7 @@
 //! close-on-exec.
 
 use std::os::fd::RawFd;
-use std::sync::atomic::{AtomicI32, AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, AtomicUsize, Ordering};
 use std::sync::Once;
 
 use crate::layout::FILE_SIZE;
@@ -25,30 +25,71 @@ static FILES: [AtomicI32; 256] = [const { AtomicI32::new(-1) }; 256];
 /// ...and their mappings, of `layout::FILE_SIZE` bytes.
 static MAPS: [AtomicUsize; 256] = [const { AtomicUsize::new(0) }; 256];
 
+/// Held while a namespace's descriptor and mapping are made and registered, or unmade and
+/// forgotten, and across every `fork()`: a child never inherits one the handler does not
+/// know of.
+static GATE: AtomicBool = AtomicBool::new(false);
+
+/// Holds the gate until dropped. (A `fork()` in another thread waits meanwhile.)
+pub(crate) struct Gate(());
+
+/// Takes the gate.
+pub(crate) fn gate() -> Gate {
+    install_handlers();
+    close_gate();
+    Gate(())
+}
+
+impl Drop for Gate {
+    fn drop(&mut self) {
+        GATE.store(false, Ordering::Release);
+    }
+}
+
+fn close_gate() {
+    while GATE.swap(true, Ordering::Acquire) {
+        std::thread::yield_now();
+    }
+}
+
+fn install_handlers() {
+    static HANDLERS: Once = Once::new();
+    HANDLERS.call_once(|| {
+        // SAFETY: the handlers are `extern "C" fn()`s; `in_child` only makes
+        // async-signal-safe calls, as a fork handler must.
+        unsafe { libc::pthread_atfork(Some(before_fork), Some(in_parent), Some(in_child)) };
+    });
+}
+
+/// Runs in the parent before `fork()`: waits for the gate.
+extern "C" fn before_fork() {
+    close_gate();
+}
+
+/// Runs in the parent after `fork()`.
+extern "C" fn in_parent() {
+    GATE.store(false, Ordering::Release);
+}
+
 /// The number of forks so far: a namespace opened now belongs to this process while the
 /// number stays the same.
 pub(crate) fn generation() -> u32 {
     FORKS.load(Ordering::Relaxed)
 }
 
-/// Registers the descriptor and the mapping of an open namespace file. Returns a token
-/// for [`forget`], or `None` if the table is full (the process then has 256 namespace
-/// directories open; a forked child keeps the extra ones' liveness locks).
-pub(crate) fn register(fd: RawFd, map: *mut u8) -> Option<usize> {
-    static HANDLER: Once = Once::new();
-    HANDLER.call_once(|| {
-        // SAFETY: `in_child` is an `extern "C" fn()` that only makes async-signal-safe
-        // calls, as a fork handler must.
-        unsafe { libc::pthread_atfork(None, None, Some(in_child)) };
-    });
-    let token =
-        FILES.iter().position(|slot| slot.compare_exchange(-1, fd, Ordering::AcqRel, Ordering::Relaxed).is_ok())?;
-    MAPS[token].store(map as usize, Ordering::Release);
+/// Registers the descriptor and the mapping of an open namespace file, under the
+/// [`gate`]. Returns a token for [`forget`], or `None` if the table is full (the process
+/// then has 256 namespace directories open; a forked child keeps the extra ones'
+/// liveness locks).
+pub(crate) fn register(_gate: &Gate, fd: RawFd, map: *mut u8) -> Option<usize> {
+    let token = FILES.iter().position(|slot| slot.load(Ordering::Relaxed) == -1)?;
+    MAPS[token].store(map as usize, Ordering::Relaxed);
+    FILES[token].store(fd, Ordering::Release);
     Some(token)
 }
 
-/// Unregisters a namespace (it is closing).
-pub(crate) fn forget(token: usize) {
+/// Unregisters a namespace, under the [`gate`], once its mapping and descriptor are gone.
+pub(crate) fn forget(_gate: &Gate, token: usize) {
     MAPS[token].store(0, Ordering::Release);
     FILES[token].store(-1, Ordering::Release);
 }
@@ -56,6 +97,12 @@ pub(crate) fn forget(token: usize) {
 /// Runs in the child after `fork()`, before it returns.
 extern "C" fn in_child() {
     FORKS.fetch_add(1, Ordering::Relaxed);
+    forget_namespaces();
+    GATE.store(false, Ordering::Release);
+}
+
+/// In a child: lets go of every namespace descriptor and mapping copied from the parent.
+fn forget_namespaces() {
     // SAFETY: open, dup3, mmap and close are plain system calls, safe in a forked child
     // (async-signal-safe); the path is a C string.
     let null = unsafe { libc::open(c"/dev/null".as_ptr(), libc::O_RDWR | libc::O_CLOEXEC) };
@@ -64,12 +111,15 @@ extern "C" fn in_child() {
     }
     for (file, map) in FILES.iter().zip(&MAPS) {
         let (fd, map) = (file.load(Ordering::Relaxed), map.load(Ordering::Relaxed));
-        if fd < 0 || map == 0 {
+        if fd < 0 {
             continue;
         }
         // SAFETY: replaces the child's copy of a descriptor it owns with /dev/null
         // (still close-on-exec); the namespace's `File` later closes that, harmlessly.
         unsafe { libc::dup3(null, fd, libc::O_CLOEXEC) };
+        if map == 0 {
+            continue;
+        }
         let (anonymous, rw) =
             (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED, libc::PROT_READ | libc::PROT_WRITE);
         // SAFETY: `map` is the child's copy of a live namespace mapping of FILE_SIZE

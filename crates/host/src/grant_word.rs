@@ -13,7 +13,6 @@
 //! a system call, is made only when `SLEEPING` was set.
 
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::Duration;
 
 use crate::sys;
 
@@ -31,6 +30,11 @@ pub(crate) fn granted_holder(word: u32) -> Option<u32> {
 /// Whether the waiter is still in the queue (no holder slot assigned).
 pub(crate) fn is_queued(word: u32) -> bool {
     word & HOLDER == 0
+}
+
+/// The holder slot of a grant assigned and not yet published.
+pub(crate) fn pending_holder(word: u32) -> Option<u32> {
+    (word & PENDING != 0 && word & HOLDER != 0).then(|| (word & HOLDER) - 1)
 }
 
 /// Whether the word holds a grant of holder slot `holder` that is not yet published.
@@ -70,13 +74,6 @@ pub(crate) fn nudge_and_wake(word: &AtomicU32) {
 /// Wakes every thread sleeping on `word`.
 pub(crate) fn wake(word: &AtomicU32) {
     sys::wake_all(word);
-}
-
-/// Sleeps while the word holds `seen`, at most `timeout` (`None`: until woken).
-pub(crate) fn sleep(word: &AtomicU32, seen: u32, timeout: Option<Duration>) {
-    if let Some(sleeping) = mark_sleeping(word, seen) {
-        sys::wait(word, sleeping, timeout);
-    }
 }
 
 /// Marks the waiter asleep if the word still holds `seen`: the value to sleep on then, so

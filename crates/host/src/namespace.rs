@@ -3,6 +3,7 @@
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
 use std::io;
+use std::mem::ManuallyDrop;
 use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
@@ -30,7 +31,8 @@ const NO_SLOT: u32 = u32::MAX;
 /// process's liveness lock.
 pub(crate) struct Namespace {
     url: String,
-    file: File,
+    /// Closed by hand in `Drop`, before the fork table forgets it.
+    file: ManuallyDrop<File>,
     map: NonNull<u8>,
     /// This process's slot.
     slot: u32,
@@ -64,15 +66,19 @@ impl Namespace {
         let fail = |kind: ErrorKind, message: String| Error::new(kind, message).with_scope(url.clone());
         prepare_dir(&dir, url == "host:").map_err(|(kind, m)| fail(kind, m))?;
         let path = dir.join(FILE_NAME);
+        let watcher = Watcher::new()
+            .map_err(|e| fail(ErrorKind::Unavailable, format!("cannot create an event descriptor: {e}")))?;
+        let pid_ns = sys::pid_namespace();
+        // From the open to the registration, a fork() in another thread waits (see `fork`).
+        let gate = fork::gate();
         let file = open_file(&path).map_err(|(kind, m)| fail(kind, m))?;
         initialize(&file, &path).map_err(|(kind, m)| fail(kind, m))?;
         let map =
             map(&file).map_err(|e| fail(ErrorKind::Unavailable, format!("cannot map {}: {e}", path.display())))?;
-        let watcher = Watcher::new()
-            .map_err(|e| fail(ErrorKind::Unavailable, format!("cannot create an event descriptor: {e}")))?;
-        let pid_ns = sys::pid_namespace();
-        let (generation, fork_token) = (fork::generation(), fork::register(file.as_raw_fd(), map.as_ptr()));
-        let handles = Mutex::default();
+        let fork_token = fork::register(&gate, file.as_raw_fd(), map.as_ptr());
+        let generation = fork::generation();
+        drop(gate);
+        let (file, handles) = (ManuallyDrop::new(file), Mutex::default());
         let mut namespace = Namespace {
             url,
             file,
@@ -227,12 +233,15 @@ impl Drop for Namespace {
         if self.slot != NO_SLOT && self.is_ours() {
             self.proc_slot(self.slot).pid.store(0, Ordering::Release);
         }
-        if let Some(token) = self.fork_token {
-            fork::forget(token);
-        }
+        let gate = fork::gate();
         // SAFETY: `map` is the mapping of FILE_SIZE bytes made in `map()`, not used after.
         let _ = unsafe { rustix::mm::munmap(self.map.as_ptr().cast(), FILE_SIZE) };
-        // Closing `file` drops the liveness lock.
+        // SAFETY: dropped once, here; `file` is not used after. Closing it drops the
+        // liveness lock.
+        unsafe { ManuallyDrop::drop(&mut self.file) };
+        if let Some(token) = self.fork_token {
+            fork::forget(&gate, token);
+        }
     }
 }
 

@@ -127,6 +127,7 @@ impl<'a> Rec<'a> {
                 }
                 Err(actual) => {
                     slot.owner.store(0, Ordering::Release);
+                    self.regrant_if_slot_was_missed();
                     state = actual;
                 }
             }
@@ -174,6 +175,7 @@ impl<'a> Rec<'a> {
             match self.r.state.compare_exchange(state, freed, Ordering::AcqRel, Ordering::Acquire) {
                 Ok(_) => {
                     self.r.holders[holder as usize].owner.store(0, Ordering::Release);
+                    self.regrant_if_slot_was_missed();
                     return;
                 }
                 Err(actual) => state = actual,
@@ -183,10 +185,34 @@ impl<'a> Rec<'a> {
 
     fn release_queued(&self, holder: u32, permits: u32) {
         let lock = self.lock();
-        let woken = self.give_back(permits, holder_bit(holder as usize));
-        self.r.holders[holder as usize].owner.store(0, Ordering::Release);
+        let woken = self.free_holder(holder, permits);
         drop(lock);
         self.wake(&woken);
+    }
+
+    /// Under the record lock: gives back the permits of `holder` and frees its slot.
+    /// Returns the waiters to wake.
+    fn free_holder(&self, holder: u32, permits: u32) -> Vec<usize> {
+        let mut woken = self.give_back(permits, holder_bit(holder as usize));
+        self.r.holders[holder as usize].owner.store(0, Ordering::Release);
+        // The grants above could not use this slot, still owned then: with every other
+        // holder slot taken, only now can the head of the queue be granted.
+        if self.r.state.load(Ordering::Acquire) & QUEUED != 0 {
+            woken.extend(self.give_back(0, 0));
+        }
+        woken
+    }
+
+    /// After a holder slot was let go outside the record lock: if waiters are queued and
+    /// the slots had run out, a grant may have failed for want of this very slot.
+    fn regrant_if_slot_was_missed(&self) {
+        let state = self.r.state.load(Ordering::Acquire);
+        if state & QUEUED != 0 && holder_mask(state).count_ones() as usize >= HOLDERS - 1 {
+            let lock = self.lock();
+            let woken = self.give_back(0, 0);
+            drop(lock);
+            self.wake(&woken);
+        }
     }
 
     /// Under the record lock: adds `released` permits, clears the holder bits in
@@ -259,7 +285,7 @@ impl<'a> Rec<'a> {
     pub(crate) fn queued(&self) -> impl Iterator<Item = usize> + '_ {
         (0..WAITERS).filter(|&w| {
             let waiter = &self.r.waiters[w];
-            waiter.owner.load(Ordering::Relaxed) != 0 && grant_word::is_queued(waiter.granted.load(Ordering::Relaxed))
+            waiter.owner.load(Ordering::Acquire) != 0 && grant_word::is_queued(waiter.granted.load(Ordering::Relaxed))
         })
     }
 
@@ -318,13 +344,14 @@ impl<'a> Rec<'a> {
     /// Under the record lock: takes a free waiter slot for a request of `permits`, at the
     /// back of the queue; `None` if every slot is taken.
     fn queue_waiter(&self, permits: u32) -> Option<usize> {
-        let me = owner_of(self.ns.slot());
-        let w = (0..WAITERS)
-            .find(|&w| self.r.waiters[w].owner.compare_exchange(0, me, Ordering::AcqRel, Ordering::Relaxed).is_ok())?;
+        // Only the record lock's holder takes waiter slots. The slot is filled in before
+        // its owner is set, so that nobody takes it for queued with a stale ticket.
+        let w = (0..WAITERS).find(|&w| self.r.waiters[w].owner.load(Ordering::Acquire) == 0)?;
         let waiter = &self.r.waiters[w];
         waiter.permits.store(permits, Ordering::Relaxed);
         waiter.granted.store(0, Ordering::Relaxed);
         waiter.ticket.store(self.r.next_ticket.fetch_add(1, Ordering::Relaxed), Ordering::Relaxed);
+        waiter.owner.store(owner_of(self.ns.slot()), Ordering::Release);
         Some(w)
     }
 
@@ -354,9 +381,7 @@ impl<'a> Rec<'a> {
         let woken = match self.take_grant(w) {
             Some(grant) => {
                 let permits = self.r.holders[grant.holder as usize].permits.load(Ordering::Relaxed);
-                let woken = self.give_back(permits, holder_bit(grant.holder as usize));
-                self.r.holders[grant.holder as usize].owner.store(0, Ordering::Release);
-                woken
+                self.free_holder(grant.holder, permits)
             }
             None => {
                 let ticket = self.r.waiters[w].ticket.load(Ordering::Relaxed);
@@ -382,8 +407,7 @@ impl<'a> Rec<'a> {
         let lock = self.lock();
         self.head_waiter()?;
         let w = self.queue_waiter(permits)?;
-        let woken = self.give_back(permits, holder_bit(grant.holder as usize));
-        self.r.holders[grant.holder as usize].owner.store(0, Ordering::Release);
+        let woken = self.free_holder(grant.holder, permits);
         drop(lock);
         self.wake(&woken);
         Some(w)

@@ -75,6 +75,20 @@ impl Rec<'_> {
                 }
             }
         }
+        // A grant whose holder slot was finished but which was never published: the granter
+        // died in between. Publish it if the slot holds it for that waiter, else requeue.
+        for (w, waiter) in self.r.waiters.iter().enumerate() {
+            let owner = waiter.owner.load(Ordering::Acquire);
+            let Some(h) = grant_word::pending_holder(waiter.granted.load(Ordering::Acquire)) else { continue };
+            if owner == 0 || !alive(owner) {
+                continue; // removed below
+            }
+            let holds =
+                holder_mask(state) & (1 << h) != 0 && self.r.holders[h as usize].owner.load(Ordering::Acquire) == owner;
+            if grant_word::publish(&waiter.granted, holds.then_some(h)) {
+                woken.push(w);
+            }
+        }
         // A dead waiter's place goes, granted or not: a grant it never took is a hold of
         // its dead slot, freed with the holders above.
         let mut removed = Vec::new();
@@ -95,11 +109,27 @@ impl Rec<'_> {
         if self.head_waiter().is_some() {
             self.r.state.fetch_or(QUEUED, Ordering::AcqRel);
         }
+        // While QUEUED blocks the fast paths, the free permits are the capacity less what
+        // the holders hold: set them so, whatever step the dead process was at (a change of
+        // capacity, for one, leaves QUEUED and no permits).
+        let current = self.r.state.load(Ordering::Acquire);
+        if current & QUEUED != 0 {
+            let held: u64 = (0..HOLDERS)
+                .filter(|&i| holder_mask(current) & (1 << i) != 0)
+                .map(|i| u64::from(self.r.holders[i].permits.load(Ordering::Acquire)))
+                .sum();
+            let free = u64::from(self.r.capacity.load(Ordering::Acquire)).saturating_sub(held);
+            self.r.state.store((current & !AVAILABLE) | free, Ordering::Release);
+        }
         woken.extend(self.give_back(released, clearing));
         for (i, holder) in self.r.holders.iter().enumerate() {
             if clearing & holder_bit(i) != 0 {
                 holder.owner.store(0, Ordering::Release);
             }
+        }
+        // Slots freed just now may be what the head of the queue was short of.
+        if clearing != 0 && self.r.state.load(Ordering::Acquire) & QUEUED != 0 {
+            woken.extend(self.give_back(0, 0));
         }
         woken
     }

@@ -41,13 +41,21 @@ impl HostScope {
     pub fn open(dir: Option<&Path>) -> Result<HostScope> {
         static OPEN: Mutex<Option<HashMap<PathBuf, Weak<Namespace>>>> = Mutex::new(None);
         let key = dir.map_or_else(crate::namespace::default_dir, Path::to_path_buf);
-        let mut open = OPEN.lock().expect("namespace table lock");
-        let table = open.get_or_insert_with(HashMap::new);
         // (A namespace opened before a fork is the parent's: the child opens its own.)
-        if let Some(ns) = table.get(&key).and_then(Weak::upgrade).filter(|ns| ns.is_ours()) {
+        let open_here = |table: &HashMap<PathBuf, Weak<Namespace>>| {
+            table.get(&key).and_then(Weak::upgrade).filter(|ns| ns.is_ours())
+        };
+        if let Some(ns) = OPEN.lock().expect("namespace table lock").as_ref().and_then(open_here) {
             return Ok(HostScope { ns });
         }
+        // Opened without the table's lock held, which a child forked meanwhile would
+        // inherit locked; a thread that opened the same directory first wins.
         let ns = Arc::new(Namespace::open(dir)?);
+        let mut open = OPEN.lock().expect("namespace table lock");
+        let table = open.get_or_insert_with(HashMap::new);
+        if let Some(first) = open_here(table) {
+            return Ok(HostScope { ns: first });
+        }
         table.insert(key, Arc::downgrade(&ns));
         Ok(HostScope { ns })
     }
@@ -151,6 +159,26 @@ fn state_of(ns: &Namespace, index: usize, name: Name) -> State {
         waiters: queued.len(),
         waiting_exclusive: queued.iter().filter(|&&p| p == capacity).count(),
         last_token: r.last_token.load(Ordering::Acquire),
+    }
+}
+
+/// A lease to release if the future that holds it is dropped before it runs.
+struct ReleaseOnDrop<'a> {
+    lock: &'a HostLock,
+    lease: Option<Lease>,
+}
+
+impl ReleaseOnDrop<'_> {
+    fn disarm(mut self) -> Lease {
+        self.lease.take().expect("armed")
+    }
+}
+
+impl Drop for ReleaseOnDrop<'_> {
+    fn drop(&mut self) {
+        if let Some(lease) = self.lease.take() {
+            let _ = self.lock.release(lease);
+        }
     }
 }
 
@@ -287,15 +315,17 @@ impl RawLock for HostLock {
     }
 
     fn cede(&self, lease: Lease) -> BoxFuture<'_, Result<Lease>> {
-        let queued = self.held(&lease).map(|grant| (grant, self.rec().cede_enqueue(grant, lease.permits())));
+        // Queued when first polled; a future dropped before that gives the lease up.
+        let unpolled = ReleaseOnDrop { lock: self, lease: Some(lease) };
         Box::pin(async move {
-            let permits = lease.permits();
-            match queued? {
-                (_, Some(w)) => {
+            let lease = unpolled.disarm();
+            let grant = self.held(&lease)?;
+            match self.rec().cede_enqueue(grant, lease.permits()) {
+                Some(w) => {
                     let grant = WaitGrant::new(self.ns.clone(), self.index, self.capacity, w).await;
-                    Ok(Self::lease(grant, permits))
+                    Ok(Self::lease(grant, lease.permits()))
                 }
-                (_, None) => Ok(lease),
+                None => Ok(lease),
             }
         })
     }

@@ -113,11 +113,16 @@ pub(crate) fn wait_any(words: &[Waited<'_>], timeout: Option<Duration>) {
     let _ = waitv(&waits, WaitvFlags::empty(), until.as_ref(), rustix::time::ClockId::Monotonic);
 }
 
-/// Whether the kernel has `futex_waitv` (Linux 5.16 and later).
+/// Whether [`wait_any`] works here: the kernel has `futex_waitv` (Linux 5.16 and later)
+/// and nothing (a seccomp filter) refuses it.
 pub(crate) fn has_wait_any() -> bool {
-    use rustix::thread::futex::{waitv, WaitvFlags};
-    // No words is invalid where the call exists, and unknown where it does not.
-    !matches!(waitv(&[], WaitvFlags::empty(), None, rustix::time::ClockId::Monotonic), Err(rustix::io::Errno::NOSYS))
+    use rustix::thread::futex::{waitv, Wait, WaitFlags, WaitPtr, WaitvFlags};
+    let word = AtomicU32::new(0);
+    let mut wait = Wait::new();
+    wait.val = 1; // not the word's value: a working call returns at once
+    wait.uaddr = WaitPtr::new(word.as_ptr().cast());
+    wait.flags = WaitFlags::SIZE_U32;
+    matches!(waitv(&[wait], WaitvFlags::empty(), None, rustix::time::ClockId::Monotonic), Err(rustix::io::Errno::AGAIN))
 }
 
 fn timespec(duration: Duration) -> rustix::time::Timespec {

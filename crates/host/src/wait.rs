@@ -50,7 +50,14 @@ impl Rec<'_> {
                 Coverage::Partial => Some(LIVENESS_PERIOD),
             };
             let until_deadline = deadline.map(|d| d.saturating_duration_since(now));
-            grant_word::sleep(word, seen, shortest(check_after, until_deadline));
+            if let Some(sleeping) = grant_word::mark_sleeping(word, seen) {
+                // Asked again once marked: a waiter given up meanwhile may have had its
+                // slot reused, its word back at `seen` (a give-up comes before its nudge).
+                if give_up() {
+                    return false;
+                }
+                sys::wait(word, sleeping, shortest(check_after, until_deadline));
+            }
         }
     }
 

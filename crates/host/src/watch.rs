@@ -167,7 +167,11 @@ impl<'a> Watch<'a> {
                         watched.insert(slot, entry);
                         changed = true;
                     }
-                    Err(Coverage::Dead) => return Coverage::Dead,
+                    // (Not returned at once: an entry added above must still be polled.)
+                    Err(Coverage::Dead) => {
+                        coverage = Coverage::Dead;
+                        break;
+                    }
                     Err(_) => {
                         coverage = Coverage::Partial;
                         continue;
