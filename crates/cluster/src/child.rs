@@ -93,7 +93,7 @@ fn serve<M: Message>(builder: Builder<M>, mut socket: UnixStream) -> i32 {
             return 1;
         }
     };
-    runtime.block_on(async move {
+    let code = runtime.block_on(async move {
         let capacity = (init.capacity as usize).max(1);
         let result = match Link::new(End::Child, socket, capacity) {
             Ok((link, read)) => {
@@ -105,7 +105,11 @@ fn serve<M: Message>(builder: Builder<M>, mut socket: UnixStream) -> i32 {
             Err(err) => Err(format!("cannot use the socket to the parent: {err}")),
         };
         i32::from(result.is_err())
-    })
+    });
+    // Not waiting for tasks of the entry's still blocked (`spawn_blocking`): the parent
+    // learns of the end when the process exits.
+    runtime.shutdown_background();
+    code
 }
 
 /// Reads the first frame, before anything else uses the socket.

@@ -130,14 +130,22 @@ impl<M: Message> Supervisor<M> {
             self.take_frames(&mut reader);
         }
         let status = child.reap();
-        let reason = self.reason(status);
+        let mut reason = self.reason(status);
         // Like a task's sends, a child's sends are placed before its `Down`, unless it
-        // was killed: a killed task's waiting send is dropped too.
+        // is killed, before or while they wait: a killed task's waiting send is dropped too.
         drop(self.forward);
         if reason == Reason::Killed {
             forwarder.abort();
         }
-        let _ = forwarder.await;
+        let mut forwarder = forwarder;
+        tokio::select! {
+            _ = &mut forwarder => {}
+            () = self.cell.kill.wait() => {
+                forwarder.abort();
+                let _ = forwarder.await;
+                reason = Reason::Killed;
+            }
+        }
         self.link.close();
         self.shared.ended(&self.cell, reason);
     }

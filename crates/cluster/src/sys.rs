@@ -143,7 +143,11 @@ fn spawner() -> &'static mpsc::Sender<Job> {
             .name("latchkey-cluster-spawner".into())
             .spawn(move || {
                 for (mut command, reply) in rx {
-                    let _ = reply.send(command.spawn());
+                    if let Err(Ok(mut orphan)) = reply.send(command.spawn()) {
+                        // The spawn was cancelled: nobody will reap this child.
+                        let _ = orphan.kill();
+                        let _ = orphan.wait();
+                    }
                 }
             })
             .expect("start the thread that spawns process workers");

@@ -53,6 +53,9 @@ pub enum Msg {
     AskOther(String, Box<Msg>),
     /// Ask: send `n` numbers `0..n` to the worker at this path, in order; reply `Num(n)`.
     Burst(String, u64),
+    /// Ask: send `n` numbers `0..n` to the worker at this path without waiting for them to
+    /// arrive; reply `Num(n)`.
+    Fire(String, u64),
     /// Ask: the paths under the prefix, as `Text`, separated by commas.
     Lookup(String),
     /// Ask: spawn a worker from inside, at `path`, from `entry`, as `how` says, with the
@@ -135,6 +138,13 @@ pub async fn worker(mut ctx: Context<Msg>) -> Result<(), String> {
                 // A send returns once the message is on its way; an ask after them, from
                 // the same sender, is answered only once they have all arrived.
                 other.ask(Msg::Count, LONG).await.map_err(|e| e.to_string())?;
+                Msg::Num(n)
+            }
+            Msg::Fire(path, n) => {
+                let other = ctx.cluster().lookup(&path).ok_or("nobody to fire at")?;
+                for i in 0..n {
+                    other.send(Msg::Num(i)).await.map_err(|e| e.to_string())?;
+                }
                 Msg::Num(n)
             }
             Msg::Lookup(prefix) => {

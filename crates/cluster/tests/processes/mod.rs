@@ -1,6 +1,7 @@
 //! Process workers: children of this test binary, which runs again as the worker.
 
 mod bad_input;
+mod ends;
 mod membership;
 mod messaging;
 mod parent_death;
