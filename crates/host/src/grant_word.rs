@@ -37,11 +37,6 @@ pub(crate) fn pending_holder(word: u32) -> Option<u32> {
     (word & PENDING != 0 && word & HOLDER != 0).then(|| (word & HOLDER) - 1)
 }
 
-/// Whether the word holds a grant of holder slot `holder` that is not yet published.
-pub(crate) fn is_pending_grant_of(word: u32, holder: u32) -> bool {
-    word & (PENDING | HOLDER) == PENDING | (holder + 1)
-}
-
 /// Marks the waiter granted holder slot `holder`, not yet published (the waiter keeps
 /// sleeping). The waiter must be queued.
 pub(crate) fn assign(word: &AtomicU32, holder: u32) {
@@ -94,7 +89,7 @@ mod tests {
         assert!(is_queued(0));
         assign(&word, 5);
         let pending = word.load(Ordering::Relaxed);
-        assert!(!is_queued(pending) && granted_holder(pending).is_none() && is_pending_grant_of(pending, 5));
+        assert!(!is_queued(pending) && granted_holder(pending).is_none() && pending_holder(pending) == Some(5));
         assert!(!publish(&word, Some(5)));
         assert_eq!(granted_holder(word.load(Ordering::Relaxed)), Some(5));
         assert_eq!(granted_holder(1), Some(0), "holder slot 0 is a grant too");
@@ -111,7 +106,7 @@ mod tests {
         assert_eq!(word.load(Ordering::Relaxed) & SLEEPING, 0);
         assign(&word, 3);
         assert!(!nudge(&word));
-        assert!(is_pending_grant_of(word.load(Ordering::Relaxed), 3));
+        assert_eq!(pending_holder(word.load(Ordering::Relaxed)), Some(3));
     }
 
     #[test]

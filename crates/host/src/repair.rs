@@ -57,7 +57,7 @@ impl Rec<'_> {
                     holder.owner.store(0, Ordering::Release);
                 }
                 let pending = (0..WAITERS).find(|&w| {
-                    grant_word::is_pending_grant_of(self.r.waiters[w].granted.load(Ordering::Relaxed), i as u32)
+                    grant_word::pending_holder(self.r.waiters[w].granted.load(Ordering::Relaxed)) == Some(i as u32)
                 });
                 if let Some(w) = pending {
                     if grant_word::publish(&self.r.waiters[w].granted, outcome) {

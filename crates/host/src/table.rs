@@ -124,12 +124,9 @@ impl Namespace {
 
     /// Under the table lock: puts `name` in the first free record of its probe sequence.
     fn create(&self, name: &str, capacity: u32) -> Option<Found> {
-        let free = |i: usize| {
-            matches!(Key(self.record(i).key.load(Ordering::Acquire)).state(), Some(KeyState::Empty | KeyState::Tomb))
-        };
-        let index = probes(name).find(|&i| free(i))?;
+        let index = probes(name).find(|&i| matches!(self.key(i).state(), Some(KeyState::Empty | KeyState::Tomb)))?;
         let r = self.record(index);
-        let generation = Key(r.key.load(Ordering::Acquire)).generation();
+        let generation = self.key(index).generation();
         let words = name_words(name);
         r.name_len.store(name.len() as u32, Ordering::Relaxed);
         for (slot, word) in r.name.iter().zip(&words) {

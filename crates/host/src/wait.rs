@@ -112,11 +112,7 @@ impl Rec<'_> {
 
     /// The processes (slots) with a request in the queue, granted or not.
     fn waiting_processes(&self) -> Vec<u32> {
-        let mut slots: Vec<u32> =
-            self.r.waiters.iter().map(|w| w.owner.load(Ordering::Acquire)).filter(|&o| o != 0).map(|o| o - 1).collect();
-        slots.sort_unstable();
-        slots.dedup();
-        slots
+        slots_of(self.r.waiters.iter().map(|w| w.owner.load(Ordering::Acquire)))
     }
 
     /// The processes (slots) queued waiter `w` depends on: the waiter just ahead of it,
@@ -125,15 +121,10 @@ impl Rec<'_> {
         let ticket = |w: usize| self.r.waiters[w].ticket.load(Ordering::Relaxed);
         let mine = ticket(w);
         let ahead = self.queued().filter(|&x| ticket(x) < mine).max_by_key(|&x| ticket(x));
-        let mut slots: Vec<u32> = match ahead {
-            Some(x) => vec![self.r.waiters[x].owner.load(Ordering::Acquire)],
-            None => self.r.holders.iter().map(|h| h.owner.load(Ordering::Acquire) & !PENDING).collect(),
-        };
-        slots.retain(|&owner| owner != 0);
-        slots.iter_mut().for_each(|owner| *owner -= 1);
-        slots.sort_unstable();
-        slots.dedup();
-        slots
+        match ahead {
+            Some(x) => slots_of([self.r.waiters[x].owner.load(Ordering::Acquire)].into_iter()),
+            None => slots_of(self.r.holders.iter().map(|h| h.owner.load(Ordering::Acquire) & !PENDING)),
+        }
     }
 
     /// Watches waiter `w`'s word for a short while before sleeping: a holder running on
@@ -149,6 +140,14 @@ impl Rec<'_> {
         }
         false
     }
+}
+
+/// The process slots of `owners` (slot + 1, 0 for nobody), each once.
+fn slots_of(owners: impl Iterator<Item = u32>) -> Vec<u32> {
+    let mut slots: Vec<u32> = owners.filter(|&owner| owner != 0).map(|owner| owner - 1).collect();
+    slots.sort_unstable();
+    slots.dedup();
+    slots
 }
 
 /// Wakes every request waiting for room on a record's `room` word, to look again.
