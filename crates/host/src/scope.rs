@@ -1,164 +1,221 @@
-//! The host scope behind the scope contract.
+//! The host scope behind the scope contract of `latchkey-model`.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use latchkey_model::{
-    validate_name, BoxFuture, Error, ErrorKind, Holder, Lease, Name, RawLock, RawScope, Result, State,
+    describe_capacity, validate_name, BoxFuture, Error, ErrorKind, Holder, Lease, Name, RawLock, RawScope, Result,
+    State,
 };
 
-use crate::async_wait::{WaitGrant, WaitRoom};
-use crate::grant_word;
-use crate::layout::{available, holder_mask, HOLDERS, QUEUED, WAITERS};
-use crate::namespace::Namespace;
-use crate::record::{Enqueued, Grant, Rec, PENDING};
+use crate::layout::EntryKind;
+use crate::namespace::{default_dir, Namespace};
+use crate::protocol::{lost, Grant, Rec};
+use crate::sync::atomic::Ordering;
 use crate::sys;
-use crate::table::name_of;
+use crate::table::{name_of, Found};
+use crate::wait::{wait_blocking, Queued, Waits};
+
+/// A namespace open in this process, and the threads that serve its waits.
+pub(crate) struct Host {
+    /// Dropped first: its threads stop before the namespace may close.
+    waits: Waits,
+    ns: Arc<Namespace>,
+}
 
 /// Every process of the machine that opens the same namespace directory.
 ///
-/// `host:` is the per-user namespace (`$XDG_RUNTIME_DIR/latchkey`, else
-/// `latchkey-<uid>` in the temp directory); `host:/dir` is a directory the user chooses.
+/// `host:` is the per-user namespace, `/tmp/latchkey-<uid>`, the same for every process
+/// of the user whatever its environment; `host:/dir` is a directory the user chooses.
 /// Lock state lives in a shared-memory file of the directory, so taking a free lock
 /// makes no system call; waiters sleep on futexes; a process's holds and places in queues
 /// are freed when it dies, detected through a kernel-held lock on its slot.
 ///
-/// Limits of one namespace: 256 processes at once; 4,096 names at once (when the table
-/// is full, names that no process has open and nobody holds are reclaimed, and fencing
-/// tokens still keep increasing for the life of the file); 32 holders and 32 queued
-/// waiters per name.
-#[derive(Clone)]
+/// Limits come from memory, not from the file's layout: the file grows as processes,
+/// names, holders and waiters come. A process maps at most 64 GiB of it (less where the
+/// address space is limited), and a name has at most 2^30 − 1 permits.
 pub struct HostScope {
-    ns: Arc<Namespace>,
+    dir: Option<PathBuf>,
+    url: String,
+    /// The namespace in use: opened again if it is lost (deleted, replaced or cut short).
+    host: Mutex<Arc<Host>>,
+}
+
+/// The namespaces open in this process, by directory (under the fork gate, so that a
+/// child forked meanwhile never inherits the lock held).
+static OPEN: Mutex<Option<HashMap<PathBuf, Weak<Host>>>> = Mutex::new(None);
+
+/// The namespace of `dir` open in this process, or a new one.
+fn open_host(dir: Option<&Path>) -> Result<Arc<Host>> {
+    let key = dir.map_or_else(default_dir, Path::to_path_buf);
+    let usable = |host: &Arc<Host>| host.ns.is_ours() && host.ns.verify_identity();
+    let cached = || {
+        let _gate = sys::maps::gate();
+        let open = OPEN.lock().unwrap_or_else(|e| e.into_inner());
+        open.as_ref().and_then(|table| table.get(&key)).and_then(Weak::upgrade)
+    };
+    if let Some(host) = cached().filter(usable) {
+        return Ok(host);
+    }
+    let ns = Arc::new(Namespace::open(dir)?);
+    let waits = Waits::new().map_err(|e| {
+        Error::new(ErrorKind::Unavailable, format!("cannot create an event descriptor: {e}")).with_scope(ns.url())
+    })?;
+    let host = Arc::new(Host { waits, ns });
+    let _gate = sys::maps::gate();
+    let mut open = OPEN.lock().unwrap_or_else(|e| e.into_inner());
+    let table = open.get_or_insert_with(HashMap::new);
+    // A thread that opened the same directory meanwhile wins.
+    if let Some(first) = table.get(&key).and_then(Weak::upgrade).filter(|h| !Arc::ptr_eq(h, &host)) {
+        if first.ns.is_ours() && !first.ns.shm.is_lost() {
+            return Ok(first);
+        }
+    }
+    table.retain(|_, host| host.strong_count() > 0);
+    table.insert(key, Arc::downgrade(&host));
+    Ok(host)
 }
 
 impl HostScope {
     /// Opens the namespace in `dir`, or the per-user default one. Within a process,
     /// opening the same directory again shares the namespace (and its process slot).
     pub fn open(dir: Option<&Path>) -> Result<HostScope> {
-        static OPEN: Mutex<Option<HashMap<PathBuf, Weak<Namespace>>>> = Mutex::new(None);
-        let key = dir.map_or_else(crate::namespace::default_dir, Path::to_path_buf);
-        // (A namespace opened before a fork is the parent's: the child opens its own.)
-        let open_here = |table: &HashMap<PathBuf, Weak<Namespace>>| {
-            table.get(&key).and_then(Weak::upgrade).filter(|ns| ns.is_ours())
-        };
-        if let Some(ns) = OPEN.lock().expect("namespace table lock").as_ref().and_then(open_here) {
-            return Ok(HostScope { ns });
-        }
-        // Opened without the table's lock held, which a child forked meanwhile would
-        // inherit locked; a thread that opened the same directory first wins.
-        let ns = Arc::new(Namespace::open(dir)?);
-        let mut open = OPEN.lock().expect("namespace table lock");
-        let table = open.get_or_insert_with(HashMap::new);
-        if let Some(first) = open_here(table) {
-            return Ok(HostScope { ns: first });
-        }
-        table.insert(key, Arc::downgrade(&ns));
-        Ok(HostScope { ns })
+        let host = open_host(dir)?;
+        let url = host.ns.url().to_string();
+        Ok(HostScope { dir: dir.map(Path::to_path_buf), url, host: Mutex::new(host) })
     }
 
-    /// The namespace directory's URL.
+    /// The namespace directory's URL: `host:` or `host:/dir`.
     pub fn url(&self) -> &str {
-        self.ns.url()
+        &self.url
+    }
+
+    /// The namespace directory.
+    pub fn directory(&self) -> PathBuf {
+        self.dir.clone().unwrap_or_else(default_dir)
+    }
+
+    /// The namespace in use, opened again first if it was lost.
+    fn current(&self) -> Result<Arc<Host>> {
+        let mut host = self.host.lock().unwrap_or_else(|e| e.into_inner());
+        if host.ns.is_ours() && host.ns.shm.is_lost() {
+            *host = open_host(self.dir.as_deref())?;
+        }
+        Ok(host.clone())
     }
 }
 
 impl std::fmt::Debug for HostScope {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_tuple("HostScope").field(&self.ns.url()).finish()
+        f.debug_tuple("HostScope").field(&self.directory()).finish()
     }
 }
 
 impl RawScope for HostScope {
     fn url(&self) -> &str {
-        self.ns.url()
+        HostScope::url(self)
     }
 
     fn open(&self, name: &str, capacity: u32) -> Result<Arc<dyn RawLock>> {
-        validate_name(name).map_err(|e| e.with_scope(self.ns.url()))?;
-        if !self.ns.is_ours() {
-            return Err(self.ns.forked_error(name));
+        let host = self.current()?;
+        let ns = &host.ns;
+        let scoped = |e: Error| e.with_name(name).with_scope(ns.url());
+        validate_name(name).map_err(scoped)?;
+        if !ns.is_ours() {
+            return Err(ns.forked_error(Some(name)));
         }
-        if capacity == 0 || u64::from(capacity) > crate::layout::AVAILABLE {
-            return Err(self.ns.error(ErrorKind::Unsupported, format!("a capacity of {capacity} permits"), name));
+        if capacity == 0 || capacity > latchkey_model::RWLOCK_CAPACITY {
+            return Err(ns.error(ErrorKind::Unsupported, format!("a capacity of {capacity} permits"), Some(name)));
         }
-        let index = loop {
-            let (_, found) = self.ns.find_or_create(name, capacity)?;
-            self.ns.add_handle(found.index);
-            // Looked up again now that this process is a user: from here on, the name
-            // cannot be reclaimed, nor its capacity changed by a racing open.
-            match self.ns.find_or_create(name, capacity) {
-                Ok((_, again)) if again == found => break found.index,
-                Ok(_) => self.ns.remove_handle(found.index), // reclaimed in between
-                Err(e) => {
-                    self.ns.remove_handle(found.index);
-                    return Err(e);
-                }
-            }
-        };
+        let Found { index, generation } = ns.open_name(name, capacity).map_err(scoped)?;
         let name = Name::new(name)?;
-        Ok(Arc::new(HostLock { ns: self.ns.clone(), index, capacity, name }))
+        Ok(Arc::new(HostLock { host: host.clone(), index, generation, capacity, name }))
     }
 
     fn inspect(&self, name: &str) -> Result<State> {
-        let name = Name::new(name).map_err(|e| e.with_scope(self.ns.url()))?;
-        Ok(match self.ns.lookup(name.as_str())? {
-            Some(found) => state_of(&self.ns, found.index, name),
-            None => State::idle(name),
-        })
+        let host = self.current()?;
+        let name = Name::new(name).map_err(|e| e.with_scope(host.ns.url()))?;
+        let scoped = |e: Error| e.with_name(name.as_str()).with_scope(host.ns.url());
+        match host.ns.find(name.as_str()).map_err(scoped)? {
+            Some(found) => state_of(&host.ns, found, name.clone()).map_err(scoped),
+            None => Ok(State::idle(name)),
+        }
     }
 
     fn list(&self) -> Result<Vec<State>> {
-        let mut states: Vec<State> = self
-            .ns
-            .records()
-            .filter_map(|(index, r)| Some(state_of(&self.ns, index, Name::new(&name_of(r)).ok()?)))
-            .filter(|state| state.in_use > 0 || state.waiters > 0)
-            .collect();
+        let host = self.current()?;
+        let ns = &host.ns;
+        let mut states = Vec::new();
+        for found in ns.names() {
+            let rec = Rec::new(&ns.shm, found.index, found.generation).map_err(|e| e.with_scope(ns.url()))?;
+            if rec.looks_idle() {
+                continue;
+            }
+            let Ok(name) = Name::new(&name_of(rec.r)) else { continue };
+            let state = state_of(ns, found, name).map_err(|e| e.with_scope(ns.url()))?;
+            if state.in_use > 0 || state.waiters > 0 {
+                states.push(state);
+            }
+        }
         states.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(states)
     }
 }
 
-/// The state of record `index`, after freeing what dead processes left in it: `inspect`
+/// The state of the record `found`, after freeing what dead processes left in it: `inspect`
 /// shows no dead holder, even where no waiter has come to notice it yet.
-fn state_of(ns: &Namespace, index: usize, name: Name) -> State {
-    let r = ns.record(index);
-    if ns.is_ours() {
-        ns.rec(index, r.capacity.load(Ordering::Acquire)).repair_if_dead();
+fn state_of(ns: &Namespace, found: Found, name: Name) -> Result<State> {
+    let rec = Rec::new(&ns.shm, found.index, found.generation)?;
+    let locked = if ns.is_ours() { rec.lock() } else { Err(ns.forked_error(Some(name.as_str()))) };
+    let mut locked = match locked {
+        Ok(locked) => locked,
+        Err(e) if e.kind() == ErrorKind::HandleLost && !ns.shm.is_lost() && ns.is_ours() => {
+            return Ok(State::idle(name)); // reclaimed since it was found
+        }
+        Err(e) => return Err(e),
+    };
+    if locked.has_dead()? {
+        locked.repair()?;
     }
-    let state = r.state.load(Ordering::Acquire);
-    let capacity = r.capacity.load(Ordering::Acquire);
+    let snapshot = locked.snapshot()?;
+    drop(locked);
     let now = sys::now_ns();
-    let holders = (0..HOLDERS)
-        .filter(|i| holder_mask(state) & (1 << i) != 0)
-        .map(|i| {
-            let holder = &r.holders[i];
-            let owner = holder.owner.load(Ordering::Acquire) & !PENDING;
-            Holder {
-                pid: owner.checked_sub(1).map_or(0, |slot| ns.proc_slot(slot).pid.load(Ordering::Relaxed)),
-                permits: holder.permits.load(Ordering::Relaxed),
-                held_for: Some(Duration::from_nanos(now.saturating_sub(holder.since_ns.load(Ordering::Relaxed)))),
-            }
+    let holders = snapshot
+        .holds
+        .iter()
+        .map(|&(slot, permits, since)| Holder {
+            pid: ns.pid_of(slot),
+            permits,
+            held_for: Some(Duration::from_nanos(now.saturating_sub(since))),
         })
         .collect();
-    let queued: Vec<u32> = (0..WAITERS)
-        .map(|w| &r.waiters[w])
-        .filter(|w| w.owner.load(Ordering::Relaxed) != 0 && grant_word::is_queued(w.granted.load(Ordering::Relaxed)))
-        .map(|w| w.permits.load(Ordering::Relaxed))
-        .collect();
-    let blocked = state & QUEUED != 0 && queued.is_empty() && holder_mask(state) == 0;
-    State {
+    Ok(State {
         name,
-        capacity,
-        in_use: if blocked { 0 } else { capacity.saturating_sub(available(state)) },
+        capacity: snapshot.capacity,
+        in_use: snapshot.capacity.saturating_sub(snapshot.available),
         holders,
-        waiters: queued.len(),
-        waiting_exclusive: queued.iter().filter(|&&p| p == capacity).count(),
-        last_token: r.last_token.load(Ordering::Acquire),
+        waiters: snapshot.queued.len(),
+        waiting_exclusive: snapshot.queued.iter().filter(|&&p| p == snapshot.capacity).count(),
+        last_token: snapshot.last_token,
+    })
+}
+
+/// One name of a host namespace.
+pub struct HostLock {
+    host: Arc<Host>,
+    index: u32,
+    generation: u32,
+    capacity: u32,
+    name: Name,
+}
+
+impl Drop for HostLock {
+    fn drop(&mut self) {
+        if self.host.ns.is_ours() {
+            self.host.ns.close_name(self.index);
+        }
     }
 }
 
@@ -182,34 +239,27 @@ impl Drop for ReleaseOnDrop<'_> {
     }
 }
 
-/// One name of a host namespace.
-pub struct HostLock {
-    ns: Arc<Namespace>,
-    index: usize,
-    capacity: u32,
-    name: Name,
-}
-
-impl Drop for HostLock {
-    fn drop(&mut self) {
-        if self.ns.is_ours() {
-            self.ns.remove_handle(self.index);
-        }
-    }
-}
-
 impl HostLock {
-    fn rec(&self) -> Rec<'_> {
-        self.ns.rec(self.index, self.capacity)
+    fn ns(&self) -> &Arc<Namespace> {
+        &self.host.ns
+    }
+
+    fn rec(&self) -> Result<Rec<'_>> {
+        Rec::new(&self.ns().shm, self.index, self.generation)
+    }
+
+    /// Adds the name and the scope to an error of the layers below.
+    fn scoped(&self, error: Error) -> Error {
+        error.with_name(self.name.as_str()).with_scope(self.ns().url())
     }
 
     fn check_request(&self, permits: u32) -> Result<()> {
         self.check_process()?;
         if permits == 0 || permits > self.capacity {
-            return Err(self.ns.error(
+            return Err(self.ns().error(
                 ErrorKind::CapacityMismatch,
-                format!("asked for {permits} permits of {}", latchkey_model::describe_capacity(self.capacity)),
-                self.name.as_str(),
+                format!("asked for {permits} permits of {}", describe_capacity(self.capacity)),
+                Some(self.name.as_str()),
             ));
         }
         Ok(())
@@ -218,43 +268,72 @@ impl HostLock {
     /// Refuses a copy of the handle in a forked child: it would act as the parent.
     #[inline]
     fn check_process(&self) -> Result<()> {
-        if self.ns.is_ours() {
+        if self.ns().is_ours() {
             Ok(())
         } else {
-            Err(self.ns.forked_error(self.name.as_str()))
+            Err(self.ns().forked_error(Some(self.name.as_str())))
         }
     }
 
     fn lease(grant: Grant, permits: u32) -> Lease {
-        Lease::new(permits, grant.token, u64::from(grant.holder))
+        Lease::new(permits, grant.token, u64::from(grant.entry))
     }
 
-    /// The grant behind `lease`, if this process holds it.
-    fn held(&self, lease: &Lease) -> Result<Grant> {
+    /// The hold behind `lease`, if this process holds it.
+    fn held(&self, lease: &Lease) -> Result<u32> {
         self.check_process()?;
-        let r = self.ns.record(self.index);
-        let holder = lease.ticket();
-        let state = r.state.load(Ordering::Acquire);
-        let ok = holder < 32 && {
-            let slot = &r.holders[holder as usize];
-            holder_mask(state) & (1 << holder) != 0
-                && slot.owner.load(Ordering::Acquire) == self.ns.slot() + 1
-                && slot.token.load(Ordering::Acquire) == lease.token()
-                && slot.permits.load(Ordering::Acquire) == lease.permits()
-        };
-        if ok {
-            Ok(Grant { holder: holder as u32, token: lease.token() })
-        } else {
-            Err(self.ns.error(
-                ErrorKind::NotHeld,
-                format!("the lease with token {} is not held by this process", lease.token()),
-                self.name.as_str(),
-            ))
+        let shm = &self.ns().shm;
+        let at = u32::try_from(lease.ticket()).unwrap_or(0);
+        let holds = shm.entry(at).is_ok_and(|e| {
+            EntryKind::of(e.state.load(Ordering::Acquire)) == Some(EntryKind::Hold)
+                && e.owner.load(Ordering::Acquire) == shm.me()
+                && e.record.load(Ordering::Acquire) == self.index
+                && e.generation.load(Ordering::Acquire) == self.generation
+                && e.order.load(Ordering::Acquire) == lease.token()
+                && e.permits.load(Ordering::Acquire) == lease.permits()
+        });
+        if holds {
+            return Ok(at);
         }
+        let why = format!("the lease with token {} is not held by this process", lease.token());
+        Err(self.ns().error(ErrorKind::NotHeld, why, Some(self.name.as_str())))
     }
 
     fn timeout(&self) -> Error {
-        self.ns.error(ErrorKind::Timeout, "the deadline passed before the lock was granted", self.name.as_str())
+        let why = "the deadline passed before the lock was granted";
+        self.ns().error(ErrorKind::Timeout, why, Some(self.name.as_str()))
+    }
+
+    /// Takes `permits` now if nobody waits and they are free; otherwise queues a request
+    /// for them (`async_`: to be waited for asynchronously). Returns the grant, or the
+    /// entry queued.
+    fn grant_or_enqueue(&self, permits: u32, async_: bool) -> Result<std::result::Result<Grant, u32>> {
+        let ns = self.ns();
+        let at = ns.take_entry()?;
+        let queued = self.rec().and_then(|rec| {
+            let mut locked = rec.lock()?;
+            if let Some(grant) = locked.try_grant(at, permits)? {
+                return Ok(Err(grant));
+            }
+            locked.enqueue(at, permits, async_)?;
+            Ok(Ok(()))
+        });
+        match queued {
+            Ok(Err(grant)) => Ok(Ok(grant)),
+            Ok(Ok(())) => {
+                // Queued: is the file still the one mapped? (A slow path; the holder
+                // keeps the lock meanwhile.)
+                if !ns.verify_identity() {
+                    crate::wait::withdraw_request(ns, self.rec()?, at);
+                    return Err(lost());
+                }
+                Ok(Err(at))
+            }
+            Err(e) => {
+                ns.put_entry(at);
+                Err(e)
+            }
+        }
     }
 }
 
@@ -264,7 +343,7 @@ impl RawLock for HostLock {
     }
 
     fn scope_url(&self) -> &str {
-        self.ns.url()
+        self.ns().url()
     }
 
     fn capacity(&self) -> u32 {
@@ -273,44 +352,69 @@ impl RawLock for HostLock {
 
     fn try_acquire(&self, permits: u32) -> Result<Option<Lease>> {
         self.check_request(permits)?;
-        let mut grant = self.rec().try_acquire(permits)?;
-        // Held by a process that died, with nobody waiting to notice: free it, try again.
-        if grant.is_none() && self.rec().repair_if_dead() {
-            grant = self.rec().try_acquire(permits)?;
+        let ns = self.ns();
+        let at = ns.take_entry().map_err(|e| self.scoped(e))?;
+        let granted = self.rec().and_then(|rec| {
+            let mut locked = rec.lock()?;
+            if let Some(grant) = locked.try_grant(at, permits)? {
+                return Ok(Some(grant));
+            }
+            // Held by a process that died, with nobody waiting to notice: free it, try again.
+            if locked.has_dead()? && locked.repair()? {
+                return locked.try_grant(at, permits);
+            }
+            Ok(None)
+        });
+        match granted {
+            Ok(Some(grant)) => Ok(Some(Self::lease(grant, permits))),
+            other => {
+                ns.put_entry(at);
+                other.map(|_| None).map_err(|e| self.scoped(e))
+            }
         }
-        Ok(grant.map(|grant| Self::lease(grant, permits)))
     }
 
     fn acquire(&self, permits: u32) -> BoxFuture<'_, Result<Lease>> {
         Box::pin(async move {
             self.check_request(permits)?;
-            loop {
-                if let Some(grant) = self.rec().try_acquire(permits)? {
-                    return Ok(Self::lease(grant, permits));
+            let at = match self.grant_or_enqueue(permits, true).map_err(|e| self.scoped(e))? {
+                Ok(grant) => return Ok(Self::lease(grant, permits)),
+                Err(at) => at,
+            };
+            let rec = self.rec().map_err(|e| self.scoped(e))?;
+            let queued = match Queued::new(self.ns(), &self.host.waits, rec, at) {
+                Ok(queued) => queued,
+                Err(e) => {
+                    crate::wait::withdraw_request(self.ns(), rec, at);
+                    return Err(self.scoped(e));
                 }
-                match self.rec().enqueue(permits)? {
-                    Enqueued::Waiting(w) => {
-                        let grant = WaitGrant::new(self.ns.clone(), self.index, self.capacity, w).await;
-                        return Ok(Self::lease(grant, permits));
-                    }
-                    Enqueued::Free => {}
-                    Enqueued::Full => WaitRoom::new(self.ns.clone(), self.index, self.capacity).await,
-                }
-            }
+            };
+            let grant = queued.await.map_err(|e| self.scoped(e))?;
+            Ok(Self::lease(grant, permits))
         })
     }
 
     fn acquire_blocking(&self, permits: u32, deadline: Option<Instant>) -> Result<Lease> {
         self.check_request(permits)?;
-        match self.rec().acquire_blocking(permits, deadline, &|| false)? {
+        let at = match self.grant_or_enqueue(permits, false).map_err(|e| self.scoped(e))? {
+            Ok(grant) => return Ok(Self::lease(grant, permits)),
+            Err(at) => at,
+        };
+        let rec = self.rec().map_err(|e| self.scoped(e))?;
+        match wait_blocking(self.ns(), &self.host.waits, rec, at, deadline).map_err(|e| self.scoped(e))? {
             Some(grant) => Ok(Self::lease(grant, permits)),
             None => Err(self.timeout()),
         }
     }
 
     fn release(&self, lease: Lease) -> Result<()> {
-        let grant = self.held(&lease)?;
-        self.rec().release(grant.holder, lease.permits());
+        let at = self.held(&lease)?;
+        let ns = self.ns();
+        self.rec().and_then(|rec| rec.lock_any()?.release(at)).map_err(|e| self.scoped(e))?;
+        ns.put_entry(at);
+        if ns.shm.is_lost() {
+            return Err(self.scoped(lost()));
+        }
         Ok(())
     }
 
@@ -319,29 +423,49 @@ impl RawLock for HostLock {
         let unpolled = ReleaseOnDrop { lock: self, lease: Some(lease) };
         Box::pin(async move {
             let lease = unpolled.disarm();
-            let grant = self.held(&lease)?;
-            match self.rec().cede_enqueue(grant, lease.permits()) {
-                Some(w) => {
-                    let grant = WaitGrant::new(self.ns.clone(), self.index, self.capacity, w).await;
-                    Ok(Self::lease(grant, lease.permits()))
-                }
-                None => Ok(lease),
+            let at = self.held(&lease)?;
+            let rec = self.rec().map_err(|e| self.scoped(e))?;
+            let queued = rec.lock().and_then(|mut locked| locked.cede(at, true)).map_err(|e| self.scoped(e))?;
+            if !queued {
+                return Ok(lease);
             }
+            let queued = match Queued::new(self.ns(), &self.host.waits, rec, at) {
+                Ok(queued) => queued,
+                Err(e) => {
+                    crate::wait::withdraw_request(self.ns(), rec, at);
+                    return Err(self.scoped(e));
+                }
+            };
+            let grant = queued.await.map_err(|e| self.scoped(e))?;
+            Ok(Self::lease(grant, lease.permits()))
         })
     }
 
     fn cede_blocking(&self, lease: Lease) -> Result<Lease> {
-        let grant = self.held(&lease)?;
-        Ok(Self::lease(self.rec().cede_blocking(grant, lease.permits())?, lease.permits()))
+        let at = self.held(&lease)?;
+        let rec = self.rec().map_err(|e| self.scoped(e))?;
+        let queued = rec.lock().and_then(|mut locked| locked.cede(at, false)).map_err(|e| self.scoped(e))?;
+        if !queued {
+            return Ok(lease);
+        }
+        match wait_blocking(self.ns(), &self.host.waits, rec, at, None).map_err(|e| self.scoped(e))? {
+            Some(grant) => Ok(Self::lease(grant, lease.permits())),
+            None => Err(self.timeout()),
+        }
     }
 
     fn inspect(&self) -> Result<State> {
-        Ok(state_of(&self.ns, self.index, self.name.clone()))
+        let found = Found { index: self.index, generation: self.generation };
+        state_of(self.ns(), found, self.name.clone()).map_err(|e| self.scoped(e))
     }
 
     fn check(&self, lease: &Lease) -> Result<()> {
-        self.held(lease)
-            .map(|_| ())
-            .map_err(|_| self.ns.error(ErrorKind::HandleLost, "the hold is no longer recorded", self.name.as_str()))
+        let lost_hold = |why: &str| self.ns().error(ErrorKind::HandleLost, why.to_string(), Some(self.name.as_str()));
+        if self.ns().shm.is_lost() || !self.ns().verify_identity() {
+            return Err(lost_hold(
+                "the namespace file was deleted, replaced or cut short: the hold no longer excludes anyone",
+            ));
+        }
+        self.held(lease).map(|_| ()).map_err(|_| lost_hold("the hold is no longer recorded"))
     }
 }
