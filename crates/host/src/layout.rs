@@ -34,7 +34,7 @@ pub(crate) const VERSION: u32 = 3;
 
 pub(crate) const PAGE: u64 = 4096;
 /// Process slots in the first slot chunk; chunk `i` holds `SLOT_BASE << i`.
-pub(crate) const SLOT_BASE: u32 = 64;
+pub(crate) const SLOT_BASE: u32 = 8;
 /// Records in the first record chunk; chunk `i` holds `RECORD_BASE << i`.
 pub(crate) const RECORD_BASE: u32 = 64;
 /// Chunks a directory can name: `BASE × (2^DIRECTORY − 1)` items, far beyond what memory allows.

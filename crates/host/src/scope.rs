@@ -107,6 +107,28 @@ impl HostScope {
     }
 }
 
+impl HostScope {
+    /// For tests: every entry in use in the namespace that belongs to another process, as
+    /// "slot S: KIND of record R". After every other process has ended (or died and been
+    /// repaired), none should be left.
+    #[doc(hidden)]
+    pub fn entries_of_others(&self) -> Result<Vec<String>> {
+        let host = self.current()?;
+        let shm = &host.ns.shm;
+        let mut left = Vec::new();
+        for slot in (0..shm.slots()).filter(|&s| s != shm.me()) {
+            for (at, e) in shm.arena_entries(slot)? {
+                let kind = EntryKind::of(e.state.load(Ordering::Acquire));
+                if kind != Some(EntryKind::Free) {
+                    let record = e.record.load(Ordering::Acquire);
+                    left.push(format!("slot {slot}: entry {at}, {kind:?} of record {record}"));
+                }
+            }
+        }
+        Ok(left)
+    }
+}
+
 impl std::fmt::Debug for HostScope {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_tuple("HostScope").field(&self.directory()).finish()
@@ -142,6 +164,10 @@ impl RawScope for HostScope {
             Some(found) => state_of(&host.ns, found, name.clone()).map_err(scoped),
             None => Ok(State::idle(name)),
         }
+    }
+
+    fn location(&self) -> Option<String> {
+        Some(self.directory().display().to_string())
     }
 
     fn list(&self) -> Result<Vec<State>> {

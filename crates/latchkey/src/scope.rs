@@ -87,6 +87,16 @@ impl Scope {
         }
     }
 
+    /// Where the scope keeps its state, for people to read: for the host scope, the
+    /// namespace directory (`/tmp/latchkey-<uid>` for `host:`); `None` for the process
+    /// scope.
+    pub fn location(&self) -> Option<String> {
+        match &self.0 {
+            Inner::Process(_) => None,
+            Inner::Raw(raw) => raw.location(),
+        }
+    }
+
     /// The mutex called `name`.
     pub fn mutex(&self, name: &str) -> Result<Mutex> {
         Ok(Mutex::new(self.handle(name, 1)?))

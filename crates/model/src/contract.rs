@@ -31,6 +31,12 @@ pub trait RawScope: Send + Sync + fmt::Debug + 'static {
 
     /// Snapshots of every name that is held or waited for.
     fn list(&self) -> Result<Vec<State>>;
+
+    /// Where the scope keeps its state, for people to read: the host scope's namespace
+    /// directory, say. `None` where there is nothing to show.
+    fn location(&self) -> Option<String> {
+        None
+    }
 }
 
 /// One name's fair, weighted semaphore in a scope.

@@ -24,7 +24,7 @@ pub const FILE_NAME: &str = "latchkey.ns";
 /// Where the first chunks of a new file go, and its first length.
 const FIRST_SLOTS: u64 = PAGE;
 const FIRST_RECORDS: u64 = FIRST_SLOTS + SLOT_BASE as u64 * size_of::<ProcSlot>() as u64;
-const FIRST_INDEX: u64 = FIRST_RECORDS + RECORD_BASE as u64 * size_of::<Record>() as u64;
+const FIRST_INDEX: u64 = (FIRST_RECORDS + RECORD_BASE as u64 * size_of::<Record>() as u64).div_ceil(PAGE) * PAGE;
 const FIRST_LEN: u64 = FIRST_INDEX + (8 << INDEX_MIN_LOG2);
 
 /// The most a process maps of a namespace file: the file grows into this reservation.

@@ -14,7 +14,7 @@ use latchkey_model::{Error, ErrorKind, Result};
 
 use super::Namespace;
 use crate::layout::*;
-use crate::protocol::Rec;
+use crate::protocol::{disown, Rec};
 use crate::shm::corrupted;
 use crate::sync::atomic::Ordering;
 use crate::sys;
@@ -30,21 +30,31 @@ impl Namespace {
         let shm = &self.shm;
         loop {
             let slots = shm.slots();
+            // A slot that looks free costs one system call; one that looks taken, whose
+            // owner may have died, too: at most `DEAD_CHECKS` of those are checked, from
+            // where the last newcomer that ran out of checks stopped, before the table
+            // grows instead.
             let hint = shm.header().slot_hint.load(Ordering::Relaxed) % slots.max(1);
-            let order = (0..slots).map(|i| (hint + i) % slots);
-            // Slots that look free first (one system call each that is not); then a few
-            // that look taken, whose owner may have died.
-            for slot in order.clone().filter(|&s| shm.slot(s).is_ok_and(|p| p.in_use.load(Ordering::Acquire) == 0)) {
+            let (mut dead_checks, mut last_checked) = (0, hint);
+            for slot in (0..slots).map(|i| (hint + i) % slots) {
+                let looks_taken = shm.slot(slot)?.in_use.load(Ordering::Acquire) != 0;
+                if looks_taken {
+                    if dead_checks == DEAD_CHECKS {
+                        continue;
+                    }
+                    dead_checks += 1;
+                    last_checked = slot;
+                }
                 if self.try_take(slot)? {
                     return Ok(slot);
                 }
             }
-            for slot in order.take(DEAD_CHECKS as usize) {
-                if self.try_take(slot)? {
-                    return Ok(slot);
-                }
+            if dead_checks == DEAD_CHECKS {
+                shm.header().slot_hint.store(last_checked + 1, Ordering::Relaxed);
             }
-            self.grow_slots(slots)?;
+            if self.grow_slots(slots)? && self.try_take(slots)? {
+                return Ok(slots);
+            }
         }
     }
 
@@ -59,15 +69,33 @@ impl Namespace {
         }
         crash_point!("claim.locked");
         shm.set_me(slot);
-        self.scrub(slot)?;
         let proc_slot = shm.slot(slot)?;
+        // A slot that was never used, or was closed cleanly, names no lock: a process
+        // closes a namespace only when nothing of it is in flight.
+        let reused = proc_slot.in_use.swap(1, Ordering::AcqRel) != 0;
+        crash_point!("claim.marked");
+        if reused {
+            self.disown_locks(slot)?;
+        }
+        self.scrub(slot)?;
         proc_slot.pid_ns.store(self.pid_ns, Ordering::Relaxed);
         proc_slot.pid.store(std::process::id(), Ordering::Relaxed);
-        proc_slot.since_ns.store(sys::now_ns(), Ordering::Relaxed);
-        proc_slot.in_use.store(1, Ordering::Release);
-        crash_point!("claim.marked");
-        shm.header().slot_hint.store(slot + 1, Ordering::Relaxed);
+        proc_slot.since_ns.store(sys::now_ns(), Ordering::Release);
+        crash_point!("claim.named");
         Ok(true)
+    }
+
+    /// Makes every lock word that names `slot` (whose owner died in it) name a dead owner
+    /// instead: see `protocol::lock`.
+    fn disown_locks(&self, slot: u32) -> Result<()> {
+        let shm = &self.shm;
+        let header = shm.header();
+        disown(&header.grow_lock, slot);
+        disown(&header.table_lock, slot);
+        for index in 0..shm.records() {
+            disown(&shm.record(index)?.lock, slot);
+        }
+        Ok(())
     }
 
     /// Releases, withdraws and closes every entry left in `slot`'s arena: what its last
@@ -86,9 +114,10 @@ impl Namespace {
             let (index, generation) = (e.record.load(Ordering::Acquire), e.generation.load(Ordering::Acquire));
             let rec = Rec::new(shm, index, generation)?;
             if Key(rec.r.key.load(Ordering::Acquire)) != Key::ready(generation) {
-                // The record no longer has the name this entry was for: nothing links it.
+                // The record no longer has the name this entry was for, so nothing links it:
+                // it cannot happen in a file that only latchkey wrote (a reclaim frees the
+                // entries of the dead first). Dying here leaves it for the next owner.
                 e.state.store(EntryKind::Free.bits(), Ordering::Release);
-                crash_point!("scrub.stale");
                 continue;
             }
             let mut locked = rec.lock()?;
@@ -103,31 +132,50 @@ impl Namespace {
     }
 
     /// Adds the next chunk of process slots, unless another process did since `seen` slots.
-    fn grow_slots(&self, seen: u32) -> Result<()> {
-        let header = self.shm.header();
+    /// The grower first takes the liveness lock of the chunk's first slot, `seen`, and
+    /// grows the file as that slot's owner (a lock word must name a live slot). Returns
+    /// whether it holds that slot's liveness lock (then the caller takes the slot).
+    fn grow_slots(&self, seen: u32) -> Result<bool> {
+        let shm = &self.shm;
+        let header = shm.header();
         // Count a chunk that a process that died published without counting.
-        let mut published = 0;
-        for (chunk, at) in header.slot_chunks.iter().enumerate() {
-            if at.load(Ordering::Acquire) == 0 {
-                break;
-            }
-            published += chunk_items(chunk, SLOT_BASE);
-        }
+        let published = count_published(&header.slot_chunks);
         header.slots.fetch_max(published, Ordering::AcqRel);
         if header.slots.load(Ordering::Acquire) != seen {
-            return Ok(());
+            return Ok(false);
         }
+        let byte = LIVENESS_OFFSET + u64::from(seen);
+        let unavailable =
+            |e: std::io::Error| Error::new(ErrorKind::Unavailable, format!("cannot take a process slot: {e}"));
+        if !sys::lock::try_lock_byte(shm.file().as_fd(), byte).map_err(unavailable)? {
+            std::thread::yield_now(); // another process grows the table
+            return Ok(false);
+        }
+        shm.set_me(seen);
+        // A process that died growing the table may have held the grow lock as `seen`.
+        self.disown_locks(seen)?;
         let chunk = header.slot_chunks.iter().position(|at| at.load(Ordering::Acquire) == 0).ok_or_else(|| {
             Error::new(ErrorKind::Unavailable, "the namespace has as many process slots as its layout can name")
         })?;
         let items = chunk_items(chunk, SLOT_BASE);
         let at = self.grow_pages(u64::from(items) * size_of::<ProcSlot>() as u64)?;
-        if header.slot_chunks[chunk].compare_exchange(0, at, Ordering::AcqRel, Ordering::Acquire).is_err() {
-            return Ok(()); // another process grew it first; our space is lost, not reused
+        // Another process may have grown it first (and lost this slot's lock race since):
+        // our space is then lost, not reused.
+        if header.slot_chunks[chunk].compare_exchange(0, at, Ordering::AcqRel, Ordering::Acquire).is_ok() {
+            crash_point!("claim.chunk_published");
         }
-        crash_point!("claim.chunk_published");
-        header.slots.fetch_max(published + items, Ordering::AcqRel);
+        header.slots.fetch_max(count_published(&header.slot_chunks), Ordering::AcqRel);
         crash_point!("claim.chunk_counted");
-        Ok(())
+        Ok(true)
     }
+}
+
+/// Slots in the chunks published, up to the first missing one.
+fn count_published(directory: &[crate::sync::atomic::AtomicU64; DIRECTORY]) -> u32 {
+    directory
+        .iter()
+        .take_while(|at| at.load(Ordering::Acquire) != 0)
+        .enumerate()
+        .map(|(i, _)| chunk_items(i, SLOT_BASE))
+        .sum()
 }

@@ -6,6 +6,11 @@
 //! over and repairs what the owner may have left half done (`on_takeover`): every
 //! change made under one of these locks can be redone from the truth the lock does not
 //! guard (see `protocol::rebuild`).
+//!
+//! A slot is reused by a new process once its owner died, so a lock word naming the slot
+//! would pass for held by the newcomer. The newcomer therefore [`disown`]s every lock
+//! word that names its slot before it does anything else: the word then names
+//! [`DEAD_OWNER`], and whoever takes the lock next takes it over and repairs.
 
 use std::time::Duration;
 
@@ -15,6 +20,9 @@ use crate::layout::LOCK_CONTENDED;
 use crate::shm::Shm;
 use crate::sync::atomic::{AtomicU32, Ordering};
 use crate::sys::futex::{self, Sleep};
+
+/// The owner a lock word names once the slot it named was taken by a new process.
+const DEAD_OWNER: u32 = !LOCK_CONTENDED;
 
 /// Spins before a contender first checks the owner and sleeps: a lock is held for well
 /// under a microsecond, unless its owner was descheduled or died.
@@ -73,8 +81,8 @@ fn lock_contended<'a>(
             crate::sync::spin_loop();
             continue;
         }
-        let owner = (current & !LOCK_CONTENDED).wrapping_sub(1);
-        if !shm.is_alive(owner) {
+        let owner = current & !LOCK_CONTENDED;
+        if owner == DEAD_OWNER || !shm.is_alive(owner.wrapping_sub(1)) {
             if word.compare_exchange(current, me | LOCK_CONTENDED, Ordering::Acquire, Ordering::Relaxed).is_ok() {
                 let guard = WordGuard { word };
                 crash_point!("lock.taken_over");
@@ -91,6 +99,25 @@ fn lock_contended<'a>(
         let alarm = shm.registration().alarm();
         let alarm = Sleep { word: alarm, expected: alarm.load(Ordering::Acquire) };
         futex::sleep(Sleep { word, expected: current | LOCK_CONTENDED }, Some(alarm), Some(RECHECK));
+    }
+}
+
+/// If the lock `word` names `slot` (an owner that died, whose slot this process has just
+/// taken), makes it name [`DEAD_OWNER`] instead, and wakes its sleepers: the next taker
+/// takes it over and repairs. A contender that judged the old owner dead and is about to
+/// take it over fails its compare-and-swap, since the word changed.
+pub(crate) fn disown(word: &AtomicU32, slot: u32) {
+    let mut current = word.load(Ordering::Acquire);
+    while current & !LOCK_CONTENDED == slot + 1 {
+        let dead = DEAD_OWNER | (current & LOCK_CONTENDED);
+        match word.compare_exchange(current, dead, Ordering::AcqRel, Ordering::Acquire) {
+            Ok(_) => {
+                crash_point!("lock.disowned");
+                futex::wake_all(word);
+                return;
+            }
+            Err(actual) => current = actual,
+        }
     }
 }
 

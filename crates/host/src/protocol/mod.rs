@@ -41,7 +41,7 @@ mod wake;
 
 use latchkey_model::{Error, ErrorKind, Result};
 
-pub(crate) use lock::{lock as lock_word, lost, WordGuard};
+pub(crate) use lock::{disown, lock as lock_word, lost, WordGuard};
 pub(crate) use ops::{Grant, Polled};
 pub(crate) use wake::{bump_and_wake, mark_sleeping};
 
