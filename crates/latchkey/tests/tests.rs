@@ -6,6 +6,8 @@
 //! - `processes`: the host scope with real processes, SIGKILL included;
 //! - `hostile`: corrupted files, unsafe directories, links, a full disk;
 //! - `table`: the host namespace's table of names, full and reclaiming;
+//! - `trust`: issue 8, the host scope trustworthy: a deleted, replaced or truncated
+//!   namespace, no hidden limits, and a SIGKILL torture;
 //! - `support`: the scopes under test and the helpers the suites share.
 
 #[macro_use]
@@ -17,3 +19,4 @@ mod hostile;
 mod processes;
 mod stress;
 mod table;
+mod trust;
