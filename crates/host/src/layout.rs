@@ -59,10 +59,15 @@ pub(crate) struct Header {
     /// so a file at the namespace path always has it.
     pub magic: AtomicU64,
     pub version: AtomicU32,
-    /// `size_of::<Record>()`, `size_of::<ProcSlot>()`: checked when the file is opened.
+    /// `size_of::<Record>()`, `size_of::<ProcSlot>()`, [`ENTRY_SIZE`]: checked when the
+    /// file is opened, like the geometry below.
     pub record_size: AtomicU32,
     pub slot_size: AtomicU32,
     pub entry_size: AtomicU32,
+    /// [`SLOT_BASE`] and [`RECORD_BASE`]: the geometry of the chunk directories.
+    pub slot_base: AtomicU32,
+    pub record_base: AtomicU32,
+    pub _geometry: AtomicU32,
     /// Bytes of the file in use (allocated and reserved on disk); grows, never shrinks.
     pub file_len: AtomicU64,
     /// Tokens of new names start above it: the wall clock (ns) when the file was made,

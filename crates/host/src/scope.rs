@@ -151,7 +151,13 @@ impl RawScope for HostScope {
         if capacity == 0 || capacity > latchkey_model::RWLOCK_CAPACITY {
             return Err(ns.error(ErrorKind::Unsupported, format!("a capacity of {capacity} permits"), Some(name)));
         }
-        let Found { index, generation } = ns.open_name(name, capacity).map_err(scoped)?;
+        let Found { index, generation } = match ns.open_name(name, capacity) {
+            // The namespace was found lost when the name was opened: open it again.
+            Err(e) if e.kind() == ErrorKind::HandleLost && ns.shm.is_lost() => {
+                return RawScope::open(self, name, capacity)
+            }
+            other => other.map_err(scoped)?,
+        };
         let name = Name::new(name)?;
         Ok(Arc::new(HostLock { host: host.clone(), index, generation, capacity, name }))
     }
@@ -309,6 +315,9 @@ impl HostLock {
     fn held(&self, lease: &Lease) -> Result<u32> {
         self.check_process()?;
         let shm = &self.ns().shm;
+        if shm.is_lost() {
+            return Err(self.scoped(lost()));
+        }
         let at = u32::try_from(lease.ticket()).unwrap_or(0);
         let holds = shm.entry(at).is_ok_and(|e| {
             EntryKind::of(e.state.load(Ordering::Acquire)) == Some(EntryKind::Hold)

@@ -201,6 +201,12 @@ impl Namespace {
             known.handles += 1;
             return Ok(());
         }
+        // The first handle of a name in this process: a slow path, where the file's
+        // identity is checked (a name opened in a namespace deleted meanwhile must not be
+        // granted there).
+        if !self.verify_identity() {
+            return Err(crate::protocol::lost());
+        }
         let entry = self.take_entry()?;
         let result = Rec::new(&self.shm, found.index, found.generation).and_then(|rec| {
             let mut locked = rec.lock()?;

@@ -74,6 +74,8 @@ fn initialize(file: &File, path: &Path) -> Result<(), Failure> {
     put(offset_of!(Header, record_size), &(size_of::<Record>() as u32).to_le_bytes());
     put(offset_of!(Header, slot_size), &(size_of::<ProcSlot>() as u32).to_le_bytes());
     put(offset_of!(Header, entry_size), &(ENTRY_SIZE as u32).to_le_bytes());
+    put(offset_of!(Header, slot_base), &SLOT_BASE.to_le_bytes());
+    put(offset_of!(Header, record_base), &RECORD_BASE.to_le_bytes());
     put(offset_of!(Header, file_len), &FIRST_LEN.to_le_bytes());
     put(offset_of!(Header, token_floor), &now.to_le_bytes());
     put(offset_of!(Header, created_ns), &now.to_le_bytes());
@@ -96,7 +98,6 @@ fn initialize(file: &File, path: &Path) -> Result<(), Failure> {
 /// Checks that `file` is a complete namespace of this layout version.
 fn check(file: &File, path: &Path) -> Result<(), Failure> {
     let io = |e: std::io::Error| (kind_of(&e), format!("cannot read the namespace file {}: {e}", path.display()));
-    let stat = sys::file::stat_fd(file.as_fd()).map_err(io)?;
     let corrupted = |why: String| {
         let users = match sys::lock::locked_by_other(file.as_fd(), LIVENESS_OFFSET, 0) {
             Ok(true) => "processes still use it: stop them, then remove it",
@@ -107,17 +108,19 @@ fn check(file: &File, path: &Path) -> Result<(), Failure> {
             format!("the namespace file {} {why}; {users} (fencing tokens go on above the wall clock)", path.display()),
         )
     };
+    let mut header = [0u8; 128];
+    let read = read_prefix(file, &mut header).map_err(io)?;
+    // After the header: the file grows before its header says so, never after.
+    let stat = sys::file::stat_fd(file.as_fd()).map_err(io)?;
     if !stat.is_file() {
         return Err((ErrorKind::Corrupted, format!("{} is not a regular file", path.display())));
     }
-    let mut header = [0u8; 64];
-    let read = read_prefix(file, &mut header).map_err(io)?;
     if read == 0 {
         return Err(corrupted("is empty (0 bytes): it was truncated".to_string()));
     }
     let word = |at: usize| u64::from_le_bytes(header[at..at + 8].try_into().expect("8 bytes"));
     let field = |at: usize| u32::from_le_bytes(header[at..at + 4].try_into().expect("4 bytes"));
-    if read < 64 || word(offset_of!(Header, magic)) != MAGIC {
+    if read < header.len() || word(offset_of!(Header, magic)) != MAGIC {
         return Err(corrupted("is not a latchkey namespace file".to_string()));
     }
     let version = field(offset_of!(Header, version));
@@ -131,6 +134,8 @@ fn check(file: &File, path: &Path) -> Result<(), Failure> {
         (offset_of!(Header, record_size), size_of::<Record>(), "record size"),
         (offset_of!(Header, slot_size), size_of::<ProcSlot>(), "process slot size"),
         (offset_of!(Header, entry_size), ENTRY_SIZE as usize, "entry size"),
+        (offset_of!(Header, slot_base), SLOT_BASE as usize, "first slot chunk"),
+        (offset_of!(Header, record_base), RECORD_BASE as usize, "first record chunk"),
     ];
     for (at, expected, what) in sizes {
         if field(at) as usize != expected {
