@@ -173,7 +173,7 @@ pub(crate) struct Entry {
     pub prev: AtomicU32,
     /// A hold's fencing token, or a queued request's ticket.
     pub order: AtomicU64,
-    /// When it was granted or queued (monotonic ns).
+    /// When it was granted or queued (coarse monotonic ns).
     pub since_ns: AtomicU64,
     pub _reserved: [AtomicU64; 2],
 }

@@ -12,10 +12,12 @@
 //! - `namespace`: the directory and file, process slots, this process's entries;
 //! - `table`: finding, adding and reclaiming names;
 //! - `wait`: blocking and async waits, and the threads that serve them;
-//! - [`HostScope`]: all of it behind the scope contract of `latchkey-model`.
+//! - [`HostScope`] and [`HostLock`]: all of it behind the scope contract of
+//!   `latchkey-model`.
 
 #[macro_use]
 mod crash;
+mod handle;
 mod layout;
 mod namespace;
 mod protocol;
@@ -24,7 +26,10 @@ mod shm;
 mod sync;
 mod sys;
 mod table;
+#[cfg(test)]
+mod tests;
 mod wait;
 
+pub use handle::HostLock;
 pub use namespace::{default_dir, FILE_NAME};
-pub use scope::{HostLock, HostScope};
+pub use scope::HostScope;

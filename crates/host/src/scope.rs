@@ -3,26 +3,24 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, Weak};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use latchkey_model::{
-    describe_capacity, validate_name, BoxFuture, Error, ErrorKind, Holder, Lease, Name, RawLock, RawScope, Result,
-    State,
-};
+use latchkey_model::{validate_name, Error, ErrorKind, Holder, Name, RawLock, RawScope, Result, State};
 
+use crate::handle::HostLock;
 use crate::layout::EntryKind;
 use crate::namespace::{default_dir, Namespace};
-use crate::protocol::{lost, Grant, Rec};
+use crate::protocol::Rec;
 use crate::sync::atomic::Ordering;
 use crate::sys;
 use crate::table::{name_of, Found};
-use crate::wait::{wait_blocking, Queued, Waits};
+use crate::wait::Waits;
 
 /// A namespace open in this process, and the threads that serve its waits.
 pub(crate) struct Host {
     /// Dropped first: its threads stop before the namespace may close.
-    waits: Waits,
-    ns: Arc<Namespace>,
+    pub(crate) waits: Waits,
+    pub(crate) ns: Arc<Namespace>,
 }
 
 /// Every process of the machine that opens the same namespace directory.
@@ -151,15 +149,28 @@ impl RawScope for HostScope {
         if capacity == 0 || capacity > latchkey_model::RWLOCK_CAPACITY {
             return Err(ns.error(ErrorKind::Unsupported, format!("a capacity of {capacity} permits"), Some(name)));
         }
-        let Found { index, generation } = match ns.open_name(name, capacity) {
+        let found = match ns.open_name(name, capacity) {
             // The namespace was found lost when the name was opened: open it again.
             Err(e) if e.kind() == ErrorKind::HandleLost && ns.shm.is_lost() => {
-                return RawScope::open(self, name, capacity)
+                return RawScope::open(self, name, capacity);
             }
             other => other.map_err(scoped)?,
         };
-        let name = Name::new(name)?;
-        Ok(Arc::new(HostLock { host: host.clone(), index, generation, capacity, name }))
+        Ok(Arc::new(HostLock::new(host.clone(), Name::new(name)?, capacity, found, false)?))
+    }
+
+    fn open_once(&self, name: &str, capacity: u32) -> Result<Arc<dyn RawLock>> {
+        let host = self.current()?;
+        let ns = &host.ns;
+        let scoped = |e: Error| e.with_name(name).with_scope(ns.url());
+        if !ns.is_ours() {
+            return Err(ns.forked_error(Some(name)));
+        }
+        if capacity == 0 || capacity > latchkey_model::RWLOCK_CAPACITY {
+            return Err(ns.error(ErrorKind::Unsupported, format!("a capacity of {capacity} permits"), Some(name)));
+        }
+        let found = ns.find_or_create(name, capacity).map_err(scoped)?;
+        Ok(Arc::new(HostLock::new(host.clone(), Name::new(name)?, capacity, found, true)?))
     }
 
     fn inspect(&self, name: &str) -> Result<State> {
@@ -198,7 +209,7 @@ impl RawScope for HostScope {
 
 /// The state of the record `found`, after freeing what dead processes left in it: `inspect`
 /// shows no dead holder, even where no waiter has come to notice it yet.
-fn state_of(ns: &Namespace, found: Found, name: Name) -> Result<State> {
+pub(crate) fn state_of(ns: &Namespace, found: Found, name: Name) -> Result<State> {
     let rec = Rec::new(&ns.shm, found.index, found.generation)?;
     let locked = if ns.is_ours() { rec.lock() } else { Err(ns.forked_error(Some(name.as_str()))) };
     let mut locked = match locked {
@@ -213,7 +224,7 @@ fn state_of(ns: &Namespace, found: Found, name: Name) -> Result<State> {
     }
     let snapshot = locked.snapshot()?;
     drop(locked);
-    let now = sys::now_ns();
+    let now = sys::process::coarse_now_ns();
     let holders = snapshot
         .holds
         .iter()
@@ -232,275 +243,4 @@ fn state_of(ns: &Namespace, found: Found, name: Name) -> Result<State> {
         waiting_exclusive: snapshot.queued.iter().filter(|&&p| p == snapshot.capacity).count(),
         last_token: snapshot.last_token,
     })
-}
-
-/// One name of a host namespace.
-pub struct HostLock {
-    host: Arc<Host>,
-    index: u32,
-    generation: u32,
-    capacity: u32,
-    name: Name,
-}
-
-impl Drop for HostLock {
-    fn drop(&mut self) {
-        if self.host.ns.is_ours() {
-            self.host.ns.close_name(self.index);
-        }
-    }
-}
-
-/// A lease to release if the future that holds it is dropped before it runs.
-struct ReleaseOnDrop<'a> {
-    lock: &'a HostLock,
-    lease: Option<Lease>,
-}
-
-impl ReleaseOnDrop<'_> {
-    fn disarm(mut self) -> Lease {
-        self.lease.take().expect("armed")
-    }
-}
-
-impl Drop for ReleaseOnDrop<'_> {
-    fn drop(&mut self) {
-        if let Some(lease) = self.lease.take() {
-            let _ = self.lock.release(lease);
-        }
-    }
-}
-
-impl HostLock {
-    fn ns(&self) -> &Arc<Namespace> {
-        &self.host.ns
-    }
-
-    fn rec(&self) -> Result<Rec<'_>> {
-        Rec::new(&self.ns().shm, self.index, self.generation)
-    }
-
-    /// Adds the name and the scope to an error of the layers below.
-    fn scoped(&self, error: Error) -> Error {
-        error.with_name(self.name.as_str()).with_scope(self.ns().url())
-    }
-
-    fn check_request(&self, permits: u32) -> Result<()> {
-        self.check_process()?;
-        if permits == 0 || permits > self.capacity {
-            return Err(self.ns().error(
-                ErrorKind::CapacityMismatch,
-                format!("asked for {permits} permits of {}", describe_capacity(self.capacity)),
-                Some(self.name.as_str()),
-            ));
-        }
-        Ok(())
-    }
-
-    /// Refuses a copy of the handle in a forked child: it would act as the parent.
-    #[inline]
-    fn check_process(&self) -> Result<()> {
-        if self.ns().is_ours() {
-            Ok(())
-        } else {
-            Err(self.ns().forked_error(Some(self.name.as_str())))
-        }
-    }
-
-    fn lease(grant: Grant, permits: u32) -> Lease {
-        Lease::new(permits, grant.token, u64::from(grant.entry))
-    }
-
-    /// The hold behind `lease`, if this process holds it.
-    fn held(&self, lease: &Lease) -> Result<u32> {
-        self.check_process()?;
-        let shm = &self.ns().shm;
-        if shm.is_lost() {
-            return Err(self.scoped(lost()));
-        }
-        let at = u32::try_from(lease.ticket()).unwrap_or(0);
-        let holds = shm.entry(at).is_ok_and(|e| {
-            EntryKind::of(e.state.load(Ordering::Acquire)) == Some(EntryKind::Hold)
-                && e.owner.load(Ordering::Acquire) == shm.me()
-                && e.record.load(Ordering::Acquire) == self.index
-                && e.generation.load(Ordering::Acquire) == self.generation
-                && e.order.load(Ordering::Acquire) == lease.token()
-                && e.permits.load(Ordering::Acquire) == lease.permits()
-        });
-        if holds {
-            return Ok(at);
-        }
-        let why = format!("the lease with token {} is not held by this process", lease.token());
-        Err(self.ns().error(ErrorKind::NotHeld, why, Some(self.name.as_str())))
-    }
-
-    fn timeout(&self) -> Error {
-        let why = "the deadline passed before the lock was granted";
-        self.ns().error(ErrorKind::Timeout, why, Some(self.name.as_str()))
-    }
-
-    /// Takes `permits` now if nobody waits and they are free; otherwise queues a request
-    /// for them (`async_`: to be waited for asynchronously). Returns the grant, or the
-    /// entry queued.
-    fn grant_or_enqueue(&self, permits: u32, async_: bool) -> Result<std::result::Result<Grant, u32>> {
-        let ns = self.ns();
-        let at = ns.take_entry()?;
-        let queued = self.rec().and_then(|rec| {
-            let mut locked = rec.lock()?;
-            if let Some(grant) = locked.try_grant(at, permits)? {
-                return Ok(Err(grant));
-            }
-            locked.enqueue(at, permits, async_)?;
-            Ok(Ok(()))
-        });
-        match queued {
-            Ok(Err(grant)) => Ok(Ok(grant)),
-            Ok(Ok(())) => {
-                // Queued: is the file still the one mapped? (A slow path; the holder
-                // keeps the lock meanwhile.)
-                if !ns.verify_identity() {
-                    crate::wait::withdraw_request(ns, self.rec()?, at);
-                    return Err(lost());
-                }
-                Ok(Err(at))
-            }
-            Err(e) => {
-                ns.put_entry(at);
-                Err(e)
-            }
-        }
-    }
-}
-
-impl RawLock for HostLock {
-    fn name(&self) -> &Name {
-        &self.name
-    }
-
-    fn scope_url(&self) -> &str {
-        self.ns().url()
-    }
-
-    fn capacity(&self) -> u32 {
-        self.capacity
-    }
-
-    fn try_acquire(&self, permits: u32) -> Result<Option<Lease>> {
-        self.check_request(permits)?;
-        let ns = self.ns();
-        let at = ns.take_entry().map_err(|e| self.scoped(e))?;
-        let granted = self.rec().and_then(|rec| {
-            let mut locked = rec.lock()?;
-            if let Some(grant) = locked.try_grant(at, permits)? {
-                return Ok(Some(grant));
-            }
-            // Held by a process that died, with nobody waiting to notice: free it, try again.
-            if locked.has_dead()? && locked.repair()? {
-                return locked.try_grant(at, permits);
-            }
-            Ok(None)
-        });
-        match granted {
-            Ok(Some(grant)) => Ok(Some(Self::lease(grant, permits))),
-            other => {
-                ns.put_entry(at);
-                other.map(|_| None).map_err(|e| self.scoped(e))
-            }
-        }
-    }
-
-    fn acquire(&self, permits: u32) -> BoxFuture<'_, Result<Lease>> {
-        Box::pin(async move {
-            self.check_request(permits)?;
-            let at = match self.grant_or_enqueue(permits, true).map_err(|e| self.scoped(e))? {
-                Ok(grant) => return Ok(Self::lease(grant, permits)),
-                Err(at) => at,
-            };
-            let rec = self.rec().map_err(|e| self.scoped(e))?;
-            let queued = match Queued::new(self.ns(), &self.host.waits, rec, at) {
-                Ok(queued) => queued,
-                Err(e) => {
-                    crate::wait::withdraw_request(self.ns(), rec, at);
-                    return Err(self.scoped(e));
-                }
-            };
-            let grant = queued.await.map_err(|e| self.scoped(e))?;
-            Ok(Self::lease(grant, permits))
-        })
-    }
-
-    fn acquire_blocking(&self, permits: u32, deadline: Option<Instant>) -> Result<Lease> {
-        self.check_request(permits)?;
-        let at = match self.grant_or_enqueue(permits, false).map_err(|e| self.scoped(e))? {
-            Ok(grant) => return Ok(Self::lease(grant, permits)),
-            Err(at) => at,
-        };
-        let rec = self.rec().map_err(|e| self.scoped(e))?;
-        match wait_blocking(self.ns(), &self.host.waits, rec, at, deadline).map_err(|e| self.scoped(e))? {
-            Some(grant) => Ok(Self::lease(grant, permits)),
-            None => Err(self.timeout()),
-        }
-    }
-
-    fn release(&self, lease: Lease) -> Result<()> {
-        let at = self.held(&lease)?;
-        let ns = self.ns();
-        self.rec().and_then(|rec| rec.lock_any()?.release(at)).map_err(|e| self.scoped(e))?;
-        ns.put_entry(at);
-        if ns.shm.is_lost() {
-            return Err(self.scoped(lost()));
-        }
-        Ok(())
-    }
-
-    fn cede(&self, lease: Lease) -> BoxFuture<'_, Result<Lease>> {
-        // Queued when first polled; a future dropped before that gives the lease up.
-        let unpolled = ReleaseOnDrop { lock: self, lease: Some(lease) };
-        Box::pin(async move {
-            let lease = unpolled.disarm();
-            let at = self.held(&lease)?;
-            let rec = self.rec().map_err(|e| self.scoped(e))?;
-            let queued = rec.lock().and_then(|mut locked| locked.cede(at, true)).map_err(|e| self.scoped(e))?;
-            if !queued {
-                return Ok(lease);
-            }
-            let queued = match Queued::new(self.ns(), &self.host.waits, rec, at) {
-                Ok(queued) => queued,
-                Err(e) => {
-                    crate::wait::withdraw_request(self.ns(), rec, at);
-                    return Err(self.scoped(e));
-                }
-            };
-            let grant = queued.await.map_err(|e| self.scoped(e))?;
-            Ok(Self::lease(grant, lease.permits()))
-        })
-    }
-
-    fn cede_blocking(&self, lease: Lease) -> Result<Lease> {
-        let at = self.held(&lease)?;
-        let rec = self.rec().map_err(|e| self.scoped(e))?;
-        let queued = rec.lock().and_then(|mut locked| locked.cede(at, false)).map_err(|e| self.scoped(e))?;
-        if !queued {
-            return Ok(lease);
-        }
-        match wait_blocking(self.ns(), &self.host.waits, rec, at, None).map_err(|e| self.scoped(e))? {
-            Some(grant) => Ok(Self::lease(grant, lease.permits())),
-            None => Err(self.timeout()),
-        }
-    }
-
-    fn inspect(&self) -> Result<State> {
-        let found = Found { index: self.index, generation: self.generation };
-        state_of(self.ns(), found, self.name.clone()).map_err(|e| self.scoped(e))
-    }
-
-    fn check(&self, lease: &Lease) -> Result<()> {
-        let lost_hold = |why: &str| self.ns().error(ErrorKind::HandleLost, why.to_string(), Some(self.name.as_str()));
-        if self.ns().shm.is_lost() || !self.ns().verify_identity() {
-            return Err(lost_hold(
-                "the namespace file was deleted, replaced or cut short: the hold no longer excludes anyone",
-            ));
-        }
-        self.held(lease).map(|_| ()).map_err(|_| lost_hold("the hold is no longer recorded"))
-    }
 }

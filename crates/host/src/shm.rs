@@ -41,6 +41,8 @@ unsafe impl Send for Shm {}
 unsafe impl Sync for Shm {}
 
 /// The error for a file whose contents no latchkey wrote.
+#[cold]
+#[inline(never)]
 pub(crate) fn corrupted(what: impl std::fmt::Display) -> Error {
     Error::new(ErrorKind::Corrupted, format!("the namespace file is corrupted: {what}"))
 }

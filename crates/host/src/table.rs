@@ -166,6 +166,15 @@ impl Namespace {
         self.lookup(name)
     }
 
+    /// The record of `name`, added with `capacity` if the name is new.
+    pub(crate) fn find_or_create(&self, name: &str, capacity: u32) -> Result<Found> {
+        validate_name(name)?;
+        match self.lookup(name)? {
+            Some(found) => Ok(found),
+            None => self.create(name, capacity),
+        }
+    }
+
     /// Opens `name` as `capacity` in this process: finds or adds its record, and counts a
     /// handle of this process on it (the first one marks the process a user of the name,
     /// so the name is not reclaimed and its capacity does not change while it is open).

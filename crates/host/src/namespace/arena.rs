@@ -1,8 +1,13 @@
 //! This process's entries: the free ones of its slot's arena, and more chunks when they
 //! run out. Only the owning process takes or frees its entries while it lives (the
 //! list of free ones is in its own memory); the protocol writes their states.
+//!
+//! Each thread keeps one free entry aside (a *spare*), so that a lock taken and given
+//! back by the same thread, the uncontended case, takes no lock of the process.
 
-use std::sync::Mutex;
+use std::cell::RefCell;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex, Weak};
 
 use latchkey_model::Result;
 
@@ -11,9 +16,37 @@ use crate::layout::*;
 use crate::sync::atomic::Ordering;
 
 /// The free entries of this process's arena.
-#[derive(Default)]
 pub(crate) struct Arena {
-    free: Mutex<Vec<u32>>,
+    /// Tells this arena's spares from another namespace's.
+    id: u64,
+    free: Arc<Mutex<Vec<u32>>>,
+}
+
+impl Default for Arena {
+    fn default() -> Self {
+        static NEXT: AtomicU64 = AtomicU64::new(1);
+        Arena { id: NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed), free: Arc::default() }
+    }
+}
+
+/// A thread's spare entry, of the arena `id`; given back to that arena when the thread
+/// ends (or keeps a spare of another arena).
+struct Spare {
+    id: u64,
+    entry: u32,
+    home: Weak<Mutex<Vec<u32>>>,
+}
+
+impl Drop for Spare {
+    fn drop(&mut self) {
+        if let Some(home) = self.home.upgrade().filter(|_| self.entry != 0) {
+            home.lock().unwrap_or_else(|e| e.into_inner()).push(self.entry);
+        }
+    }
+}
+
+thread_local! {
+    static SPARE: RefCell<Option<Spare>> = const { RefCell::new(None) };
 }
 
 impl Namespace {
@@ -34,6 +67,14 @@ impl Namespace {
     /// A free entry of this process's arena, adding a chunk to it if none is left.
     #[inline]
     pub(crate) fn take_entry(&self) -> Result<u32> {
+        let id = self.arena.id;
+        let spare = SPARE.try_with(|spare| match spare.borrow_mut().as_mut() {
+            Some(spare) if spare.id == id && spare.entry != 0 => std::mem::take(&mut spare.entry),
+            _ => 0,
+        });
+        if let Ok(at @ 1..) = spare {
+            return Ok(at);
+        }
         if let Some(at) = self.arena.free.lock().unwrap_or_else(|e| e.into_inner()).pop() {
             return Ok(at);
         }
@@ -43,7 +84,28 @@ impl Namespace {
     /// Gives back an entry whose state the protocol has set free.
     #[inline]
     pub(crate) fn put_entry(&self, at: u32) {
-        self.arena.free.lock().unwrap_or_else(|e| e.into_inner()).push(at);
+        let id = self.arena.id;
+        let kept = SPARE.try_with(|spare| {
+            let mut spare = spare.borrow_mut();
+            match spare.as_mut() {
+                Some(spare) if spare.id == id => {
+                    if spare.entry != 0 {
+                        return false;
+                    }
+                    spare.entry = at;
+                    true
+                }
+                // The first entry this thread gives back to this arena: the spare of
+                // another arena goes home.
+                _ => {
+                    *spare = Some(Spare { id, entry: at, home: Arc::downgrade(&self.arena.free) });
+                    true
+                }
+            }
+        });
+        if kept != Ok(true) {
+            self.arena.free.lock().unwrap_or_else(|e| e.into_inner()).push(at);
+        }
     }
 
     /// Adds a chunk of entries to this process's arena; returns one of them.

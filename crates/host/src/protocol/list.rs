@@ -34,6 +34,7 @@ pub(crate) fn first(r: &Record, list: List) -> u32 {
 }
 
 /// Puts entry `e` (reference `at`) at the front of `list` (`holds` or `users`).
+#[inline]
 pub(crate) fn push_front(shm: &Shm, r: &Record, list: List, at: u32, e: &Entry) -> Result<()> {
     debug_assert!(list != List::Queue, "the queue grows at the back");
     let head = list.head(r).load(Ordering::Acquire);
@@ -67,6 +68,7 @@ pub(crate) fn push_back(shm: &Shm, r: &Record, at: u32, e: &Entry) -> Result<()>
 }
 
 /// Takes entry `e` (reference `at`) out of `list`.
+#[inline]
 pub(crate) fn unlink(shm: &Shm, r: &Record, list: List, at: u32, e: &Entry) -> Result<()> {
     let (prev, next) = (e.prev.load(Ordering::Acquire), e.next.load(Ordering::Acquire));
     if prev == 0 {

@@ -46,6 +46,7 @@ pub(crate) struct WordGuard<'a> {
 
 /// Takes the lock `word`, on behalf of this process's slot. If it is taken over from a
 /// dead owner, runs `on_takeover` before returning (still holding the lock).
+#[inline]
 pub(crate) fn lock<'a>(
     shm: &Shm,
     word: &'a AtomicU32,
@@ -56,6 +57,15 @@ pub(crate) fn lock<'a>(
         return Ok(WordGuard { word });
     }
     lock_contended(shm, word, me, on_takeover)
+}
+
+/// Takes the lock `word` if it is free; `None` if anyone holds it (a dead owner included:
+/// taking over is for [`lock`]).
+#[inline]
+pub(crate) fn try_lock<'a>(shm: &Shm, word: &'a AtomicU32) -> Option<WordGuard<'a>> {
+    let me = shm.me() + 1;
+    // (`then`, not `then_some`: a guard made and dropped on failure would unlock the owner's lock.)
+    word.compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed).is_ok().then(|| WordGuard { word })
 }
 
 #[cold]

@@ -31,6 +31,8 @@
 //!    done in that hold: a slot reused meanwhile by a new process is never taken for
 //!    the dead one.
 
+mod fast;
+mod hold;
 mod list;
 mod lock;
 mod ops;
@@ -41,6 +43,9 @@ mod wake;
 
 use latchkey_model::{Error, ErrorKind, Result};
 
+pub(crate) use hold::is_ours as hold_is_ours;
+#[cfg(test)]
+pub(crate) use lock::try_lock as try_lock_word;
 pub(crate) use lock::{disown, lock as lock_word, lost, WordGuard};
 pub(crate) use ops::{Grant, Polled};
 pub(crate) use wake::{bump_and_wake, mark_sleeping};
@@ -65,9 +70,16 @@ impl<'a> Rec<'a> {
         Ok(Rec { shm, index, r: shm.record(index)?, generation })
     }
 
+    /// Record `index`, already found at `r` (records never move).
+    #[inline]
+    pub(crate) fn at(shm: &'a Shm, index: u32, r: &'a Record, generation: u32) -> Rec<'a> {
+        Rec { shm, index, r, generation }
+    }
+
     /// Takes the record lock, rebuilding the record if its last owner died holding it.
     /// Fails if the namespace is lost (nothing may be granted in it), or if the record no
     /// longer holds the name (`HandleLost`).
+    #[inline]
     pub(crate) fn lock(self) -> Result<Locked<'a>> {
         if self.shm.is_lost() {
             return Err(lost());
@@ -77,6 +89,7 @@ impl<'a> Rec<'a> {
 
     /// [`lock`](Self::lock), also in a lost namespace: for releases and withdrawals, which
     /// grant nothing and let the other processes still in it go on until they notice.
+    #[inline]
     pub(crate) fn lock_any(self) -> Result<Locked<'a>> {
         let guard = lock_word(self.shm, &self.r.lock, || repair::rebuild(self))?;
         let locked = Locked { rec: self, _guard: guard, wakes: Wakes::default() };

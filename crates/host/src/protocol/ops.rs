@@ -6,7 +6,7 @@
 use latchkey_model::Result;
 
 use super::list::{self, List};
-use super::{Locked, Rec};
+use super::{hold, Locked, Rec};
 use crate::layout::{Entry, EntryKind, Word, ASYNC};
 use crate::shm::corrupted;
 use crate::sync::atomic::Ordering;
@@ -30,6 +30,7 @@ pub(crate) enum Polled {
 
 impl<'a> Locked<'a> {
     /// One of this process's entries, at reference `at`.
+    #[inline]
     fn own(&self, at: u32) -> Result<&'a Entry> {
         let e = self.rec.shm.entry(at)?;
         if e.owner.load(Ordering::Acquire) != self.rec.shm.me()
@@ -41,6 +42,7 @@ impl<'a> Locked<'a> {
     }
 
     /// An entry of this process in the state `kind` for this record, or a `Corrupted` error.
+    #[inline]
     fn own_in(&self, at: u32, kind: EntryKind) -> Result<&'a Entry> {
         let e = self.own(at)?;
         let state = e.state.load(Ordering::Acquire);
@@ -55,6 +57,7 @@ impl<'a> Locked<'a> {
 
     /// Grants `permits` into the free entry `at` if they are free and nobody waits: the
     /// uncontended path.
+    #[inline]
     pub(crate) fn try_grant(&mut self, at: u32, permits: u32) -> Result<Option<Grant>> {
         let _op = crate::crash::op("acquire");
         let r = self.rec.r;
@@ -63,35 +66,17 @@ impl<'a> Locked<'a> {
         }
         let e = self.own(at)?;
         self.fill(at, e, permits)?;
-        self.grant(at, e, permits).map(Some)
+        hold::commit(self.rec, at, e, permits).map(Some)
     }
 
     /// Writes the fields of a new entry of this process for this record.
+    #[inline]
     fn fill(&self, at: u32, e: &Entry, permits: u32) -> Result<()> {
         if EntryKind::of(e.state.load(Ordering::Acquire)) != Some(EntryKind::Free) {
             return Err(corrupted(format_args!("entry {at} is in use already")));
         }
-        e.owner.store(self.rec.shm.me(), Ordering::Relaxed);
-        e.record.store(self.rec.index, Ordering::Relaxed);
-        e.generation.store(self.rec.generation, Ordering::Relaxed);
-        e.permits.store(permits, Ordering::Relaxed);
-        e.since_ns.store(sys::now_ns(), Ordering::Relaxed);
+        hold::fill(self.rec, e, permits);
         Ok(())
-    }
-
-    /// Makes entry `e` (filled in, in no list) a hold of `permits`.
-    fn grant(&mut self, at: u32, e: &'a Entry, permits: u32) -> Result<Grant> {
-        let r = self.rec.r;
-        let token = r.last_token.load(Ordering::Acquire) + 1;
-        e.order.store(token, Ordering::Relaxed);
-        e.state.store(EntryKind::Hold.bits(), Ordering::Release);
-        crash_point!("grant.committed");
-        list::push_front(self.rec.shm, r, List::Holds, at, e)?;
-        r.available.store(r.available.load(Ordering::Acquire).saturating_sub(permits), Ordering::Release);
-        crash_point!("grant.counted");
-        r.last_token.store(token, Ordering::Release);
-        crash_point!("grant.token");
-        Ok(Grant { entry: at, token })
     }
 
     /// Queues a request for `permits` in the free entry `at`, at the back of the queue.
@@ -143,7 +128,7 @@ impl<'a> Locked<'a> {
         let next = e.next.load(Ordering::Acquire);
         list::unlink(shm, r, List::Queue, at, e)?;
         crash_point!("grant.dequeued");
-        let grant = self.grant(at, e, permits)?;
+        let grant = hold::commit(self.rec, at, e, permits)?;
         if next != 0 {
             // Behind the head, the request behind it depended on it. At the head, the new
             // head watched this request: it must look again if it may be granted too, or
@@ -184,6 +169,7 @@ impl<'a> Locked<'a> {
     }
 
     /// Gives back the hold `at`, and nudges the requests that can now be granted.
+    #[inline]
     pub(crate) fn release(&mut self, at: u32) -> Result<()> {
         let _op = crate::crash::op("release");
         let e = self.own_in(at, EntryKind::Hold)?;
@@ -194,18 +180,14 @@ impl<'a> Locked<'a> {
     }
 
     /// Takes hold `e` out of the holds and gives its permits back (it stays `Hold`).
+    #[inline]
     pub(super) fn drop_hold(&mut self, at: u32, e: &Entry) -> Result<()> {
-        let r = self.rec.r;
-        list::unlink(self.rec.shm, r, List::Holds, at, e)?;
-        let capacity = r.capacity.load(Ordering::Acquire);
-        let available = r.available.load(Ordering::Acquire).saturating_add(e.permits.load(Ordering::Acquire));
-        r.available.store(available.min(capacity), Ordering::Release);
-        crash_point!("hold.returned");
-        Ok(())
+        hold::end(self.rec, at, e)
     }
 
     /// Nudges the requests at the head of the queue whose permits are free, with those
     /// of the requests ahead of them.
+    #[inline]
     pub(super) fn nudge_grantable(&mut self) -> Result<()> {
         let (shm, r) = (self.rec.shm, self.rec.r);
         let available = u64::from(r.available.load(Ordering::Acquire));
@@ -248,7 +230,7 @@ impl<'a> Locked<'a> {
             return Ok(false);
         }
         self.drop_hold(at, e)?;
-        e.since_ns.store(sys::now_ns(), Ordering::Relaxed);
+        e.since_ns.store(sys::process::coarse_now_ns(), Ordering::Relaxed);
         self.queue(at, e, async_)?;
         self.nudge_grantable()?;
         Ok(true)

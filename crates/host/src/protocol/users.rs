@@ -15,26 +15,9 @@ impl Locked<'_> {
     /// otherwise a different capacity is a `CapacityMismatch` error.
     pub(crate) fn open_user(&mut self, at: u32, capacity: u32) -> Result<()> {
         let _op = crate::crash::op("open");
-        let (shm, r) = (self.rec.shm, self.rec.r);
-        let current = r.capacity.load(Ordering::Acquire);
-        if current != capacity {
-            self.repair()?;
-            if !self.is_unused() {
-                return Err(Error::new(
-                    ErrorKind::CapacityMismatch,
-                    format!(
-                        "the name is in use as {}, and was asked for as {}",
-                        describe_capacity(current),
-                        describe_capacity(capacity)
-                    ),
-                ));
-            }
-            let _op = crate::crash::op("capacity");
-            r.capacity.store(capacity, Ordering::Release);
-            crash_point!("capacity.set");
-            r.available.store(capacity, Ordering::Release);
-            crash_point!("capacity.available");
-        }
+        let shm = self.rec.shm;
+        let r = self.rec.r;
+        self.ensure_capacity(capacity)?;
         let e = shm.entry(at)?;
         if EntryKind::of(e.state.load(Ordering::Acquire)) != Some(EntryKind::Free) {
             return Err(corrupted(format_args!("entry {at} is in use already")));
@@ -46,6 +29,34 @@ impl Locked<'_> {
         e.state.store(EntryKind::Open.bits(), Ordering::Release);
         crash_point!("open.committed");
         list::push_front(shm, r, List::Users, at, e)
+    }
+
+    /// Makes sure the name has `capacity` permits: if it has another capacity, it takes
+    /// this one when nobody has it open, holds or waits for it, and is a
+    /// `CapacityMismatch` error otherwise.
+    pub(crate) fn ensure_capacity(&mut self, capacity: u32) -> Result<()> {
+        let r = self.rec.r;
+        let current = r.capacity.load(Ordering::Acquire);
+        if current == capacity {
+            return Ok(());
+        }
+        self.repair()?;
+        if !self.is_unused() {
+            return Err(Error::new(
+                ErrorKind::CapacityMismatch,
+                format!(
+                    "the name is in use as {}, and was asked for as {}",
+                    describe_capacity(current),
+                    describe_capacity(capacity)
+                ),
+            ));
+        }
+        let _op = crate::crash::op("capacity");
+        r.capacity.store(capacity, Ordering::Release);
+        crash_point!("capacity.set");
+        r.available.store(capacity, Ordering::Release);
+        crash_point!("capacity.available");
+        Ok(())
     }
 
     /// Records that this process no longer has the name open (entry `at`).
