@@ -138,9 +138,8 @@ impl HostLock {
 
     /// Takes `permits` now if nobody waits and they are free; otherwise queues a request
     /// for them (`async_`: to be waited for asynchronously). Returns the grant, or the
-    /// entry queued.
-    #[inline]
-    fn grant_or_enqueue(&self, permits: u32, async_: bool) -> Result<std::result::Result<Grant, u32>> {
+    /// entry queued and its word then.
+    fn grant_or_enqueue(&self, permits: u32, async_: bool) -> Result<std::result::Result<Grant, (u32, u32)>> {
         let ns = self.ns();
         let at = ns.take_entry()?;
         if let Some(grant) = self.rec().try_grant_fast(at, permits, self.capacity) {
@@ -148,27 +147,14 @@ impl HostLock {
         }
         let queued = self.locked().and_then(|mut locked| {
             if let Some(grant) = locked.try_grant(at, permits)? {
-                return Ok(Err(grant));
+                return Ok(Ok(grant));
             }
-            locked.enqueue(at, permits, async_)?;
-            Ok(Ok(()))
+            Ok(Err((at, locked.enqueue(at, permits, async_)?)))
         });
-        match queued {
-            Ok(Err(grant)) => Ok(Ok(grant)),
-            Ok(Ok(())) => {
-                // Queued: is the file still the one mapped? (A slow path; the holder
-                // keeps the lock meanwhile.)
-                if !ns.verify_identity() {
-                    withdraw_request(ns, self.rec(), at);
-                    return Err(lost());
-                }
-                Ok(Err(at))
-            }
-            Err(e) => {
-                ns.put_entry(at);
-                Err(e)
-            }
+        if queued.is_err() {
+            ns.put_entry(at);
         }
+        queued
     }
 
     /// Waits asynchronously for the request queued in entry `at`.
@@ -258,18 +244,19 @@ impl RawLock for HostLock {
             self.check_request(permits)?;
             match self.grant_or_enqueue(permits, true).map_err(|e| self.scoped(e))? {
                 Ok(grant) => Ok(Self::lease(grant, permits)),
-                Err(at) => self.wait(at, permits).await,
+                Err((at, _)) => self.wait(at, permits).await,
             }
         })
     }
 
     fn acquire_blocking(&self, permits: u32, deadline: Option<Instant>) -> Result<Lease> {
         self.check_request(permits)?;
-        let at = match self.grant_or_enqueue(permits, false).map_err(|e| self.scoped(e))? {
+        let (at, queued) = match self.grant_or_enqueue(permits, false).map_err(|e| self.scoped(e))? {
             Ok(grant) => return Ok(Self::lease(grant, permits)),
-            Err(at) => at,
+            Err(queued) => queued,
         };
-        match wait_blocking(self.ns(), &self.host.waits, self.rec(), at, deadline).map_err(|e| self.scoped(e))? {
+        let rec = self.rec();
+        match wait_blocking(self.ns(), &self.host.waits, rec, at, queued, deadline).map_err(|e| self.scoped(e))? {
             Some(grant) => Ok(Self::lease(grant, permits)),
             None => Err(self.timeout()),
         }
@@ -298,7 +285,7 @@ impl RawLock for HostLock {
             let lease = unpolled.disarm();
             let at = self.held(&lease)?;
             let queued = self.rec().lock().and_then(|mut locked| locked.cede(at, true)).map_err(|e| self.scoped(e))?;
-            if !queued {
+            if queued.is_none() {
                 return Ok(lease);
             }
             self.wait(at, lease.permits()).await
@@ -309,10 +296,8 @@ impl RawLock for HostLock {
         let at = self.held(&lease)?;
         let rec = self.rec();
         let queued = rec.lock().and_then(|mut locked| locked.cede(at, false)).map_err(|e| self.scoped(e))?;
-        if !queued {
-            return Ok(lease);
-        }
-        match wait_blocking(self.ns(), &self.host.waits, rec, at, None).map_err(|e| self.scoped(e))? {
+        let Some(queued) = queued else { return Ok(lease) };
+        match wait_blocking(self.ns(), &self.host.waits, rec, at, queued, None).map_err(|e| self.scoped(e))? {
             Some(grant) => Ok(Self::lease(grant, lease.permits())),
             None => Err(self.timeout()),
         }

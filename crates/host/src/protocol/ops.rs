@@ -80,12 +80,14 @@ impl<'a> Locked<'a> {
     }
 
     /// Queues a request for `permits` in the free entry `at`, at the back of the queue.
-    /// `async_`: it is waited for asynchronously (nudges also ring the doorbell).
-    pub(crate) fn enqueue(&mut self, at: u32, permits: u32, async_: bool) -> Result<()> {
+    /// `async_`: it is waited for asynchronously (nudges also ring the doorbell). Returns
+    /// the request's word as it is now: a nudge changes it.
+    pub(crate) fn enqueue(&mut self, at: u32, permits: u32, async_: bool) -> Result<u32> {
         let _op = crate::crash::op("enqueue");
         let e = self.own(at)?;
         self.fill(at, e, permits)?;
-        self.queue(at, e, async_)
+        self.queue(at, e, async_)?;
+        Ok(e.word.load(Ordering::Acquire))
     }
 
     /// Puts entry `e` (filled in, in no list) at the back of the queue.
@@ -222,18 +224,19 @@ impl<'a> Locked<'a> {
     }
 
     /// If anyone waits, gives back the hold `at` and queues it again at the back, as a
-    /// request for the same permits (`true`); if nobody waits, keeps it (`false`).
-    pub(crate) fn cede(&mut self, at: u32, async_: bool) -> Result<bool> {
+    /// request for the same permits (then returns its word, as `enqueue` does); if nobody
+    /// waits, keeps it (`None`).
+    pub(crate) fn cede(&mut self, at: u32, async_: bool) -> Result<Option<u32>> {
         let _op = crate::crash::op("cede");
         let e = self.own_in(at, EntryKind::Hold)?;
         if self.rec.r.queue_head.load(Ordering::Acquire) == 0 {
-            return Ok(false);
+            return Ok(None);
         }
         self.drop_hold(at, e)?;
         e.since_ns.store(sys::process::coarse_now_ns(), Ordering::Relaxed);
         self.queue(at, e, async_)?;
         self.nudge_grantable()?;
-        Ok(true)
+        Ok(Some(e.word.load(Ordering::Acquire)))
     }
 }
 

@@ -20,15 +20,17 @@ use crate::sys::futex::{self, Sleep};
 const SPINS: u32 = 4_000;
 
 /// Waits until the queued request in entry `at` of `rec` is granted (`Some`), or until
-/// `deadline` (`None`: the request is withdrawn and the entry given back).
+/// `deadline` (`None`: the request is withdrawn and the entry given back). `queued` is
+/// the request's word as it was when it was queued.
 pub(crate) fn wait_blocking(
     ns: &Arc<Namespace>,
     waits: &Waits,
     rec: Rec<'_>,
     at: u32,
+    queued: u32,
     deadline: Option<Instant>,
 ) -> Result<Option<Grant>> {
-    let result = wait(ns, waits, rec, at, deadline);
+    let result = wait(ns, waits, rec, at, queued, deadline);
     if !matches!(result, Ok(Some(_))) {
         withdraw(ns, rec, at);
     }
@@ -43,12 +45,21 @@ pub(crate) fn withdraw(ns: &Namespace, rec: Rec<'_>, at: u32) {
     }
 }
 
-fn wait(ns: &Arc<Namespace>, waits: &Waits, rec: Rec<'_>, at: u32, deadline: Option<Instant>) -> Result<Option<Grant>> {
+fn wait(
+    ns: &Arc<Namespace>,
+    waits: &Waits,
+    rec: Rec<'_>,
+    at: u32,
+    queued: u32,
+    deadline: Option<Instant>,
+) -> Result<Option<Grant>> {
     let shm = &ns.shm;
     let word = &shm.entry(at)?.word;
     let alarm = shm.registration().alarm();
-    let mut watch = Watch::new(&waits.watcher, ns, Target::new(word, None));
-    let mut spun = false;
+    // Watch for the first nudge before anything else: the holder, running on another
+    // core, often releases within microseconds.
+    spin_while(word, queued);
+    let mut watch: Option<Watch<'_>> = None;
     loop {
         // Read before looking: a nudge after the look changes it, and the sleep returns.
         let seen = word.load(Ordering::Acquire);
@@ -61,12 +72,12 @@ fn wait(ns: &Arc<Namespace>, waits: &Waits, rec: Rec<'_>, at: u32, deadline: Opt
         if deadline.is_some_and(|d| now >= d) {
             return Ok(None);
         }
-        if !spun {
-            spun = true;
-            if spin_while(word, seen) {
-                continue;
-            }
-        }
+        let watch = match &mut watch {
+            Some(watch) => watch,
+            // The first sleep of a slow path: is the file still the one mapped?
+            None if !ns.verify_identity() => return Err(lost()),
+            None => watch.insert(Watch::new(&waits.watcher, ns, Target::new(word, None))),
+        };
         let recheck = match watch.cover(&dependencies) {
             Coverage::Dead => {
                 rec.lock()?.repair()?;

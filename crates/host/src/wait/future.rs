@@ -27,6 +27,8 @@ pub(crate) struct Queued<'a> {
     at: u32,
     id: u64,
     watch: Watch<'a>,
+    /// Whether it has slept (been registered with the multiplexer) before.
+    registered: bool,
     done: bool,
 }
 
@@ -38,7 +40,7 @@ impl<'a> Queued<'a> {
         let target = Target::new(&ns.shm.entry(at)?.word, Some(doorbell));
         let watch = Watch::new(&waits.watcher, ns, target);
         let id = NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        Ok(Queued { ns, waits, rec, at, id, watch, done: false })
+        Ok(Queued { ns, waits, rec, at, id, watch, registered: false, done: false })
     }
 
     fn look(&mut self, cx: &mut Context<'_>) -> Result<Option<Grant>> {
@@ -60,6 +62,11 @@ impl<'a> Queued<'a> {
                 Coverage::Complete => None,
                 Coverage::Partial => Some(LIVENESS_PERIOD),
             };
+            // The first sleep of a slow path: is the file still the one mapped?
+            if !self.registered && !self.ns.verify_identity() {
+                return Err(lost());
+            }
+            self.registered = true;
             self.waits.mux.register(self.ns, self.id, word, seen, cx.waker(), recheck);
             if word.load(Ordering::Acquire) == seen {
                 return Ok(None);
