@@ -15,21 +15,41 @@
 //! - [`HostScope`] and [`HostLock`]: all of it behind the scope contract of
 //!   `latchkey-model`.
 
+// Under loom only the protocol is built: much of the rest goes unused.
+#![cfg_attr(loom, allow(dead_code, unused_imports))]
+
 #[macro_use]
 mod crash;
-mod handle;
 mod layout;
-mod namespace;
 mod protocol;
-mod scope;
+#[cfg(not(loom))]
+mod shm;
+#[cfg(loom)]
+#[path = "shm_model.rs"]
 mod shm;
 mod sync;
 mod sys;
+
+// Above the protocol: files, processes, threads. (Under loom only the protocol is built,
+// and model-checked in `model`.)
+#[cfg(not(loom))]
+mod handle;
+#[cfg(all(test, loom))]
+mod model;
+#[cfg(not(loom))]
+mod namespace;
+#[cfg(not(loom))]
+mod scope;
+#[cfg(not(loom))]
 mod table;
-#[cfg(test)]
+#[cfg(all(test, not(loom)))]
 mod tests;
+#[cfg(not(loom))]
 mod wait;
 
+#[cfg(not(loom))]
 pub use handle::HostLock;
+#[cfg(not(loom))]
 pub use namespace::{default_dir, FILE_NAME};
+#[cfg(not(loom))]
 pub use scope::HostScope;

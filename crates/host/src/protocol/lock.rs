@@ -25,8 +25,9 @@ use crate::sys::futex::{self, Sleep};
 const DEAD_OWNER: u32 = !LOCK_CONTENDED;
 
 /// Spins before a contender first checks the owner and sleeps: a lock is held for well
-/// under a microsecond, unless its owner was descheduled or died.
-const SPINS: u32 = 200;
+/// under a microsecond, unless its owner was descheduled or died. (Under loom, where a
+/// spin is a yield to another thread, one.)
+const SPINS: u32 = if cfg!(loom) { 1 } else { 200 };
 /// How long a contender sleeps before it checks again whether the owner died (the owner's
 /// death does not wake it).
 const RECHECK: Duration = Duration::from_millis(5);
@@ -91,6 +92,10 @@ fn lock_contended<'a>(
             crate::sync::spin_loop();
             continue;
         }
+        // The alarm is read before the owner is judged alive: an alarm rung after that
+        // wakes the sleep below.
+        let alarm = shm.registration().alarm();
+        let alarm = Sleep { word: alarm, expected: alarm.load(Ordering::Acquire) };
         let owner = current & !LOCK_CONTENDED;
         if owner == DEAD_OWNER || !shm.is_alive(owner.wrapping_sub(1)) {
             if word.compare_exchange(current, me | LOCK_CONTENDED, Ordering::Acquire, Ordering::Relaxed).is_ok() {
@@ -106,9 +111,9 @@ fn lock_contended<'a>(
         {
             continue;
         }
-        let alarm = shm.registration().alarm();
-        let alarm = Sleep { word: alarm, expected: alarm.load(Ordering::Acquire) };
-        futex::sleep(Sleep { word, expected: current | LOCK_CONTENDED }, Some(alarm), Some(RECHECK));
+        // (Loom models a death by ringing the alarm: no timer.)
+        let recheck = if cfg!(loom) { None } else { Some(RECHECK) };
+        futex::sleep(Sleep { word, expected: current | LOCK_CONTENDED }, Some(alarm), recheck);
     }
 }
 

@@ -106,18 +106,18 @@ mod imp {
     }
 
     pub(crate) fn sleep(on: Sleep<'_>, alarm: Option<Sleep<'_>>, timeout: Option<Duration>) {
+        // A timed sleep only yields: loom has no clock, and the caller looks again.
+        if timeout.is_some() {
+            loom::thread::yield_now();
+            return;
+        }
         let (mutex, condvar) = &*FUTEX;
         let guard = mutex.lock().unwrap();
         let unchanged = on.word.load(Ordering::SeqCst) == on.expected
             && alarm.is_none_or(|a| a.word.load(Ordering::SeqCst) == a.expected);
-        // A timed sleep returns at once: loom has no clock, and the caller looks again.
-        if unchanged && timeout.is_none() {
+        if unchanged {
             drop(condvar.wait(guard).unwrap());
         }
-    }
-
-    pub(crate) fn has_waitv() -> bool {
-        true
     }
 
     pub(crate) fn wake_all(_word: &AtomicU32) {
