@@ -148,10 +148,10 @@ impl Namespace {
         if self.shm.is_lost() {
             return false;
         }
+        // The length first: the file grows before its header says so, never after.
+        let len = self.shm.len();
         let intact = match (sys::file::stat_path(&self.path), sys::file::stat_fd(self.shm.file().as_fd())) {
-            (Ok(at_path), Ok(mapped)) => {
-                at_path.same_file(&self.identity) && mapped.nlink > 0 && mapped.size >= self.shm.len()
-            }
+            (Ok(at_path), Ok(mapped)) => at_path.same_file(&self.identity) && mapped.nlink > 0 && mapped.size >= len,
             // Something odd, such as no more descriptors: not a sign of deletion.
             (Err(e), _) if e.raw_os_error() != Some(libc::ENOENT) && e.raw_os_error() != Some(libc::ENOTDIR) => true,
             _ => false,
