@@ -87,6 +87,10 @@ impl Proc {
         }
     }
 
+    /// The next line, if the worker reports one within `limit`.
+    pub fn line_within_if_any(&mut self, limit: Duration) -> Option<String> {
+        self.lines.recv_timeout(limit).ok()
+    }
 
     /// Sends `line` to the worker's stdin; false if the worker is gone.
     pub fn tell(&mut self, line: &str) -> bool {

@@ -12,6 +12,7 @@
 //! with `Corrupted`, and so does its `Scope::open`. A crashed worker restarted at once by
 //! its supervisor, while the dead worker's waiters repair, is exactly this.
 
+use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::time::{Duration, Instant};
 
@@ -48,6 +49,16 @@ pub fn job(job: &str, url: &str, fields: &[&str]) {
             match mutex.try_lock() {
                 Ok(Some(guard)) => say(format!("took {}", guard.fencing_token())),
                 Ok(None) => say("busy"),
+                Err(err) => say(format!("error {}", kind(&err))),
+            }
+            while read_line().is_some() {}
+        }
+        "inspect-when-told" => {
+            let scope = Scope::open(url).unwrap();
+            say("ready");
+            let _ = read_line();
+            match scope.inspect(fields[0]) {
+                Ok(state) => say(format!("inspected {} in use", state.in_use)),
                 Err(err) => say(format!("error {}", kind(&err))),
             }
             while read_line().is_some() {}
@@ -159,6 +170,22 @@ impl Traced {
     }
 }
 
+impl Traced {
+    /// SIGKILLs the traced thread's process (`pid`) where the thread stopped, and reaps
+    /// the thread as its tracer.
+    fn kill_process(self, pid: u32) {
+        // SAFETY: signals a worker of ours, then reaps the traced thread.
+        unsafe {
+            libc::kill(pid as i32, libc::SIGKILL);
+            let mut status = 0;
+            while libc::waitpid(self.tid, &mut status, libc::__WALL) == self.tid && libc::WIFSTOPPED(status) {
+                libc::ptrace(libc::PTRACE_CONT, self.tid, 0usize, 0usize);
+            }
+        }
+        std::mem::forget(self);
+    }
+}
+
 impl Drop for Traced {
     fn drop(&mut self) {
         // SAFETY: detaches the thread, which goes on where it stopped.
@@ -213,4 +240,81 @@ fn a_process_that_takes_a_dead_slot_during_a_repair_of_it_fails_to_open() {
     );
     let took = repairer.line("its try_lock");
     assert!(took.starts_with("took "), "the repairer could not take x: {took}");
+}
+
+/// The record lock word of the first name made in the namespace file.
+fn first_record_lock(file: &File) -> u32 {
+    let mut word = [0u8; 4];
+    file.read_exact_at(&mut word, FIRST_RECORD_LOCK).unwrap();
+    u32::from_le_bytes(word)
+}
+
+/// **A contender takes a record lock away from a live process.** `lock_contended`
+/// (protocol/lock.rs) reads the lock word (`current`, naming slot `s`), finds slot `s`
+/// dead, and then takes the lock with `compare_exchange(current, me | CONTENDED)`. If,
+/// between its check and its swap, the dead owner's lock was taken over and let go by
+/// another process, and a new process claimed slot `s` and took the lock, the word is
+/// `s + 1` again (ABA) and the swap succeeds: two processes are inside the record lock,
+/// and the second one rebuilds the record under the first one's feet (invariant 6 of
+/// `protocol` says a slot reused meanwhile is never taken for the dead one). Here the
+/// contender is stopped (ptrace) between its liveness check and its swap while that
+/// happens; the test then checks that it cannot finish its `try_lock` (which needs the
+/// record lock) while the new process is stopped inside the record lock.
+#[test]
+fn a_contender_that_found_the_owner_dead_takes_the_lock_from_the_new_process_in_its_slot() {
+    let dirs = Dirs::new("latchkey-review-aba");
+    // Slot 0 holds `x` (the first record), throughout.
+    let mut holder = Proc::spawn(&["hold-forever", &dirs.url(), "x"]);
+    assert!(holder.line("its hold").starts_with("held "));
+    // Slot 1 dies inside the record lock of `x`; slot 2 contends for it; slot 3 takes it
+    // over.
+    let mut dying = Proc::spawn(&["try-when-told", &dirs.url(), "x"]);
+    let dying_tid: i32 = dying.line("its thread id").strip_prefix("tid ").unwrap().parse().unwrap();
+    let mut contender = Proc::spawn(&["try-when-told", &dirs.url(), "x"]);
+    let contender_tid: i32 = contender.line("its thread id").strip_prefix("tid ").unwrap().parse().unwrap();
+    let mut taker = Proc::spawn(&["inspect-when-told", &dirs.url(), "x"]);
+    assert_eq!(taker.line("that it opened the namespace"), "ready");
+    let file = File::open(dirs.file()).unwrap();
+
+    // Slot 1's try_lock finds `x` held and, inside the record lock, checks whether its
+    // holder (slot 0) is alive: it is killed there.
+    let traced = Traced::seize(dying_tid);
+    assert!(dying.tell("go"));
+    traced.stop_after(1, is_liveness_check(0));
+    assert_eq!(first_record_lock(&file), 2, "slot 1 holds the record lock of x");
+    traced.kill_process(dying.pid());
+    dying.kill();
+
+    // Slot 2 contends: it reads the word (slot 1), checks slot 1, finds it dead, and is
+    // stopped right there, before its compare-and-swap.
+    let contender_traced = Traced::seize(contender_tid);
+    assert!(contender.tell("go"));
+    contender_traced.stop_after(1, is_liveness_check(1));
+
+    // Slot 3 takes the lock over from the dead slot 1, repairs, and lets it go.
+    assert!(taker.tell("go"));
+    assert!(taker.line("its inspect").starts_with("inspected "));
+    assert_eq!(first_record_lock(&file), 0, "the record lock of x is free again");
+
+    // A new process claims slot 1 (the first free one), and its try_lock takes the record
+    // lock of `x` (the word names slot 1 again) and is stopped inside it, checking
+    // whether the holder of `x` is alive.
+    let mut newcomer = Proc::spawn(&["try-when-told", &dirs.url(), "x"]);
+    let newcomer_tid: i32 = newcomer.line("its thread id").strip_prefix("tid ").unwrap().parse().unwrap();
+    let newcomer_traced = Traced::seize(newcomer_tid);
+    assert!(newcomer.tell("go"));
+    newcomer_traced.stop_after(1, is_liveness_check(0));
+    assert_eq!(first_record_lock(&file), 2, "the newcomer, in slot 1, holds the record lock of x");
+
+    // Slot 2 goes on: it must wait for the record lock, which a live process holds.
+    drop(contender_traced);
+    let finished = contender.line_within_if_any(Duration::from_secs(5));
+    drop(newcomer_traced);
+    if let Some(said) = finished {
+        panic!(
+            "while a live process (the newcomer in slot 1) was inside the record lock of x, another process took the \
+             record lock (it had found slot 1's previous owner dead) and finished its try_lock ({said:?}): two \
+             processes were inside one record lock"
+        );
+    }
 }
