@@ -4,6 +4,7 @@
 //! - `deleted`: a namespace deleted under a process that goes on granting in it;
 //! - `threads`: waits that hang when the helper threads of a namespace cannot start;
 //! - `corrupted`: a corrupted namespace file that makes latchkey panic;
+//! - `shared`: a namespace shared by the members of a group;
 //! - `races`: interleavings between processes, forced by stopping a process at a system
 //!   call with ptrace;
 //! - `worker`: the jobs of the worker processes (this binary run again).
@@ -14,6 +15,7 @@
 mod corrupted;
 mod deleted;
 mod races;
+mod shared;
 mod threads;
 mod worker;
 
@@ -38,7 +40,21 @@ pub struct Proc {
 impl Proc {
     /// Starts a worker on `job` (see `worker.rs`).
     pub fn spawn(job: &[&str]) -> Proc {
-        let mut child = Command::new(std::env::current_exe().expect("the test binary"))
+        Proc::start(job, |_| {})
+    }
+
+    /// Starts a worker on `job` as user `uid` and group `gid` (the test runs as root).
+    pub fn spawn_as(job: &[&str], uid: u32, gid: u32) -> Proc {
+        use std::os::unix::process::CommandExt;
+        Proc::start(job, |command| {
+            command.uid(uid).gid(gid);
+        })
+    }
+
+    fn start(job: &[&str], adjust: impl FnOnce(&mut Command)) -> Proc {
+        let mut command = Command::new(std::env::current_exe().expect("the test binary"));
+        adjust(&mut command);
+        let mut child = command
             .args(["--exact", "review::worker::run", "--nocapture", "--test-threads=1"])
             .env(worker::ENV, job.join("\u{1f}"))
             .stdin(Stdio::piped())

@@ -17,6 +17,7 @@ fn run() {
     let url = fields[1];
     match fields[0] {
         "hold" => hold(url, fields[2]),
+        "take" => take(url, fields[2]),
         "starved-wait" => starved_wait(url, fields[2]),
         "starved-async" => starved_async(url, fields[2]),
         other => super::races::job(other, url, &fields[2..]),
@@ -56,6 +57,15 @@ fn hold(url: &str, name: &str) {
     say(format!("held {}", guard.fencing_token()));
     let _ = read_line();
     drop(guard);
+}
+
+/// Opens the scope and takes the mutex by name: reports `token T`, or `error KIND`.
+fn take(url: &str, name: &str) {
+    let taken = Scope::open(url).and_then(|scope| scope.lock_blocking_timeout(name, Duration::from_secs(30)));
+    match taken {
+        Ok(guard) => say(format!("token {}", guard.fencing_token())),
+        Err(err) => say(format!("error {}", kind(&err))),
+    }
 }
 
 /// Caps the address space just above what the process uses, so that no thread can
