@@ -7,6 +7,7 @@
 //! - `shared`: a namespace shared by the members of a group;
 //! - `races`: interleavings between processes, forced by stopping a process at a system
 //!   call with ptrace;
+//! - `wakeups`: a nudge half made by a process that died, and the sleeper never woken;
 //! - `worker`: the jobs of the worker processes (this binary run again).
 //!
 //! Workers report through lines on stdout that start with [`MARK`], and read lines on
@@ -17,6 +18,7 @@ mod deleted;
 mod races;
 mod shared;
 mod threads;
+mod wakeups;
 mod worker;
 
 use std::io::{BufRead, BufReader, Write};

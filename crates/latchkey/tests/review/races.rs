@@ -53,6 +53,28 @@ pub fn job(job: &str, url: &str, fields: &[&str]) {
             }
             while read_line().is_some() {}
         }
+        "write-release-when-told" => {
+            let scope = Scope::open(url).unwrap();
+            let rwlock = scope.rwlock(fields[0]).unwrap();
+            let guard = rwlock.write_blocking().unwrap();
+            // SAFETY: a plain system call.
+            say(format!("tid {}", unsafe { libc::gettid() }));
+            let _ = read_line();
+            let released = guard.release();
+            say(format!("released {released:?}"));
+            while read_line().is_some() {}
+        }
+        "read-and-hold" => {
+            let scope = Scope::open(url).unwrap();
+            let rwlock = scope.rwlock(fields[0]).unwrap();
+            match rwlock.read_blocking() {
+                Ok(guard) => {
+                    say(format!("read {}", guard.fencing_token()));
+                    while read_line().is_some() {}
+                }
+                Err(err) => say(format!("error {}", kind(&err))),
+            };
+        }
         "inspect-when-told" => {
             let scope = Scope::open(url).unwrap();
             say("ready");
@@ -76,7 +98,7 @@ pub fn job(job: &str, url: &str, fields: &[&str]) {
 
 /// One thread of another process, traced (`PTRACE_SEIZE`) by the calling thread, which
 /// must make every later call. Detached (and so resumed) when dropped.
-struct Traced {
+pub struct Traced {
     tid: i32,
 }
 
@@ -98,7 +120,7 @@ const PTRACE_EVENT_STOP: i32 = 128;
 
 impl Traced {
     /// Seizes thread `tid` and stops it.
-    fn seize(tid: i32) -> Traced {
+    pub fn seize(tid: i32) -> Traced {
         // SAFETY: ptrace requests on a thread id; no memory of ours is passed.
         unsafe {
             let seized = libc::ptrace(libc::PTRACE_SEIZE, tid, 0usize, libc::PTRACE_O_TRACESYSGOOD as usize);
@@ -130,7 +152,17 @@ impl Traced {
     /// Runs the thread until it returns from the `nth` system call (from 1) whose entry
     /// `matches` (its number and arguments, and a reader of its memory), and leaves it
     /// stopped there.
-    fn stop_after(&self, nth: usize, mut matches: impl FnMut(u64, &[u64], &dyn Fn(u64) -> i64) -> bool) {
+    pub fn stop_after(&self, nth: usize, matches: impl FnMut(u64, &[u64], &dyn Fn(u64) -> i64) -> bool) {
+        self.stop_at(nth, false, matches)
+    }
+
+    /// Runs the thread until it enters the `nth` system call (from 1) that `matches`, and
+    /// leaves it stopped there, before the call is made.
+    pub fn stop_before(&self, nth: usize, matches: impl FnMut(u64, &[u64], &dyn Fn(u64) -> i64) -> bool) {
+        self.stop_at(nth, true, matches)
+    }
+
+    fn stop_at(&self, nth: usize, at_entry: bool, mut matches: impl FnMut(u64, &[u64], &dyn Fn(u64) -> i64) -> bool) {
         let mut seen = 0;
         let mut at_match = false;
         let mut signal = 0;
@@ -157,6 +189,13 @@ impl Traced {
                     let peek =
                         move |addr: u64| unsafe { libc::ptrace(libc::PTRACE_PEEKDATA, tid, addr as usize, 0usize) };
                     at_match = matches(info.data[0], &info.data[1..7], &peek);
+                    if at_match && at_entry {
+                        seen += 1;
+                        if seen == nth {
+                            return;
+                        }
+                        at_match = false;
+                    }
                 } else if std::mem::take(&mut at_match) {
                     seen += 1;
                     if seen == nth {
@@ -173,7 +212,7 @@ impl Traced {
 impl Traced {
     /// SIGKILLs the traced thread's process (`pid`) where the thread stopped, and reaps
     /// the thread as its tracer.
-    fn kill_process(self, pid: u32) {
+    pub fn kill_process(self, pid: u32) {
         // SAFETY: signals a worker of ours, then reaps the traced thread.
         unsafe {
             libc::kill(pid as i32, libc::SIGKILL);
