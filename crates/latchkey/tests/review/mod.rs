@@ -2,6 +2,7 @@
 //! the code it was written against.
 //!
 //! - `deleted`: a namespace deleted under a process that goes on granting in it;
+//! - `forked`: a scope used in a forked child;
 //! - `threads`: waits that hang when the helper threads of a namespace cannot start;
 //! - `corrupted`: a corrupted namespace file that makes latchkey panic;
 //! - `shared`: a namespace shared by the members of a group;
@@ -15,6 +16,7 @@
 
 mod corrupted;
 mod deleted;
+mod forked;
 mod races;
 mod shared;
 mod threads;
