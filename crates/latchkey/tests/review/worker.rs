@@ -18,6 +18,7 @@ fn run() {
     match fields[0] {
         "hold" => hold(url, fields[2]),
         "take" => take(url, fields[2]),
+        "truncated-then-dropped" => super::threads::truncated_then_dropped(url, fields[2]),
         "fork-at-fd-limit" => super::forked::fork_at_the_descriptor_limit(url, fields[2]),
         "starved-wait" => starved_wait(url, fields[2]),
         "starved-async" => starved_async(url, fields[2]),
