@@ -42,3 +42,34 @@ fn a_try_lock_that_fails_leaves_the_owner_holding_the_lock() {
     assert_eq!(word.load(Ordering::Acquire), 0);
     assert!(try_lock_word(shm, word).is_some());
 }
+
+/// Review: a corrupted queue must give an error, never a hang. `Locked::poll`
+/// (protocol/ops.rs) walks the queue from its head to the request, adding up the permits
+/// of the requests ahead, and stops only at the request, at the end of the queue or once
+/// the permits outgrow what is free: a queue that loops through entries of 0 permits (a
+/// corrupted file) keeps it walking forever, holding the record lock.
+#[test]
+fn a_corrupted_queue_that_loops_gives_an_error_not_a_hang() {
+    use crate::protocol::Rec;
+
+    let fresh: &'static Fresh = Box::leak(Box::new(Fresh::new()));
+    let ns = &fresh.ns;
+    let found = ns.open_name("x", 1).unwrap();
+    let rec = Rec::new(&ns.shm, found.index, found.generation).unwrap();
+    let (ahead, behind) = (ns.take_entry().unwrap(), ns.take_entry().unwrap());
+    rec.lock().unwrap().enqueue(ahead, 1, false).unwrap();
+    rec.lock().unwrap().enqueue(behind, 1, false).unwrap();
+    // The corruption: the request ahead asks for nothing and is followed by itself.
+    let e = ns.shm.entry(ahead).unwrap();
+    e.permits.store(0, Ordering::Release);
+    e.next.store(ahead, Ordering::Release);
+    let (send, polled) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let result = rec.lock().and_then(|mut locked| locked.poll(behind).map(|p| format!("{p:?}")));
+        let _ = send.send(result.map_err(|e| e.to_string()));
+    });
+    match polled.recv_timeout(std::time::Duration::from_secs(10)) {
+        Ok(result) => assert!(result.is_err(), "a request behind a looping queue was polled: {result:?}"),
+        Err(_) => panic!("polling a request behind a corrupted, looping queue did not return within 10 s"),
+    }
+}

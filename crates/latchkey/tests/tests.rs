@@ -8,6 +8,7 @@
 //! - `table`: the host namespace's table of names, full and reclaiming;
 //! - `trust`: issue 8, the host scope trustworthy: a deleted, replaced or truncated
 //!   namespace, no hidden limits, and a SIGKILL torture;
+//! - `review`: an adversarial review of the host scope, one failing test per bug found;
 //! - `support`: the scopes under test and the helpers the suites share.
 
 #[macro_use]
@@ -17,6 +18,7 @@ mod bad_input;
 mod conformance;
 mod hostile;
 mod processes;
+mod review;
 mod stress;
 mod table;
 mod trust;

@@ -22,6 +22,7 @@
 //!
 //! The test prints the points it visited.
 
+mod review;
 mod roles;
 
 use std::collections::BTreeSet;
