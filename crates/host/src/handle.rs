@@ -62,7 +62,9 @@ impl HostLock {
     /// and given this handle's capacity if nobody uses it with another.
     #[inline]
     fn locked(&self) -> Result<Locked<'_>> {
-        loop {
+        // (Found again at most a few times: a name reclaimed under a one-use handle again
+        // and again is a namespace that someone else corrupts.)
+        for _ in 0..8 {
             match self.rec().lock() {
                 Ok(mut locked) => {
                     if self.once {
@@ -80,6 +82,7 @@ impl HostLock {
                 Err(e) => return Err(e),
             }
         }
+        Err(crate::shm::corrupted("a name's record changes under every lookup"))
     }
 
     /// Adds the name and the scope to an error of the layers below.

@@ -96,7 +96,8 @@ pub(crate) struct Header {
     pub index: AtomicU64,
     /// Where the next process starts looking for a free slot.
     pub slot_hint: AtomicU32,
-    pub _reserved: AtomicU32,
+    /// The incarnation of the latest process to grow the slot table (see `namespace::slots`).
+    pub slot_grower: AtomicU32,
     /// Offsets of the process slot chunks (0: not yet allocated).
     pub slot_chunks: [AtomicU64; DIRECTORY],
     /// Offsets of the record chunks (0: not yet allocated).
@@ -118,7 +119,9 @@ pub(crate) struct ProcSlot {
     pub doorbell: AtomicU32,
     /// The process's arena: the entry reference of its first chunk's header (0: none).
     pub arena: AtomicU32,
-    pub _reserved: [AtomicU32; 9],
+    /// Bumped each time a process takes the slot: locks name it (see [`Owner`]).
+    pub incarnation: AtomicU32,
+    pub _reserved: [AtomicU32; 8],
 }
 
 /// One name.
@@ -245,8 +248,10 @@ impl Key {
         Key(u64::from(generation) << 32)
     }
 
+    /// Whether the record holds a name: exactly a key [`Key::ready`] makes (a key with
+    /// other bits set is no latchkey's, and never matches a handle's either).
     pub(crate) fn is_ready(self) -> bool {
-        self.0 & 0xff == 1
+        self.0 & 0xffff_ffff == 1
     }
 
     pub(crate) fn generation(self) -> u32 {
@@ -272,8 +277,39 @@ impl Word {
     pub(crate) const COUNT: u32 = !Self::SLEEPING;
 }
 
-/// A record lock or the table lock, as a word: the owner's slot + 1, and [`LOCK_CONTENDED`].
+/// Set in a lock word (a record lock, the table or grow lock) while someone sleeps on it.
 pub(crate) const LOCK_CONTENDED: u32 = 1 << 31;
+
+/// The owner of a lock word: who holds it.
+///
+/// | bits   | meaning                                                        |
+/// |--------|----------------------------------------------------------------|
+/// | 0..20  | the owner's process slot + 1 (0: nobody)                       |
+/// | 20..31 | the slot's incarnation when the owner took it, modulo 2^11     |
+/// | 31     | [`LOCK_CONTENDED`] (not part of the owner)                     |
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Owner(pub u32);
+
+/// Process slots a lock word can name: the most a namespace can have.
+pub(crate) const MAX_SLOTS: u32 = (1 << 20) - 1;
+
+impl Owner {
+    const INCARNATIONS: u32 = (1 << 11) - 1;
+
+    pub(crate) fn new(slot: u32, incarnation: u32) -> Owner {
+        Owner((slot + 1) | (incarnation & Self::INCARNATIONS) << 20)
+    }
+
+    /// The slot, if the word names one.
+    pub(crate) fn slot(self) -> Option<u32> {
+        (self.0 & MAX_SLOTS).checked_sub(1)
+    }
+
+    /// Whether `incarnation` is the one the owner had.
+    pub(crate) fn is_incarnation(self, incarnation: u32) -> bool {
+        (self.0 >> 20) & Self::INCARNATIONS == incarnation & Self::INCARNATIONS
+    }
+}
 
 #[cfg(not(loom))]
 const _: () = {

@@ -14,7 +14,7 @@ use loom::thread;
 use latchkey_model::RWLOCK_CAPACITY as RWLOCK;
 
 use crate::layout::EntryKind;
-use crate::protocol::{mark_sleeping, Grant, Polled, Rec};
+use crate::protocol::{awake, mark_sleeping, Grant, Polled, Rec};
 use crate::shm::Shm;
 use crate::sync::atomic::{AtomicU32, Ordering};
 use crate::sys::futex::{self, Sleep};
@@ -53,6 +53,7 @@ fn wait_for(shm: &Shm, at: u32, looks: Option<usize>) -> Option<Grant> {
         }
         if let Some(sleeping) = mark_sleeping(word, seen) {
             futex::sleep(Sleep { word, expected: sleeping }, None, None);
+            awake(word);
         }
     }
     None

@@ -58,22 +58,28 @@ fn open_host(dir: Option<&Path>) -> Result<Arc<Host>> {
         return Ok(host);
     }
     let ns = Arc::new(Namespace::open(dir)?);
-    let waits = Waits::new().map_err(|e| {
+    let waits = Waits::new(&ns).map_err(|e| {
         Error::new(ErrorKind::Unavailable, format!("cannot create an event descriptor: {e}")).with_scope(ns.url())
     })?;
     let host = Arc::new(Host { waits, ns });
-    let _gate = sys::maps::gate();
-    let mut open = OPEN.lock().unwrap_or_else(|e| e.into_inner());
-    let table = open.get_or_insert_with(HashMap::new);
-    // A thread that opened the same directory meanwhile wins.
-    if let Some(first) = table.get(&key).and_then(Weak::upgrade).filter(|h| !Arc::ptr_eq(h, &host)) {
-        if first.ns.is_ours() && !first.ns.shm.is_lost() {
-            return Ok(first);
+    // Whatever is upgraded under the gate is dropped after it: dropping the last handle of
+    // a namespace unmaps it, which takes the gate.
+    let first = {
+        let _gate = sys::maps::gate();
+        let mut open = OPEN.lock().unwrap_or_else(|e| e.into_inner());
+        let table = open.get_or_insert_with(HashMap::new);
+        let first = table.get(&key).and_then(Weak::upgrade);
+        // A thread that opened the same directory meanwhile wins.
+        if !first.as_ref().is_some_and(|first| first.ns.is_ours() && !first.ns.shm.is_lost()) {
+            table.retain(|_, host| host.strong_count() > 0);
+            table.insert(key, Arc::downgrade(&host));
         }
+        first
+    };
+    match first {
+        Some(first) if first.ns.is_ours() && !first.ns.shm.is_lost() => Ok(first),
+        _ => Ok(host),
     }
-    table.retain(|_, host| host.strong_count() > 0);
-    table.insert(key, Arc::downgrade(&host));
-    Ok(host)
 }
 
 impl HostScope {
@@ -175,6 +181,9 @@ impl RawScope for HostScope {
 
     fn inspect(&self, name: &str) -> Result<State> {
         let host = self.current()?;
+        if !host.ns.is_ours() {
+            return Err(host.ns.forked_error(Some(name)));
+        }
         let name = Name::new(name).map_err(|e| e.with_scope(host.ns.url()))?;
         let scoped = |e: Error| e.with_name(name.as_str()).with_scope(host.ns.url());
         match host.ns.find(name.as_str()).map_err(scoped)? {
@@ -190,6 +199,9 @@ impl RawScope for HostScope {
     fn list(&self) -> Result<Vec<State>> {
         let host = self.current()?;
         let ns = &host.ns;
+        if !ns.is_ours() {
+            return Err(ns.forked_error(None));
+        }
         let mut states = Vec::new();
         for found in ns.names() {
             let rec = Rec::new(&ns.shm, found.index, found.generation).map_err(|e| e.with_scope(ns.url()))?;
@@ -229,7 +241,8 @@ pub(crate) fn state_of(ns: &Namespace, found: Found, name: Name) -> Result<State
         .holds
         .iter()
         .map(|&(slot, permits, since)| Holder {
-            pid: ns.pid_of(slot),
+            // A pid of another pid namespace means another process here: not shown.
+            pid: if ns.shares_pid_namespace_with(slot) { ns.pid_of(slot) } else { 0 },
             permits,
             held_for: Some(Duration::from_nanos(now.saturating_sub(since))),
         })

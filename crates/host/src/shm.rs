@@ -29,8 +29,10 @@ pub(crate) struct Shm {
     /// Closed by hand in `Drop`, under the fork gate.
     file: ManuallyDrop<File>,
     dir: ManuallyDrop<OwnedFd>,
-    /// This process's slot, once claimed ([`NO_SLOT`] before).
+    /// This process's slot, once claimed ([`NO_SLOT`] before)...
     me: std::sync::atomic::AtomicU32,
+    /// ...and its owner value in lock words (see [`Owner`]).
+    owner: std::sync::atomic::AtomicU32,
     registration: Option<Registration>,
 }
 
@@ -39,6 +41,17 @@ pub(crate) struct Shm {
 unsafe impl Send for Shm {}
 // SAFETY: as for `Send`.
 unsafe impl Sync for Shm {}
+
+/// Items in the chunks published in a directory, up to the first missing one: a bound for
+/// a count that a corrupted header could make huge.
+pub(crate) fn published(directory: &[crate::sync::atomic::AtomicU64; DIRECTORY], base: u32) -> u32 {
+    directory
+        .iter()
+        .take_while(|at| at.load(Ordering::Acquire) != 0)
+        .enumerate()
+        .map(|(i, _)| chunk_items(i, base))
+        .fold(0u32, u32::saturating_add)
+}
 
 /// The error for a file whose contents no latchkey wrote.
 #[cold]
@@ -57,6 +70,7 @@ impl Shm {
             file: ManuallyDrop::new(file),
             dir: ManuallyDrop::new(dir),
             me: std::sync::atomic::AtomicU32::new(NO_SLOT),
+            owner: std::sync::atomic::AtomicU32::new(0),
             registration: Some(registration),
         }
     }
@@ -64,6 +78,7 @@ impl Shm {
     /// Records the process slot this process has claimed.
     pub(crate) fn set_me(&self, slot: u32) {
         self.me.store(slot, std::sync::atomic::Ordering::Relaxed);
+        self.set_incarnation(0);
     }
 
     /// This process's slot.
@@ -129,7 +144,8 @@ impl Shm {
 
     /// Process slots allocated so far.
     pub(crate) fn slots(&self) -> u32 {
-        self.header().slots.load(Ordering::Acquire)
+        let header = self.header();
+        header.slots.load(Ordering::Acquire).min(published(&header.slot_chunks, SLOT_BASE))
     }
 
     /// Record `n`.
@@ -143,7 +159,8 @@ impl Shm {
 
     /// Records allocated so far.
     pub(crate) fn records(&self) -> u32 {
-        self.header().records.load(Ordering::Acquire)
+        let header = self.header();
+        header.records.load(Ordering::Acquire).min(published(&header.record_chunks, RECORD_BASE))
     }
 
     fn item<T>(
@@ -158,7 +175,8 @@ impl Shm {
         if start == 0 {
             return Err(corrupted(format_args!("{what} chunk {chunk} is missing")));
         }
-        self.at(start + u64::from(index) * size_of::<T>() as u64, what)
+        let offset = (u64::from(index) * size_of::<T>() as u64).checked_add(start);
+        self.at(offset.ok_or_else(|| corrupted(format_args!("{what} lies outside the file")))?, what)
     }
 
     /// The entry a reference names (its offset / [`ENTRY_SIZE`]; never a chunk header).
@@ -215,6 +233,34 @@ impl Shm {
     pub(crate) fn is_alive(&self, slot: u32) -> bool {
         slot == self.me()
             || sys::lock::locked_by_other(self.file.as_fd(), LIVENESS_OFFSET + u64::from(slot), 1).unwrap_or(true)
+    }
+
+    /// This process as the owner of a lock word: its slot and incarnation.
+    #[inline]
+    pub(crate) fn owner(&self) -> u32 {
+        self.owner.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Records the incarnation of this process's slot (see [`Owner`]).
+    pub(crate) fn set_incarnation(&self, incarnation: u32) {
+        let owner = Owner::new(self.me(), incarnation);
+        self.owner.store(owner.0, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Whether the owner of a lock word is alive: its slot's process is, and is the
+    /// incarnation that took the lock. (A word naming no slot has no live owner.)
+    pub(crate) fn owner_alive(&self, owner: Owner) -> bool {
+        let Some(slot) = owner.slot() else { return false };
+        if slot == self.me() {
+            return owner.0 == self.owner() & !LOCK_CONTENDED;
+        }
+        // A slot not in the table yet is the one a process is adding it for: its
+        // incarnation is the grower's (see `namespace::slots`).
+        let incarnation = match self.slot(slot) {
+            Ok(s) => s.incarnation.load(Ordering::Acquire),
+            Err(_) => self.header().slot_grower.load(Ordering::Acquire),
+        };
+        owner.is_incarnation(incarnation) && self.is_alive(slot)
     }
 }
 

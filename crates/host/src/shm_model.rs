@@ -99,6 +99,14 @@ impl Shm {
         &self.registration
     }
 
+    pub(crate) fn owner(&self) -> u32 {
+        Owner::new(self.me(), 0).0
+    }
+
+    pub(crate) fn owner_alive(&self, owner: Owner) -> bool {
+        owner.slot().is_some_and(|slot| self.is_alive(slot))
+    }
+
     pub(crate) fn is_alive(&self, slot: u32) -> bool {
         self.dead.get(slot as usize).is_some_and(|d| d.load(std::sync::atomic::Ordering::SeqCst) == 0)
     }
@@ -158,6 +166,7 @@ fn proc_slot() -> ProcSlot {
         in_use: AtomicU32::new(1),
         doorbell: AtomicU32::new(0),
         arena: AtomicU32::new(0),
+        incarnation: AtomicU32::new(0),
         _reserved: std::array::from_fn(|_| AtomicU32::new(0)),
     }
 }

@@ -23,7 +23,7 @@ use latchkey_model::{describe_capacity, validate_name, Error, ErrorKind, Result}
 use crate::layout::*;
 use crate::namespace::{Namespace, OpenName};
 use crate::protocol::{lock_word, Rec, WordGuard};
-use crate::shm::{corrupted, Shm};
+use crate::shm::{corrupted, published, Shm};
 use crate::sync::atomic::{AtomicU64, Ordering};
 
 /// A name's record, as found: its index and the generation of its key.
@@ -80,7 +80,10 @@ impl<'a> Index<'a> {
         }
         let len = 1usize << log2;
         // Bounds-checked through its last slot.
-        shm.at::<AtomicU64>(offset + (len as u64 - 1) * 8, "the name index")?;
+        let last = offset
+            .checked_add((len as u64 - 1) * 8)
+            .ok_or_else(|| corrupted("the name index lies outside the file"))?;
+        shm.at::<AtomicU64>(last, "the name index")?;
         let first: &AtomicU64 = shm.at(offset, "the name index")?;
         // SAFETY: `len` slots from `first` lie inside the mapping (the last one was checked),
         // aligned, made of atomics.
@@ -122,7 +125,7 @@ impl<'a> Index<'a> {
         self.slots[i].store(0, Ordering::Release);
         crash_point!("index.removed");
         let mut j = i;
-        loop {
+        for _ in 0..self.slots.len() {
             j = (j + 1) & mask;
             let v = self.slots[j].load(Ordering::Acquire);
             if v == 0 {
@@ -180,7 +183,8 @@ impl Namespace {
     /// so the name is not reclaimed and its capacity does not change while it is open).
     pub(crate) fn open_name(&self, name: &str, capacity: u32) -> Result<Found> {
         validate_name(name)?;
-        loop {
+        // (A few times at most: see `HostLock::locked`.)
+        for _ in 0..8 {
             let found = match self.lookup(name)? {
                 Some(found) => found,
                 None => self.create(name, capacity)?,
@@ -190,6 +194,7 @@ impl Namespace {
                 other => return other.map(|()| found),
             }
         }
+        Err(corrupted("a name's record changes under every lookup"))
     }
 
     /// Counts a handle on the record `found` of `name`.
@@ -361,8 +366,8 @@ impl Namespace {
     /// Under the table lock: adds the next chunk of records to the free list.
     fn grow_records(&self) -> Result<()> {
         let header = self.shm.header();
-        let published = count_published(&header.record_chunks, RECORD_BASE);
-        header.records.fetch_max(published, Ordering::AcqRel);
+        let counted = published(&header.record_chunks, RECORD_BASE);
+        header.records.fetch_max(counted, Ordering::AcqRel);
         let chunk = header.record_chunks.iter().position(|at| at.load(Ordering::Acquire) == 0).ok_or_else(|| {
             Error::new(ErrorKind::Unavailable, "the namespace has as many names as its layout can hold")
         })?;
@@ -370,7 +375,7 @@ impl Namespace {
         let at = self.grow_pages(u64::from(items) * size_of::<Record>() as u64)?;
         header.record_chunks[chunk].store(at, Ordering::Release);
         crash_point!("records.published");
-        header.records.store(published + items, Ordering::Release);
+        header.records.store(counted + items, Ordering::Release);
         crash_point!("records.counted");
         self.rebuild_free_list()
     }
@@ -423,7 +428,7 @@ impl Namespace {
     fn rebuild_table(&self) -> Result<()> {
         let _op = crate::crash::op("rebuild_table");
         let header = self.shm.header();
-        header.records.fetch_max(count_published(&header.record_chunks, RECORD_BASE), Ordering::AcqRel);
+        header.records.fetch_max(published(&header.record_chunks, RECORD_BASE), Ordering::AcqRel);
         self.rebuild_index(0)?;
         self.rebuild_free_list()?;
         header.live_records.store(header.index_count.load(Ordering::Acquire), Ordering::Release);
@@ -454,16 +459,6 @@ impl Namespace {
             key.is_ready().then_some(Found { index, generation: key.generation() })
         })
     }
-}
-
-/// Items in the chunks published in a directory, up to the first missing one.
-fn count_published(directory: &[AtomicU64; DIRECTORY], base: u32) -> u32 {
-    directory
-        .iter()
-        .take_while(|at| at.load(Ordering::Acquire) != 0)
-        .enumerate()
-        .map(|(i, _)| chunk_items(i, base))
-        .sum()
 }
 
 #[cfg(all(test, not(loom)))]

@@ -35,10 +35,16 @@ struct Spare {
     id: u64,
     entry: u32,
     home: Weak<Mutex<Vec<u32>>>,
+    /// The fork count when it was set aside: a child forked since (whose copy of the
+    /// arena's lock may be held by a thread that is not in the child) leaves it.
+    forks: u32,
 }
 
 impl Drop for Spare {
     fn drop(&mut self) {
+        if self.forks != crate::sys::maps::generation() {
+            return;
+        }
         if let Some(home) = self.home.upgrade().filter(|_| self.entry != 0) {
             home.lock().unwrap_or_else(|e| e.into_inner()).push(self.entry);
         }
@@ -75,10 +81,12 @@ impl Namespace {
         if let Ok(at @ 1..) = spare {
             return Ok(at);
         }
-        if let Some(at) = self.arena.free.lock().unwrap_or_else(|e| e.into_inner()).pop() {
-            return Ok(at);
+        let mut free = self.arena.free.lock().unwrap_or_else(|e| e.into_inner());
+        match free.pop() {
+            Some(at) => Ok(at),
+            // Under the lock: two threads must not link chunks into the arena at once.
+            None => self.add_chunk(&mut free),
         }
-        self.add_chunk()
     }
 
     /// Gives back an entry whose state the protocol has set free.
@@ -98,7 +106,8 @@ impl Namespace {
                 // The first entry this thread gives back to this arena: the spare of
                 // another arena goes home.
                 _ => {
-                    *spare = Some(Spare { id, entry: at, home: Arc::downgrade(&self.arena.free) });
+                    let (home, forks) = (Arc::downgrade(&self.arena.free), crate::sys::maps::generation());
+                    *spare = Some(Spare { id, entry: at, home, forks });
                     true
                 }
             }
@@ -108,9 +117,10 @@ impl Namespace {
         }
     }
 
-    /// Adds a chunk of entries to this process's arena; returns one of them.
+    /// Adds a chunk of entries to this process's arena (whose free list, `free`, the
+    /// caller holds locked); returns one of them.
     #[cold]
-    fn add_chunk(&self) -> Result<u32> {
+    fn add_chunk(&self, free: &mut Vec<u32>) -> Result<u32> {
         let _op = crate::crash::op("arena");
         let shm = &self.shm;
         let me = shm.me();
@@ -127,7 +137,6 @@ impl Namespace {
         crash_point!("arena.chunk_linked");
         slot.arena.store(chunk, Ordering::Release);
         crash_point!("arena.chunk_published");
-        let mut free = self.arena.free.lock().unwrap_or_else(|e| e.into_inner());
         free.extend((chunk + 2..chunk + per_chunk).rev());
         Ok(chunk + 1)
     }

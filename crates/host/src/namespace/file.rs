@@ -49,6 +49,8 @@ pub(crate) fn open_or_create(dir: &OwnedFd, path: &Path, private: bool) -> Resul
         }
         let mode = if private { 0o600 } else { 0o660 };
         let (file, temporary) = sys::file::create_hidden(dir.as_fd(), mode).map_err(io)?;
+        // The mode as meant, whatever the umask: a shared directory's group needs it.
+        sys::file::set_mode(&file, mode).map_err(io)?;
         initialize(&file, path)?;
         if sys::file::publish(&file, dir.as_fd(), temporary.as_deref(), FILE_NAME).map_err(io)? {
             return Ok(file);

@@ -152,9 +152,9 @@ impl Namespace {
         let len = self.shm.len();
         let intact = match (sys::file::stat_path(&self.path), sys::file::stat_fd(self.shm.file().as_fd())) {
             (Ok(at_path), Ok(mapped)) => at_path.same_file(&self.identity) && mapped.nlink > 0 && mapped.size >= len,
-            // Something odd, such as no more descriptors: not a sign of deletion.
-            (Err(e), _) if e.raw_os_error() != Some(libc::ENOENT) && e.raw_os_error() != Some(libc::ENOTDIR) => true,
-            _ => false,
+            (Ok(at_path), Err(_)) => at_path.same_file(&self.identity),
+            // Only a path that is gone is a sign of deletion (not, say, no memory).
+            (Err(e), _) => !matches!(e.raw_os_error(), Some(libc::ENOENT) | Some(libc::ENOTDIR)),
         };
         if !intact {
             self.shm.registration().set_lost();

@@ -14,8 +14,8 @@ use latchkey_model::{Error, ErrorKind, Result};
 
 use super::Namespace;
 use crate::layout::*;
-use crate::protocol::{disown, Rec};
-use crate::shm::corrupted;
+use crate::protocol::Rec;
+use crate::shm::{corrupted, published};
 use crate::sync::atomic::Ordering;
 use crate::sys;
 
@@ -70,32 +70,18 @@ impl Namespace {
         crash_point!("claim.locked");
         shm.set_me(slot);
         let proc_slot = shm.slot(slot)?;
-        // A slot that was never used, or was closed cleanly, names no lock: a process
-        // closes a namespace only when nothing of it is in flight.
-        let reused = proc_slot.in_use.swap(1, Ordering::AcqRel) != 0;
+        // A new incarnation: lock words its dead predecessor left now name a dead owner.
+        let incarnation = proc_slot.incarnation.fetch_add(1, Ordering::AcqRel).wrapping_add(1);
+        shm.set_incarnation(incarnation);
+        crash_point!("claim.incarnated");
+        proc_slot.in_use.store(1, Ordering::Release);
         crash_point!("claim.marked");
-        if reused {
-            self.disown_locks(slot)?;
-        }
         self.scrub(slot)?;
         proc_slot.pid_ns.store(self.pid_ns, Ordering::Relaxed);
         proc_slot.pid.store(std::process::id(), Ordering::Relaxed);
         proc_slot.since_ns.store(sys::now_ns(), Ordering::Release);
         crash_point!("claim.named");
         Ok(true)
-    }
-
-    /// Makes every lock word that names `slot` (whose owner died in it) name a dead owner
-    /// instead: see `protocol::lock`.
-    fn disown_locks(&self, slot: u32) -> Result<()> {
-        let shm = &self.shm;
-        let header = shm.header();
-        disown(&header.grow_lock, slot);
-        disown(&header.table_lock, slot);
-        for index in 0..shm.records() {
-            disown(&shm.record(index)?.lock, slot);
-        }
-        Ok(())
     }
 
     /// Releases, withdraws and closes every entry left in `slot`'s arena: what its last
@@ -120,7 +106,19 @@ impl Namespace {
                 e.state.store(EntryKind::Free.bits(), Ordering::Release);
                 continue;
             }
-            let mut locked = rec.lock()?;
+            let mut locked = match rec.lock() {
+                Ok(locked) => locked,
+                // Reclaimed since: a process that judged the slot dead before we took it
+                // freed the entry, and then nobody used the name.
+                Err(e) if e.kind() == ErrorKind::HandleLost && !shm.is_lost() => continue,
+                Err(e) => return Err(e),
+            };
+            // Under the lock, again: a process that judged the slot dead before we took it
+            // may have freed the entry meanwhile.
+            let state = e.state.load(Ordering::Acquire);
+            if EntryKind::of(state) != Some(kind) || e.record.load(Ordering::Acquire) != index {
+                continue;
+            }
             match kind {
                 EntryKind::Hold => locked.release(at)?,
                 EntryKind::Wait => locked.withdraw(at)?,
@@ -139,8 +137,8 @@ impl Namespace {
         let shm = &self.shm;
         let header = shm.header();
         // Count a chunk that a process that died published without counting.
-        let published = count_published(&header.slot_chunks);
-        header.slots.fetch_max(published, Ordering::AcqRel);
+        let counted = published(&header.slot_chunks, SLOT_BASE);
+        header.slots.fetch_max(counted, Ordering::AcqRel);
         if header.slots.load(Ordering::Acquire) != seen {
             return Ok(false);
         }
@@ -152,30 +150,28 @@ impl Namespace {
             return Ok(false);
         }
         shm.set_me(seen);
-        // A process that died growing the table may have held the grow lock as `seen`.
-        self.disown_locks(seen)?;
+        // A process that died growing the table may have held the grow lock as `seen`:
+        // a new incarnation makes that lock word name a dead owner.
+        let incarnation = header.slot_grower.fetch_add(1, Ordering::AcqRel).wrapping_add(1);
+        shm.set_incarnation(incarnation);
         let chunk = header.slot_chunks.iter().position(|at| at.load(Ordering::Acquire) == 0).ok_or_else(|| {
             Error::new(ErrorKind::Unavailable, "the namespace has as many process slots as its layout can name")
         })?;
         let items = chunk_items(chunk, SLOT_BASE);
+        if seen + items > MAX_SLOTS {
+            let why = format!("the namespace has {seen} process slots, the most a lock word can name");
+            return Err(Error::new(ErrorKind::Unavailable, why));
+        }
         let at = self.grow_pages(u64::from(items) * size_of::<ProcSlot>() as u64)?;
+        // The slot's first process takes the incarnation after the grower's.
+        shm.at::<ProcSlot>(at, "a process slot")?.incarnation.store(incarnation, Ordering::Release);
         // Another process may have grown it first (and lost this slot's lock race since):
         // our space is then lost, not reused.
         if header.slot_chunks[chunk].compare_exchange(0, at, Ordering::AcqRel, Ordering::Acquire).is_ok() {
             crash_point!("claim.chunk_published");
         }
-        header.slots.fetch_max(count_published(&header.slot_chunks), Ordering::AcqRel);
+        header.slots.fetch_max(published(&header.slot_chunks, SLOT_BASE), Ordering::AcqRel);
         crash_point!("claim.chunk_counted");
         Ok(true)
     }
-}
-
-/// Slots in the chunks published, up to the first missing one.
-fn count_published(directory: &[crate::sync::atomic::AtomicU64; DIRECTORY]) -> u32 {
-    directory
-        .iter()
-        .take_while(|at| at.load(Ordering::Acquire) != 0)
-        .enumerate()
-        .map(|(i, _)| chunk_items(i, SLOT_BASE))
-        .sum()
 }

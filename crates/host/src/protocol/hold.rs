@@ -6,6 +6,7 @@ use latchkey_model::Result;
 use super::list::{self, List};
 use super::{Grant, Rec};
 use crate::layout::{Entry, EntryKind};
+use crate::shm::corrupted;
 use crate::sync::atomic::Ordering;
 use crate::sys;
 
@@ -24,7 +25,8 @@ pub(super) fn fill(rec: Rec<'_>, e: &Entry, permits: u32) {
 #[inline]
 pub(super) fn commit(rec: Rec<'_>, at: u32, e: &Entry, permits: u32) -> Result<Grant> {
     let r = rec.r;
-    let token = r.last_token.load(Ordering::Acquire) + 1;
+    let last = r.last_token.load(Ordering::Acquire);
+    let token = last.checked_add(1).ok_or_else(|| corrupted(format_args!("the last fencing token is {last}")))?;
     e.order.store(token, Ordering::Relaxed);
     e.state.store(EntryKind::Hold.bits(), Ordering::Release);
     crash_point!("grant.committed");

@@ -1,28 +1,26 @@
 //! A lock in shared memory that a live process can take over from a dead one: the record
 //! lock of each name, and the namespace's table and grow locks.
 //!
-//! The word is 0 when free, else the owner's process slot + 1, with [`LOCK_CONTENDED`]
-//! set while someone sleeps on it. A process that finds the owner dead takes the lock
-//! over and repairs what the owner may have left half done (`on_takeover`): every
-//! change made under one of these locks can be redone from the truth the lock does not
-//! guard (see `protocol::rebuild`).
+//! The word is 0 when free, else its owner (see [`Owner`]), with [`LOCK_CONTENDED`] set
+//! while someone sleeps on it. A process that finds the owner dead takes the lock over
+//! and repairs what the owner may have left half done (`on_takeover`): every change made
+//! under one of these locks can be redone from the truth the lock does not guard (see
+//! `protocol::rebuild`).
 //!
-//! A slot is reused by a new process once its owner died, so a lock word naming the slot
-//! would pass for held by the newcomer. The newcomer therefore [`disown`]s every lock
-//! word that names its slot before it does anything else: the word then names
-//! [`DEAD_OWNER`], and whoever takes the lock next takes it over and repairs.
+//! An owner is a process slot *and its incarnation*, bumped each time a process takes the
+//! slot: a slot reused by a new process is never taken for the dead owner of a lock it
+//! left (the newcomer, and any contender, take that lock over), and a contender that
+//! judged an owner dead cannot take the lock from a newcomer that took the same slot
+//! meanwhile and then the lock (its compare-and-swap expects the dead incarnation).
 
 use std::time::Duration;
 
 use latchkey_model::{Error, ErrorKind, Result};
 
-use crate::layout::LOCK_CONTENDED;
+use crate::layout::{Owner, LOCK_CONTENDED};
 use crate::shm::Shm;
 use crate::sync::atomic::{AtomicU32, Ordering};
 use crate::sys::futex::{self, Sleep};
-
-/// The owner a lock word names once the slot it named was taken by a new process.
-const DEAD_OWNER: u32 = !LOCK_CONTENDED;
 
 /// Spins before a contender first checks the owner and sleeps: a lock is held for well
 /// under a microsecond, unless its owner was descheduled or died. (Under loom, where a
@@ -53,7 +51,7 @@ pub(crate) fn lock<'a>(
     word: &'a AtomicU32,
     on_takeover: impl FnOnce() -> Result<()>,
 ) -> Result<WordGuard<'a>> {
-    let me = shm.me() + 1;
+    let me = shm.owner();
     if word.compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed).is_ok() {
         return Ok(WordGuard { word });
     }
@@ -64,7 +62,7 @@ pub(crate) fn lock<'a>(
 /// taking over is for [`lock`]).
 #[inline]
 pub(crate) fn try_lock<'a>(shm: &Shm, word: &'a AtomicU32) -> Option<WordGuard<'a>> {
-    let me = shm.me() + 1;
+    let me = shm.owner();
     // (`then`, not `then_some`: a guard made and dropped on failure would unlock the owner's lock.)
     word.compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed).is_ok().then(|| WordGuard { word })
 }
@@ -96,8 +94,7 @@ fn lock_contended<'a>(
         // wakes the sleep below.
         let alarm = shm.registration().alarm();
         let alarm = Sleep { word: alarm, expected: alarm.load(Ordering::Acquire) };
-        let owner = current & !LOCK_CONTENDED;
-        if owner == DEAD_OWNER || !shm.is_alive(owner.wrapping_sub(1)) {
+        if !shm.owner_alive(Owner(current & !LOCK_CONTENDED)) {
             if word.compare_exchange(current, me | LOCK_CONTENDED, Ordering::Acquire, Ordering::Relaxed).is_ok() {
                 let guard = WordGuard { word };
                 crash_point!("lock.taken_over");
@@ -114,25 +111,6 @@ fn lock_contended<'a>(
         // (Loom models a death by ringing the alarm: no timer.)
         let recheck = if cfg!(loom) { None } else { Some(RECHECK) };
         futex::sleep(Sleep { word, expected: current | LOCK_CONTENDED }, Some(alarm), recheck);
-    }
-}
-
-/// If the lock `word` names `slot` (an owner that died, whose slot this process has just
-/// taken), makes it name [`DEAD_OWNER`] instead, and wakes its sleepers: the next taker
-/// takes it over and repairs. A contender that judged the old owner dead and is about to
-/// take it over fails its compare-and-swap, since the word changed.
-pub(crate) fn disown(word: &AtomicU32, slot: u32) {
-    let mut current = word.load(Ordering::Acquire);
-    while current & !LOCK_CONTENDED == slot + 1 {
-        let dead = DEAD_OWNER | (current & LOCK_CONTENDED);
-        match word.compare_exchange(current, dead, Ordering::AcqRel, Ordering::Acquire) {
-            Ok(_) => {
-                crash_point!("lock.disowned");
-                futex::wake_all(word);
-                return;
-            }
-            Err(actual) => current = actual,
-        }
     }
 }
 

@@ -29,7 +29,7 @@
 //! 6. **Liveness is decided under the lock.** A process is judged dead (its slot's
 //!    liveness lock is free) only while the record lock is held, and only for what is
 //!    done in that hold: a slot reused meanwhile by a new process is never taken for
-//!    the dead one.
+//!    the dead one. A lock word names its owner's slot and incarnation (see `lock`).
 
 mod fast;
 mod hold;
@@ -46,9 +46,9 @@ use latchkey_model::{Error, ErrorKind, Result};
 pub(crate) use hold::is_ours as hold_is_ours;
 #[cfg(test)]
 pub(crate) use lock::try_lock as try_lock_word;
-pub(crate) use lock::{disown, lock as lock_word, lost, WordGuard};
+pub(crate) use lock::{lock as lock_word, lost, WordGuard};
 pub(crate) use ops::{Grant, Polled};
-pub(crate) use wake::{bump_and_wake, mark_sleeping};
+pub(crate) use wake::{awake, bump_and_wake, mark_sleeping};
 
 use crate::layout::{Key, Record};
 use crate::shm::Shm;

@@ -99,7 +99,8 @@ impl<'a> Locked<'a> {
         let flags = if async_ { ASYNC } else { 0 };
         e.state.store(EntryKind::Wait.bits() | flags, Ordering::Release);
         crash_point!("queue.committed");
-        r.next_ticket.store(ticket + 1, Ordering::Release);
+        let next = ticket.checked_add(1).ok_or_else(|| corrupted(format_args!("the next ticket is {ticket}")))?;
+        r.next_ticket.store(next, Ordering::Release);
         crash_point!("queue.ticket");
         list::push_back(self.rec.shm, r, at, e)
     }
@@ -114,12 +115,13 @@ impl<'a> Locked<'a> {
         let head = r.queue_head.load(Ordering::Acquire);
         let available = u64::from(r.available.load(Ordering::Acquire));
         let mut wanted = u64::from(permits);
-        let mut ahead = head;
+        let (mut ahead, mut steps) = (head, 0u64);
         while ahead != at && wanted <= available {
             let entry = shm.entry(ahead)?;
             wanted += u64::from(entry.permits.load(Ordering::Acquire));
             ahead = entry.next.load(Ordering::Acquire);
-            if ahead == 0 {
+            steps += 1;
+            if ahead == 0 || steps > shm.max_entries() {
                 return Err(corrupted(format_args!("queued entry {at} is not in its record's queue")));
             }
         }

@@ -139,7 +139,7 @@ pub(super) fn rebuild(rec: Rec<'_>) -> Result<()> {
     crash_point!("rebuild.counted");
     let top = holds.iter().map(|(_, e)| e.order.load(Ordering::Acquire)).max().unwrap_or(0);
     r.last_token.fetch_max(top, Ordering::AcqRel);
-    let ticket = queue.last().map_or(0, |(_, e)| e.order.load(Ordering::Acquire) + 1);
+    let ticket = queue.last().map_or(0, |(_, e)| e.order.load(Ordering::Acquire).saturating_add(1));
     r.next_ticket.fetch_max(ticket, Ordering::AcqRel);
     crash_point!("rebuild.counters");
     for (_, e) in &queue {

@@ -131,8 +131,26 @@ fn link_anonymous(file: &File, dir: BorrowedFd<'_>, name: &str) -> rustix::io::R
     }
 }
 
+/// Sets a file's permission bits (`fchmod`).
+pub(crate) fn set_mode(file: &File, mode: u32) -> io::Result<()> {
+    Ok(rustix::fs::fchmod(file, Mode::from_raw_mode(mode))?)
+}
+
 /// Reserves `len` bytes from `offset` on disk, so that a full disk fails here and not
 /// later as a bus error on a page of the mapping.
+///
+/// Where the filesystem cannot reserve space (no `fallocate`), the file is only made
+/// longer: a full disk then shows as a bus error on a page of the mapping, which marks
+/// the namespace lost (see `maps`).
 pub(crate) fn allocate(file: &File, offset: u64, len: u64) -> io::Result<()> {
-    Ok(rustix::fs::fallocate(file, rustix::fs::FallocateFlags::empty(), offset, len)?)
+    match rustix::fs::fallocate(file, rustix::fs::FallocateFlags::empty(), offset, len) {
+        Err(rustix::io::Errno::OPNOTSUPP) => {
+            let end = offset + len;
+            if rustix::fs::fstat(file)?.st_size < end as i64 {
+                rustix::fs::ftruncate(file, end)?;
+            }
+            Ok(())
+        }
+        other => Ok(other?),
+    }
 }

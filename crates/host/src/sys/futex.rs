@@ -131,4 +131,6 @@ mod imp {
     }
 }
 
+#[cfg(not(loom))]
+pub(crate) use imp::has_waitv;
 pub(crate) use imp::{sleep, wake_all, wake_private};

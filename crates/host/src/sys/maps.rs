@@ -158,9 +158,16 @@ pub(crate) unsafe fn unmap(map: NonNull<u8>, len: usize) {
     unsafe { libc::munmap(map.as_ptr().cast(), len) };
 }
 
+/// `/dev/null`, opened before any fork: a child at its descriptor limit could not open it.
+static NULL: AtomicI32 = AtomicI32::new(-1);
+
 fn install_handlers() {
     static HANDLERS: Once = Once::new();
     HANDLERS.call_once(|| {
+        // SAFETY: a plain system call on a C string.
+        NULL.store(unsafe { libc::open(c"/dev/null".as_ptr(), libc::O_RDWR | libc::O_CLOEXEC) }, Ordering::Release);
+        // Settled before any fork: a child must not find it half made.
+        super::futex::has_waitv();
         // SAFETY: the handlers are `extern "C" fn()`s; `in_child` only makes
         // async-signal-safe calls, as a fork handler must.
         unsafe { libc::pthread_atfork(Some(before_fork), Some(in_parent), Some(in_child)) };
@@ -187,37 +194,41 @@ extern "C" fn in_child() {
 
 /// In a child: lets go of every namespace descriptor and mapping copied from the parent.
 fn forget_namespaces() {
-    // SAFETY: open, dup3, mmap and close are plain system calls, safe in a forked child
-    // (async-signal-safe); the path is a C string.
-    let null = unsafe { libc::open(c"/dev/null".as_ptr(), libc::O_RDWR | libc::O_CLOEXEC) };
-    if null < 0 {
-        return;
-    }
+    let null = NULL.load(Ordering::Acquire);
     for at in 0..REGISTRATIONS {
         for fd in [FILES[at].load(Ordering::Relaxed), DIRS[at].load(Ordering::Relaxed)] {
             if fd >= 0 {
                 // SAFETY: replaces the child's copy of a descriptor it owns with /dev/null
-                // (still close-on-exec); the namespace later closes that, harmlessly.
-                unsafe { libc::dup3(null, fd, libc::O_CLOEXEC) };
+                // (still close-on-exec); the namespace later closes that, harmlessly. Where
+                // /dev/null could not be opened, closing it is the next best thing (the
+                // namespace's close of it then fails, harmlessly). dup3 and close are plain
+                // system calls, safe in a forked child.
+                unsafe {
+                    if null < 0 || libc::dup3(null, fd, libc::O_CLOEXEC) < 0 {
+                        libc::close(fd);
+                    }
+                }
             }
         }
+        // The mapping holds a reference to the open file description too: replaced always.
         replace_with_zeroes(at);
     }
-    // SAFETY: `null` is ours.
-    unsafe { libc::close(null) };
 }
 
 /// Replaces registration `at`'s mapping, if any, in place with zeroed anonymous memory of
 /// the same size, which the namespace later unmaps as it would have the file mapping.
-fn replace_with_zeroes(at: usize) {
+/// Returns `false` if it could not.
+fn replace_with_zeroes(at: usize) -> bool {
     let (map, len) = (MAPS[at].load(Ordering::Acquire), LENS[at].load(Ordering::Relaxed));
     if map == 0 {
-        return;
+        return true;
     }
     let flags = libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED | libc::MAP_NORESERVE;
     // SAFETY: `map..map+len` is a live namespace mapping of this process; MAP_FIXED
     // replaces it in place. mmap is a plain system call, safe in a signal handler.
-    unsafe { libc::mmap(map as *mut libc::c_void, len, libc::PROT_READ | libc::PROT_WRITE, flags, -1, 0) };
+    let replaced =
+        unsafe { libc::mmap(map as *mut libc::c_void, len, libc::PROT_READ | libc::PROT_WRITE, flags, -1, 0) };
+    replaced != libc::MAP_FAILED
 }
 
 /// The SIGBUS action that was installed before ours.
@@ -245,12 +256,16 @@ extern "C" fn on_bus_error(signal: libc::c_int, info: *mut libc::siginfo_t, cont
     for at in 0..REGISTRATIONS {
         let (map, len) = (MAPS[at].load(Ordering::Acquire), LENS[at].load(Ordering::Relaxed));
         if map != 0 && (map..map + len).contains(&address) {
-            replace_with_zeroes(at);
-            mark_lost(at);
-            return;
+            // (If the mapping cannot be replaced, the fault repeats: the default action
+            // then kills the process, as it would have without this handler.)
+            if replace_with_zeroes(at) {
+                mark_lost(at);
+                return;
+            }
+            break;
         }
     }
-    // Not ours. SAFETY: `PREVIOUS` was written once, before the handler was installed.
+    // Not ours (or ours and not replaceable). SAFETY: `PREVIOUS` was written once, before the handler was installed.
     let previous = unsafe { *std::ptr::addr_of!(PREVIOUS) };
     match previous {
         Some(previous) if previous.sa_sigaction != libc::SIG_DFL && previous.sa_sigaction != libc::SIG_IGN => {

@@ -10,7 +10,7 @@ use latchkey_model::Result;
 use super::watch::{Coverage, Target, Watch, LIVENESS_PERIOD};
 use super::Waits;
 use crate::namespace::Namespace;
-use crate::protocol::{lost, mark_sleeping, Grant, Polled, Rec};
+use crate::protocol::{awake, lost, mark_sleeping, Grant, Polled, Rec};
 use crate::sync::atomic::Ordering;
 use crate::sys::futex::{self, Sleep};
 
@@ -94,6 +94,7 @@ fn wait(
         if let Some(sleeping) = mark_sleeping(word, seen) {
             let alarm = Sleep { word: alarm, expected: seen_alarm };
             futex::sleep(Sleep { word, expected: sleeping }, Some(alarm), timeout);
+            awake(word);
             // A sleep may have been long: is the file still the one mapped?
             if !ns.verify_identity() {
                 return Err(lost());

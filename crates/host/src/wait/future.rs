@@ -67,7 +67,12 @@ impl<'a> Queued<'a> {
                 return Err(lost());
             }
             self.registered = true;
-            self.waits.mux.register(self.ns, self.id, word, seen, cx.waker(), recheck);
+            self.waits.mux.register(self.ns, self.id, word, seen, cx.waker(), recheck).map_err(|e| {
+                latchkey_model::Error::new(
+                    latchkey_model::ErrorKind::Unavailable,
+                    format!("cannot start the thread that serves async waits: {e}"),
+                )
+            })?;
             if word.load(Ordering::Acquire) == seen {
                 return Ok(None);
             }

@@ -9,25 +9,21 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::AtomicBool;
-use std::sync::{Arc, Mutex, Once, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::task::Waker;
 use std::time::{Duration, Instant};
 
 use crate::namespace::Namespace;
-use crate::protocol::{bump_and_wake, mark_sleeping};
+use crate::protocol::{awake, bump_and_wake, mark_sleeping};
 use crate::sync::atomic::{AtomicU32, Ordering};
+use crate::sys::futex::wake_private;
 use crate::sys::futex::{self, Sleep};
 
 /// The multiplexer of one namespace.
 pub(crate) struct Mux {
     shared: Arc<Shared>,
-    started: Once,
-}
-
-impl Default for Mux {
-    fn default() -> Self {
-        Mux { shared: Arc::default(), started: Once::new() }
-    }
+    /// Why its thread could not start, if it could not.
+    failed: Option<String>,
 }
 
 #[derive(Default)]
@@ -53,7 +49,7 @@ unsafe impl Send for Registered {}
 impl Mux {
     /// Registers (or renews) wait `id`: its task is woken once `word` no longer holds
     /// `seen`, or after `recheck`. The caller then looks at the word again itself, so a
-    /// change before the registration is not missed.
+    /// change before the registration is not missed. Fails if the thread cannot start.
     pub(crate) fn register(
         &self,
         ns: &Arc<Namespace>,
@@ -62,8 +58,10 @@ impl Mux {
         seen: u32,
         waker: &Waker,
         recheck: Option<Duration>,
-    ) {
-        self.start(ns);
+    ) -> std::io::Result<()> {
+        if let Some(why) = &self.failed {
+            return Err(std::io::Error::other(why.clone()));
+        }
         let recheck = recheck.map(|d| Instant::now() + d);
         let registered = Registered { word, seen, waker: waker.clone(), recheck };
         self.shared.waits.lock().unwrap_or_else(|e| e.into_inner()).insert(id, registered);
@@ -73,6 +71,7 @@ impl Mux {
                 bump_and_wake(&slot.doorbell);
             }
         }
+        Ok(())
     }
 
     /// Forgets wait `id`.
@@ -80,23 +79,29 @@ impl Mux {
         self.shared.waits.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
     }
 
-    fn start(&self, ns: &Arc<Namespace>) {
-        self.started.call_once(|| {
-            let _ = self.shared.ns.set(ns.clone());
-            let (shared, ns) = (self.shared.clone(), ns.clone());
-            let _ = std::thread::Builder::new().name("latchkey-mux".into()).spawn(move || serve(&shared, &ns));
-        });
+    /// The multiplexer of `ns`, its thread started.
+    pub(crate) fn start(ns: &Arc<Namespace>) -> Mux {
+        let shared = Arc::new(Shared::default());
+        let (thread_shared, thread_ns) = (shared.clone(), ns.clone());
+        let spawned =
+            std::thread::Builder::new().name("latchkey-mux".into()).spawn(move || serve(&thread_shared, &thread_ns));
+        let failed = spawned.err().map(|e| e.to_string());
+        if failed.is_none() {
+            let _ = shared.ns.set(ns.clone());
+        }
+        Mux { shared, failed }
     }
 }
 
 impl Drop for Mux {
     fn drop(&mut self) {
         self.shared.stop.store(true, std::sync::atomic::Ordering::Release);
-        // The thread holds the namespace, so it is still mapped: ring the doorbell to stop it.
+        // Wakes the thread through the namespace's alarm, which is this process's own
+        // memory (the doorbell, in the mapping, may be gone if the file was cut short).
         if let Some(ns) = self.shared.ns.get() {
-            if let Ok(slot) = ns.shm.slot(ns.shm.me()) {
-                bump_and_wake(&slot.doorbell);
-            }
+            let alarm = ns.shm.registration().alarm();
+            alarm.fetch_add(1, Ordering::AcqRel);
+            wake_private(alarm);
         }
     }
 }
@@ -137,6 +142,7 @@ fn serve(shared: &Shared, ns: &Arc<Namespace>) {
                 Some(Sleep { word: alarm, expected: alarmed }),
                 timeout,
             );
+            awake(doorbell);
         }
     }
 }

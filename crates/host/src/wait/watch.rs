@@ -2,7 +2,7 @@
 //! it repairs the record at once instead of waking up now and then to check; and every
 //! sleeper is woken when the namespace file is deleted, replaced or cut short.
 //!
-//! Each namespace of this process has one watcher thread, started at the first wait. It
+//! Each namespace of this process has one watcher thread, started when it is opened. It
 //! polls a pidfd (readable once the process has exited) for every other process that a
 //! local request depends on, and wakes those requests when one exits: unconditionally,
 //! since a nudge half made by a process that died may have cleared a sleeper's mark
@@ -17,7 +17,7 @@
 use std::collections::HashMap;
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, Once};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::namespace::Namespace;
@@ -74,7 +74,9 @@ impl Target {
 /// The watcher of one namespace.
 pub(crate) struct Watcher {
     shared: Arc<Shared>,
-    started: Once,
+    /// Whether its thread runs: if it could not start (a limit on threads), every wait
+    /// checks on what it depends on every [`LIVENESS_PERIOD`] instead.
+    running: bool,
 }
 
 struct Shared {
@@ -102,21 +104,20 @@ struct Process {
 }
 
 impl Watcher {
-    pub(crate) fn new() -> std::io::Result<Watcher> {
+    /// The watcher of `ns`, its thread started.
+    pub(crate) fn start(ns: &Arc<Namespace>) -> std::io::Result<Watcher> {
         let shared = Arc::new(Shared {
             watched: Mutex::default(),
             event: sys::process::event_fd()?,
             stop: AtomicBool::new(false),
         });
-        Ok(Watcher { shared, started: Once::new() })
-    }
-
-    /// Starts the thread, if it has not started yet.
-    fn start(&self, ns: &Arc<Namespace>) {
-        self.started.call_once(|| {
-            let (shared, ns) = (self.shared.clone(), ns.clone());
-            let _ = std::thread::Builder::new().name("latchkey-watch".into()).spawn(move || run(&shared, &ns));
-        });
+        // Watched from now on, before the thread runs: a deletion right after the open is seen.
+        let files = sys::process::watch_paths(ns.dir(), &ns.dir().join(crate::namespace::FILE_NAME));
+        let (thread_shared, thread_ns) = (shared.clone(), ns.clone());
+        let spawned = std::thread::Builder::new()
+            .name("latchkey-watch".into())
+            .spawn(move || run(&thread_shared, &thread_ns, files));
+        Ok(Watcher { shared, running: spawned.is_ok() })
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Watched> {
@@ -131,9 +132,12 @@ impl Drop for Watcher {
     }
 }
 
-/// The watcher thread.
-fn run(shared: &Shared, ns: &Namespace) {
-    let files = sys::process::watch_paths(ns.dir(), &ns.dir().join(crate::namespace::FILE_NAME));
+/// The watcher thread; `files` watches the namespace file and directory (if inotify could).
+fn run(shared: &Shared, ns: &Namespace, files: Option<OwnedFd>) {
+    // The file may have changed between the open and the watch.
+    if !ns.verify_identity() {
+        return;
+    }
     while !shared.stop.load(Ordering::Acquire) {
         let polled: Vec<(u32, Arc<OwnedFd>)> = {
             let watched = shared.watched.lock().unwrap_or_else(|e| e.into_inner());
@@ -184,13 +188,16 @@ impl<'a> Watch<'a> {
         static NEXT_ID: AtomicU64 = AtomicU64::new(0);
         let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
         watcher.lock().all.insert(id, target);
-        watcher.start(ns);
         Watch { watcher, ns, id, slots: Vec::new() }
     }
 
     /// Watches exactly the processes in `slots` (other than this one).
     pub(crate) fn cover(&mut self, slots: &[u32]) -> Coverage {
         let ns = self.ns;
+        if !self.watcher.running {
+            let dead = slots.iter().any(|&slot| !ns.shm.is_alive(slot));
+            return if dead { Coverage::Dead } else { Coverage::Partial };
+        }
         let mut watched = self.watcher.lock();
         let mut changed = false;
         for &slot in self.slots.iter().filter(|s| !slots.contains(s)) {

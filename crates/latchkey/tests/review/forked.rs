@@ -36,7 +36,7 @@ fn in_a_forked_child(scope: &Scope) -> String {
         let inspected = scope.inspect("m");
         let inspect = describe(
             inspected.as_ref().err().map(|e| e.kind()),
-            format!("Ok(locked: {})", inspected.map_or(false, |s| s.is_locked())),
+            format!("Ok(locked: {})", inspected.is_ok_and(|s| s.is_locked())),
         );
         let line = format!("list {list}; inspect {inspect}");
         // SAFETY: writes our buffer to the pipe, then ends the child at once.

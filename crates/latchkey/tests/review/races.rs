@@ -282,10 +282,12 @@ fn a_process_that_takes_a_dead_slot_during_a_repair_of_it_fails_to_open() {
 }
 
 /// The record lock word of the first name made in the namespace file.
+/// The owner's slot + 1 in the first record's lock word (its low 20 bits: the word also
+/// holds the owner's incarnation and the contended bit).
 fn first_record_lock(file: &File) -> u32 {
     let mut word = [0u8; 4];
     file.read_exact_at(&mut word, FIRST_RECORD_LOCK).unwrap();
-    u32::from_le_bytes(word)
+    u32::from_le_bytes(word) & ((1 << 20) - 1)
 }
 
 /// **A contender takes a record lock away from a live process.** `lock_contended`

@@ -18,6 +18,7 @@
 //! Every wait for a worker is bounded ([`PATIENCE`]): a hang becomes a failure that says
 //! what did not happen.
 
+mod corrupted;
 mod deleted;
 mod limits;
 mod torture;

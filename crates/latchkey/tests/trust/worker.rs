@@ -32,6 +32,7 @@ fn run() {
         "fork-many" => fork_many(url, fields[2], fields[3].parse().unwrap(), Path::new(fields[4])),
         "torture" => super::torture::worker(url, fields[2].parse().unwrap(), Path::new(fields[3])),
         "final" => super::torture::final_check(url),
+        "corrupted" => super::corrupted::use_corrupted(url),
         other => panic!("unknown worker job {other:?}"),
     }
     std::process::exit(0);
