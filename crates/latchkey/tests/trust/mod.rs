@@ -21,6 +21,7 @@
 mod corrupted;
 mod deleted;
 mod limits;
+mod races;
 mod torture;
 mod truncated;
 mod worker;
