@@ -73,3 +73,30 @@ fn a_corrupted_queue_that_loops_gives_an_error_not_a_hang() {
         Err(_) => panic!("polling a request behind a corrupted, looping queue did not return within 10 s"),
     }
 }
+
+/// Issue 8, item 4: a lease dropped without release, then the namespace closed (its slot
+/// marked free): the next process in the slot used to become the holder, and `inspect`
+/// showed it holding. The slot's next owner releases what is left in its arena.
+#[test]
+fn a_hold_left_in_a_closed_slot_is_released_by_the_slots_next_owner() {
+    use latchkey_model::RawScope;
+
+    let dir = std::env::temp_dir().join(format!("latchkey-unit-leftover-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    {
+        let scope = crate::HostScope::open(Some(&dir)).unwrap();
+        let lock = scope.open("m", 1).unwrap();
+        let lease = lock.try_acquire(1).unwrap().expect("free");
+        // Dropped without a release, as only a scope's own code could do it now.
+        drop(lease);
+        assert!(lock.inspect().unwrap().is_locked());
+    }
+    // The namespace is closed (nothing else holds it): its slot is free again.
+    let scope = crate::HostScope::open(Some(&dir)).unwrap();
+    let state = scope.inspect("m").unwrap();
+    assert!(!state.is_locked(), "the hold of the slot's last owner was released: {state:?}");
+    let lock = scope.open("m", 1).unwrap();
+    assert!(lock.try_acquire(1).unwrap().is_some(), "and the lock can be taken");
+    drop((lock, scope));
+    let _ = std::fs::remove_dir_all(&dir);
+}

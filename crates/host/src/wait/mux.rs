@@ -22,8 +22,8 @@ use crate::sys::futex::{self, Sleep};
 /// The multiplexer of one namespace.
 pub(crate) struct Mux {
     shared: Arc<Shared>,
-    /// Why its thread could not start, if it could not.
-    failed: Option<String>,
+    /// Its thread, or why it could not start.
+    thread: std::result::Result<std::thread::JoinHandle<()>, String>,
 }
 
 #[derive(Default)]
@@ -59,7 +59,7 @@ impl Mux {
         waker: &Waker,
         recheck: Option<Duration>,
     ) -> std::io::Result<()> {
-        if let Some(why) = &self.failed {
+        if let Err(why) = &self.thread {
             return Err(std::io::Error::other(why.clone()));
         }
         let recheck = recheck.map(|d| Instant::now() + d);
@@ -85,11 +85,10 @@ impl Mux {
         let (thread_shared, thread_ns) = (shared.clone(), ns.clone());
         let spawned =
             std::thread::Builder::new().name("latchkey-mux".into()).spawn(move || serve(&thread_shared, &thread_ns));
-        let failed = spawned.err().map(|e| e.to_string());
-        if failed.is_none() {
+        if spawned.is_ok() {
             let _ = shared.ns.set(ns.clone());
         }
-        Mux { shared, failed }
+        Mux { shared, thread: spawned.map_err(|e| e.to_string()) }
     }
 }
 
@@ -102,6 +101,12 @@ impl Drop for Mux {
             let alarm = ns.shm.registration().alarm();
             alarm.fetch_add(1, Ordering::AcqRel);
             wake_private(alarm);
+        }
+        // Joined, so that the namespace it holds is closed when the scope is.
+        if let Ok(thread) = std::mem::replace(&mut self.thread, Err(String::new())) {
+            if thread.thread().id() != std::thread::current().id() {
+                let _ = thread.join();
+            }
         }
     }
 }

@@ -74,9 +74,9 @@ impl Target {
 /// The watcher of one namespace.
 pub(crate) struct Watcher {
     shared: Arc<Shared>,
-    /// Whether its thread runs: if it could not start (a limit on threads), every wait
-    /// checks on what it depends on every [`LIVENESS_PERIOD`] instead.
-    running: bool,
+    /// Its thread, if it could start: if not (a limit on threads), every wait checks on
+    /// what it depends on every [`LIVENESS_PERIOD`] instead.
+    thread: Option<std::thread::JoinHandle<()>>,
 }
 
 struct Shared {
@@ -117,7 +117,7 @@ impl Watcher {
         let spawned = std::thread::Builder::new()
             .name("latchkey-watch".into())
             .spawn(move || run(&thread_shared, &thread_ns, files));
-        Ok(Watcher { shared, running: spawned.is_ok() })
+        Ok(Watcher { shared, thread: spawned.ok() })
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Watched> {
@@ -129,6 +129,10 @@ impl Drop for Watcher {
     fn drop(&mut self) {
         self.shared.stop.store(true, Ordering::Release);
         sys::process::signal_event(self.shared.event.as_fd());
+        // Joined, so that the namespace it holds is closed when the scope is.
+        if let Some(thread) = self.thread.take().filter(|t| t.thread().id() != std::thread::current().id()) {
+            let _ = thread.join();
+        }
     }
 }
 
@@ -194,7 +198,7 @@ impl<'a> Watch<'a> {
     /// Watches exactly the processes in `slots` (other than this one).
     pub(crate) fn cover(&mut self, slots: &[u32]) -> Coverage {
         let ns = self.ns;
-        if !self.watcher.running {
+        if self.watcher.thread.is_none() {
             let dead = slots.iter().any(|&slot| !ns.shm.is_alive(slot));
             return if dead { Coverage::Dead } else { Coverage::Partial };
         }
