@@ -2,6 +2,7 @@
 //! test here shows one bug, and fails on the code it was written against.
 //!
 //! - `deleted`: a namespace deleted under a process whose watcher has no inotify;
+//! - `threads`: the helper threads of a namespace without `futex_waitv`;
 //! - `seccomp`: a system call made to fail in a worker;
 //! - `worker`: the jobs of the worker processes (this binary run again).
 //!
@@ -10,6 +11,7 @@
 
 mod deleted;
 mod seccomp;
+mod threads;
 mod worker;
 
 use std::io::{BufRead, BufReader, Write};
