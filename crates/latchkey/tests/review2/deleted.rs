@@ -72,3 +72,27 @@ fn a_namespace_deleted_under_a_process_without_inotify_grants_beside_a_fresh_hol
          namespace, while a process that opened the directory afresh holds x: {said}"
     );
 }
+
+/// **A hold of a lost namespace is given back with `Ok`.** `HostLock::release`
+/// (handle.rs) reports `HandleLost` once the namespace is lost (deleted, replaced, cut
+/// short), as `check()` does, but only on its slow path: the fast path
+/// (`Rec::release_fast`, protocol/fast.rs) never looks at `is_lost()`, so a holder
+/// without waiters in the dead file is told its release went well, after `check()` told
+/// it the hold was lost.
+#[test]
+fn a_release_in_a_lost_namespace_reports_ok() {
+    let dirs = Dirs::new("latchkey-review2-lostrelease");
+    let scope = Scope::open(&dirs.url()).unwrap();
+    let mutex = scope.mutex("x").unwrap();
+    let guard = mutex.lock_blocking().unwrap();
+    fs::remove_dir_all(dirs.ns()).unwrap();
+    let checked = guard.check().expect_err("check() after rm -rf of the namespace");
+    assert_eq!(checked.kind(), latchkey::ErrorKind::HandleLost, "{checked}");
+    match guard.release() {
+        Err(err) => assert_eq!(err.kind(), latchkey::ErrorKind::HandleLost, "{err}"),
+        Ok(()) => panic!(
+            "check() reported the hold lost (the namespace was deleted), and then release() returned Ok: the fast \
+             path of release ignores a lost namespace"
+        ),
+    }
+}

@@ -1,7 +1,8 @@
 //! A second adversarial review of the host scope, after the fixes of the first: each
 //! test here shows one bug, and fails on the code it was written against.
 //!
-//! - `deleted`: a namespace deleted under a process whose watcher has no inotify;
+//! - `deleted`: a namespace deleted under a process whose watcher has no inotify, and a
+//!   release in a lost namespace;
 //! - `threads`: the helper threads of a namespace without `futex_waitv`;
 //! - `seccomp`: a system call made to fail in a worker;
 //! - `worker`: the jobs of the worker processes (this binary run again).
