@@ -4,6 +4,7 @@
 //! - `deleted`: a namespace deleted under a process whose watcher has no inotify, and a
 //!   release in a lost namespace;
 //! - `threads`: the helper threads of a namespace without `futex_waitv`;
+//! - `signals`: a SIGBUS that is not a fault of a namespace mapping;
 //! - `seccomp`: a system call made to fail in a worker;
 //! - `worker`: the jobs of the worker processes (this binary run again).
 //!
@@ -12,6 +13,7 @@
 
 mod deleted;
 mod seccomp;
+mod signals;
 mod threads;
 mod worker;
 
@@ -82,6 +84,26 @@ impl Proc {
                 let status = self.child.wait().expect("reap a worker");
                 panic!("worker {} ended before it reported {what}: {status}", self.job)
             }
+        }
+    }
+
+    /// The next line, if the worker reports one within `limit`.
+    pub fn line_if_any(&mut self, limit: Duration) -> Option<String> {
+        self.lines.recv_timeout(limit).ok()
+    }
+
+    /// Waits for the worker to end (at most `PATIENCE`; then it is killed).
+    pub fn wait(&mut self) -> std::process::ExitStatus {
+        let start = std::time::Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait for a worker") {
+                return status;
+            }
+            if start.elapsed() > PATIENCE {
+                self.kill();
+                panic!("worker {} did not end within {PATIENCE:?}", self.job);
+            }
+            std::thread::sleep(Duration::from_millis(5));
         }
     }
 

@@ -18,6 +18,7 @@ fn run() {
     match fields[0] {
         "hold" => hold(url, fields[2]),
         other if super::threads::job(other, url, &fields[2..]) => {}
+        other if super::signals::job(other, url, &fields[2..]) => {}
         other => super::deleted::job(other, url, &fields[2..]),
     }
     std::process::exit(0);
