@@ -5,6 +5,7 @@
 //!   release in a lost namespace;
 //! - `threads`: the helper threads of a namespace without `futex_waitv`;
 //! - `signals`: a SIGBUS that is not a fault of a namespace mapping;
+//! - `pids`: a pid reused while a newcomer claims a dead process's slot;
 //! - `seccomp`: a system call made to fail in a worker;
 //! - `worker`: the jobs of the worker processes (this binary run again).
 //!
@@ -12,6 +13,7 @@
 //! stdin; every wait for one is bounded.
 
 mod deleted;
+mod pids;
 mod seccomp;
 mod signals;
 mod threads;

@@ -19,6 +19,7 @@ fn run() {
         "hold" => hold(url, fields[2]),
         other if super::threads::job(other, url, &fields[2..]) => {}
         other if super::signals::job(other, url, &fields[2..]) => {}
+        other if super::pids::job(other, url, &fields[2..]) => {}
         other => super::deleted::job(other, url, &fields[2..]),
     }
     std::process::exit(0);
