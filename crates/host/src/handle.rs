@@ -9,7 +9,7 @@ use std::time::Instant;
 use latchkey_model::{describe_capacity, BoxFuture, Error, ErrorKind, Lease, Name, RawLock, Result, State};
 
 use crate::layout::Record;
-use crate::protocol::{hold_is_ours, lost, Grant, Locked, Rec};
+use crate::protocol::{hold_is_ours, lost, Fast, Grant, Locked, Rec};
 use crate::scope::{state_of, Host};
 use crate::table::Found;
 use crate::wait::{wait_blocking, withdraw_request, Queued};
@@ -56,6 +56,15 @@ impl HostLock {
         // atomics.
         let r = unsafe { record.as_ref() };
         Rec::at(&self.host.ns.shm, (target >> 32) as u32, r, target as u32)
+    }
+
+    /// The record under its lock as the uncontended path left it: given this handle's
+    /// capacity, for a one-use handle, as [`locked`](Self::locked) does.
+    fn checked<'a>(&self, mut locked: Locked<'a>) -> Result<Locked<'a>> {
+        if self.once {
+            locked.ensure_capacity(self.capacity)?;
+        }
+        Ok(locked)
     }
 
     /// The record under its lock: for a one-use handle, found again if it was reclaimed,
@@ -122,13 +131,14 @@ impl HostLock {
     fn held(&self, lease: &Lease) -> Result<u32> {
         self.check_process()?;
         let shm = &self.ns().shm;
-        if shm.is_lost() {
-            return Err(self.scoped(lost()));
-        }
         let at = u32::try_from(lease.ticket()).unwrap_or(0);
         let holds = shm.entry(at).is_ok_and(|e| hold_is_ours(self.rec(), e, lease.permits(), lease.token()));
         if holds {
             return Ok(at);
+        }
+        if shm.is_lost() {
+            // (A namespace cut short reads as zeroes: the hold is gone with it.)
+            return Err(self.scoped(lost()));
         }
         let why = format!("the lease with token {} is not held by this process", lease.token());
         Err(self.ns().error(ErrorKind::NotHeld, why, Some(self.name.as_str())))
@@ -145,10 +155,12 @@ impl HostLock {
     fn grant_or_enqueue(&self, permits: u32, async_: bool) -> Result<std::result::Result<Grant, (u32, u32)>> {
         let ns = self.ns();
         let at = ns.take_entry()?;
-        if let Some(grant) = self.rec().try_grant_fast(at, permits, self.capacity) {
-            return Ok(Ok(grant));
-        }
-        let queued = self.locked().and_then(|mut locked| {
+        let locked = match self.rec().try_grant_fast(at, permits, self.capacity) {
+            Fast::Done(grant) => return Ok(Ok(grant)),
+            Fast::Locked(locked) => self.checked(locked),
+            Fast::Busy => self.locked(),
+        };
+        let queued = locked.and_then(|mut locked| {
             if let Some(grant) = locked.try_grant(at, permits)? {
                 return Ok(Ok(grant));
             }
@@ -220,10 +232,12 @@ impl RawLock for HostLock {
         self.check_request(permits)?;
         let ns = self.ns();
         let at = ns.take_entry().map_err(|e| self.scoped(e))?;
-        if let Some(grant) = self.rec().try_grant_fast(at, permits, self.capacity) {
-            return Ok(Some(Self::lease(grant, permits)));
-        }
-        let granted = self.locked().and_then(|mut locked| {
+        let locked = match self.rec().try_grant_fast(at, permits, self.capacity) {
+            Fast::Done(grant) => return Ok(Some(Self::lease(grant, permits))),
+            Fast::Locked(locked) => self.checked(locked),
+            Fast::Busy => self.locked(),
+        };
+        let granted = locked.and_then(|mut locked| {
             if let Some(grant) = locked.try_grant(at, permits)? {
                 return Ok(Some(grant));
             }
@@ -268,12 +282,16 @@ impl RawLock for HostLock {
     fn release(&self, lease: Lease) -> Result<()> {
         let ns = self.ns();
         let at = u32::try_from(lease.ticket()).unwrap_or(0);
-        if ns.is_ours() && self.rec().release_fast(at, lease.permits(), lease.token()) {
-            ns.put_entry(at);
-            return Ok(());
-        }
-        let at = self.held(&lease)?;
-        self.rec().lock_any().and_then(|mut locked| locked.release(at)).map_err(|e| self.scoped(e))?;
+        let fast = if ns.is_ours() { self.rec().release_fast(at, lease.permits(), lease.token()) } else { Fast::Busy };
+        let locked = match fast {
+            Fast::Done(()) => {
+                ns.put_entry(at);
+                return Ok(());
+            }
+            Fast::Locked(locked) => Ok(locked),
+            Fast::Busy => self.held(&lease).and_then(|_| self.rec().lock_any()),
+        };
+        locked.and_then(|mut locked| locked.release(at)).map_err(|e| self.scoped(e))?;
         ns.put_entry(at);
         if ns.shm.is_lost() {
             return Err(self.scoped(lost()));

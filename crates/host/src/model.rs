@@ -14,7 +14,7 @@ use loom::thread;
 use latchkey_model::RWLOCK_CAPACITY as RWLOCK;
 
 use crate::layout::EntryKind;
-use crate::protocol::{awake, mark_sleeping, Grant, Polled, Rec};
+use crate::protocol::{awake, mark_sleeping, Fast, Grant, Polled, Rec};
 use crate::shm::Shm;
 use crate::sync::atomic::{AtomicU32, Ordering};
 use crate::sys::futex::{self, Sleep};
@@ -29,11 +29,13 @@ fn rec(shm: &Shm) -> Rec<'_> {
 /// Takes `permits` as the blocking wait does: the uncontended path, else the queue, a
 /// nudge, a look under the lock, a sleep.
 fn acquire(shm: &Shm, at: u32, permits: u32, capacity: u32) -> Grant {
-    if let Some(grant) = rec(shm).try_grant_fast(at, permits, capacity) {
-        return grant;
-    }
+    let locked = match rec(shm).try_grant_fast(at, permits, capacity) {
+        Fast::Done(grant) => return grant,
+        Fast::Locked(locked) => locked,
+        Fast::Busy => rec(shm).lock().unwrap(),
+    };
     {
-        let mut locked = rec(shm).lock().unwrap();
+        let mut locked = locked;
         if let Some(grant) = locked.try_grant(at, permits).unwrap() {
             return grant;
         }
@@ -64,8 +66,10 @@ fn wait(shm: &Shm, at: u32) -> Option<Grant> {
 }
 
 fn release(shm: &Shm, at: u32, permits: u32, token: u64) {
-    if !rec(shm).release_fast(at, permits, token) {
-        rec(shm).lock_any().unwrap().release(at).unwrap();
+    match rec(shm).release_fast(at, permits, token) {
+        Fast::Done(()) => {}
+        Fast::Locked(mut locked) => locked.release(at).unwrap(),
+        Fast::Busy => rec(shm).lock_any().unwrap().release(at).unwrap(),
     }
 }
 

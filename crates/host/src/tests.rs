@@ -99,4 +99,92 @@ fn a_hold_left_in_a_closed_slot_is_released_by_the_slots_next_owner() {
     assert!(lock.try_acquire(1).unwrap().is_some(), "and the lock can be taken");
     drop((lock, scope));
     let _ = std::fs::remove_dir_all(&dir);
+
+/// Review 2: **a lock word left by a dead process comes back to life 2048 claims of its
+/// slot later.** A lock word names its owner's slot and the slot's incarnation *modulo
+/// 2^11* (`layout::Owner`), and `Shm::owner_alive` (shm.rs) judges the owner alive if the
+/// slot's present incarnation matches modulo 2^11 and the slot's liveness lock is held.
+/// Every claim of a slot bumps its incarnation, clean closes included, so after 2048
+/// processes took slot 0 in turn (a CLI or cron job run 2048 times), the lock word left
+/// by a process killed inside a record lock names the 2049th process of slot 0, alive and
+/// idle: every other process that needs the name waits for it forever (and the 2049th
+/// itself deadlocks on its own "lock", see the next test).
+///
+/// Here the processes are namespaces opened in turn in this process (each with its own
+/// open file description, so its own liveness lock).
+#[test]
+fn a_dead_owners_record_lock_passes_for_held_by_the_slots_2049th_process() {
+    let (dir, x) = dead_owner_of_x("wrap-other");
+    let live = same_incarnation_in_slot_0(&dir, x.1);
+    // Another process, in slot 1, needs `x`.
+    let other: &'static Namespace = Box::leak(Box::new(Namespace::open(Some(&dir)).unwrap()));
+    assert_eq!(other.shm.me(), 1);
+    let got = hangs_or(move || other.open_name("x", 1).map(|_| ()));
+    drop(live);
+    let _ = std::fs::remove_dir_all(&dir);
+    match got {
+        Some(result) => assert!(result.is_ok(), "{result:?}"),
+        None => panic!(
+            "a process waited 10 s for the record lock of x, left by a process killed in slot 0 2048 claims of that \
+             slot ago: the lock word passes for held by the slot's present (idle) process"
+        ),
+    }
+}
+
+/// Review 2: the same, seen by the slot's 2049th process itself: `owner_alive` takes a
+/// word with its own slot and incarnation (modulo 2^11) for its own lock, held by another
+/// of its threads, and waits for itself forever.
+#[test]
+fn the_slots_2049th_process_deadlocks_on_a_record_lock_its_dead_predecessor_left() {
+    let (dir, x) = dead_owner_of_x("wrap-self");
+    let live: &'static Namespace = Box::leak(Box::new(same_incarnation_in_slot_0(&dir, x.1)));
+    let got = hangs_or(move || live.open_name("x", 1).map(|_| ()));
+    let _ = std::fs::remove_dir_all(&dir);
+    match got {
+        Some(result) => assert!(result.is_ok(), "{result:?}"),
+        None => panic!(
+            "the 2049th process of slot 0 waited 10 s for the record lock of x, left by the process killed in slot 0 \
+             2048 claims before: it takes the lock word for its own"
+        ),
+    }
+}
+
+/// A fresh namespace directory where a process in slot 0 "died" inside the record lock of
+/// `x` (its guard forgotten, its namespace closed): the directory, and (x's record,
+/// the dead process's incarnation).
+fn dead_owner_of_x(what: &str) -> (PathBuf, (u32, u32)) {
+    let dir = std::env::temp_dir().join(format!("latchkey-unit-{what}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let ns = Namespace::open(Some(&dir)).unwrap();
+    assert_eq!(ns.shm.me(), 0);
+    let incarnation = ns.shm.slot(0).unwrap().incarnation.load(Ordering::Acquire);
+    let found = ns.open_name("x", 1).unwrap();
+    ns.close_name(found.index);
+    let rec = crate::protocol::Rec::new(&ns.shm, found.index, found.generation).unwrap();
+    std::mem::forget(rec.lock().unwrap()); // killed inside the record lock
+    drop(ns);
+    (dir, (found.index, incarnation))
+}
+
+/// Opens the namespace of `dir` again and again, each closed before the next (taking slot
+/// 0 each time), until slot 0's incarnation is `incarnation` modulo 2^11; returns that one.
+fn same_incarnation_in_slot_0(dir: &std::path::Path, incarnation: u32) -> Namespace {
+    for _ in 0..4096 {
+        let ns = Namespace::open(Some(dir)).unwrap();
+        assert_eq!(ns.shm.me(), 0, "slot 0 is free: taken again");
+        let now = ns.shm.slot(0).unwrap().incarnation.load(Ordering::Acquire);
+        if now != incarnation && (now ^ incarnation) & 0x7ff == 0 {
+            return ns;
+        }
+    }
+    panic!("slot 0's incarnation never came back to {incarnation} modulo 2^11");
+}
+
+/// Runs `f` in a thread: its result, or `None` if it has not returned within 10 s.
+fn hangs_or<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Option<T> {
+    let (send, got) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = send.send(f());
+    });
+    got.recv_timeout(std::time::Duration::from_secs(10)).ok()
 }

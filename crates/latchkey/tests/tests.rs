@@ -9,6 +9,7 @@
 //! - `trust`: issue 8, the host scope trustworthy: a deleted, replaced or truncated
 //!   namespace, no hidden limits, and a SIGKILL torture;
 //! - `review`: an adversarial review of the host scope, one failing test per bug found;
+//! - `review2`: a second review, after the fixes of the first;
 //! - `support`: the scopes under test and the helpers the suites share.
 
 #[macro_use]
@@ -19,6 +20,7 @@ mod conformance;
 mod hostile;
 mod processes;
 mod review;
+mod review2;
 mod stress;
 mod table;
 mod trust;

@@ -43,6 +43,7 @@ mod wake;
 
 use latchkey_model::{Error, ErrorKind, Result};
 
+pub(crate) use fast::Fast;
 pub(crate) use hold::is_ours as hold_is_ours;
 #[cfg(test)]
 pub(crate) use lock::try_lock as try_lock_word;

@@ -17,7 +17,7 @@
 mod corrupted;
 mod deleted;
 mod forked;
-mod races;
+pub(crate) mod races;
 mod shared;
 mod threads;
 mod wakeups;

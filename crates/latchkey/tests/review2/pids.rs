@@ -1,0 +1,187 @@
+//! **A waiter watches a stranger that took a dead holder's pid, and sleeps through the
+//! death of the process that took the holder's slot.** `watch::open` trusts a pidfd for
+//! the pid in a slot's `pid` field once the slot is alive (its liveness lock held) with
+//! the same pid after the pidfd was opened. But a newcomer that takes a dead process's
+//! slot holds its liveness lock from `try_take`'s first step, and writes its own pid only
+//! at the end of the claim, after the scrub (namespace/slots.rs): all that time the slot
+//! is alive *with the dead process's pid*. If that pid was reused meanwhile, a waiter
+//! that looks then opens a pidfd on the stranger, finds the slot alive with "its" pid,
+//! and sleeps with no time limit (`Coverage::Complete`). If the newcomer dies before its
+//! scrub released what the dead holder left, nobody wakes the waiter: the lock stays held
+//! by the dead, and the waiter sleeps until the stranger exits, or its deadline.
+//!
+//! Here the dead holder's pid goes to a stranger by `clone3` with `set_tid` (the test
+//! runs as root), and the newcomer is stopped (ptrace) right after it took the slot's
+//! liveness lock.
+
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::time::{Duration, Instant};
+
+use latchkey::Scope;
+
+use super::worker::{kind, read_line, say};
+use super::{Dirs, Proc, PATIENCE};
+use crate::review::races::Traced;
+
+/// Byte `LIVENESS_OFFSET + slot` is slot `slot`'s liveness lock (see `layout`).
+const LIVENESS_OFFSET: i64 = 1 << 40;
+/// The queue head of the first name made in a namespace (the first record, after the
+/// header page and the first chunk of 8 process slots of 64 bytes, at offset 44).
+const FIRST_RECORD_QUEUE: u64 = 4096 + 8 * 64 + 44;
+/// How long the waiter waits for `x`.
+const WAIT_SECS: u64 = 15;
+
+/// The jobs of this module's workers.
+pub fn job(job: &str, url: &str, fields: &[&str]) -> bool {
+    match job {
+        "wait-for" => {
+            let scope = Scope::open(url).unwrap();
+            let mutex = scope.mutex(fields[0]).unwrap();
+            let said = match mutex.lock_blocking_timeout(Duration::from_secs(WAIT_SECS)) {
+                Ok(guard) => format!("token {}", guard.fencing_token()),
+                Err(err) => format!("error {}", kind(&err)),
+            };
+            say(said);
+        }
+        "open-when-told" => {
+            // SAFETY: a plain system call.
+            say(format!("tid {}", unsafe { libc::gettid() }));
+            let _ = read_line();
+            let _scope = Scope::open(url).unwrap();
+            say("opened");
+            while read_line().is_some() {}
+        }
+        _ => return false,
+    }
+    true
+}
+
+/// A process of pid `pid` that does nothing until killed (`clone3` with `set_tid`).
+struct Stranger(i32);
+
+impl Stranger {
+    fn with_pid(pid: i32) -> Stranger {
+        #[repr(C)]
+        #[derive(Default)]
+        struct CloneArgs {
+            flags: u64,
+            pidfd: u64,
+            child_tid: u64,
+            parent_tid: u64,
+            exit_signal: u64,
+            stack: u64,
+            stack_size: u64,
+            tls: u64,
+            set_tid: u64,
+            set_tid_size: u64,
+            cgroup: u64,
+        }
+        let tids = [pid];
+        let args = CloneArgs {
+            exit_signal: libc::SIGCHLD as u64,
+            set_tid: tids.as_ptr() as u64,
+            set_tid_size: 1,
+            ..CloneArgs::default()
+        };
+        // SAFETY: clone3 as fork; the child makes only async-signal-safe calls.
+        let got =
+            unsafe { libc::syscall(libc::SYS_clone3, &args as *const CloneArgs, std::mem::size_of::<CloneArgs>()) };
+        if got == 0 {
+            loop {
+                // SAFETY: the child waits to be killed.
+                unsafe { libc::pause() };
+            }
+        }
+        assert_eq!(got, i64::from(pid), "clone3 with set_tid {pid}: {}", std::io::Error::last_os_error());
+        Stranger(pid)
+    }
+}
+
+impl Drop for Stranger {
+    fn drop(&mut self) {
+        // SAFETY: kills and reaps our child.
+        unsafe {
+            libc::kill(self.0, libc::SIGKILL);
+            libc::waitpid(self.0, std::ptr::null_mut(), 0);
+        }
+    }
+}
+
+/// The system call the main thread of `pid` is in (its number), if any.
+fn in_syscall(pid: u32) -> Option<i64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/syscall")).ok()?;
+    text.split(' ').next()?.trim().parse().ok()
+}
+
+/// Whether process `pid` has a pidfd open on process `target`.
+fn has_pidfd_on(pid: u32, target: i32) -> bool {
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fdinfo")) else { return false };
+    fds.filter_map(Result::ok).any(|fd| {
+        std::fs::read_to_string(fd.path()).is_ok_and(|info| info.lines().any(|l| l == format!("Pid:\t{target}")))
+    })
+}
+
+fn until(what: &str, mut condition: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !condition() {
+        assert!(start.elapsed() < PATIENCE, "{what} did not happen within {PATIENCE:?}");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+#[test]
+fn a_waiter_trusts_a_stranger_with_the_dead_holders_pid_and_misses_the_newcomers_death() {
+    let dirs = Dirs::new("latchkey-review2-pidreuse");
+    // The holder takes slot 0 and `x`; the waiter (slot 1) queues for `x` and sleeps.
+    let mut holder = Proc::spawn(&["hold", &dirs.url(), "x"]);
+    assert!(holder.line("its hold").starts_with("held "));
+    let holder_pid = holder.pid() as i32;
+    let mut waiter = Proc::spawn(&["wait-for", &dirs.url(), "x"]);
+    let file = File::open(dirs.file()).unwrap();
+    until("the waiter's request in the queue of x", || {
+        let mut word = [0u8; 4];
+        file.read_exact_at(&mut word, FIRST_RECORD_QUEUE).unwrap();
+        u32::from_le_bytes(word) != 0
+    });
+    let futexes = [libc::SYS_futex, libc::SYS_futex_waitv];
+    until("the waiter's sleep", || in_syscall(waiter.pid()).is_some_and(|nr| futexes.contains(&nr)));
+    // SAFETY: stops a worker of ours.
+    unsafe { libc::kill(waiter.pid() as i32, libc::SIGSTOP) };
+    // The holder dies; a stranger gets its pid.
+    holder.kill();
+    let _stranger = Stranger::with_pid(holder_pid);
+    // A newcomer takes slot 0 (the first free one) and is stopped right after it took
+    // the slot's liveness lock: the slot is alive, its pid field still the holder's.
+    let mut newcomer = Proc::spawn(&["open-when-told", &dirs.url()]);
+    let tid: i32 = newcomer.line("its thread id").strip_prefix("tid ").unwrap().parse().unwrap();
+    let traced = Traced::seize(tid);
+    assert!(newcomer.tell("go"));
+    traced.stop_after(1, |nr, args, peek| {
+        nr == libc::SYS_fcntl as u64 && args[1] == libc::F_OFD_SETLK as u64 && peek(args[2] + 8) == LIVENESS_OFFSET
+    });
+    // The waiter goes on: the holder's death wakes it, it finds slot 0 alive and watches
+    // the process with the pid slot 0 names: the stranger.
+    // SAFETY: resumes a worker of ours.
+    unsafe { libc::kill(waiter.pid() as i32, libc::SIGCONT) };
+    // (Watching the stranger is the bug; a waiter that does not, once asleep again for a
+    // second, has looked.)
+    let mut asleep_since = None;
+    until("the waiter's look at slot 0", || {
+        let asleep = in_syscall(waiter.pid()).is_some_and(|nr| futexes.contains(&nr));
+        let since = *asleep_since.get_or_insert_with(Instant::now);
+        if !asleep {
+            asleep_since = None;
+        }
+        has_pidfd_on(waiter.pid(), holder_pid) || (asleep && since.elapsed() > Duration::from_secs(1))
+    });
+    // The newcomer dies before its scrub released the dead holder's hold.
+    traced.kill_process(newcomer.pid());
+    newcomer.kill();
+    let said = waiter.line_within("its lock of x", Duration::from_secs(WAIT_SECS + 30));
+    assert!(
+        said.starts_with("token "),
+        "the holder of x died, and so did the process that took its slot before it released x; the waiter, which \
+         watched a stranger that had taken the holder's pid, was never woken: {said}"
+    );
+}
