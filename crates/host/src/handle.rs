@@ -154,6 +154,9 @@ impl HostLock {
     /// entry queued and its word then.
     fn grant_or_enqueue(&self, permits: u32, async_: bool) -> Result<std::result::Result<Grant, (u32, u32)>> {
         let ns = self.ns();
+        if !ns.may_grant() {
+            return Err(lost());
+        }
         let at = ns.take_entry()?;
         let locked = match self.rec().try_grant_fast(at, permits, self.capacity) {
             Fast::Done(grant) => return Ok(Ok(grant)),
@@ -231,6 +234,9 @@ impl RawLock for HostLock {
     fn try_acquire(&self, permits: u32) -> Result<Option<Lease>> {
         self.check_request(permits)?;
         let ns = self.ns();
+        if !ns.may_grant() {
+            return Err(self.scoped(lost()));
+        }
         let at = ns.take_entry().map_err(|e| self.scoped(e))?;
         let locked = match self.rec().try_grant_fast(at, permits, self.capacity) {
             Fast::Done(grant) => return Ok(Some(Self::lease(grant, permits))),
@@ -305,7 +311,14 @@ impl RawLock for HostLock {
         Box::pin(async move {
             let lease = unpolled.disarm();
             let at = self.held(&lease)?;
-            let queued = self.rec().lock().and_then(|mut locked| locked.cede(at, true)).map_err(|e| self.scoped(e))?;
+            let queued = match self.rec().lock().and_then(|mut locked| locked.cede(at, true)) {
+                Ok(queued) => queued,
+                Err(e) => {
+                    // Still held, by a lease the caller no longer has: given back.
+                    let _ = self.release(lease);
+                    return Err(self.scoped(e));
+                }
+            };
             if queued.is_none() {
                 return Ok(lease);
             }
@@ -316,7 +329,14 @@ impl RawLock for HostLock {
     fn cede_blocking(&self, lease: Lease) -> Result<Lease> {
         let at = self.held(&lease)?;
         let rec = self.rec();
-        let queued = rec.lock().and_then(|mut locked| locked.cede(at, false)).map_err(|e| self.scoped(e))?;
+        let queued = match rec.lock().and_then(|mut locked| locked.cede(at, false)) {
+            Ok(queued) => queued,
+            Err(e) => {
+                // Still held, by a lease the caller no longer has: given back.
+                let _ = self.release(lease);
+                return Err(self.scoped(e));
+            }
+        };
         let Some(queued) = queued else { return Ok(lease) };
         match wait_blocking(self.ns(), &self.host.waits, rec, at, queued, None).map_err(|e| self.scoped(e))? {
             Some(grant) => Ok(Self::lease(grant, lease.permits())),

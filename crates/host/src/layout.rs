@@ -121,7 +121,10 @@ pub(crate) struct ProcSlot {
     pub arena: AtomicU32,
     /// Bumped each time a process takes the slot: locks name it (see [`Owner`]).
     pub incarnation: AtomicU32,
-    pub _reserved: [AtomicU32; 8],
+    /// Processes between trying to take the slot and writing their pid: while not 0,
+    /// `pid` may still be a dead owner's although the slot is alive (see `wait::watch`).
+    pub claimers: AtomicU32,
+    pub _reserved: [AtomicU32; 7],
 }
 
 /// One name.
@@ -294,7 +297,12 @@ pub(crate) struct Owner(pub u32);
 pub(crate) const MAX_SLOTS: u32 = (1 << 20) - 1;
 
 impl Owner {
-    const INCARNATIONS: u32 = (1 << 11) - 1;
+    /// Incarnations a lock word tells apart (the mask of its incarnation bits).
+    pub(crate) const INCARNATIONS: u32 = (1 << 11) - 1;
+
+    /// A word that names no owner and is not free: a lock whose owner is gone, for the
+    /// next taker to take over (and repair).
+    pub(crate) const NOBODY: Owner = Owner(1 << 20);
 
     pub(crate) fn new(slot: u32, incarnation: u32) -> Owner {
         Owner((slot + 1) | (incarnation & Self::INCARNATIONS) << 20)

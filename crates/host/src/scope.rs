@@ -104,7 +104,7 @@ impl HostScope {
     /// The namespace in use, opened again first if it was lost.
     fn current(&self) -> Result<Arc<Host>> {
         let mut host = self.host.lock().unwrap_or_else(|e| e.into_inner());
-        if host.ns.is_ours() && host.ns.shm.is_lost() {
+        if host.ns.is_ours() && !host.ns.may_grant() {
             *host = open_host(self.dir.as_deref())?;
         }
         Ok(host.clone())

@@ -269,6 +269,11 @@ impl Drop for Shm {
         // Under the gate: a fork meanwhile would otherwise copy descriptors and a mapping
         // the fork handler no longer knows of (and keep our liveness lock alive).
         let gate = sys::maps::gate();
+        // Forgotten first: once unmapped, the address may be another mapping's, which the
+        // bus-error handler must not take for ours.
+        if let Some(registration) = self.registration.take() {
+            sys::maps::unregister(&gate, registration);
+        }
         // SAFETY: the mapping made for this Shm; nothing uses it after the Shm is dropped.
         unsafe { sys::maps::unmap(self.base, self.mapped) };
         // Closing the file drops the liveness lock; the directory's BSD lock goes with it.
@@ -276,9 +281,6 @@ impl Drop for Shm {
         unsafe {
             ManuallyDrop::drop(&mut self.file);
             ManuallyDrop::drop(&mut self.dir);
-        }
-        if let Some(registration) = self.registration.take() {
-            sys::maps::unregister(&gate, registration);
         }
     }
 }

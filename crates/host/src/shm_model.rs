@@ -167,6 +167,7 @@ fn proc_slot() -> ProcSlot {
         doorbell: AtomicU32::new(0),
         arena: AtomicU32::new(0),
         incarnation: AtomicU32::new(0),
+        claimers: AtomicU32::new(0),
         _reserved: std::array::from_fn(|_| AtomicU32::new(0)),
     }
 }

@@ -99,6 +99,7 @@ fn a_hold_left_in_a_closed_slot_is_released_by_the_slots_next_owner() {
     assert!(lock.try_acquire(1).unwrap().is_some(), "and the lock can be taken");
     drop((lock, scope));
     let _ = std::fs::remove_dir_all(&dir);
+}
 
 /// Review 2: **a lock word left by a dead process comes back to life 2048 claims of its
 /// slot later.** A lock word names its owner's slot and the slot's incarnation *modulo

@@ -46,6 +46,9 @@ pub(crate) struct Namespace {
     pid_ns: u32,
     /// The fork count it was opened under (see `sys::maps`).
     fork_generation: u32,
+    /// Whether a watcher thread watches the file with inotify (set by `wait::watch`):
+    /// if not, the file's identity is checked on every grant instead.
+    watched: std::sync::atomic::AtomicBool,
 }
 
 /// A name this process has open.
@@ -99,6 +102,7 @@ impl Namespace {
             open_names: Mutex::default(),
             pid_ns,
             fork_generation: sys::maps::generation(),
+            watched: std::sync::atomic::AtomicBool::new(false),
         };
         if namespace.shm.header().file_len.load(Ordering::Acquire) > mapped as u64 {
             let why = format!("the namespace file is larger than this process can map ({mapped} bytes)");
@@ -162,9 +166,27 @@ impl Namespace {
         intact
     }
 
+    /// Records that a thread watches the file with inotify (see `watched`).
+    pub(crate) fn set_watched(&self) {
+        self.watched.store(true, std::sync::atomic::Ordering::Release);
+    }
+
+    /// Whether a grant may be made in this namespace: it is not lost, and, where no
+    /// thread watches the file (no inotify: a per-user limit reached, say), the file at
+    /// the path is still the one mapped, checked now (two system calls).
+    #[inline]
+    pub(crate) fn may_grant(&self) -> bool {
+        !self.shm.is_lost() && (self.watched.load(std::sync::atomic::Ordering::Relaxed) || self.verify_identity())
+    }
+
     /// The pid of the process in `slot` (0 if unknown), as seen in its own pid namespace.
     pub(crate) fn pid_of(&self, slot: u32) -> u32 {
-        self.shm.slot(slot).map_or(0, |s| s.pid.load(Ordering::Acquire))
+        self.shm.slot(slot).map_or(0, |s| s.pid.load(Ordering::SeqCst))
+    }
+
+    /// Whether a process may be taking `slot` (its pid not written yet).
+    pub(crate) fn claiming(&self, slot: u32) -> bool {
+        self.shm.slot(slot).map_or(true, |s| s.claimers.load(Ordering::SeqCst) != 0)
     }
 
     /// Whether the process in `slot` is in our pid namespace, so its pid means the same.

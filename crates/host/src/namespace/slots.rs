@@ -14,7 +14,7 @@ use latchkey_model::{Error, ErrorKind, Result};
 
 use super::Namespace;
 use crate::layout::*;
-use crate::protocol::Rec;
+use crate::protocol::{disown, Rec};
 use crate::shm::{corrupted, published};
 use crate::sync::atomic::Ordering;
 use crate::sys;
@@ -61,27 +61,55 @@ impl Namespace {
     /// Takes `slot` if its liveness lock is free.
     fn try_take(&self, slot: u32) -> Result<bool> {
         let shm = &self.shm;
+        let proc_slot = shm.slot(slot)?;
         let byte = LIVENESS_OFFSET + u64::from(slot);
-        let unavailable =
-            |e: std::io::Error| Error::new(ErrorKind::Unavailable, format!("cannot take a process slot: {e}"));
-        if !sys::lock::try_lock_byte(shm.file().as_fd(), byte).map_err(unavailable)? {
-            return Ok(false);
+        // Counted before the lock and until our pid is in: from the lock on, the slot is
+        // alive, and a waiter must not take the pid there (a dead owner's, perhaps reused
+        // by a stranger since) for ours. A process that dies counted leaves the slot's
+        // waiters checking periodically instead of watching its pid.
+        proc_slot.claimers.fetch_add(1, Ordering::SeqCst);
+        crash_point!("claim.counted");
+        let locked = sys::lock::try_lock_byte(shm.file().as_fd(), byte);
+        if !matches!(locked, Ok(true)) {
+            proc_slot.claimers.fetch_sub(1, Ordering::SeqCst);
+            let unavailable = |e| Error::new(ErrorKind::Unavailable, format!("cannot take a process slot: {e}"));
+            return locked.map_err(unavailable);
         }
         crash_point!("claim.locked");
         shm.set_me(slot);
-        let proc_slot = shm.slot(slot)?;
-        // A new incarnation: lock words its dead predecessor left now name a dead owner.
+        proc_slot.pid_ns.store(self.pid_ns, Ordering::Release);
+        proc_slot.pid.store(std::process::id(), Ordering::SeqCst);
+        proc_slot.since_ns.store(sys::now_ns(), Ordering::Release);
+        proc_slot.claimers.fetch_sub(1, Ordering::SeqCst);
+        crash_point!("claim.named");
+        // A new incarnation: lock words its dead predecessors left now name a dead owner.
         let incarnation = proc_slot.incarnation.fetch_add(1, Ordering::AcqRel).wrapping_add(1);
         shm.set_incarnation(incarnation);
         crash_point!("claim.incarnated");
+        if incarnation > Owner::INCARNATIONS {
+            // The incarnation wrapped around at least once: a lock word a predecessor left
+            // 2^11 claims ago would pass for ours.
+            self.disown_locks(slot, incarnation)?;
+        }
         proc_slot.in_use.store(1, Ordering::Release);
         crash_point!("claim.marked");
         self.scrub(slot)?;
-        proc_slot.pid_ns.store(self.pid_ns, Ordering::Relaxed);
-        proc_slot.pid.store(std::process::id(), Ordering::Relaxed);
-        proc_slot.since_ns.store(sys::now_ns(), Ordering::Release);
-        crash_point!("claim.named");
         Ok(true)
+    }
+
+    /// Makes every lock word that names `slot` with `incarnation` (left by a predecessor
+    /// as many claims ago as wraps the incarnation around) name no owner: see
+    /// `protocol::lock`.
+    fn disown_locks(&self, slot: u32, incarnation: u32) -> Result<()> {
+        let shm = &self.shm;
+        let owner = Owner::new(slot, incarnation);
+        let header = shm.header();
+        disown(&header.grow_lock, owner);
+        disown(&header.table_lock, owner);
+        for index in 0..shm.records() {
+            disown(&shm.record(index)?.lock, owner);
+        }
+        Ok(())
     }
 
     /// Releases, withdraws and closes every entry left in `slot`'s arena: what its last

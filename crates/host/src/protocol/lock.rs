@@ -114,6 +114,24 @@ fn lock_contended<'a>(
     }
 }
 
+/// If the lock `word` is held by `owner` (an incarnation of a dead process whose slot and
+/// incarnation a new process takes), makes it name [`Owner::NOBODY`]; the next taker takes
+/// it over. A contender about to take it over from `owner` fails its compare-and-swap.
+pub(crate) fn disown(word: &AtomicU32, owner: Owner) {
+    let mut current = word.load(Ordering::Acquire);
+    while current & !LOCK_CONTENDED == owner.0 {
+        let nobody = Owner::NOBODY.0 | (current & LOCK_CONTENDED);
+        match word.compare_exchange(current, nobody, Ordering::AcqRel, Ordering::Acquire) {
+            Ok(_) => {
+                crash_point!("lock.disowned");
+                futex::wake_all(word);
+                return;
+            }
+            Err(actual) => current = actual,
+        }
+    }
+}
+
 impl Drop for WordGuard<'_> {
     fn drop(&mut self) {
         if self.word.swap(0, Ordering::Release) & LOCK_CONTENDED != 0 {

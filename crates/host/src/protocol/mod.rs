@@ -47,7 +47,7 @@ pub(crate) use fast::Fast;
 pub(crate) use hold::is_ours as hold_is_ours;
 #[cfg(test)]
 pub(crate) use lock::try_lock as try_lock_word;
-pub(crate) use lock::{lock as lock_word, lost, WordGuard};
+pub(crate) use lock::{disown, lock as lock_word, lost, WordGuard};
 pub(crate) use ops::{Grant, Polled};
 pub(crate) use wake::{awake, bump_and_wake, mark_sleeping};
 

@@ -234,17 +234,25 @@ fn replace_with_zeroes(at: usize) -> bool {
 /// The SIGBUS action that was installed before ours.
 static mut PREVIOUS: Option<libc::sigaction> = None;
 
-fn install_bus_handler() {
-    // SAFETY: a zeroed sigaction is valid; we fill in the handler and flags, and keep the
-    // previous action for faults that are not ours. Runs once, before any namespace is
-    // mapped, so `PREVIOUS` is written before the handler can read it.
+/// Our SIGBUS action.
+fn bus_action() -> libc::sigaction {
+    // SAFETY: a zeroed sigaction is valid; the handler and flags are filled in.
     unsafe {
         let mut action: libc::sigaction = std::mem::zeroed();
         action.sa_sigaction = on_bus_error as *const () as usize;
         action.sa_flags = libc::SA_SIGINFO | libc::SA_ONSTACK;
         libc::sigemptyset(&mut action.sa_mask);
+        action
+    }
+}
+
+fn install_bus_handler() {
+    // SAFETY: installs our action and keeps the previous one for faults that are not ours.
+    // Runs once, before any namespace is mapped, so `PREVIOUS` is written before the
+    // handler can read it.
+    unsafe {
         let mut previous: libc::sigaction = std::mem::zeroed();
-        if libc::sigaction(libc::SIGBUS, &action, &mut previous) == 0 {
+        if libc::sigaction(libc::SIGBUS, &bus_action(), &mut previous) == 0 {
             *std::ptr::addr_of_mut!(PREVIOUS) = Some(previous);
         }
     }
@@ -252,8 +260,10 @@ fn install_bus_handler() {
 
 extern "C" fn on_bus_error(signal: libc::c_int, info: *mut libc::siginfo_t, context: *mut libc::c_void) {
     // SAFETY: the kernel passes a valid siginfo for SA_SIGINFO handlers.
-    let address = unsafe { (*info).si_addr() } as usize;
-    for at in 0..REGISTRATIONS {
+    let (address, code) = unsafe { ((*info).si_addr() as usize, (*info).si_code) };
+    // Sent by a process (kill, raise), not a fault: not ours, and it will not repeat.
+    let sent = code <= 0;
+    for at in (0..REGISTRATIONS).filter(|_| !sent) {
         let (map, len) = (MAPS[at].load(Ordering::Acquire), LENS[at].load(Ordering::Relaxed));
         if map != 0 && (map..map + len).contains(&address) {
             // (If the mapping cannot be replaced, the fault repeats: the default action
@@ -279,15 +289,25 @@ extern "C" fn on_bus_error(signal: libc::c_int, info: *mut libc::siginfo_t, cont
                     let handler: extern "C" fn(libc::c_int) = std::mem::transmute(previous.sa_sigaction);
                     handler(signal);
                 }
+                // A handler that resets the action to let a fault fault again (Rust's own
+                // does) would take ours away with it; a sent signal does not come again.
+                if sent {
+                    libc::sigaction(libc::SIGBUS, &bus_action(), std::ptr::null_mut());
+                }
             }
         }
         _ => {
-            // The default action: restore it, and let the faulting instruction fault again.
-            // SAFETY: a zeroed sigaction with SIG_DFL is the default action.
+            // The default action: restore it, and let the faulting instruction fault again
+            // (or, for a signal that was sent, send it again).
+            // SAFETY: a zeroed sigaction with SIG_DFL is the default action; raise is a
+            // plain system call.
             unsafe {
                 let mut default: libc::sigaction = std::mem::zeroed();
                 default.sa_sigaction = libc::SIG_DFL;
                 libc::sigaction(libc::SIGBUS, &default, std::ptr::null_mut());
+                if sent {
+                    libc::raise(libc::SIGBUS);
+                }
             }
         }
     }

@@ -101,6 +101,11 @@ impl Drop for Mux {
             let alarm = ns.shm.registration().alarm();
             alarm.fetch_add(1, Ordering::AcqRel);
             wake_private(alarm);
+            // Without futex_waitv the thread does not watch the alarm: ring its doorbell
+            // too (it also wakes every second then, for a mapping cut short).
+            if let Ok(slot) = ns.shm.slot(ns.shm.me()) {
+                bump_and_wake(&slot.doorbell);
+            }
         }
         // Joined, so that the namespace it holds is closed when the scope is.
         if let Ok(thread) = std::mem::replace(&mut self.thread, Err(String::new())) {
@@ -141,7 +146,11 @@ fn serve(shared: &Shared, ns: &Arc<Namespace>) {
             let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| waker.wake()));
         }
         if let Some(sleeping) = mark_sleeping(doorbell, rung) {
-            let timeout = next_recheck.map(|at| at.saturating_duration_since(Instant::now()));
+            let mut timeout = next_recheck.map(|at| at.saturating_duration_since(Instant::now()));
+            if !futex::has_waitv() {
+                // The alarm is not watched without futex_waitv: look at it every second.
+                timeout = Some(timeout.map_or(Duration::from_secs(1), |t| t.min(Duration::from_secs(1))));
+            }
             futex::sleep(
                 Sleep { word: doorbell, expected: sleeping },
                 Some(Sleep { word: alarm, expected: alarmed }),

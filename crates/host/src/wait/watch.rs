@@ -7,9 +7,10 @@
 //! local request depends on, and wakes those requests when one exits: unconditionally,
 //! since a nudge half made by a process that died may have cleared a sleeper's mark
 //! without waking it. A pidfd is trusted only once the process's slot is seen alive
-//! (its liveness lock held) with the same pid after the pidfd was opened, so a reused
-//! pid cannot stand in for a dead process. Where that cannot be shown (another pid
-//! namespace, no pidfds, a slot kept alive by a forked child), the request falls back
+//! (its liveness lock held) with the same pid after the pidfd was opened, and no process
+//! in the middle of taking the slot, so a reused pid cannot stand in for a dead process.
+//! Where that cannot be shown (another pid namespace, no pidfds, a slot kept alive by a
+//! forked child, a process that died taking the slot), the request falls back
 //! to checking every [`LIVENESS_PERIOD`]. It also watches the namespace file and
 //! directory with inotify, where available, and checks the file's identity on any
 //! change (see `Namespace::verify_identity`).
@@ -113,10 +114,14 @@ impl Watcher {
         });
         // Watched from now on, before the thread runs: a deletion right after the open is seen.
         let files = sys::process::watch_paths(ns.dir(), &ns.dir().join(crate::namespace::FILE_NAME));
+        let watching = files.is_some();
         let (thread_shared, thread_ns) = (shared.clone(), ns.clone());
         let spawned = std::thread::Builder::new()
             .name("latchkey-watch".into())
             .spawn(move || run(&thread_shared, &thread_ns, files));
+        if watching && spawned.is_ok() {
+            ns.set_watched();
+        }
         Ok(Watcher { shared, thread: spawned.ok() })
     }
 
@@ -261,9 +266,11 @@ fn open(ns: &Namespace, slot: u32) -> Result<Process, Coverage> {
         return Err(not_watchable());
     }
     let exit = sys::process::exit_fd(pid).ok_or_else(not_watchable)?;
-    // Alive, with the same pid, after the pidfd was opened: the pidfd is that process.
-    // (Exited already, yet the slot alive: a forked child keeps its lock.)
-    if sys::process::is_readable(exit.as_fd()) || !ns.shm.is_alive(slot) || ns.pid_of(slot) != pid {
+    // Alive, with the same pid, after the pidfd was opened, and nobody taking the slot
+    // (whose pid is not in yet): the pidfd is that process. (In this order: see
+    // `namespace::slots`. Exited already, yet the slot alive: a forked child keeps its lock.)
+    if sys::process::is_readable(exit.as_fd()) || !ns.shm.is_alive(slot) || ns.claiming(slot) || ns.pid_of(slot) != pid
+    {
         return Err(not_watchable());
     }
     Ok(Process { pid, exit: Arc::new(exit), exited: false, watchers: Vec::new() })

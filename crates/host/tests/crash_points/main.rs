@@ -244,11 +244,29 @@ impl Run {
                 }
                 Ok(self.start("victim", env))
             }
+            Setup::GhostInRecordLockWrapped => {
+                self.ghost()?;
+                self.wrap_first_slots_incarnation();
+                Ok(self.start("victim", env))
+            }
             _ => {
                 self.ghost()?;
                 Ok(self.start("victim", env))
             }
         }
+    }
+
+    /// Moves the incarnation of slot 0 (the ghost's) on by 2^11 - 1, so that the next process
+    /// to take the slot takes the ghost's incarnation again, 2^11 higher.
+    fn wrap_first_slots_incarnation(&self) {
+        use std::os::unix::fs::FileExt;
+        // Slot 0 follows the header page; its `incarnation` is its eighth word (see `layout`).
+        const SLOT0_INCARNATION: u64 = 4096 + 28;
+        let file = std::fs::OpenOptions::new().read(true).write(true).open(self.dir.join("latchkey.ns")).unwrap();
+        let mut word = [0u8; 4];
+        file.read_exact_at(&mut word, SLOT0_INCARNATION).unwrap();
+        let wrapped = u32::from_le_bytes(word) + (1 << 11) - 1;
+        file.write_all_at(&wrapped.to_le_bytes(), SLOT0_INCARNATION).unwrap();
     }
 
     /// Runs the setup's ghost, if it has one, until it has died as the setup wants.

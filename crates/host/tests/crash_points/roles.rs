@@ -35,6 +35,9 @@ pub enum Setup {
     Plain,
     /// A process that died inside the record lock of `m`, in the middle of a release.
     GhostInRecordLock,
+    /// The same, and its slot's incarnation about to wrap around: the victim, which takes
+    /// the slot next, takes an incarnation that names the ghost's lock words, and disowns them.
+    GhostInRecordLockWrapped,
     /// A process that died inside the table lock, in the middle of adding a name.
     GhostInTableLock,
     /// A process killed while it held `m`, `rw` and `sem` and waited for `q`: its slot is
@@ -50,9 +53,10 @@ pub enum Setup {
 
 impl Setup {
     /// Every setup.
-    pub const ALL: [Setup; 6] = [
+    pub const ALL: [Setup; 7] = [
         Setup::Plain,
         Setup::GhostInRecordLock,
+        Setup::GhostInRecordLockWrapped,
         Setup::GhostInTableLock,
         Setup::GhostHolding,
         Setup::GhostDiesLater,
@@ -62,7 +66,7 @@ impl Setup {
     /// The crash point where the ghost dies ("" for killed from outside), if there is one.
     pub fn ghost_death(self) -> Option<&'static str> {
         match self {
-            Setup::GhostInRecordLock => Some("release/hold.returned"),
+            Setup::GhostInRecordLock | Setup::GhostInRecordLockWrapped => Some("release/hold.returned"),
             Setup::GhostInTableLock => Some("create/create.written"),
             Setup::GhostHolding | Setup::GhostDiesLater => Some(""),
             Setup::Plain | Setup::Crowded => None,
@@ -108,7 +112,7 @@ fn say(line: &str) {
 fn ghost(scope: &HostScope, setup: Setup) {
     let (m, rw, sem) = (open(scope, "m", 1), open(scope, "rw", RWLOCK_CAPACITY), open(scope, "sem", 3));
     match setup {
-        Setup::GhostInRecordLock => {
+        Setup::GhostInRecordLock | Setup::GhostInRecordLockWrapped => {
             let lease = m.acquire_blocking(1, None).unwrap();
             let _ = m.release(lease); // dies inside, at "release/hold.returned"
         }
