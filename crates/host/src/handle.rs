@@ -158,7 +158,18 @@ impl HostLock {
             return Err(lost());
         }
         let at = ns.take_entry()?;
-        let locked = match self.rec().try_grant_fast(at, permits, self.capacity) {
+        let mut fast = self.rec().try_grant_fast(at, permits, self.capacity);
+        // A blocking request spins for the permits to come free before it queues, while
+        // nobody is queued (an async one queues at once: it must not hold its executor).
+        let nobody_queued = || self.rec().r.queue_head.load(std::sync::atomic::Ordering::Relaxed) == 0;
+        if !async_ && !matches!(fast, Fast::Done(_)) && nobody_queued() {
+            drop(fast);
+            fast = match self.rec().spin_until_free(permits, PRE_QUEUE_SPIN) {
+                true => self.rec().try_grant_fast(at, permits, self.capacity),
+                false => Fast::Busy,
+            };
+        }
+        let locked = match fast {
             Fast::Done(grant) => return Ok(Ok(grant)),
             Fast::Locked(locked) => self.checked(locked),
             Fast::Busy => self.locked(),
@@ -360,3 +371,7 @@ impl RawLock for HostLock {
         self.held(lease).map(|_| ()).map_err(|_| lost_hold("the hold is no longer recorded"))
     }
 }
+
+/// How long a blocking request spins for the permits to come free before it queues (see
+/// `Rec::spin_until_free`).
+const PRE_QUEUE_SPIN: std::time::Duration = std::time::Duration::from_micros(10);

@@ -14,9 +14,10 @@ use crate::protocol::{awake, lost, mark_sleeping, Grant, Polled, Rec};
 use crate::sync::atomic::Ordering;
 use crate::sys::futex::{self, Sleep};
 
-/// Spin iterations before a request first sleeps (about 10–20 µs): a holder running on
-/// another core often releases by then, and a grant seen while spinning saves the futex
-/// wake-up and the context switch.
+/// Spin iterations (pauses) before a request first sleeps: a holder running on another
+/// core often releases by then, and a grant seen while spinning saves the futex wake-up
+/// and the context switch. A pause takes 10 to 140 cycles depending on the processor:
+/// 27 ns on the project's machine, so about 110 µs there.
 const SPINS: u32 = 4_000;
 
 /// Waits until the queued request in entry `at` of `rec` is granted (`Some`), or until
