@@ -52,6 +52,17 @@ pub fn job(job: &str, url: &str, fields: &[&str]) -> bool {
             say("opened");
             while read_line().is_some() {}
         }
+        "open-then-wait-for" => {
+            let scope = Scope::open(url).unwrap();
+            say("opened");
+            let _ = read_line();
+            let mutex = scope.mutex(fields[0]).unwrap();
+            let said = match mutex.lock_blocking_timeout(Duration::from_secs(WAIT_SECS)) {
+                Ok(guard) => format!("token {}", guard.fencing_token()),
+                Err(err) => format!("error {}", kind(&err)),
+            };
+            say(said);
+        }
         _ => return false,
     }
     true
@@ -184,4 +195,111 @@ fn a_waiter_trusts_a_stranger_with_the_dead_holders_pid_and_misses_the_newcomers
         "the holder of x died, and so did the process that took its slot before it released x; the waiter, which \
          watched a stranger that had taken the holder's pid, was never woken: {said}"
     );
+}
+
+/// Whether some process holds the liveness lock of `slot` (seen from this process).
+fn slot_alive(file: &File, slot: i64) -> bool {
+    use std::os::fd::AsRawFd;
+    // SAFETY: a zeroed flock is valid; F_OFD_GETLK fills it in.
+    let mut lock: libc::flock = unsafe { std::mem::zeroed() };
+    lock.l_type = libc::F_WRLCK as _;
+    lock.l_whence = libc::SEEK_SET as _;
+    lock.l_start = LIVENESS_OFFSET + slot;
+    lock.l_len = 1;
+    // SAFETY: a plain system call on our descriptor and a local.
+    let got = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_OFD_GETLK, &mut lock) };
+    assert_eq!(got, 0, "F_OFD_GETLK: {}", std::io::Error::last_os_error());
+    lock.l_type != libc::F_UNLCK as _
+}
+
+/// Review 3: **a grower holds a slot's liveness lock uncounted, and a waiter trusts a
+/// stranger with a dead holder's pid meanwhile.** `ProcSlot::claimers` is counted by
+/// `try_take` around its lock and pid write, but `grow_slots` takes the liveness lock of
+/// slot `seen` (the first slot of the chunk it adds) *before*, and outside, `try_take`:
+/// from that lock until `try_take(seen)` counts itself (after the file is grown), the
+/// slot is alive with `claimers == 0` and `pid` left as it was. `grow_slots` checks that
+/// `header.slots == seen` before the lock, not after, so slot `seen` need not be new:
+///
+/// 1. slots 0..7 are taken; A, a newcomer, finds none free and calls `grow_slots(8)`,
+///    which checks `slots == 8` and is about to lock byte 8 (stopped here by ptrace);
+/// 2. B finds none free either, grows the table itself (slots 8..15), takes slot 8 and
+///    the mutex `x`; W, in slot 7, queues for `x` and sleeps, watching B;
+/// 3. B dies (W is stopped meanwhile, so it does not reclaim `x` at once); a stranger S
+///    gets B's pid;
+/// 4. A's lock of byte 8 succeeds: slot 8 is alive, `claimers` is 0, `pid` is B's;
+/// 5. W looks at slot 8 (`watch::open`): pidfd for B's pid (S), not exited, slot alive,
+///    nobody claiming, same pid: it trusts S and sleeps with no time limit;
+/// 6. A dies before `try_take(8)`: slot 8 is dead, `x` is held by the dead B, and
+///    nobody wakes W until S exits, or W's deadline.
+#[test]
+fn a_grower_holds_a_used_slots_liveness_lock_uncounted_and_a_waiter_trusts_a_stranger() {
+    let dirs = Dirs::new("latchkey-review3-grower");
+    // Seven idle processes and the waiter take slots 0..7, the first chunk.
+    let mut fillers = Vec::new();
+    for _ in 0..7 {
+        let mut filler = Proc::spawn(&["open-when-told", &dirs.url()]);
+        assert!(filler.line("its thread id").starts_with("tid "));
+        assert!(filler.tell("go"));
+        assert_eq!(filler.line("that it opened the scope"), "opened");
+        fillers.push(filler);
+    }
+    let mut waiter = Proc::spawn(&["open-then-wait-for", &dirs.url(), "x"]);
+    assert_eq!(waiter.line("that it opened the scope"), "opened");
+    let file = File::open(dirs.file()).unwrap();
+    assert!((0..8).all(|slot| slot_alive(&file, slot)), "slots 0..7 are taken");
+    // A finds every slot taken and is stopped in `grow_slots(8)`, about to lock byte 8.
+    let mut newcomer = Proc::spawn(&["open-when-told", &dirs.url()]);
+    let tid: i32 = newcomer.line("its thread id").strip_prefix("tid ").unwrap().parse().unwrap();
+    let traced = Traced::seize(tid);
+    assert!(newcomer.tell("go"));
+    let grow_lock_of_slot_8 = |nr: u64, args: &[u64], peek: &dyn Fn(u64) -> i64| {
+        nr == libc::SYS_fcntl as u64 && args[1] == libc::F_OFD_SETLK as u64 && peek(args[2] + 8) == LIVENESS_OFFSET + 8
+    };
+    traced.stop_before(1, grow_lock_of_slot_8);
+    // B grows the table meanwhile, takes slot 8, and `x`.
+    let mut holder = Proc::spawn(&["hold", &dirs.url(), "x"]);
+    assert!(holder.line("its hold").starts_with("held "));
+    assert!(slot_alive(&file, 8), "the holder took slot 8");
+    let holder_pid = holder.pid() as i32;
+    // W queues for `x` and sleeps.
+    assert!(waiter.tell("go"));
+    until("the waiter's request in the queue of x", || {
+        let mut word = [0u8; 4];
+        file.read_exact_at(&mut word, FIRST_RECORD_QUEUE).unwrap();
+        u32::from_le_bytes(word) != 0
+    });
+    let futexes = [libc::SYS_futex, libc::SYS_futex_waitv];
+    until("the waiter's sleep", || in_syscall(waiter.pid()).is_some_and(|nr| futexes.contains(&nr)));
+    // SAFETY: stops a worker of ours.
+    unsafe { libc::kill(waiter.pid() as i32, libc::SIGSTOP) };
+    // B dies; a stranger gets its pid.
+    holder.kill();
+    assert!(!slot_alive(&file, 8), "the holder's slot died with it");
+    let _stranger = Stranger::with_pid(holder_pid);
+    // A's lock of byte 8 goes through: slot 8 alive, nobody counted as claiming it, its
+    // pid field B's.
+    traced.finish_call();
+    assert!(slot_alive(&file, 8), "the grower took slot 8's liveness lock");
+    // SAFETY: resumes a worker of ours.
+    unsafe { libc::kill(waiter.pid() as i32, libc::SIGCONT) };
+    let mut asleep_since = None;
+    until("the waiter's look at slot 8", || {
+        let asleep = in_syscall(waiter.pid()).is_some_and(|nr| futexes.contains(&nr));
+        let since = *asleep_since.get_or_insert_with(Instant::now);
+        if !asleep {
+            asleep_since = None;
+        }
+        has_pidfd_on(waiter.pid(), holder_pid) || (asleep && since.elapsed() > Duration::from_secs(1))
+    });
+    let trusted = has_pidfd_on(waiter.pid(), holder_pid);
+    // A dies before it took slot 8 as `try_take` does.
+    traced.kill_process(newcomer.pid());
+    newcomer.kill();
+    let said = waiter.line_within("its lock of x", Duration::from_secs(WAIT_SECS + 30));
+    assert!(
+        said.starts_with("token "),
+        "the holder of x died, and so did a grower that had locked its slot (not counted as claiming it); the \
+         waiter, which watched a stranger that had taken the holder's pid (a pidfd on it: {trusted}), was never woken: {said}"
+    );
+    drop(fillers);
 }
