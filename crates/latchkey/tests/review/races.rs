@@ -210,6 +210,15 @@ impl Traced {
 }
 
 impl Traced {
+    /// Lets a thread stopped at a system call's entry (by [`Traced::stop_before`]) make
+    /// the call, and leaves it stopped at its return.
+    pub fn finish_call(&self) {
+        // SAFETY: resumes the stopped, traced thread until its next system call stop.
+        unsafe { libc::ptrace(libc::PTRACE_SYSCALL, self.tid, 0usize, 0usize) };
+        let status = self.wait_stop();
+        assert_eq!(libc::WSTOPSIG(status), libc::SIGTRAP | 0x80, "the traced thread {} did not return", self.tid);
+    }
+
     /// SIGKILLs the traced thread's process (`pid`) where the thread stopped, and reaps
     /// the thread as its tracer.
     pub fn kill_process(self, pid: u32) {

@@ -40,8 +40,18 @@ pub struct Proc {
 impl Proc {
     /// Starts a worker on `job` (see `worker.rs`).
     pub fn spawn(job: &[&str]) -> Proc {
-        let mut child = Command::new(std::env::current_exe().expect("the test binary"))
-            .args(["--exact", "review2::worker::run", "--nocapture", "--test-threads=1"])
+        let mut command = Command::new(std::env::current_exe().expect("the test binary"));
+        command.args(Self::WORKER_ARGS);
+        Self::spawn_command(command, job)
+    }
+
+    /// The arguments that make the test binary a worker.
+    pub const WORKER_ARGS: [&str; 4] = ["--exact", "review2::worker::run", "--nocapture", "--test-threads=1"];
+
+    /// Starts a worker on `job` with `command`, which runs the test binary with
+    /// [`Proc::WORKER_ARGS`] (perhaps through another program).
+    pub fn spawn_command(mut command: Command, job: &[&str]) -> Proc {
+        let mut child = command
             .env(worker::ENV, job.join("\u{1f}"))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())

@@ -38,6 +38,20 @@ pub fn job(job: &str, url: &str, _fields: &[&str]) -> bool {
             let result = mutex.lock_blocking().map(drop);
             say(format!("after the cut: {:?}", result.map_err(|e| e.kind())));
         }
+        // Review 3: SIGBUS ignored by the program before latchkey is loaded ("-alone":
+        // the control, no namespace).
+        "raise-ignored-sigbus" | "raise-ignored-sigbus-alone" => {
+            // SAFETY: a plain system call.
+            unsafe { libc::signal(libc::SIGBUS, libc::SIG_IGN) };
+            let scope = (job == "raise-ignored-sigbus").then(|| latchkey::Scope::open(url).unwrap());
+            if let Some(scope) = &scope {
+                drop(scope.mutex("m").unwrap().lock_blocking().unwrap());
+            }
+            say("opened");
+            // SAFETY: a plain system call.
+            unsafe { libc::raise(libc::SIGBUS) };
+            say("survived");
+        }
         _ => return false,
     }
     true
@@ -68,5 +82,29 @@ fn a_sigbus_sent_to_a_process_with_a_namespace_open_does_what_it_does_without_la
         after.as_deref().is_some_and(|a| a.contains("HandleLost") || a.contains("Corrupted")),
         "after a sent SIGBUS, a namespace file cut short killed the process: latchkey's bus-error handler was gone \
          ({after:?}, {status:?})"
+    );
+}
+
+/// Review 3: **a sent SIGBUS that the program ignores kills it once latchkey has a
+/// namespace open.** `on_bus_error` passes a signal that is not a fault of a namespace
+/// mapping to the previous action only if that was a handler; for `SIG_IGN` it takes the
+/// default branch: it restores `SIG_DFL` and, for a sent signal, raises it again, which
+/// kills the process (with a core dump), where without latchkey the signal was ignored.
+/// (And had it not killed it, SIGBUS would have been left at `SIG_DFL`, without
+/// latchkey's handler.)
+#[test]
+fn a_sent_sigbus_that_the_program_ignores_kills_it_with_a_namespace_open() {
+    let dirs = super::Dirs::new("latchkey-review3-sigbus-ignored");
+    let mut control = Proc::spawn(&["raise-ignored-sigbus-alone", &dirs.url()]);
+    assert_eq!(control.line("that it started"), "opened");
+    assert_eq!(control.line_if_any(Duration::from_secs(10)).as_deref(), Some("survived"), "ignored without latchkey");
+    let mut worker = Proc::spawn(&["raise-ignored-sigbus", &dirs.url()]);
+    assert_eq!(worker.line("that it opened the scope"), "opened");
+    let said = worker.line_if_any(Duration::from_secs(10));
+    let status = worker.wait();
+    assert_eq!(
+        said.as_deref(),
+        Some("survived"),
+        "a process that ignores SIGBUS was killed by a sent SIGBUS because it had a namespace open ({status:?})"
     );
 }
