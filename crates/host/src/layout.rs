@@ -102,6 +102,10 @@ pub(crate) struct Header {
     pub slot_chunks: [AtomicU64; DIRECTORY],
     /// Offsets of the record chunks (0: not yet allocated).
     pub record_chunks: [AtomicU64; DIRECTORY],
+    /// Processes adding a chunk of process slots, from before they take the liveness lock
+    /// of its first slot until their pid is in it (see `namespace::slots`): while not 0,
+    /// the pid in the first slot of a chunk may be a dead owner's.
+    pub slot_growers: AtomicU32,
 }
 
 /// A process that takes part in the namespace.
@@ -342,6 +346,12 @@ pub(crate) fn chunk_items(chunk: usize, base: u32) -> u32 {
     base << chunk
 }
 
+/// Whether item `n` is the first of a chunk (other than the first chunk): one a process
+/// adds a chunk for.
+pub(crate) fn starts_a_chunk(n: u32, base: u32) -> bool {
+    n % base == 0 && n > 0 && (n / base + 1).is_power_of_two()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -355,5 +365,12 @@ mod tests {
         assert_eq!(locate(192, 64), (2, 0));
         let last = 64 * ((1 << DIRECTORY) - 1) - 1;
         assert_eq!(locate(last, 64), (DIRECTORY - 1, chunk_items(DIRECTORY - 1, 64) - 1));
+    }
+
+    #[test]
+    fn the_first_item_of_every_chunk_but_the_first_starts_a_chunk() {
+        let starts: Vec<u32> = (0..200).filter(|&n| starts_a_chunk(n, 8)).collect();
+        assert_eq!(starts, [8, 24, 56, 120]);
+        assert!((0..200).filter(|&n| starts_a_chunk(n, 8)).all(|n| locate(n, 8).1 == 0));
     }
 }

@@ -23,6 +23,7 @@ use latchkey_model::{Error, ErrorKind, Result};
 pub use file::FILE_NAME;
 pub use location::default_dir;
 
+use crate::layout::{starts_a_chunk, SLOT_BASE};
 use crate::shm::Shm;
 use crate::sync::atomic::Ordering;
 use crate::sys;
@@ -184,9 +185,12 @@ impl Namespace {
         self.shm.slot(slot).map_or(0, |s| s.pid.load(Ordering::SeqCst))
     }
 
-    /// Whether a process may be taking `slot` (its pid not written yet).
+    /// Whether a process may be taking `slot` (its pid not written yet): counted in the
+    /// slot, or, for the first slot of a chunk, adding the chunk.
     pub(crate) fn claiming(&self, slot: u32) -> bool {
-        self.shm.slot(slot).map_or(true, |s| s.claimers.load(Ordering::SeqCst) != 0)
+        let Ok(s) = self.shm.slot(slot) else { return true };
+        s.claimers.load(Ordering::SeqCst) != 0
+            || (starts_a_chunk(slot, SLOT_BASE) && self.shm.header().slot_growers.load(Ordering::SeqCst) != 0)
     }
 
     /// Whether the process in `slot` is in our pid namespace, so its pid means the same.

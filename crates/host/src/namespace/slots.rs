@@ -52,10 +52,23 @@ impl Namespace {
             if dead_checks == DEAD_CHECKS {
                 shm.header().slot_hint.store(last_checked + 1, Ordering::Relaxed);
             }
-            if self.grow_slots(slots)? && self.try_take(slots)? {
+            if self.grow_and_take(slots)? {
                 return Ok(slots);
             }
         }
+    }
+
+    /// Adds the next chunk of process slots, unless another process did since `seen`
+    /// slots, and takes its first slot. Counted in `slot_growers` from before it takes
+    /// that slot's liveness lock until its pid is in: the `claimers` of a slot that may
+    /// not exist yet (see `try_take`).
+    fn grow_and_take(&self, seen: u32) -> Result<bool> {
+        let growers = &self.shm.header().slot_growers;
+        growers.fetch_add(1, Ordering::SeqCst);
+        crash_point!("claim.growing");
+        let taken = self.grow_slots(seen).and_then(|held| Ok(held && self.try_take(seen)?));
+        growers.fetch_sub(1, Ordering::SeqCst);
+        taken
     }
 
     /// Takes `slot` if its liveness lock is free.
@@ -176,6 +189,14 @@ impl Namespace {
         if !sys::lock::try_lock_byte(shm.file().as_fd(), byte).map_err(unavailable)? {
             std::thread::yield_now(); // another process grows the table
             return Ok(false);
+        }
+        let counted = published(&header.slot_chunks, SLOT_BASE);
+        header.slots.fetch_max(counted, Ordering::AcqRel);
+        if counted > seen {
+            // Another process added the chunk since we looked, took the slot and died: we
+            // hold the liveness lock of a dead process's slot, which the caller takes as
+            // any other, with an incarnation of its own.
+            return Ok(true);
         }
         shm.set_me(seen);
         // A process that died growing the table may have held the grow lock as `seen`:

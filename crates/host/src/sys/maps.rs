@@ -296,6 +296,9 @@ extern "C" fn on_bus_error(signal: libc::c_int, info: *mut libc::siginfo_t, cont
                 }
             }
         }
+        // Ignored: a signal that was sent is ignored as before. (A fault cannot be
+        // ignored: the kernel kills the process when it faults again, as it would have.)
+        Some(previous) if previous.sa_sigaction == libc::SIG_IGN && sent => {}
         _ => {
             // The default action: restore it, and let the faulting instruction fault again
             // (or, for a signal that was sent, send it again).

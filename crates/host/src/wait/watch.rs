@@ -266,10 +266,15 @@ fn open(ns: &Namespace, slot: u32) -> Result<Process, Coverage> {
         return Err(not_watchable());
     }
     let exit = sys::process::exit_fd(pid).ok_or_else(not_watchable)?;
-    // Alive, with the same pid, after the pidfd was opened, and nobody taking the slot
-    // (whose pid is not in yet): the pidfd is that process. (In this order: see
-    // `namespace::slots`. Exited already, yet the slot alive: a forked child keeps its lock.)
-    if sys::process::is_readable(exit.as_fd()) || !ns.shm.is_alive(slot) || ns.claiming(slot) || ns.pid_of(slot) != pid
+    // Alive, with the same pid of the same pid namespace, after the pidfd was opened, and
+    // nobody taking the slot (whose pid is not in yet): the pidfd is that process. (In
+    // this order: see `namespace::slots`. Exited already, yet the slot alive: a forked
+    // child keeps its lock.)
+    if sys::process::is_readable(exit.as_fd())
+        || !ns.shm.is_alive(slot)
+        || ns.claiming(slot)
+        || !ns.shares_pid_namespace_with(slot)
+        || ns.pid_of(slot) != pid
     {
         return Err(not_watchable());
     }
