@@ -12,7 +12,8 @@ pub struct StatusArgs {
     /// The scope to look at: `host:` (this user's namespace), `host:/dir` or `process:`.
     #[arg(long, value_name = "URL", default_value = "host:")]
     scope: String,
-    /// Print a JSON array of objects: name, kind, capacity, in_use, holders (pid, permits,
+    /// Print a JSON object: scope, directory (the host scope's namespace directory), and
+    /// locks, an array of objects: name, kind, capacity, in_use, holders (pid, permits,
     /// held_for_ms), waiters, waiting_exclusive, last_token.
     #[arg(long)]
     json: bool,
@@ -83,14 +84,32 @@ pub fn status(args: StatusArgs) -> anyhow::Result<u8> {
         args.names.iter().map(|name| scope.inspect(name)).collect::<latchkey::Result<Vec<_>>>()?
     };
     if args.json {
-        let entries: Vec<Entry> = states.iter().map(Entry::of).collect();
-        println!("{}", serde_json::to_string_pretty(&entries)?);
-    } else if states.is_empty() {
+        let report = Report {
+            scope: scope.url().to_string(),
+            directory: scope.location(),
+            locks: states.iter().map(Entry::of).collect(),
+        };
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(0);
+    }
+    if let Some(directory) = scope.location() {
+        println!("namespace directory: {directory}");
+    }
+    if states.is_empty() {
         println!("no lock is held or awaited in scope {}", scope.url());
     } else {
         print!("{}", table(&states));
     }
     Ok(0)
+}
+
+/// What `--json` prints: the scope, where it keeps its state, and its locks.
+#[derive(Serialize)]
+struct Report {
+    scope: String,
+    /// The namespace directory of a host scope (absolute); null for other scopes.
+    directory: Option<String>,
+    locks: Vec<Entry>,
 }
 
 /// The states as a table with a header row.

@@ -6,6 +6,8 @@
 //! - `usage`: invalid names, durations and scope URLs exit 64 saying what is wrong;
 //! - `status`: the JSON and the table;
 //! - `demo`: worker processes contend and every invariant holds;
+//! - `trust`: issue 8: one default namespace whatever the environment, `status` naming
+//!   its directory, and no hidden limit on holders;
 //! - `support`: the namespace, the binary and the helpers the suites share.
 
 mod support;
@@ -13,4 +15,5 @@ mod support;
 mod demo;
 mod run;
 mod status;
+mod trust;
 mod usage;

@@ -289,8 +289,25 @@ pub fn host_scope() -> Scope {
     let dir = std::env::temp_dir().join(format!("latchkey-cluster-test-{}-{n}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let scope = Scope::open(&format!("host:{}", dir.display())).expect("the host scope opens in a new directory");
-    let _ = std::fs::remove_dir_all(&dir);
+    remove_at_exit(dir);
     scope
+}
+
+/// Removes `dir` when the process exits. (A namespace whose directory is deleted while in
+/// use is lost: nothing more is granted in it.)
+fn remove_at_exit(dir: std::path::PathBuf) {
+    static DIRS: std::sync::Mutex<Vec<std::path::PathBuf>> = std::sync::Mutex::new(Vec::new());
+    static REGISTER: std::sync::Once = std::sync::Once::new();
+    extern "C" fn remove_all() {
+        for dir in DIRS.lock().map(|mut dirs| std::mem::take(&mut *dirs)).unwrap_or_default() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+    // SAFETY: registers a plain function to run at exit.
+    REGISTER.call_once(|| unsafe {
+        libc::atexit(remove_all);
+    });
+    DIRS.lock().unwrap().push(dir);
 }
 
 /// Awaits `future`, failing the test if it hangs.

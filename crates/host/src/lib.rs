@@ -1,33 +1,55 @@
 //! latchkey's host scope: named locks shared by every process of a machine (or of one
 //! namespace directory), with no daemon.
 //!
-//! - `sys`: the one door to the OS (open-file-description locks, futexes, pidfds, the
-//!   clock); `fork`: what a child forked without `exec` must not inherit.
-//! - `layout`: the shared-memory file, every field an atomic.
-//! - `namespace`: the directory and file, checked before use, and this process's slot.
-//! - `table`: finding a name's record in the namespace, and what dead processes left.
-//! - `record`: one name's FIFO semaphore in shared memory; `repair`: what a crash leaves
-//!   in it, and the record lock.
-//! - `wait` and `grant_word`: how a queued waiter sleeps and is granted or nudged;
-//!   `async_wait`: the same without blocking the caller (one thread multiplexes them);
-//!   `watch`: the thread that nudges waiters when a process they depend on dies.
-//! - [`HostScope`]: all of it behind the scope contract of `latchkey-model`.
+//! The modules form layers; each uses only those above it in this list:
+//!
+//! - `sys`: the one door to the operating system (futexes, OFD locks, files, mappings,
+//!   pidfds, the fork and bus-error handlers);
+//! - `layout`: the namespace file, every field an atomic; `crash`: named crash points;
+//! - `shm`: typed, bounds-checked access to the mapped file, and liveness of a slot;
+//! - `protocol`: one name's fair semaphore: the record lock, grants, the queue, releases,
+//!   repair after a crash; its invariants are documented there;
+//! - `namespace`: the directory and file, process slots, this process's entries;
+//! - `table`: finding, adding and reclaiming names;
+//! - `wait`: blocking and async waits, and the threads that serve them;
+//! - [`HostScope`] and [`HostLock`]: all of it behind the scope contract of
+//!   `latchkey-model`.
 
-mod async_wait;
-mod fork;
-mod grant_word;
+// Under loom only the protocol is built: much of the rest goes unused.
+#![cfg_attr(loom, allow(dead_code, unused_imports))]
+
+#[macro_use]
+mod crash;
 mod layout;
-mod namespace;
-mod record;
-mod repair;
-mod scope;
+mod protocol;
+#[cfg(not(loom))]
+mod shm;
+#[cfg(loom)]
+#[path = "shm_model.rs"]
+mod shm;
+mod sync;
 mod sys;
-mod table;
-#[cfg(test)]
-mod tests;
-mod wait;
-mod watch;
-mod word_lock;
 
+// Above the protocol: files, processes, threads. (Under loom only the protocol is built,
+// and model-checked in `model`.)
+#[cfg(not(loom))]
+mod handle;
+#[cfg(all(test, loom))]
+mod model;
+#[cfg(not(loom))]
+mod namespace;
+#[cfg(not(loom))]
+mod scope;
+#[cfg(not(loom))]
+mod table;
+#[cfg(all(test, not(loom)))]
+mod tests;
+#[cfg(not(loom))]
+mod wait;
+
+#[cfg(not(loom))]
+pub use handle::HostLock;
+#[cfg(not(loom))]
 pub use namespace::{default_dir, FILE_NAME};
-pub use scope::{HostLock, HostScope};
+#[cfg(not(loom))]
+pub use scope::HostScope;

@@ -1,31 +1,50 @@
-//! The namespace's table of names: finding a name's record, adding a name, reclaiming
-//! unused names when the table is full, and what a process left in the table when it died.
+//! The table of names: finding a name's record, adding a name, reclaiming names nobody
+//! uses, and the names this process has open.
 //!
-//! The table is open addressing with linear probing from the name's hash. Looking a
-//! name up takes no lock; adding or reclaiming names takes the table lock, so two
-//! processes never add the same name twice. A name is reclaimed only when no live
-//! process has it open and it is idle; its record becomes a tomb (a lookup goes on past
-//! it) and its last fencing token is kept in the header's token floor.
+//! **The index** maps a name's hash to its record: open addressing with linear probing in
+//! a region of 2^k slots, each `hash << 32 | record + 1`. Looking a name up takes no lock
+//! and checks every candidate against the record's own name and key, so a lookup that
+//! races a change of the index can miss a name (it then looks again under the table
+//! lock) but never finds a wrong one. Adding and removing names take the table lock; the
+//! index grows by doubling into new space (the old region is left behind).
+//!
+//! **Records** are reused: a name that no live process has open, holds or waits for is
+//! reclaimed when the table has doubled since the last sweep. Its key's generation is
+//! bumped, so a handle or an entry made before can tell, and its last fencing token is
+//! raised into the header's token floor, above which a name made again starts.
+//!
+//! A process that dies holding the table lock leaves the index and the free list to the
+//! next taker, who rebuilds both from the records' keys.
 
-use std::sync::atomic::Ordering;
+use std::mem::size_of;
 
-use latchkey_model::{ErrorKind, Result};
+use latchkey_model::{describe_capacity, validate_name, Error, ErrorKind, Result};
 
 use crate::layout::*;
-use crate::namespace::Namespace;
-use crate::record::{owner_of, Rec, PENDING};
-use crate::word_lock::{self, WordLock};
+use crate::namespace::{Namespace, OpenName};
+use crate::protocol::{lock_word, Rec, WordGuard};
+use crate::shm::{corrupted, published, Shm};
+use crate::sync::atomic::{AtomicU64, Ordering};
 
-/// The record where a lookup of `name` starts: FNV-1a, the same in every process,
-/// unlike the standard library's hashers.
-pub(crate) fn home(name: &[u8]) -> usize {
-    let hash = name.iter().fold(0xcbf2_9ce4_8422_2325, |h: u64, &b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
-    (hash % RECORDS as u64) as usize
+/// A name's record, as found: its index and the generation of its key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Found {
+    pub index: u32,
+    pub generation: u32,
 }
 
-fn name_words(name: &str) -> [u64; NAME_WORDS] {
+/// The fewest names between two sweeps.
+const SWEEP_MIN: u32 = 1024;
+
+/// A name's 32-bit hash: FNV-1a, the same in every process, folded.
+fn hash(name: &[u8]) -> u32 {
+    let h = name.iter().fold(0xcbf2_9ce4_8422_2325, |h: u64, &b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
+    (h ^ (h >> 32)) as u32
+}
+
+fn name_words(name: &[u8]) -> [u64; NAME_WORDS] {
     let mut words = [0u64; NAME_WORDS];
-    for (i, chunk) in name.as_bytes().chunks(8).enumerate() {
+    for (i, chunk) in name.chunks(8).enumerate() {
         let mut bytes = [0u8; 8];
         bytes[..chunk.len()].copy_from_slice(chunk);
         words[i] = u64::from_le_bytes(bytes);
@@ -33,283 +52,424 @@ fn name_words(name: &str) -> [u64; NAME_WORDS] {
     words
 }
 
-/// The records a lookup of `name` visits, in order.
-fn probes(name: &str) -> impl Iterator<Item = usize> {
-    let start = home(name.as_bytes());
-    (0..RECORDS).map(move |probe| (start + probe) % RECORDS)
+/// Whether record `r` is named `name`.
+fn is_named(r: &Record, name: &[u8]) -> bool {
+    let words = name_words(name);
+    r.name_len.load(Ordering::Acquire) as usize == name.len()
+        && (0..name.len().div_ceil(8)).all(|i| r.name[i].load(Ordering::Acquire) == words[i])
 }
 
-/// A name's record, as found: its index and its generation (see [`Key`]).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct Found {
-    pub index: usize,
-    pub generation: u32,
+/// The name stored in a record (lossy where the file is corrupted).
+pub(crate) fn name_of(r: &Record) -> String {
+    let len = (r.name_len.load(Ordering::Acquire) as usize).min(NAME_WORDS * 8);
+    let bytes: Vec<u8> = r.name.iter().flat_map(|w| w.load(Ordering::Acquire).to_le_bytes()).take(len).collect();
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
+/// The index region: its slots.
+struct Index<'a> {
+    slots: &'a [AtomicU64],
+}
+
+impl<'a> Index<'a> {
+    fn of(shm: &'a Shm) -> Result<Index<'a>> {
+        let desc = shm.header().index.load(Ordering::Acquire);
+        let (offset, log2) = (desc & !(PAGE - 1), (desc & (PAGE - 1)) as u32);
+        if !(INDEX_MIN_LOG2..32).contains(&log2) {
+            return Err(corrupted(format_args!("the name index has 2^{log2} slots")));
+        }
+        let len = 1usize << log2;
+        // Bounds-checked through its last slot.
+        let last = offset
+            .checked_add((len as u64 - 1) * 8)
+            .ok_or_else(|| corrupted("the name index lies outside the file"))?;
+        shm.at::<AtomicU64>(last, "the name index")?;
+        let first: &AtomicU64 = shm.at(offset, "the name index")?;
+        // SAFETY: `len` slots from `first` lie inside the mapping (the last one was checked),
+        // aligned, made of atomics.
+        let slots = unsafe { std::slice::from_raw_parts(first as *const AtomicU64, len) };
+        Ok(Index { slots })
+    }
+
+    fn mask(&self) -> usize {
+        self.slots.len() - 1
+    }
+
+    /// Candidate records for a name of hash `h`, in probe order, until an empty slot.
+    fn candidates(&self, h: u32) -> impl Iterator<Item = (usize, u32)> + '_ {
+        let start = h as usize & self.mask();
+        (0..self.slots.len())
+            .map(move |i| (start + i) & self.mask())
+            .map(|i| (i, self.slots[i].load(Ordering::Acquire)))
+            .take_while(|(_, v)| *v != 0)
+            .filter(move |(_, v)| (v >> 32) as u32 == h)
+            .map(|(i, v)| (i, (v as u32).wrapping_sub(1)))
+    }
+
+    /// Under the table lock: puts record `index` of hash `h` in the first empty slot.
+    fn insert(&self, h: u32, index: u32) {
+        let start = h as usize & self.mask();
+        for i in (0..self.slots.len()).map(|i| (start + i) & self.mask()) {
+            if self.slots[i].load(Ordering::Acquire) == 0 {
+                self.slots[i].store(u64::from(h) << 32 | u64::from(index + 1), Ordering::Release);
+                crash_point!("index.inserted");
+                return;
+            }
+        }
+    }
+
+    /// Under the table lock: removes the slot `i`, moving later slots of the same run back
+    /// (so no lookup needs to go past an empty slot).
+    fn remove(&self, mut i: usize) {
+        let mask = self.mask();
+        self.slots[i].store(0, Ordering::Release);
+        crash_point!("index.removed");
+        let mut j = i;
+        for _ in 0..self.slots.len() {
+            j = (j + 1) & mask;
+            let v = self.slots[j].load(Ordering::Acquire);
+            if v == 0 {
+                return;
+            }
+            let home = (v >> 32) as usize & mask;
+            let stays = if i <= j { i < home && home <= j } else { i < home || home <= j };
+            if stays {
+                continue;
+            }
+            self.slots[i].store(v, Ordering::Release);
+            self.slots[j].store(0, Ordering::Release);
+            crash_point!("index.shifted");
+            i = j;
+        }
+    }
 }
 
 impl Namespace {
-    /// Finds the record of `name`, or adds the name with `capacity`.
-    pub(crate) fn find_or_create(&self, name: &str, capacity: u32) -> Result<(Rec<'_>, Found)> {
-        let found = match self.lookup(name)? {
-            Some(found) => found,
-            None => {
-                let table = self.lock_table();
-                let found = match self.lookup(name)? {
-                    Some(found) => found,
-                    None => match self.create(name, capacity) {
-                        Some(found) => found,
-                        None if self.sweep() > 0 => self.create(name, capacity).expect("a reclaimed record is free"),
-                        None => {
-                            let why = format!("all {RECORDS} names of the namespace are in use");
-                            return Err(self.error(ErrorKind::Unavailable, why, name));
-                        }
-                    },
-                };
-                drop(table);
-                found
-            }
-        };
-        Ok((Rec::open(self, found, name, capacity)?, found))
-    }
-
-    /// The record of `name` if it exists, without taking any lock.
+    /// The record of `name`, if the name is in the table. Takes no lock; can miss a name
+    /// whose index slot is being moved (see the module documentation).
     pub(crate) fn lookup(&self, name: &str) -> Result<Option<Found>> {
-        let words = name_words(name);
-        for index in probes(name) {
-            let r = self.record(index);
-            loop {
-                let key = Key(r.key.load(Ordering::SeqCst));
-                let state = key.state().ok_or_else(|| {
-                    self.error(
-                        ErrorKind::Corrupted,
-                        format!("record {index} has a key {:#x} no latchkey writes", key.0),
-                        name,
-                    )
-                })?;
-                match state {
-                    KeyState::Empty => return Ok(None),
-                    KeyState::Tomb => break,
-                    KeyState::Ready | KeyState::Reclaiming if !matches(r, name, &words) => break,
-                    // The name was read while the key held still: it is this record's.
-                    KeyState::Ready if r.key.load(Ordering::SeqCst) == key.0 => {
-                        return Ok(Some(Found { index, generation: key.generation() }))
-                    }
-                    KeyState::Ready => continue,
-                    KeyState::Reclaiming => {
-                        if !self.is_alive(key.owner() - 1) {
-                            // Died while checking: nothing was changed yet.
-                            let ready = Key::new(KeyState::Ready, 0, key.generation());
-                            let _ = r.key.compare_exchange(key.0, ready.0, Ordering::SeqCst, Ordering::SeqCst);
-                        }
-                        std::thread::yield_now();
-                    }
-                }
+        let shm = &self.shm;
+        let index = Index::of(shm)?;
+        for (_, record) in index.candidates(hash(name.as_bytes())) {
+            let Ok(r) = shm.record(record) else { continue };
+            let key = Key(r.key.load(Ordering::Acquire));
+            if key.is_ready() && is_named(r, name.as_bytes()) && r.key.load(Ordering::Acquire) == key.0 {
+                return Ok(Some(Found { index: record, generation: key.generation() }));
             }
         }
         Ok(None)
     }
 
-    /// Whether record `found` still holds the name it was found for. A process that has
-    /// marked itself a user of the record (see `set_user`) and then sees this is safe
-    /// from reclaiming: reclaiming marks the key before it looks for users.
-    pub(crate) fn still_holds(&self, found: Found) -> bool {
-        loop {
-            let key = Key(self.record(found.index).key.load(Ordering::SeqCst));
-            match key.state() {
-                Some(KeyState::Reclaiming) => std::thread::yield_now(),
-                Some(KeyState::Ready) => return key.generation() == found.generation,
-                _ => return false,
+    /// The record of `name`, looked up under the table lock if a lock-free look misses.
+    pub(crate) fn find(&self, name: &str) -> Result<Option<Found>> {
+        if let Some(found) = self.lookup(name)? {
+            return Ok(Some(found));
+        }
+        let _table = self.lock_table()?;
+        self.lookup(name)
+    }
+
+    /// The record of `name`, added with `capacity` if the name is new.
+    pub(crate) fn find_or_create(&self, name: &str, capacity: u32) -> Result<Found> {
+        validate_name(name)?;
+        match self.lookup(name)? {
+            Some(found) => Ok(found),
+            None => self.create(name, capacity),
+        }
+    }
+
+    /// Opens `name` as `capacity` in this process: finds or adds its record, and counts a
+    /// handle of this process on it (the first one marks the process a user of the name,
+    /// so the name is not reclaimed and its capacity does not change while it is open).
+    pub(crate) fn open_name(&self, name: &str, capacity: u32) -> Result<Found> {
+        validate_name(name)?;
+        // (A few times at most: see `HostLock::locked`.)
+        for _ in 0..8 {
+            let found = match self.lookup(name)? {
+                Some(found) => found,
+                None => self.create(name, capacity)?,
+            };
+            match self.add_handle(found, name, capacity) {
+                Err(e) if e.kind() == ErrorKind::HandleLost && !self.shm.is_lost() => continue, // reclaimed meanwhile
+                other => return other.map(|()| found),
+            }
+        }
+        Err(corrupted("a name's record changes under every lookup"))
+    }
+
+    /// Counts a handle on the record `found` of `name`.
+    fn add_handle(&self, found: Found, name: &str, capacity: u32) -> Result<()> {
+        let mut open = self.open_names.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(known) = open.get_mut(&found.index).filter(|o| o.generation == found.generation) {
+            let current = self.shm.record(found.index)?.capacity.load(Ordering::Acquire);
+            if current != capacity {
+                return Err(Error::new(
+                    ErrorKind::CapacityMismatch,
+                    format!(
+                        "the name is in use as {}, and was asked for as {}",
+                        describe_capacity(current),
+                        describe_capacity(capacity)
+                    ),
+                ));
+            }
+            known.handles += 1;
+            return Ok(());
+        }
+        // The first handle of a name in this process: a slow path, where the file's
+        // identity is checked (a name opened in a namespace deleted meanwhile must not be
+        // granted there).
+        if !self.verify_identity() {
+            return Err(crate::protocol::lost());
+        }
+        let entry = self.take_entry()?;
+        let result = Rec::new(&self.shm, found.index, found.generation).and_then(|rec| {
+            let mut locked = rec.lock()?;
+            if !is_named(rec.r, name.as_bytes()) {
+                return Err(crate::protocol::stale());
+            }
+            locked.open_user(entry, capacity)
+        });
+        match result {
+            Ok(()) => {
+                open.insert(found.index, OpenName { entry, generation: found.generation, handles: 1 });
+                Ok(())
+            }
+            Err(e) => {
+                self.put_entry(entry);
+                Err(e)
             }
         }
     }
 
-    /// Under the table lock: puts `name` in the first free record of its probe sequence.
-    fn create(&self, name: &str, capacity: u32) -> Option<Found> {
-        let index = probes(name).find(|&i| matches!(self.key(i).state(), Some(KeyState::Empty | KeyState::Tomb)))?;
-        let r = self.record(index);
-        let generation = self.key(index).generation();
-        let words = name_words(name);
+    /// Uncounts a handle on record `index`; the last one closes the name in this process.
+    pub(crate) fn close_name(&self, index: u32) {
+        let mut open = self.open_names.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(known) = open.get_mut(&index) else { return };
+        known.handles -= 1;
+        if known.handles > 0 {
+            return;
+        }
+        let known = open.remove(&index).expect("present");
+        let closed = Rec::new(&self.shm, index, known.generation)
+            .and_then(|rec| rec.lock())
+            .and_then(|mut locked| locked.close_user(known.entry));
+        // A lost or corrupted namespace keeps the entry: it is not reused.
+        if closed.is_ok() {
+            self.put_entry(known.entry);
+        }
+    }
+
+    /// Takes the table lock, rebuilding the index and the free list if its owner died.
+    pub(crate) fn lock_table(&self) -> Result<WordGuard<'_>> {
+        lock_word(&self.shm, &self.shm.header().table_lock, || self.rebuild_table())
+    }
+
+    /// Adds `name` with `capacity`, unless it was added meanwhile.
+    fn create(&self, name: &str, capacity: u32) -> Result<Found> {
+        let _table = self.lock_table()?;
+        if let Some(found) = self.lookup(name)? {
+            return Ok(found);
+        }
+        let _op = crate::crash::op("create");
+        let header = self.shm.header();
+        if header.free_records.load(Ordering::Acquire) == 0 {
+            let live = header.live_records.load(Ordering::Acquire);
+            if live >= 2 * header.swept_at.load(Ordering::Acquire).max(SWEEP_MIN / 2) {
+                self.sweep()?;
+            }
+            if header.free_records.load(Ordering::Acquire) == 0 {
+                self.grow_records()?;
+            }
+        }
+        let index = header.free_records.load(Ordering::Acquire).wrapping_sub(1);
+        let r = self.shm.record(index)?;
+        let generation = Key(r.key.load(Ordering::Acquire)).generation();
+        header.free_records.store(r.free_next.load(Ordering::Acquire), Ordering::Release);
+        crash_point!("create.taken");
+        let words = name_words(name.as_bytes());
         r.name_len.store(name.len() as u32, Ordering::Relaxed);
         for (slot, word) in r.name.iter().zip(&words) {
             slot.store(*word, Ordering::Relaxed);
         }
-        // Its holders and waiters are free: a record is reclaimed only when idle.
+        for list in [&r.holds, &r.queue_head, &r.queue_tail, &r.users, &r.free_next] {
+            list.store(0, Ordering::Relaxed);
+        }
         r.capacity.store(capacity, Ordering::Relaxed);
-        r.lock.store(0, Ordering::Relaxed);
-        r.state.store(u64::from(capacity), Ordering::Relaxed);
-        r.users.iter().for_each(|word| word.store(0, Ordering::Relaxed));
-        let floor = self.header().token_floor.load(Ordering::Acquire);
-        r.last_token.fetch_max(floor, Ordering::AcqRel);
-        r.key.store(Key::new(KeyState::Ready, 0, generation).0, Ordering::SeqCst);
-        Some(Found { index, generation })
+        r.available.store(capacity, Ordering::Relaxed);
+        r.last_token.fetch_max(header.token_floor.load(Ordering::Acquire), Ordering::AcqRel);
+        crash_point!("create.written");
+        r.key.store(Key::ready(generation).0, Ordering::Release);
+        crash_point!("create.committed");
+        self.index_insert(name, index)?;
+        header.live_records.fetch_add(1, Ordering::AcqRel);
+        crash_point!("create.counted");
+        Ok(Found { index, generation })
     }
 
-    /// Under the table lock: reclaims every name that no live process has open and
-    /// that is idle. Returns how many.
-    pub(crate) fn sweep(&self) -> usize {
-        let reclaimed = (0..RECORDS).filter(|&index| self.reclaim(index)).count();
-        self.empty_tombs();
-        reclaimed
-    }
-
-    fn reclaim(&self, index: usize) -> bool {
-        let r = self.record(index);
-        let key = Key(r.key.load(Ordering::SeqCst));
-        if key.state() != Some(KeyState::Ready) {
-            return false;
+    /// Under the table lock: puts record `index` of `name` in the index, doubling it first
+    /// if it is half full.
+    fn index_insert(&self, name: &str, index: u32) -> Result<()> {
+        let header = self.shm.header();
+        let count = header.index_count.load(Ordering::Acquire);
+        if (u64::from(count) + 1) * 2 > Index::of(&self.shm)?.slots.len() as u64 {
+            self.rebuild_index(1)?;
         }
-        let rec = self.rec(index, r.capacity.load(Ordering::Acquire));
-        rec.repair_if_dead();
-        let checking = Key::new(KeyState::Reclaiming, owner_of(self.slot()), key.generation());
-        if !rec.is_idle() || r.key.compare_exchange(key.0, checking.0, Ordering::SeqCst, Ordering::SeqCst).is_err() {
-            return false;
-        }
-        // A process that marked itself a user before the key changed is seen here; one
-        // that does after sees the key changed (see `still_holds`).
-        if self.has_live_user(index) || !rec.is_idle() {
-            r.key.store(key.0, Ordering::SeqCst);
-            return false;
-        }
-        self.header().token_floor.fetch_max(r.last_token.load(Ordering::Acquire), Ordering::AcqRel);
-        r.key.store(Key::new(KeyState::Tomb, 0, key.generation().wrapping_add(1)).0, Ordering::SeqCst);
-        true
+        Index::of(&self.shm)?.insert(hash(name.as_bytes()), index);
+        header.index_count.fetch_add(1, Ordering::AcqRel);
+        crash_point!("index.counted");
+        Ok(())
     }
 
-    /// Turns back into empty records the tombs that no lookup of a present name passes
-    /// (the records between a name's home and its record), so that lookups of absent
-    /// names stop early again.
-    fn empty_tombs(&self) {
-        let mut passed = vec![false; RECORDS];
-        for index in (0..RECORDS).filter(|&i| self.key(i).state() == Some(KeyState::Ready)) {
-            let mut i = home(&name_bytes(self.record(index)));
-            while i != index {
-                passed[i] = true;
-                i = (i + 1) % RECORDS;
-            }
-        }
-        for index in (0..RECORDS).filter(|&i| !passed[i]) {
-            let key = self.key(index);
-            if key.state() == Some(KeyState::Tomb) {
-                self.record(index).key.store(Key::new(KeyState::Empty, 0, key.generation()).0, Ordering::SeqCst);
-            }
-        }
-    }
-
-    fn key(&self, index: usize) -> Key {
-        Key(self.record(index).key.load(Ordering::SeqCst))
-    }
-
-    /// Whether a live process has record `index` open.
-    pub(crate) fn has_live_user(&self, index: usize) -> bool {
-        self.record(index).users.iter().enumerate().any(|(word, bits)| {
-            let mut bits = bits.load(Ordering::SeqCst);
-            while bits != 0 {
-                let slot = (word * 64) as u32 + bits.trailing_zeros();
-                if self.is_alive(slot) {
-                    return true;
-                }
-                bits &= bits - 1;
-            }
-            false
-        })
-    }
-
-    /// Takes the table lock, from a dead process if need be (then undoing the reclaim it
-    /// was checking; an addition it left half done is in a record nobody looks at).
-    pub(crate) fn lock_table(&self) -> WordLock<'_> {
-        word_lock::lock(self, &self.header().table_lock, || {
-            for r in (0..RECORDS).map(|i| self.record(i)) {
-                let key = Key(r.key.load(Ordering::SeqCst));
-                if key.state() == Some(KeyState::Reclaiming) {
-                    r.key.store(Key::new(KeyState::Ready, 0, key.generation()).0, Ordering::SeqCst);
-                }
-            }
-        })
-    }
-
-    /// The record at `index`, opened with `capacity`.
-    pub(crate) fn rec(&self, index: usize, capacity: u32) -> Rec<'_> {
-        Rec { ns: self, r: self.record(index), capacity }
-    }
-
-    /// Marks record `index` as open in this process (`open`) or not.
-    pub(crate) fn set_user(&self, index: usize, open: bool) {
-        let slot = self.slot() as usize;
-        let (word, bit) = (&self.record(index).users[slot / 64], 1u64 << (slot % 64));
-        if open {
-            word.fetch_or(bit, Ordering::SeqCst);
+    /// Under the table lock: builds the index again from the records that hold a name, in
+    /// new space `2^grow` times the size of the present one (at the same place if `grow`
+    /// is 0), and publishes it.
+    fn rebuild_index(&self, grow: u32) -> Result<()> {
+        let _op = crate::crash::op("index");
+        let shm = &self.shm;
+        let header = shm.header();
+        let live: Vec<(u32, String)> = (0..shm.records())
+            .filter_map(|i| shm.record(i).ok().map(|r| (i, r)))
+            .filter(|(_, r)| Key(r.key.load(Ordering::Acquire)).is_ready())
+            .map(|(i, r)| (i, name_of(r)))
+            .collect();
+        let log2 = match Index::of(shm) {
+            Ok(index) => index.slots.len().trailing_zeros() + grow,
+            Err(_) => INDEX_MIN_LOG2,
+        };
+        let log2 = log2.max((live.len() as u64 * 2 + 1).next_power_of_two().trailing_zeros()).max(INDEX_MIN_LOG2);
+        let offset = if grow == 0 && Index::of(shm).is_ok_and(|i| i.slots.len() == 1 << log2) {
+            let desc = header.index.load(Ordering::Acquire);
+            let index = Index::of(shm)?;
+            index.slots.iter().for_each(|s| s.store(0, Ordering::Release));
+            crash_point!("index.cleared");
+            desc & !(PAGE - 1)
         } else {
-            word.fetch_and(!bit, Ordering::SeqCst);
+            self.grow_pages((8u64 << log2).max(PAGE))?
+        };
+        let desc = offset | u64::from(log2);
+        // Filled before it is published (in new space), or after it was cleared (in place).
+        let fresh = {
+            let first: &AtomicU64 = shm.at(offset, "the name index")?;
+            shm.at::<AtomicU64>(offset + ((8u64 << log2) - 8), "the name index")?;
+            // SAFETY: as in `Index::of`: in bounds (last slot checked), aligned, atomics.
+            Index { slots: unsafe { std::slice::from_raw_parts(first as *const AtomicU64, 1 << log2) } }
+        };
+        for (index, name) in &live {
+            fresh.insert(hash(name.as_bytes()), *index);
         }
+        header.index.store(desc, Ordering::Release);
+        crash_point!("index.published");
+        header.index_count.store(live.len() as u32, Ordering::Release);
+        Ok(())
     }
 
-    /// Whether the table lock, or any record, still names `slot` as a holder, a waiter,
-    /// the record lock's owner or a reclaimer: what a process that died in `slot` may
-    /// have left behind. Clears the slot's `users` bits on the way: they were the dead
-    /// process's.
-    pub(crate) fn scrub_slot(&self, slot: u32) -> bool {
-        let owner = owner_of(slot);
-        let (word, bit) = (slot as usize / 64, 1u64 << (slot % 64));
-        let mut left = self.header().table_lock.load(Ordering::Acquire) & !LOCK_CONTENDED == owner;
-        for index in 0..RECORDS {
-            let r = self.record(index);
+    /// Under the table lock: adds the next chunk of records to the free list.
+    fn grow_records(&self) -> Result<()> {
+        let header = self.shm.header();
+        let counted = published(&header.record_chunks, RECORD_BASE);
+        header.records.fetch_max(counted, Ordering::AcqRel);
+        let chunk = header.record_chunks.iter().position(|at| at.load(Ordering::Acquire) == 0).ok_or_else(|| {
+            Error::new(ErrorKind::Unavailable, "the namespace has as many names as its layout can hold")
+        })?;
+        let items = chunk_items(chunk, RECORD_BASE);
+        let at = self.grow_pages(u64::from(items) * size_of::<Record>() as u64)?;
+        header.record_chunks[chunk].store(at, Ordering::Release);
+        crash_point!("records.published");
+        header.records.store(counted + items, Ordering::Release);
+        crash_point!("records.counted");
+        self.rebuild_free_list()
+    }
+
+    /// Under the table lock: reclaims every name that no live process has open, holds or
+    /// waits for. Returns how many.
+    pub(crate) fn sweep(&self) -> Result<u32> {
+        let _op = crate::crash::op("reclaim");
+        let shm = &self.shm;
+        let header = shm.header();
+        let mut reclaimed = 0;
+        for index in 0..shm.records() {
+            let r = shm.record(index)?;
             let key = Key(r.key.load(Ordering::Acquire));
-            match key.state() {
-                Some(KeyState::Ready) => {}
-                Some(KeyState::Reclaiming) => {
-                    left |= key.owner() == owner;
-                    continue;
-                }
-                _ => continue,
+            if !key.is_ready() {
+                continue;
             }
-            if r.users[word].load(Ordering::Relaxed) & bit != 0 {
-                r.users[word].fetch_and(!bit, Ordering::AcqRel);
+            let rec = Rec::new(shm, index, key.generation())?;
+            if !rec.looks_idle() {
+                continue;
             }
-            left |= r.lock.load(Ordering::Acquire) & !LOCK_CONTENDED == owner
-                || r.holders.iter().any(|h| h.owner.load(Ordering::Acquire) & !PENDING == owner)
-                || r.waiters.iter().any(|w| w.owner.load(Ordering::Acquire) == owner);
+            let mut locked = rec.lock()?;
+            locked.repair()?;
+            if !locked.is_unused() {
+                continue;
+            }
+            header.token_floor.fetch_max(r.last_token.load(Ordering::Acquire), Ordering::AcqRel);
+            crash_point!("reclaim.floor");
+            r.key.store(Key::free(key.generation().wrapping_add(1)).0, Ordering::Release);
+            crash_point!("reclaim.committed");
+            drop(locked);
+            let index_region = Index::of(shm)?;
+            let h = hash(name_of(r).as_bytes());
+            if let Some((slot, _)) = index_region.candidates(h).find(|&(_, record)| record == index) {
+                index_region.remove(slot);
+                header.index_count.fetch_sub(1, Ordering::AcqRel);
+            }
+            r.free_next.store(header.free_records.load(Ordering::Acquire), Ordering::Release);
+            header.free_records.store(index + 1, Ordering::Release);
+            crash_point!("reclaim.freed");
+            header.live_records.fetch_sub(1, Ordering::AcqRel);
+            reclaimed += 1;
         }
-        left
+        header.swept_at.store(header.live_records.load(Ordering::Acquire), Ordering::Release);
+        Ok(reclaimed)
     }
 
-    /// Repairs what the dead processes of `slots` left: the table lock, and the records
-    /// where they hold or wait.
-    pub(crate) fn repair_left_by(&self, slots: &[u32]) {
-        if slots.is_empty() {
-            return;
-        }
-        // Under the table lock, so that no record is reclaimed while it is repaired.
-        let _table = self.lock_table();
-        let left_by = |owner: u32| owner & !PENDING != 0 && slots.contains(&((owner & !PENDING) - 1));
-        for index in 0..RECORDS {
-            let r = self.record(index);
-            if Key(r.key.load(Ordering::Acquire)).state() == Some(KeyState::Ready)
-                && (r.holders.iter().any(|h| left_by(h.owner.load(Ordering::Acquire)))
-                    || r.waiters.iter().any(|w| left_by(w.owner.load(Ordering::Acquire))))
-            {
-                self.rec(index, r.capacity.load(Ordering::Acquire)).repair_if_dead();
-            }
-        }
+    /// After the table lock's owner died: rebuilds the index, the free list and the count
+    /// of names from the records' keys.
+    fn rebuild_table(&self) -> Result<()> {
+        let _op = crate::crash::op("rebuild_table");
+        let header = self.shm.header();
+        header.records.fetch_max(published(&header.record_chunks, RECORD_BASE), Ordering::AcqRel);
+        self.rebuild_index(0)?;
+        self.rebuild_free_list()?;
+        header.live_records.store(header.index_count.load(Ordering::Acquire), Ordering::Release);
+        Ok(())
     }
 
-    /// Every record that has a name, with its index.
-    pub(crate) fn records(&self) -> impl Iterator<Item = (usize, &Record)> {
-        (0..RECORDS)
-            .map(|i| (i, self.record(i)))
-            .filter(|(_, r)| Key(r.key.load(Ordering::Acquire)).state() == Some(KeyState::Ready))
+    /// Under the table lock: chains every record without a name into the free list.
+    fn rebuild_free_list(&self) -> Result<()> {
+        let shm = &self.shm;
+        let mut next = 0;
+        for index in (0..shm.records()).rev() {
+            let r = shm.record(index)?;
+            if !Key(r.key.load(Ordering::Acquire)).is_ready() {
+                r.free_next.store(next, Ordering::Release);
+                next = index + 1;
+            }
+        }
+        crash_point!("free_list.linked");
+        shm.header().free_records.store(next, Ordering::Release);
+        crash_point!("free_list.published");
+        Ok(())
+    }
+
+    /// Every record that holds a name, with its index and generation.
+    pub(crate) fn names(&self) -> impl Iterator<Item = Found> + '_ {
+        (0..self.shm.records()).filter_map(|index| {
+            let key = Key(self.shm.record(index).ok()?.key.load(Ordering::Acquire));
+            key.is_ready().then_some(Found { index, generation: key.generation() })
+        })
     }
 }
 
-fn matches(r: &Record, name: &str, words: &[u64; NAME_WORDS]) -> bool {
-    r.name_len.load(Ordering::Relaxed) as usize == name.len()
-        && (0..name.len().div_ceil(8)).all(|i| r.name[i].load(Ordering::Relaxed) == words[i])
-}
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
 
-/// The name stored in a record.
-pub(crate) fn name_of(r: &Record) -> String {
-    String::from_utf8_lossy(&name_bytes(r)).into_owned()
-}
-
-fn name_bytes(r: &Record) -> Vec<u8> {
-    let len = (r.name_len.load(Ordering::Relaxed) as usize).min(NAME_WORDS * 8);
-    r.name.iter().flat_map(|w| w.load(Ordering::Relaxed).to_le_bytes()).take(len).collect()
+    #[test]
+    fn hashes_and_names_round_trip() {
+        assert_ne!(hash(b"a"), hash(b"b"));
+        let words = name_words(b"jobs/nightly");
+        assert_eq!(words[0].to_le_bytes(), *b"jobs/nig");
+        assert_eq!(&words[1].to_le_bytes()[..4], b"htly");
+    }
 }

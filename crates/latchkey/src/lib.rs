@@ -16,7 +16,9 @@
 //! ```
 //!
 //! Under every primitive is one fair, weighted semaphore per name, which each scope
-//! implements through [`RawScope`] and [`RawLock`].
+//! implements through the contract of the `latchkey-model` crate (`RawScope`, `RawLock`).
+//! Users hold guards, never the contract's raw leases; an implementer of a scope takes
+//! the contract from `latchkey-model` and wraps its scope with [`Scope::from_raw`].
 
 mod guard;
 mod handle;
@@ -30,8 +32,7 @@ mod url;
 pub use guard::Guard;
 pub use interval::{IntervalGuard, IntervalLock};
 pub use latchkey_model::{
-    Error, ErrorKind, Holder, Lease, Name, RawLock, RawScope, Result, State, MAX_NAME_LEN, MAX_SEMAPHORE_CAPACITY,
-    RWLOCK_CAPACITY,
+    Error, ErrorKind, Holder, Name, Result, State, MAX_NAME_LEN, MAX_SEMAPHORE_CAPACITY, RWLOCK_CAPACITY,
 };
 pub use mutex::Mutex;
 pub use rwlock::RwLock;

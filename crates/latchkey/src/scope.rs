@@ -87,6 +87,16 @@ impl Scope {
         }
     }
 
+    /// Where the scope keeps its state, for people to read: for the host scope, the
+    /// namespace directory (`/tmp/latchkey-<uid>` for `host:`); `None` for the process
+    /// scope.
+    pub fn location(&self) -> Option<String> {
+        match &self.0 {
+            Inner::Process(_) => None,
+            Inner::Raw(raw) => raw.location(),
+        }
+    }
+
     /// The mutex called `name`.
     pub fn mutex(&self, name: &str) -> Result<Mutex> {
         Ok(Mutex::new(self.handle(name, 1)?))
@@ -139,7 +149,7 @@ impl Scope {
         match &self.0 {
             Inner::Process(scope) => Ok(scope.try_acquire(name, 1, 1)?.map(|p| Guard::new(Held::Process(p)))),
             Inner::Raw(raw) => {
-                let lock = raw.open(name, 1)?;
+                let lock = raw.open_once(name, 1)?;
                 Ok(lock.try_acquire(1)?.map(|lease| Guard::new(Held::raw(RawRef::Owned(lock), lease))))
             }
         }
@@ -211,7 +221,7 @@ impl Scope {
         match &self.0 {
             Inner::Process(scope) => Ok(Guard::new(Held::Process(scope.acquire_blocking(name, 1, 1, deadline)?))),
             Inner::Raw(raw) => {
-                let lock = raw.open(name, 1)?;
+                let lock = raw.open_once(name, 1)?;
                 let lease = lock.acquire_blocking(1, deadline)?;
                 Ok(Guard::new(Held::raw(RawRef::Owned(lock), lease)))
             }
@@ -232,7 +242,7 @@ impl Scope {
                 Ok(Guard::new(Held::Process(permit)))
             }
             Inner::Raw(raw) => {
-                let lock = raw.open(name.as_str(), 1)?;
+                let lock = raw.open_once(name.as_str(), 1)?;
                 let lease = with_timeout(lock.acquire(1), timeout, &name, self.url()).await?;
                 Ok(Guard::new(Held::raw(RawRef::Owned(lock), lease)))
             }

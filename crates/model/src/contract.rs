@@ -31,6 +31,20 @@ pub trait RawScope: Send + Sync + fmt::Debug + 'static {
 
     /// Snapshots of every name that is held or waited for.
     fn list(&self) -> Result<Vec<State>>;
+
+    /// [`open`](RawScope::open) for a handle used for one acquire and then dropped, as
+    /// locking by name does. A scope may make it cheaper by checking the capacity when the
+    /// lock is taken instead of keeping the name open (the host scope does); by default it
+    /// is `open`.
+    fn open_once(&self, name: &str, capacity: u32) -> Result<Arc<dyn RawLock>> {
+        self.open(name, capacity)
+    }
+
+    /// Where the scope keeps its state, for people to read: the host scope's namespace
+    /// directory, say. `None` where there is nothing to show.
+    fn location(&self) -> Option<String> {
+        None
+    }
 }
 
 /// One name's fair, weighted semaphore in a scope.

@@ -45,7 +45,8 @@ fn the_table_shows_holders_and_kinds() {
     let (code, stdout, stderr) = output(&mut ns.latchkey("status"));
     assert_eq!(code, 0, "{stderr}");
     let lines: Vec<&str> = stdout.lines().collect();
-    assert!(lines[0].starts_with("NAME"), "{stdout}");
-    assert!(lines[1].starts_with("jobs/nightly") && lines[1].contains("mutex"), "{stdout}");
-    assert!(lines[1].contains(&format!("{}:1:", job.latchkey_pid())), "{stdout}");
+    assert_eq!(lines[0], format!("namespace directory: {}", ns.dir().display()), "{stdout}");
+    assert!(lines[1].starts_with("NAME"), "{stdout}");
+    assert!(lines[2].starts_with("jobs/nightly") && lines[2].contains("mutex"), "{stdout}");
+    assert!(lines[2].contains(&format!("{}:1:", job.latchkey_pid())), "{stdout}");
 }

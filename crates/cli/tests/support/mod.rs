@@ -26,6 +26,11 @@ impl Namespace {
         Namespace { dir, url }
     }
 
+    /// The namespace directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     /// A file path in a directory of its own next to the namespace (not inside it: the
     /// namespace directory must not be touched by anyone but latchkey).
     pub fn file(&self, name: &str) -> PathBuf {
@@ -95,9 +100,12 @@ pub fn run(ns: &Namespace, args: &[&str]) -> (i32, String) {
 pub fn status_json(ns: &Namespace, names: &[&str]) -> Vec<serde_json::Value> {
     let (code, stdout, stderr) = output(ns.latchkey("status").arg("--json").args(names));
     assert_eq!(code, 0, "status failed: {stderr}");
-    match serde_json::from_str(&stdout) {
-        Ok(serde_json::Value::Array(entries)) => entries,
-        other => panic!("status --json printed no JSON array ({other:?}): {stdout}"),
+    let report: serde_json::Value = serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}"));
+    assert_eq!(report["scope"], ns.url.as_str(), "{stdout}");
+    assert_eq!(report["directory"], ns.dir.display().to_string(), "{stdout}");
+    match &report["locks"] {
+        serde_json::Value::Array(entries) => entries.clone(),
+        other => panic!("status --json printed no array of locks ({other:?}): {stdout}"),
     }
 }
 

@@ -4,7 +4,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use latchkey::{ErrorKind, Lease, RawScope, Result, Scope, MAX_SEMAPHORE_CAPACITY};
+use latchkey::{ErrorKind, Result, Scope, MAX_SEMAPHORE_CAPACITY};
+use latchkey_model::{Lease, RawScope};
 use latchkey_process::ProcessScope;
 
 use crate::support::{expect_err, runtime, wait_until, waiters, NewScope};

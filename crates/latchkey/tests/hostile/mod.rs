@@ -109,18 +109,34 @@ fn names_cannot_escape_the_directory() {
 }
 
 #[test]
-fn a_full_disk_is_reported_before_any_use() {
+fn a_full_disk_is_reported_when_the_namespace_cannot_grow() {
     let dir = fresh_dir();
-    // A 1 MiB file system (needs root to mount, as CI has).
+    // A 256 KiB file system (needs root to mount, as CI has).
     let status = std::process::Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=1M", "tmpfs", dir.to_str().unwrap()])
+        .args(["-t", "tmpfs", "-o", "size=256K", "tmpfs", dir.to_str().unwrap()])
         .status()
         .expect("run mount(8)");
     assert!(status.success(), "this test needs root to mount a small tmpfs on {}", dir.display());
     let namespace = dir.join("ns");
-    let result = Scope::open(&format!("host:{}", namespace.display()));
+    let result = (|| -> latchkey::Result<Error> {
+        let scope = Scope::open(&format!("host:{}", namespace.display()))?;
+        let first = scope.mutex("first")?;
+        let mut open = Vec::new();
+        // Every name open at once: the file must grow until the disk is full.
+        for i in 0.. {
+            match scope.mutex(&format!("name/{i}")) {
+                Ok(mutex) => open.push(mutex),
+                Err(err) => {
+                    // Names made before still work: the file was never cut short.
+                    drop(first.lock_blocking()?);
+                    return Ok(err);
+                }
+            }
+        }
+        unreachable!()
+    })();
     let _ = std::process::Command::new("umount").arg(dir.as_os_str()).status();
-    let err = result.expect_err("a namespace that does not fit is refused");
+    let err = result.expect("names made before the disk filled keep working");
     assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
     assert!(err.to_string().contains("no space left"), "{err}");
 }

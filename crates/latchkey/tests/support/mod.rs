@@ -81,12 +81,29 @@ impl Drop for TempDir {
     }
 }
 
-/// The host scope, in a namespace directory of its own. The directory is removed at
-/// once: the open, mapped file lives on for as long as the scope does, and no other
-/// process needs to find it.
+/// The host scope, in a namespace directory of its own, removed when the test process
+/// exits. (A namespace whose directory is deleted while in use is lost: its holds report
+/// `HandleLost` and nothing more is granted in it.)
 pub fn host() -> Scope {
-    let dir = TempDir(fresh_dir("latchkey-test"));
+    let dir = remove_at_exit(fresh_dir("latchkey-test"));
     Scope::open(&format!("host:{}", dir.display())).expect("the host scope opens in a fresh directory")
+}
+
+/// Removes `dir` when the process exits, and returns it.
+pub fn remove_at_exit(dir: std::path::PathBuf) -> std::path::PathBuf {
+    static DIRS: std::sync::Mutex<Vec<std::path::PathBuf>> = std::sync::Mutex::new(Vec::new());
+    static REGISTER: std::sync::Once = std::sync::Once::new();
+    extern "C" fn remove_all() {
+        for dir in DIRS.lock().map(|mut dirs| std::mem::take(&mut *dirs)).unwrap_or_default() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+    // SAFETY: registers a plain function to run at exit.
+    REGISTER.call_once(|| unsafe {
+        libc::atexit(remove_all);
+    });
+    DIRS.lock().unwrap().push(dir.clone());
+    dir
 }
 
 /// A waker that counts how often it was woken.

@@ -1,0 +1,50 @@
+//! What `inspect` shows of a record.
+
+use latchkey_model::Result;
+
+use super::list::{self, List};
+use super::Locked;
+use crate::sync::atomic::Ordering;
+
+/// A record's state, read under its lock.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Snapshot {
+    pub capacity: u32,
+    pub available: u32,
+    /// Each hold: its process slot, permits, and since when (monotonic ns).
+    pub holds: Vec<(u32, u32, u64)>,
+    /// The permits each queued request asks for, in queue order.
+    pub queued: Vec<u32>,
+    pub last_token: u64,
+}
+
+impl Locked<'_> {
+    /// The record's state now.
+    pub(crate) fn snapshot(&self) -> Result<Snapshot> {
+        let (shm, r) = (self.rec.shm, self.rec.r);
+        let holds = list::entries(shm, r, List::Holds)?
+            .iter()
+            .map(|(_, e)| {
+                let (slot, permits) = (e.owner.load(Ordering::Acquire), e.permits.load(Ordering::Acquire));
+                (slot, permits, e.since_ns.load(Ordering::Acquire))
+            })
+            .collect();
+        let queued =
+            list::entries(shm, r, List::Queue)?.iter().map(|(_, e)| e.permits.load(Ordering::Acquire)).collect();
+        Ok(Snapshot {
+            capacity: r.capacity.load(Ordering::Acquire),
+            available: r.available.load(Ordering::Acquire),
+            holds,
+            queued,
+            last_token: r.last_token.load(Ordering::Acquire),
+        })
+    }
+
+    /// Whether nobody holds, waits for or has the record open.
+    pub(crate) fn is_unused(&self) -> bool {
+        let r = self.rec.r;
+        r.holds.load(Ordering::Acquire) == 0
+            && r.queue_head.load(Ordering::Acquire) == 0
+            && r.users.load(Ordering::Acquire) == 0
+    }
+}
