@@ -134,9 +134,16 @@ impl Drop for Stranger {
     }
 }
 
-/// The system call the main thread of `pid` is in (its number), if any.
+/// The system call that the thread running the job of worker `pid` is in (its number),
+/// if any. Not the main thread's: the test harness runs the job on a thread of its own,
+/// and the main thread sleeps in a futex until the job ends; nor latchkey's threads.
 fn in_syscall(pid: u32) -> Option<i64> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/syscall")).ok()?;
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).ok()?;
+    let job = tasks.filter_map(Result::ok).find(|task| {
+        let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+        task.file_name() != *pid.to_string() && !comm.starts_with("latchkey-")
+    })?;
+    let text = std::fs::read_to_string(job.path().join("syscall")).ok()?;
     text.split(' ').next()?.trim().parse().ok()
 }
 
