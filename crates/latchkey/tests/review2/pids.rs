@@ -197,16 +197,12 @@ fn a_waiter_trusts_a_stranger_with_the_dead_holders_pid_and_misses_the_newcomers
     // the process with the pid slot 0 names: the stranger.
     // SAFETY: resumes a worker of ours.
     unsafe { libc::kill(waiter.pid() as i32, libc::SIGCONT) };
-    // (Watching the stranger is the bug; a waiter that does not, once asleep again for a
-    // second, has looked.)
-    let mut asleep_since = None;
+    // (Watching the stranger is the bug. A waiter that does not checks every 20 ms: asleep
+    // a second after it was resumed, it has looked.)
+    let resumed = Instant::now();
     until("the waiter's look at slot 0", || {
         let asleep = in_syscall(waiter.pid()).is_some_and(|nr| futexes.contains(&nr));
-        let since = *asleep_since.get_or_insert_with(Instant::now);
-        if !asleep {
-            asleep_since = None;
-        }
-        has_pidfd_on(waiter.pid(), holder_pid) || (asleep && since.elapsed() > Duration::from_secs(1))
+        has_pidfd_on(waiter.pid(), holder_pid) || (asleep && resumed.elapsed() > Duration::from_secs(1))
     });
     // The newcomer dies before its scrub released the dead holder's hold.
     traced.kill_process(newcomer.pid());
@@ -304,14 +300,10 @@ fn a_grower_holds_a_used_slots_liveness_lock_uncounted_and_a_waiter_trusts_a_str
     assert!(slot_alive(&file, 8), "the grower took slot 8's liveness lock");
     // SAFETY: resumes a worker of ours.
     unsafe { libc::kill(waiter.pid() as i32, libc::SIGCONT) };
-    let mut asleep_since = None;
+    let resumed = Instant::now();
     until("the waiter's look at slot 8", || {
         let asleep = in_syscall(waiter.pid()).is_some_and(|nr| futexes.contains(&nr));
-        let since = *asleep_since.get_or_insert_with(Instant::now);
-        if !asleep {
-            asleep_since = None;
-        }
-        has_pidfd_on(waiter.pid(), holder_pid) || (asleep && since.elapsed() > Duration::from_secs(1))
+        has_pidfd_on(waiter.pid(), holder_pid) || (asleep && resumed.elapsed() > Duration::from_secs(1))
     });
     let trusted = has_pidfd_on(waiter.pid(), holder_pid);
     // A dies before it took slot 8 as `try_take` does.
