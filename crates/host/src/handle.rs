@@ -370,6 +370,15 @@ impl RawLock for HostLock {
         }
         self.held(lease).map(|_| ()).map_err(|_| lost_hold("the hold is no longer recorded"))
     }
+
+    fn is_lost(&self, lease: &Lease) -> bool {
+        // Where a watcher thread follows the file (inotify), the lost mark is up to date
+        // but for the thread's scheduling delay; elsewhere, look at the file now.
+        if !self.ns().is_watched() {
+            return self.check(lease).is_err();
+        }
+        self.ns().shm.is_lost() || self.held(lease).is_err()
+    }
 }
 
 /// How long a blocking request spins for the permits to come free before it queues (see

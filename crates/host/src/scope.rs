@@ -175,7 +175,13 @@ impl RawScope for HostScope {
         if capacity == 0 || capacity > latchkey_model::RWLOCK_CAPACITY {
             return Err(ns.error(ErrorKind::Unsupported, format!("a capacity of {capacity} permits"), Some(name)));
         }
-        let found = ns.find_or_create(name, capacity).map_err(scoped)?;
+        let found = match ns.find_or_create(name, capacity) {
+            // The namespace was found lost when the name was added: open it again.
+            Err(e) if e.kind() == ErrorKind::HandleLost && ns.shm.is_lost() => {
+                return RawScope::open_once(self, name, capacity);
+            }
+            other => other.map_err(scoped)?,
+        };
         Ok(Arc::new(HostLock::new(host.clone(), Name::new(name)?, capacity, found, true)?))
     }
 

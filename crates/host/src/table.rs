@@ -270,6 +270,12 @@ impl Namespace {
         if let Some(found) = self.lookup(name)? {
             return Ok(found);
         }
+        // A slow path: is the file still the one mapped? A name new to a namespace deleted
+        // meanwhile (locked by name, say) must not be granted there, even before the
+        // watcher thread has seen the deletion.
+        if !self.verify_identity() {
+            return Err(crate::protocol::lost());
+        }
         let _op = crate::crash::op("create");
         let header = self.shm.header();
         if header.free_records.load(Ordering::Acquire) == 0 {

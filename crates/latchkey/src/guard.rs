@@ -122,12 +122,24 @@ impl<'a> Guard<'a> {
         }
     }
 
-    /// `Ok` while the hold is intact; a `HandleLost` error once the scope took it away
-    /// (distributed scopes only: a lease expired, a connection dropped).
+    /// `Ok` while the hold is intact; a `HandleLost` error once the scope took it away (a
+    /// host namespace file deleted or replaced; in a distributed scope, a lease expired, a
+    /// connection dropped).
     pub fn check(&self) -> Result<()> {
         match &*self.held {
             Held::Process(_) => Ok(()),
             Held::Raw(raw) => raw.lock().check(raw.lease()),
+        }
+    }
+
+    /// Whether the hold is known to be lost, from what the scope has already seen: a
+    /// host namespace file deleted or replaced (noticed by the scope's watcher thread), a
+    /// distributed scope's session lapsed. Cheap: for a supervisor that asks often;
+    /// [`check`](Guard::check) looks now.
+    pub fn is_lost(&self) -> bool {
+        match &*self.held {
+            Held::Process(_) => false,
+            Held::Raw(raw) => raw.lock().is_lost(raw.lease()),
         }
     }
 

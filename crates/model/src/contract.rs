@@ -95,4 +95,11 @@ pub trait RawLock: Send + Sync + 'static {
         let _ = lease;
         Ok(())
     }
+
+    /// Whether `lease` is known to be lost, from what the scope has already seen (its
+    /// keep-alive, its watcher): cheap enough to call often, as a supervisor of a command
+    /// does. [`check`](RawLock::check) looks now. By default, `check` fails.
+    fn is_lost(&self, lease: &Lease) -> bool {
+        self.check(lease).is_err()
+    }
 }

@@ -167,6 +167,11 @@ impl Namespace {
         intact
     }
 
+    /// Whether a thread watches the file with inotify (see `watched`).
+    pub(crate) fn is_watched(&self) -> bool {
+        self.watched.load(std::sync::atomic::Ordering::Acquire)
+    }
+
     /// Records that a thread watches the file with inotify (see `watched`).
     pub(crate) fn set_watched(&self) {
         self.watched.store(true, std::sync::atomic::Ordering::Release);

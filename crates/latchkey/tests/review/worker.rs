@@ -73,6 +73,10 @@ fn take(url: &str, name: &str) {
 /// Caps the address space just above what the process uses, so that no thread can
 /// start (a thread's stack is 2 MiB); reports `limited` once a thread fails to start.
 fn starve_threads() {
+    // One malloc arena: a thread that found its arena busy would otherwise reserve a new
+    // one (64 MiB) and, under the cap, fail to allocate at all.
+    // SAFETY: sets a malloc parameter; no memory is passed.
+    unsafe { libc::mallopt(libc::M_ARENA_MAX, 1) };
     let status = std::fs::read_to_string("/proc/self/status").unwrap();
     let kib: u64 = status
         .lines()
