@@ -243,6 +243,7 @@ mod tests {
                 .map(|&(pid, permits, ms)| Holder { pid, permits, held_for: Some(Duration::from_millis(ms)) })
                 .collect(),
             waiters,
+            queue: Vec::new(),
             waiting_exclusive: 0,
             last_token: 1,
         }

@@ -187,6 +187,7 @@ mod tests {
                 .map(|&(pid, permits)| Holder { pid, permits, held_for: Some(Duration::from_millis(1500)) })
                 .collect(),
             waiters,
+            queue: Vec::new(),
             waiting_exclusive: 0,
             last_token: 9,
         }

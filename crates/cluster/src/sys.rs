@@ -22,7 +22,28 @@ use tokio::sync::oneshot;
 /// of its parent.
 pub(crate) const CHILD_ENV: &str = "LATCHKEY_CLUSTER_CHILD";
 
-type Job = (Command, oneshot::Sender<io::Result<std::process::Child>>);
+type Job = (Command, oneshot::Sender<io::Result<Forked>>);
+
+/// A child just forked, on its way to the spawn that asked for it. Dropped before the
+/// spawn took it (the spawn was cancelled, even after the reply was sent), it is killed
+/// and reaped, so that no child is left behind.
+struct Forked(Option<std::process::Child>);
+
+impl Forked {
+    /// The child's pid: from here on the caller kills and reaps it.
+    fn into_pid(mut self) -> libc::pid_t {
+        self.0.take().expect("a forked child is taken once").id() as libc::pid_t
+    }
+}
+
+impl Drop for Forked {
+    fn drop(&mut self) {
+        if let Some(mut orphan) = self.0.take() {
+            let _ = orphan.kill();
+            let _ = orphan.wait();
+        }
+    }
+}
 
 /// A running child process, watched through its pidfd. Dropped before it is reaped, it
 /// is killed and reaped, so that no child outlives its supervisor.
@@ -54,9 +75,8 @@ impl Child {
         }
         let (tx, rx) = oneshot::channel();
         spawner().send((command, tx)).map_err(|_| io::ErrorKind::BrokenPipe)?;
-        let child = rx.await.map_err(|_| io::Error::other("the spawner thread is gone"))??;
+        let pid = rx.await.map_err(|_| io::Error::other("the spawner thread is gone"))??.into_pid();
         drop(socket);
-        let pid = child.id() as libc::pid_t;
         // SAFETY: pidfd_open takes a pid and flags; the pid is our unreaped child, so it
         // names that process and no other.
         let raw = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
@@ -143,11 +163,8 @@ fn spawner() -> &'static mpsc::Sender<Job> {
             .name("latchkey-cluster-spawner".into())
             .spawn(move || {
                 for (mut command, reply) in rx {
-                    if let Err(Ok(mut orphan)) = reply.send(command.spawn()) {
-                        // The spawn was cancelled: nobody will reap this child.
-                        let _ = orphan.kill();
-                        let _ = orphan.wait();
-                    }
+                    // A spawn cancelled meanwhile drops the child, which kills and reaps it.
+                    let _ = reply.send(command.spawn().map(|child| Forked(Some(child))));
                 }
             })
             .expect("start the thread that spawns process workers");

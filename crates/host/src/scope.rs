@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
-use latchkey_model::{validate_name, Error, ErrorKind, Holder, Name, RawLock, RawScope, Result, State};
+use latchkey_model::{validate_name, Error, ErrorKind, Holder, Name, RawLock, RawScope, Result, State, Waiter};
 
 use crate::handle::HostLock;
 use crate::layout::EntryKind;
@@ -243,15 +243,18 @@ pub(crate) fn state_of(ns: &Namespace, found: Found, name: Name) -> Result<State
     let snapshot = locked.snapshot()?;
     drop(locked);
     let now = sys::process::coarse_now_ns();
+    // A pid of another pid namespace means another process here: not shown.
+    let pid = |slot| if ns.shares_pid_namespace_with(slot) { ns.pid_of(slot) } else { 0 };
+    let since = |ns: u64| Some(Duration::from_nanos(now.saturating_sub(ns)));
     let holders = snapshot
         .holds
         .iter()
-        .map(|&(slot, permits, since)| Holder {
-            // A pid of another pid namespace means another process here: not shown.
-            pid: if ns.shares_pid_namespace_with(slot) { ns.pid_of(slot) } else { 0 },
-            permits,
-            held_for: Some(Duration::from_nanos(now.saturating_sub(since))),
-        })
+        .map(|&(slot, permits, from)| Holder { pid: pid(slot), permits, held_for: since(from) })
+        .collect();
+    let queue = snapshot
+        .queued
+        .iter()
+        .map(|&(slot, permits, from)| Waiter { pid: pid(slot), permits, waiting_for: since(from) })
         .collect();
     Ok(State {
         name,
@@ -259,7 +262,8 @@ pub(crate) fn state_of(ns: &Namespace, found: Found, name: Name) -> Result<State
         in_use: snapshot.capacity.saturating_sub(snapshot.available),
         holders,
         waiters: snapshot.queued.len(),
-        waiting_exclusive: snapshot.queued.iter().filter(|&&p| p == snapshot.capacity).count(),
+        waiting_exclusive: snapshot.queued.iter().filter(|q| q.1 == snapshot.capacity).count(),
+        queue,
         last_token: snapshot.last_token,
     })
 }

@@ -15,6 +15,18 @@ pub struct Holder {
     pub held_for: Option<Duration>,
 }
 
+/// One request waiting for a name.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Waiter {
+    /// The process that waits (0 where the scope cannot tell, as for a process of another
+    /// pid namespace).
+    pub pid: u32,
+    /// How many permits it asks for.
+    pub permits: u32,
+    /// How long it has waited, where the scope records it.
+    pub waiting_for: Option<Duration>,
+}
+
 /// A snapshot of one name.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct State {
@@ -29,6 +41,8 @@ pub struct State {
     pub holders: Vec<Holder>,
     /// Requests waiting in the queue.
     pub waiters: usize,
+    /// The waiting requests, in queue order (the first is granted next).
+    pub queue: Vec<Waiter>,
     /// Waiting requests that ask for the whole capacity (writers, for a reader-writer lock).
     pub waiting_exclusive: usize,
     /// The fencing token of the latest grant, 0 if none yet.
@@ -38,7 +52,16 @@ pub struct State {
 impl State {
     /// The state of a name that nobody holds or waits for.
     pub fn idle(name: Name) -> Self {
-        State { name, capacity: 0, in_use: 0, holders: Vec::new(), waiters: 0, waiting_exclusive: 0, last_token: 0 }
+        State {
+            name,
+            capacity: 0,
+            in_use: 0,
+            holders: Vec::new(),
+            waiters: 0,
+            queue: Vec::new(),
+            waiting_exclusive: 0,
+            last_token: 0,
+        }
     }
 
     /// Whether any permit is held.

@@ -23,7 +23,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use hashbrown::{DefaultHashBuilder, HashTable};
-use latchkey_model::{describe_capacity, validate_name, Error, ErrorKind, Holder, Name, Result, State};
+use latchkey_model::{describe_capacity, validate_name, Error, ErrorKind, Holder, Name, Result, State, Waiter};
 use parking_lot::Mutex;
 
 use crate::engine::FairSemaphore;
@@ -51,7 +51,9 @@ impl Entry {
     /// A snapshot of the entry. Holders are reported as one, this process: telling them
     /// apart would cost the uncontended path.
     pub(crate) fn state(&self) -> State {
-        let (waiters, waiting_exclusive) = self.semaphore.waiters();
+        let waiting = self.semaphore.waiting();
+        let capacity = self.semaphore.capacity();
+        let pid = std::process::id();
         let in_use = self.semaphore.in_use();
         let holders = match in_use {
             0 => vec![],
@@ -59,11 +61,12 @@ impl Entry {
         };
         State {
             name: self.name.clone(),
-            capacity: self.semaphore.capacity(),
+            capacity,
             in_use,
             holders,
-            waiters,
-            waiting_exclusive,
+            waiters: waiting.len(),
+            waiting_exclusive: waiting.iter().filter(|&&permits| permits == capacity).count(),
+            queue: waiting.iter().map(|&permits| Waiter { pid, permits, waiting_for: None }).collect(),
             last_token: self.semaphore.last_token(),
         }
     }

@@ -95,6 +95,7 @@ impl<'a> Locked<'a> {
         let r = self.rec.r;
         let ticket = r.next_ticket.load(Ordering::Acquire);
         e.order.store(ticket, Ordering::Relaxed);
+        e.since_ns.store(sys::process::coarse_now_ns(), Ordering::Relaxed);
         e.word.fetch_and(Word::COUNT, Ordering::AcqRel);
         let flags = if async_ { ASYNC } else { 0 };
         e.state.store(EntryKind::Wait.bits() | flags, Ordering::Release);
@@ -235,7 +236,6 @@ impl<'a> Locked<'a> {
             return Ok(None);
         }
         self.drop_hold(at, e)?;
-        e.since_ns.store(sys::process::coarse_now_ns(), Ordering::Relaxed);
         self.queue(at, e, async_)?;
         self.nudge_grantable()?;
         Ok(Some(e.word.load(Ordering::Acquire)))

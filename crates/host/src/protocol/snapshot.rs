@@ -13,8 +13,9 @@ pub(crate) struct Snapshot {
     pub available: u32,
     /// Each hold: its process slot, permits, and since when (monotonic ns).
     pub holds: Vec<(u32, u32, u64)>,
-    /// The permits each queued request asks for, in queue order.
-    pub queued: Vec<u32>,
+    /// Each queued request, in queue order: its process slot, permits, and since when
+    /// (monotonic ns).
+    pub queued: Vec<(u32, u32, u64)>,
     pub last_token: u64,
 }
 
@@ -22,15 +23,16 @@ impl Locked<'_> {
     /// The record's state now.
     pub(crate) fn snapshot(&self) -> Result<Snapshot> {
         let (shm, r) = (self.rec.shm, self.rec.r);
-        let holds = list::entries(shm, r, List::Holds)?
-            .iter()
-            .map(|(_, e)| {
-                let (slot, permits) = (e.owner.load(Ordering::Acquire), e.permits.load(Ordering::Acquire));
-                (slot, permits, e.since_ns.load(Ordering::Acquire))
-            })
-            .collect();
-        let queued =
-            list::entries(shm, r, List::Queue)?.iter().map(|(_, e)| e.permits.load(Ordering::Acquire)).collect();
+        let describe = |list| -> Result<Vec<(u32, u32, u64)>> {
+            Ok(list::entries(shm, r, list)?
+                .iter()
+                .map(|(_, e)| {
+                    let (slot, permits) = (e.owner.load(Ordering::Acquire), e.permits.load(Ordering::Acquire));
+                    (slot, permits, e.since_ns.load(Ordering::Acquire))
+                })
+                .collect())
+        };
+        let (holds, queued) = (describe(List::Holds)?, describe(List::Queue)?);
         Ok(Snapshot {
             capacity: r.capacity.load(Ordering::Acquire),
             available: r.available.load(Ordering::Acquire),

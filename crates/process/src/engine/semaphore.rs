@@ -259,6 +259,11 @@ impl FairSemaphore {
         (queue.waiters.len(), exclusive)
     }
 
+    /// The permits each waiting request asks for, in queue order.
+    pub fn waiting(&self) -> Vec<u32> {
+        self.queue.lock().waiters.iter().map(|w| w.permits).collect()
+    }
+
     /// Hands out the next fencing token to a grant that has just taken its permits.
     #[inline]
     fn next_token(&self, permits: u32) -> u64 {
