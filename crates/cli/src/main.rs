@@ -1,42 +1,27 @@
 //! `latchkey`: named locks from the shell. `run` runs a command while holding a lock,
-//! `status` shows who holds and who awaits which lock, `demo` has worker processes contend
-//! for locks and checks that the locks held.
+//! `hold` holds one for the rest of a script, `status` shows who holds and who awaits
+//! which lock, `demo` has worker processes contend for locks and checks that they held.
 
 mod demo;
 mod duration;
+mod exit;
+mod hold;
+mod lock;
 mod run;
+mod signals;
 mod status;
+mod tree;
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use latchkey::ErrorKind;
-
-/// Bad arguments: a malformed option, an invalid lock name or scope URL (`EX_USAGE`).
-pub const EXIT_USAGE: u8 = 64;
-/// Any other latchkey error, e.g. permission denied on the namespace (`EX_SOFTWARE`).
-pub const EXIT_ERROR: u8 = 70;
-/// The lock could not be had before the timeout (`EX_TEMPFAIL`).
-pub const EXIT_TIMEOUT: u8 = 75;
-
-const EXIT_CODES: &str = "\
-Exit codes:
-  0      success; for `demo`, every invariant held
-  1      demo: an invariant did not hold
-  64     usage error: a bad option or duration, an invalid lock name or scope URL, a name
-         in use as another kind of lock or with another capacity, an unsupported scope
-  70     another latchkey error (e.g. permission denied on the namespace directory)
-  75     run: the lock could not be had before --timeout
-  126    run: COMMAND could not be started
-  127    run: COMMAND was not found
-  other  run: COMMAND's own exit code, or 128 + N if signal N killed it";
 
 #[derive(Parser)]
 #[command(
     name = "latchkey",
     version,
     about = "Named locks shared by the processes of a machine: run a command under a lock, see who holds what.",
-    after_help = EXIT_CODES,
+    after_help = exit::HELP,
     arg_required_else_help = true
 )]
 struct Cli {
@@ -46,18 +31,24 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run a command while holding a named lock, then release it.
-    #[command(after_help = run::AFTER_HELP)]
+    /// Run a command, and everything it starts, while holding a named lock.
+    #[command(after_help = format!("{}\n\n{}\n\n{}", lock::KINDS, run::AFTER_HELP, exit::HELP))]
     Run(run::RunArgs),
+    /// Take a named lock and hold it, in the background, until a process exits.
+    #[command(after_help = format!("{}\n\n{}\n\n{}", hold::AFTER_HELP, lock::KINDS, exit::HELP))]
+    Hold(hold::HoldArgs),
     /// Show who holds and who awaits named locks.
-    #[command(after_help = EXIT_CODES)]
+    #[command(after_help = exit::HELP)]
     Status(status::StatusArgs),
     /// Have worker processes contend for named locks and check that the locks held.
-    #[command(after_help = EXIT_CODES)]
+    #[command(after_help = exit::HELP)]
     Demo(demo::DemoArgs),
     /// One worker process of `latchkey demo`.
     #[command(hide = true)]
     DemoWorker(demo::WorkerArgs),
+    /// The background process of `latchkey hold`.
+    #[command(hide = true)]
+    HoldInBackground(hold::HoldArgs),
 }
 
 fn main() -> ExitCode {
@@ -67,32 +58,23 @@ fn main() -> ExitCode {
             // `--help` and `--version` go to stdout and succeed; every other clap error is
             // a usage error, 64 rather than clap's 2.
             let _ = err.print();
-            return ExitCode::from(if err.exit_code() == 0 { 0 } else { EXIT_USAGE });
+            return ExitCode::from(if err.exit_code() == 0 { 0 } else { exit::USAGE });
         }
     };
     let outcome = match cli.command {
         Command::Run(args) => run::run(args),
+        Command::Hold(args) => hold::hold(args),
         Command::Status(args) => status::status(args),
         Command::Demo(args) => demo::demo(args),
         Command::DemoWorker(args) => demo::worker(args),
+        Command::HoldInBackground(args) => hold::hold_in_background(args),
     };
     match outcome {
         Ok(code) => ExitCode::from(code),
         Err(err) => {
             eprintln!("latchkey: {err:#}");
-            ExitCode::from(err.downcast_ref::<latchkey::Error>().map_or(EXIT_ERROR, exit_code))
+            ExitCode::from(exit::of_any(&err))
         }
-    }
-}
-
-/// The exit code for a latchkey error.
-pub fn exit_code(err: &latchkey::Error) -> u8 {
-    match err.kind() {
-        ErrorKind::Timeout => EXIT_TIMEOUT,
-        ErrorKind::InvalidName | ErrorKind::InvalidScope | ErrorKind::CapacityMismatch | ErrorKind::Unsupported => {
-            EXIT_USAGE
-        }
-        _ => EXIT_ERROR,
     }
 }
 
@@ -104,16 +86,5 @@ mod tests {
     #[test]
     fn the_command_line_is_consistent() {
         Cli::command().debug_assert();
-    }
-
-    #[test]
-    fn errors_map_to_documented_codes() {
-        let code = |kind| exit_code(&latchkey::Error::new(kind, "x"));
-        assert_eq!(code(ErrorKind::Timeout), 75);
-        assert_eq!(code(ErrorKind::InvalidName), 64);
-        assert_eq!(code(ErrorKind::InvalidScope), 64);
-        assert_eq!(code(ErrorKind::CapacityMismatch), 64);
-        assert_eq!(code(ErrorKind::PermissionDenied), 70);
-        assert_eq!(code(ErrorKind::Corrupted), 70);
     }
 }

@@ -21,6 +21,6 @@ fn the_demo_passes_and_prints_its_verdicts() {
 #[test]
 fn the_demo_refuses_the_process_scope() {
     let (code, _, stderr) = output(latchkey().args(["demo", "--scope", "process:"]));
-    assert_eq!(code, 64, "{stderr}");
+    assert_eq!(code, 69, "an unsupported scope: {stderr}");
     assert!(stderr.contains("process:"), "{stderr}");
 }

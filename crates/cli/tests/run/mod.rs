@@ -35,7 +35,10 @@ fn holds_the_lock_while_the_command_runs() {
 
     let (code, stderr) = run(&ns, &["--timeout", "100ms", "job", "--", "true"]);
     assert_eq!(code, 75, "the lock is held: {stderr}");
-    assert!(stderr.contains("timed out"), "{stderr}");
+    assert_eq!(stderr, "", "as flock, silent about a lock not had unless --verbose");
+    let (code, stderr) = run(&ns, &["--verbose", "--timeout", "100ms", "job", "--", "true"]);
+    assert_eq!(code, 75, "the lock is held: {stderr}");
+    assert!(stderr.contains("timed out") && stderr.contains(&format!("pid {}", holder.latchkey_pid())), "{stderr}");
 
     let status = holder.finish();
     assert_eq!(status.code(), Some(128 + libc::SIGTERM), "the command was ended by SIGTERM: {status:?}");
@@ -67,7 +70,7 @@ fn shared_holders_run_at_once() {
     assert_eq!(entries[0]["kind"], "rwlock", "{entries:?}");
 
     let (code, stderr) = run(&ns, &["--timeout", "100ms", "config", "--", "true"]);
-    assert_eq!(code, 64, "a mutex on a reader-writer lock's name is a capacity mismatch: {stderr}");
+    assert_eq!(code, 65, "a mutex on a reader-writer lock's name is a capacity mismatch: {stderr}");
     assert!(stderr.contains("capacity mismatch"), "{stderr}");
 
     assert_eq!(first.finish().code(), Some(128 + libc::SIGTERM));

@@ -45,8 +45,9 @@ fn the_table_shows_holders_and_kinds() {
     let (code, stdout, stderr) = output(&mut ns.latchkey("status"));
     assert_eq!(code, 0, "{stderr}");
     let lines: Vec<&str> = stdout.lines().collect();
-    assert_eq!(lines[0], format!("namespace directory: {}", ns.dir().display()), "{stdout}");
-    assert!(lines[1].starts_with("NAME"), "{stdout}");
-    assert!(lines[2].starts_with("jobs/nightly") && lines[2].contains("mutex"), "{stdout}");
-    assert!(lines[2].contains(&format!("{}:1:", job.latchkey_pid())), "{stdout}");
+    assert_eq!(lines[0], format!("scope: host:{}", ns.dir().display()), "{stdout}");
+    assert_eq!(lines[1], format!("namespace directory: {}", ns.dir().display()), "{stdout}");
+    assert!(lines[2].starts_with("NAME"), "{stdout}");
+    let row: Vec<&str> = lines[3].split_whitespace().collect();
+    assert_eq!(row[..5], ["jobs/nightly", "mutex", "holder", &job.latchkey_pid().to_string(), "exclusive"], "{stdout}");
 }
