@@ -52,6 +52,10 @@ pub fn hold(args: HoldArgs) -> anyhow::Result<u8> {
     // The same arguments, for the hidden subcommand that holds.
     command.arg("hold-in-background").args(std::env::args_os().skip(2).collect::<Vec<OsString>>());
     command.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
+    // Above the numbers they get in the child, so that moving one there never overwrites
+    // the other.
+    let status_write = rustix::io::fcntl_dupfd_cloexec(&status_write, 10)?;
+    let pidfd = rustix::io::fcntl_dupfd_cloexec(&pidfd, 10)?;
     let (status, pid_fd) = (status_write.as_raw_fd(), pidfd.as_raw_fd());
     let parent = std::process::id() as libc::pid_t;
     // SAFETY: the closure runs in the child between fork and exec and makes only

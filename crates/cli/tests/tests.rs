@@ -6,6 +6,9 @@
 //! - `usage`: invalid names, durations and scope URLs exit 64 saying what is wrong;
 //! - `status`: the JSON and the table;
 //! - `demo`: worker processes contend and every invariant holds;
+//! - `shell`: issue 9, the command as shell users expect it: flock's options, the lock
+//!   over the command's whole process tree, lost holds, `hold --until-pid`, `status`
+//!   rows and `--quiet`, and every exit code;
 //! - `trust`: issue 8: one default namespace whatever the environment, `status` naming
 //!   its directory, and no hidden limit on holders;
 //! - `support`: the namespace, the binary and the helpers the suites share.
@@ -14,6 +17,7 @@ mod support;
 
 mod demo;
 mod run;
+mod shell;
 mod status;
 mod trust;
 mod usage;

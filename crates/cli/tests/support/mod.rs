@@ -26,6 +26,11 @@ impl Namespace {
         Namespace { dir, url }
     }
 
+    /// The scope URL, `host:DIR`.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
     /// The namespace directory.
     pub fn dir(&self) -> &Path {
         &self.dir

@@ -1,0 +1,71 @@
+//! Issue 9: `latchkey` as shell users expect it, flock(1) and beyond.
+//!
+//! - `options`: `-n`, `-w`/`--wait`, `-E`, `-s`/`-x`, `-c`, `LATCHKEY_SCOPE`, a command
+//!   without `--`;
+//! - `tree`: the lock covers the command's whole process group: background processes
+//!   are waited for, killed with `run` (even by SIGKILL) before the lock is freed, and
+//!   SIGINT, SIGTERM, SIGHUP reach them; no descriptor of latchkey leaks into them;
+//! - `lost`: a namespace deleted under a running command stops it (exit 79), or only
+//!   warns with `--on-lost=warn`;
+//! - `hold`: `hold --until-pid` holds in the background until the process exits;
+//! - `status`: a row per holder and waiter, in queue order; `--quiet`; wide names;
+//! - `codes`: every documented exit code.
+
+mod codes;
+mod hold;
+mod lost;
+mod options;
+mod status;
+mod tree;
+
+use std::path::Path;
+use std::process::{Child, Stdio};
+
+use crate::support::*;
+
+/// Starts `latchkey run ARGS -c SCRIPT` in `ns` (stdout and stdin null).
+pub fn start_run(ns: &Namespace, args: &[&str], script: &str) -> Child {
+    ns.latchkey("run")
+        .args(args)
+        .args(["-c", script])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start latchkey run")
+}
+
+/// Waits until `path` holds a pid (a line written by a script), and returns it.
+pub fn pid_in(path: &Path) -> i32 {
+    let mut pid = None;
+    let written = eventually(|| {
+        pid = std::fs::read_to_string(path).ok().and_then(|t| t.strip_suffix('\n').and_then(|t| t.parse().ok()));
+        pid.is_some()
+    });
+    assert!(written, "no pid in {} within {PATIENCE:?}", path.display());
+    pid.unwrap()
+}
+
+/// `latchkey status --quiet NAME` in `ns`: whether NAME is held (exit 0), free (1).
+pub fn is_held(ns: &Namespace, name: &str) -> bool {
+    let (code, stdout, stderr) = output(ns.latchkey("status").args(["--quiet", name]));
+    assert!(stdout.is_empty(), "--quiet printed {stdout:?}");
+    match code {
+        0 => true,
+        1 => false,
+        other => panic!("status --quiet exited {other}: {stderr}"),
+    }
+}
+
+/// The process group of `pid`, from /proc.
+pub fn pgid_of(pid: i32) -> i32 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("the process's stat");
+    let fields: Vec<&str> = stat.rsplit_once(") ").expect("a stat line").1.split(' ').collect();
+    fields[2].parse().expect("a process group id")
+}
+
+/// SIGKILLs `child` and reaps it.
+pub fn kill(child: &mut Child) {
+    let _ = child.kill();
+    let _ = child.wait();
+}

@@ -1,0 +1,118 @@
+//! The lock covers the command's whole process tree.
+
+use std::time::Instant;
+
+use crate::support::*;
+
+use super::{is_held, kill, pgid_of, pid_in, start_run};
+
+#[test]
+fn a_background_grandchild_dies_with_a_sigkilled_run_before_the_lock_is_free() {
+    let ns = Namespace::new();
+    let grandchild = ns.file("grandchild");
+    let script = format!("sleep 300 & echo $! > '{}'; sleep 300", grandchild.display());
+    let mut latchkey = start_run(&ns, &["job"], &script);
+    let grandchild = pid_in(&grandchild);
+    assert!(is_held(&ns, "job"));
+    let killed = Instant::now();
+    kill(&mut latchkey);
+    assert!(eventually(|| is_gone(grandchild)), "the background grandchild outlived latchkey run");
+    eprintln!("the grandchild was gone {:?} after latchkey run was SIGKILLed", killed.elapsed());
+    assert!(eventually(|| !is_held(&ns, "job")), "the lock was not freed");
+    assert_eq!(run(&ns, &["-n", "job", "--", "true"]).0, 0);
+}
+
+/// The guardian, which kills the group when `run` dies, keeps `run`'s hold alive until
+/// it has: stopped (by ptrace) before it can act, the lock stays held, and the
+/// grandchild runs on; let go, it kills the group, and only then is the lock free.
+#[test]
+fn the_lock_is_freed_only_after_the_group_was_killed() {
+    let ns = Namespace::new();
+    let grandchild = ns.file("grandchild");
+    let script = format!("sleep 300 & echo $! > '{}'; sleep 300", grandchild.display());
+    let mut latchkey = start_run(&ns, &["job"], &script);
+    let grandchild = pid_in(&grandchild);
+    let guardian = pgid_of(grandchild);
+    assert_ne!(guardian as u32, latchkey.id(), "the command runs in a group of its own");
+    // SAFETY: ptrace requests on a process of ours (the test runs as its user or root).
+    unsafe {
+        assert_eq!(libc::ptrace(libc::PTRACE_SEIZE, guardian, 0usize, 0usize), 0, "seize the guardian");
+        assert_eq!(libc::ptrace(libc::PTRACE_INTERRUPT, guardian, 0usize, 0usize), 0);
+        let mut status = 0;
+        assert_eq!(libc::waitpid(guardian, &mut status, libc::__WALL), guardian);
+    }
+    kill(&mut latchkey);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert!(is_held(&ns, "job"), "latchkey run is dead, its guardian stopped: the lock must still be held");
+    assert_eq!(run(&ns, &["-n", "job", "--", "true"]).0, 75);
+    assert!(!is_gone(grandchild), "the grandchild runs on while the lock is held");
+    // SAFETY: lets the traced guardian go on.
+    unsafe { libc::ptrace(libc::PTRACE_DETACH, guardian, 0usize, 0usize) };
+    assert!(eventually(|| is_gone(grandchild)), "the guardian did not kill the group");
+    assert!(eventually(|| !is_held(&ns, "job")), "the lock was not freed after the group was killed");
+}
+
+#[test]
+fn run_waits_for_the_commands_background_processes_before_it_releases() {
+    let ns = Namespace::new();
+    let (background, done) = (ns.file("background"), ns.file("done"));
+    let script =
+        format!("(sleep 1; echo finished > '{}') & echo $! > '{}'; exit 0", done.display(), background.display());
+    let mut latchkey = start_run(&ns, &["job"], &script);
+    let background = pid_in(&background);
+    // The command itself has exited; its background process still runs, under the lock.
+    assert!(!is_gone(background) && is_held(&ns, "job"));
+    let status = latchkey.wait().unwrap();
+    assert_eq!(status.code(), Some(0), "the command's own exit code");
+    assert_eq!(std::fs::read_to_string(&done).unwrap(), "finished\n", "run ended before its background process");
+    assert!(!is_held(&ns, "job"));
+}
+
+/// Each signal reaches the command (its trap runs) and, but for SIGINT, which a shell's
+/// background jobs ignore, its background process too; `run` ends when they have, with
+/// the command's exit code, and releases the lock.
+#[test]
+fn sigint_sigterm_and_sighup_reach_the_whole_group() {
+    for (number, name) in [(libc::SIGINT, "INT"), (libc::SIGTERM, "TERM"), (libc::SIGHUP, "HUP")] {
+        let ns = Namespace::new();
+        let (got, background) = (ns.file("got"), ns.file("background"));
+        let stop_background = if name == "INT" { "kill $!;" } else { "" };
+        let script = format!(
+            "trap 'echo {name} > \"{got}\"; {stop_background} exit 6' {name}; sleep 300 & echo $! > '{bg}'; wait",
+            got = got.display(),
+            bg = background.display()
+        );
+        let mut latchkey = start_run(&ns, &["job"], &script);
+        let background = pid_in(&background);
+        signal(latchkey.id() as i32, number);
+        assert!(eventually(|| is_gone(background)), "SIG{name}: the background process still runs");
+        let status = latchkey.wait().unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&got).unwrap_or_default(),
+            format!("{name}\n"),
+            "SIG{name} reached the command"
+        );
+        assert_eq!(status.code(), Some(6), "SIG{name}: latchkey run exits with the command's code: {status:?}");
+        assert!(!is_held(&ns, "job"), "released after SIG{name}");
+    }
+}
+
+/// The command gets the descriptors it would get without latchkey, and no more.
+#[test]
+fn no_descriptor_of_latchkey_leaks_into_the_command() {
+    let ns = Namespace::new();
+    let fds = |stdout: &str| -> Vec<String> {
+        // Each descriptor, and what it is but for the directory that ls reads (its own).
+        let mut fds: Vec<String> = stdout
+            .lines()
+            .filter_map(|l| l.split_once(" -> "))
+            .map(|(fd, _)| fd.rsplit(' ').next().unwrap().to_string())
+            .collect();
+        fds.sort();
+        fds
+    };
+    let (_, without, _) = output(std::process::Command::new("ls").args(["-l", "/proc/self/fd"]));
+    let (code, with, stderr) = output(ns.latchkey("run").args(["job", "--", "ls", "-l", "/proc/self/fd"]));
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(fds(&with), fds(&without), "under latchkey:\n{with}\nwithout:\n{without}");
+}
