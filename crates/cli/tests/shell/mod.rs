@@ -23,11 +23,11 @@ use std::process::{Child, Stdio};
 
 use crate::support::*;
 
-/// Starts `latchkey run ARGS -c SCRIPT` in `ns` (stdout and stdin null).
+/// Starts `latchkey run ARGS -- sh -c SCRIPT` in `ns` (stdout and stdin null).
 pub fn start_run(ns: &Namespace, args: &[&str], script: &str) -> Child {
     ns.latchkey("run")
         .args(args)
-        .args(["-c", script])
+        .args(["--", "sh", "-c", script])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -46,8 +46,13 @@ pub fn pid_in(path: &Path) -> i32 {
     pid.unwrap()
 }
 
-/// `latchkey status --quiet NAME` in `ns`: whether NAME is held (exit 0), free (1).
+/// Whether NAME is held in `ns` (from `status --json`).
 pub fn is_held(ns: &Namespace, name: &str) -> bool {
+    status_json(ns, &[name])[0]["in_use"].as_u64().expect("in_use") > 0
+}
+
+/// `latchkey status --quiet NAME` in `ns`: exit 0 held, 1 free, and nothing printed.
+pub fn quiet_says_held(ns: &Namespace, name: &str) -> bool {
     let (code, stdout, stderr) = output(ns.latchkey("status").args(["--quiet", name]));
     assert!(stdout.is_empty(), "--quiet printed {stdout:?}");
     match code {
