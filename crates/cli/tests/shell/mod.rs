@@ -8,6 +8,7 @@
 //! - `lost`: a namespace deleted under a running command stops it (exit 79), or only
 //!   warns with `--on-lost=warn`;
 //! - `hold`: `hold --until-pid` holds in the background until the process exits;
+//! - `terminal`: on a pseudo-terminal, the command is the foreground job (Ctrl-C, Ctrl-Z);
 //! - `status`: a row per holder and waiter, in queue order; `--quiet`; wide names;
 //! - `codes`: every documented exit code.
 
@@ -16,6 +17,7 @@ mod hold;
 mod lost;
 mod options;
 mod status;
+mod terminal;
 mod tree;
 
 use std::path::Path;
