@@ -18,8 +18,10 @@
 //!   guardian to exit quietly.
 //! - **A terminal.** If `run` is in the foreground of its terminal, the group is made the
 //!   foreground group, so that the command reads the terminal and gets Ctrl-C directly;
-//!   `run` takes the terminal back when the group is done, and follows Ctrl-Z (stops
-//!   itself when the command stops, and continues it with itself).
+//!   `run` takes the terminal back when the group is done. On a terminal it follows a
+//!   stopped member (Ctrl-Z, or a read of the terminal from the background): it stops
+//!   itself, so that the shell sees its job stopped, and continues the group when it is
+//!   continued (in the foreground, with the terminal).
 
 use std::ffi::OsString;
 use std::io;
@@ -45,8 +47,11 @@ pub struct Tree {
     command: libc::pid_t,
     /// The write end of the guardian's pipe; written `q` and closed when done.
     guardian: Option<OwnedFd>,
-    /// Whether the group was given the terminal (stdin), which `run` then takes back.
-    terminal: bool,
+    /// Whether stdin is a terminal: then a shell's job control is about, and a stopped
+    /// member stops `run` too (elsewhere nobody would continue `run`).
+    tty: bool,
+    /// Whether the group was given the terminal, which `run` then takes back.
+    foreground: bool,
 }
 
 impl Tree {
@@ -58,8 +63,10 @@ impl Tree {
         if unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1 as libc::c_ulong) } == -1 {
             return Err(io::Error::last_os_error());
         }
-        let mut tree = Tree { pgid, command: 0, guardian: Some(guardian), terminal: false };
-        tree.terminal = in_foreground() && give_terminal(pgid);
+        // SAFETY: a plain system call on stdin.
+        let tty = unsafe { libc::isatty(0) == 1 };
+        let mut tree = Tree { pgid, command: 0, guardian: Some(guardian), tty, foreground: false };
+        tree.foreground = tty && in_foreground() && give_terminal(pgid);
         let mut command = Command::new(&argv[0]);
         command.args(&argv[1..]);
         let parent = std::process::id() as libc::pid_t;
@@ -104,7 +111,7 @@ impl Tree {
         loop {
             // SAFETY: a zeroed siginfo_t is valid; waitid fills it in.
             let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
-            let flags = libc::WEXITED | libc::WNOHANG | if self.terminal { libc::WSTOPPED } else { 0 };
+            let flags = libc::WEXITED | libc::WNOHANG | if self.tty { libc::WSTOPPED } else { 0 };
             // SAFETY: waitid on our process group, into a local.
             let got = unsafe { libc::waitid(libc::P_PGID, self.pgid as libc::id_t, &mut info, flags) };
             if got == -1 {
@@ -127,23 +134,26 @@ impl Tree {
         }
     }
 
-    /// After a member stopped: takes the terminal back and stops this process too, as a
-    /// shell expects of its job; once continued, gives the terminal back to the group (if
-    /// continued in the foreground) and continues the group.
+    /// After a member stopped (Ctrl-Z; or a read of the terminal from the background):
+    /// takes the terminal back and stops this process too, as a shell expects of its job;
+    /// once continued (`fg`, `bg`), gives the terminal to the group if continued in the
+    /// foreground, and continues the group.
     pub fn follow_stop(&mut self) {
-        if !self.terminal {
+        if !self.tty {
             return;
         }
-        take_terminal_back();
+        if std::mem::take(&mut self.foreground) {
+            take_terminal_back();
+        }
         // SAFETY: stops this process; the shell continues it.
         unsafe { libc::raise(libc::SIGSTOP) };
-        self.terminal = in_foreground() && give_terminal(self.pgid);
+        self.foreground = in_foreground() && give_terminal(self.pgid);
         self.signal(libc::SIGCONT);
     }
 
     /// The group is done: takes the terminal back, and ends the guardian without a kill.
     pub fn finish(&mut self) {
-        if std::mem::take(&mut self.terminal) {
+        if std::mem::take(&mut self.foreground) {
             take_terminal_back();
         }
         if let Some(guardian) = self.guardian.take() {
