@@ -54,8 +54,10 @@ pub fn hold(args: HoldArgs) -> anyhow::Result<u8> {
     command.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
     // Above the numbers they get in the child, so that moving one there never overwrites
     // the other.
-    let status_write = rustix::io::fcntl_dupfd_cloexec(&status_write, 10)?;
-    let pidfd = rustix::io::fcntl_dupfd_cloexec(&pidfd, 10)?;
+    // (The originals are closed at once: a pipe end left open here would keep the read
+    // below from ever seeing the holder's end.)
+    let status_write = rustix::io::fcntl_dupfd_cloexec(status_write, 10)?;
+    let pidfd = rustix::io::fcntl_dupfd_cloexec(pidfd, 10)?;
     let (status, pid_fd) = (status_write.as_raw_fd(), pidfd.as_raw_fd());
     let parent = std::process::id() as libc::pid_t;
     // SAFETY: the closure runs in the child between fork and exec and makes only
@@ -112,14 +114,33 @@ pub fn hold(args: HoldArgs) -> anyhow::Result<u8> {
 /// The background holder: takes the lock, says so on its status descriptor, and keeps
 /// it until the process its pidfd names exits.
 pub fn hold_in_background(args: HoldArgs) -> anyhow::Result<u8> {
+    // Nothing of the caller's is kept open (a pipe the caller's caller reads to its end,
+    // a directory to unmount): only what `hold` handed over.
+    // SAFETY: closes descriptors this process does not use, and changes directory.
+    unsafe {
+        libc::syscall(libc::SYS_close_range, PIDFD_FD as libc::c_uint + 1, libc::c_uint::MAX, 0 as libc::c_uint);
+        libc::chdir(c"/".as_ptr());
+    }
     // SAFETY: `hold` handed these descriptors to this process, which alone owns them.
     let (mut status, pidfd) = unsafe { (File::from_raw_fd(STATUS_FD), OwnedFd::from_raw_fd(PIDFD_FD)) };
+    // If the process exits while the lock is awaited, nothing is left to hold it for:
+    // this process ends (its place in the queue with it).
+    let watched = rustix::io::fcntl_dupfd_cloexec(&pidfd, 0)?;
+    let until_pid = args.until_pid;
+    let mut status_copy = status.try_clone()?;
+    std::thread::spawn(move || {
+        while !exited(&watched, Duration::from_secs(3600)) {}
+        if !HELD.load(std::sync::atomic::Ordering::SeqCst) {
+            let _ = writeln!(status_copy, "error {} process {until_pid} exited before the lock was held", exit::USAGE);
+            std::process::exit(0);
+        }
+    });
     let mut say = |line: String| {
         let _ = writeln!(status, "{line}");
     };
     let started = Instant::now();
     let taken = (|| -> anyhow::Result<Option<()>> {
-        let scope = Scope::open(&args.lock.scope)?;
+        let scope = Scope::open(args.lock.scope_url())?;
         let lock = Lock::open(&scope, &args.lock)?;
         let taken = match lock.acquire(&scope, &args.lock, started)? {
             Taken::Conflict => None,
@@ -129,6 +150,7 @@ pub fn hold_in_background(args: HoldArgs) -> anyhow::Result<u8> {
                     say(format!("error {} {why}", exit::SOFTWARE));
                     return Ok(Some(()));
                 }
+                HELD.store(true, std::sync::atomic::Ordering::SeqCst);
                 // SAFETY: clears this process's parent-death signal.
                 unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, 0 as libc::c_ulong, 0, 0, 0) };
                 say(format!("held {}", guard.fencing_token()));
@@ -147,6 +169,10 @@ pub fn hold_in_background(args: HoldArgs) -> anyhow::Result<u8> {
     }
     Ok(0)
 }
+
+/// Whether the background holder holds the lock (then the process's exit is for the
+/// holding loop to notice, not for the watcher of the wait).
+static HELD: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 /// Whether the process of `pidfd` has exited, waiting at most `timeout`.
 fn exited(pidfd: &OwnedFd, timeout: Duration) -> bool {

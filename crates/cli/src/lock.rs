@@ -15,7 +15,7 @@ use crate::exit::{self, UsageError};
 pub struct LockArgs {
     /// The scope of the lock: `host:` (this user's namespace), `host:/dir` or `process:`.
     #[arg(long, value_name = "URL", env = "LATCHKEY_SCOPE", default_value = "host:")]
-    pub scope: String,
+    scope: String,
     /// Try once: if the lock is busy, exit at once with the conflict code (75, or -E).
     #[arg(short = 'n', long, visible_alias = "nb", conflicts_with = "timeout")]
     pub nonblock: bool,
@@ -56,6 +56,17 @@ pub struct LockArgs {
     /// The lock's name, e.g. `db-migrations` or `jobs/nightly`.
     #[arg(value_name = "NAME")]
     pub name: String,
+}
+
+impl LockArgs {
+    /// The scope URL: `--scope`, else `$LATCHKEY_SCOPE` unless empty, else `host:`.
+    pub fn scope_url(&self) -> &str {
+        if self.scope.is_empty() {
+            "host:"
+        } else {
+            &self.scope
+        }
+    }
 }
 
 /// The kinds of lock, as the help of `run` and `hold` lists them.

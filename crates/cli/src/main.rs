@@ -5,6 +5,7 @@
 mod demo;
 mod duration;
 mod exit;
+mod guard;
 mod hold;
 mod lock;
 mod run;
@@ -49,6 +50,9 @@ enum Command {
     /// The background process of `latchkey hold`.
     #[command(hide = true)]
     HoldInBackground(hold::HoldArgs),
+    /// The guardian of the process tree of `latchkey run`'s command.
+    #[command(hide = true)]
+    GuardTree(guard::GuardArgs),
 }
 
 fn main() -> ExitCode {
@@ -68,6 +72,7 @@ fn main() -> ExitCode {
         Command::Demo(args) => demo::demo(args),
         Command::DemoWorker(args) => demo::worker(args),
         Command::HoldInBackground(args) => hold::hold_in_background(args),
+        Command::GuardTree(args) => guard::guard(args),
     };
     match outcome {
         Ok(code) => ExitCode::from(code),

@@ -1,14 +1,16 @@
 //! `latchkey run`: run a command, and everything it starts, while holding a named lock.
 
 use std::ffi::OsString;
+use std::io::Write;
+use std::os::fd::BorrowedFd;
 use std::time::{Duration, Instant};
 
 use clap::{Args, ValueEnum};
 use latchkey::{Guard, Scope};
 
 use crate::lock::{Lock, LockArgs, Taken};
-use crate::signals::Signals;
-use crate::tree::{Event, Tree};
+use crate::signals::{self, Signals};
+use crate::tree::{self, Report, Tree};
 use crate::{duration, exit};
 
 pub const AFTER_HELP: &str = "\
@@ -54,6 +56,7 @@ pub struct RunArgs {
     #[arg(
         value_name = "COMMAND",
         trailing_var_arg = true,
+        allow_hyphen_values = true,
         required_unless_present = "command_string",
         conflicts_with = "command_string"
     )]
@@ -69,7 +72,7 @@ enum OnLost {
     Warn,
 }
 
-/// Takes the lock, runs the command's process group to its end, releases the lock;
+/// Takes the lock, runs the command's process tree to its end, releases the lock;
 /// returns the exit code.
 pub fn run(args: RunArgs) -> anyhow::Result<u8> {
     let started = Instant::now();
@@ -77,56 +80,53 @@ pub fn run(args: RunArgs) -> anyhow::Result<u8> {
         Some(string) => vec!["sh".into(), "-c".into(), string.into()],
         None => args.argv.clone(),
     };
-    let scope = Scope::open(&args.lock.scope)?;
+    let scope = Scope::open(args.lock.scope_url())?;
     let lock = Lock::open(&scope, &args.lock)?;
     let guard = match lock.acquire(&scope, &args.lock, started)? {
         Taken::Held(guard) => guard,
         Taken::Conflict => return Ok(args.lock.conflict_exit_code),
     };
     let signals = Signals::catch()?;
-    let mut tree = match Tree::spawn(&argv) {
-        Ok(tree) => tree,
-        Err(err) => {
-            eprintln!("latchkey: cannot run {:?}: {err}", argv[0]);
-            return Ok(if err.kind() == std::io::ErrorKind::NotFound { exit::NOT_FOUND } else { exit::CANNOT_EXECUTE });
-        }
-    };
-    let code = supervise(&mut tree, &signals, &guard, &args);
+    let keep = scope.location().map(|dir| tree::namespace_fds(&dir)).unwrap_or_default();
+    let mut tree = Tree::spawn(&argv, &keep)?;
+    let outcome = supervise(&mut tree, &signals, &guard, &args);
     tree.finish();
     if let Err(err) = guard.release() {
-        if code != exit::LOST {
-            eprintln!("latchkey: warning: {err}");
+        if outcome.code != exit::LOST {
+            say(format_args!("warning: {err}"));
         }
     }
-    Ok(code)
+    if let Some(signal) = outcome.killed_by.filter(|&s| s == libc::SIGINT || s == libc::SIGQUIT) {
+        signals::die_of(signal);
+    }
+    Ok(outcome.code)
+}
+
+/// How `run` ends.
+struct Outcome {
+    code: u8,
+    /// The signal that killed the command, if one did.
+    killed_by: Option<i32>,
+}
+
+/// Writes a line to stderr, ignoring failure (a closed stderr must not stop `run`).
+fn say(message: std::fmt::Arguments<'_>) {
+    let _ = writeln!(std::io::stderr(), "latchkey: {message}");
 }
 
 /// How often `run` looks at whether its hold is lost: a flag that the scope keeps (its
 /// watcher thread, its keep-alive), not a question to a server.
-const LOST_CHECK: Duration = Duration::from_millis(100);
+const LOST_CHECK: Duration = tree::TICK;
 
-/// Waits until no process of the group is left, passing signals on and watching the
-/// hold; returns the exit code.
-fn supervise(tree: &mut Tree, signals: &Signals, guard: &Guard<'_>, args: &RunArgs) -> u8 {
-    let mut code = exit::SOFTWARE;
+/// Waits until no process of the command's tree is left, passing signals on and
+/// watching the hold.
+fn supervise(tree: &mut Tree, signals: &Signals, guard: &Guard<'_>, args: &RunArgs) -> Outcome {
+    let mut outcome = Outcome { code: exit::SOFTWARE, killed_by: None };
     let mut lost_at: Option<Instant> = None;
     let mut killed = false;
     loop {
-        let (events, done) = tree.reap();
-        for event in events {
-            match event {
-                Event::CommandEnded(status) => code = status,
-                Event::Stopped => tree.follow_stop(),
-                Event::Other => {}
-            }
-        }
-        if done {
-            break;
-        }
         for signal in signals.take() {
-            if signal != libc::SIGCHLD {
-                tree.signal(signal);
-            }
+            tree.signal(signal);
         }
         if lost_at.is_none() && guard.is_lost() {
             lost_at = Some(Instant::now());
@@ -134,28 +134,58 @@ fn supervise(tree: &mut Tree, signals: &Signals, guard: &Guard<'_>, args: &RunAr
                 guard.check().err().map_or_else(|| "the hold is no longer recorded".to_string(), |e| e.to_string());
             match args.on_lost {
                 OnLost::Stop => {
-                    eprintln!(
-                        "latchkey: lost the hold on {:?} ({why}); stopping the command: SIGTERM, then SIGKILL after {}",
+                    say(format_args!(
+                        "lost the hold on {:?} ({why}); stopping the command: SIGTERM, then SIGKILL after {}",
                         args.lock.name,
                         duration::show(args.kill_after)
-                    );
+                    ));
                     tree.signal(libc::SIGTERM);
+                    tree.signal(libc::SIGCONT);
                 }
                 OnLost::Warn => {
-                    eprintln!("latchkey: warning: lost the hold on {:?} ({why}); the command goes on", args.lock.name)
+                    say(format_args!("warning: lost the hold on {:?} ({why}); the command goes on", args.lock.name))
                 }
             }
         }
         if args.on_lost == OnLost::Stop && !killed && lost_at.is_some_and(|at| at.elapsed() >= args.kill_after) {
-            tree.signal(libc::SIGKILL);
+            tree.kill();
             killed = true;
         }
-        signals.wait(LOST_CHECK);
+        if !tree.has_buffered_report() {
+            // SAFETY: the descriptor is the tree's, open for as long as `tree` lives.
+            let reports = unsafe { BorrowedFd::borrow_raw(tree.reports_fd()) };
+            signals.wait(reports, LOST_CHECK);
+            if !readable(reports) && !tree.has_buffered_report() {
+                continue;
+            }
+        }
+        match tree.next_report() {
+            Report::Started => {}
+            Report::Ended { code, signal } => outcome = Outcome { code, killed_by: signal },
+            Report::Failed(code, why) => {
+                say(format_args!("{why}"));
+                outcome.code = code;
+            }
+            Report::Done => break,
+            Report::GuardianLost => {
+                say(format_args!("the guardian of the command's processes was killed; they are no longer tracked"));
+                outcome.code = exit::SOFTWARE;
+                break;
+            }
+        }
     }
-    match (lost_at, args.on_lost) {
-        (Some(_), OnLost::Stop) => exit::LOST,
-        _ => code,
+    if lost_at.is_some() && args.on_lost == OnLost::Stop {
+        outcome = Outcome { code: exit::LOST, killed_by: None };
     }
+    outcome
+}
+
+/// Whether `fd` is readable now.
+fn readable(fd: BorrowedFd<'_>) -> bool {
+    use rustix::event::{poll, PollFd, PollFlags};
+    let zero = rustix::time::Timespec { tv_sec: 0, tv_nsec: 0 };
+    let mut fds = [PollFd::from_borrowed_fd(fd, PollFlags::IN)];
+    matches!(poll(&mut fds, Some(&zero)), Ok(n) if n > 0)
 }
 
 #[cfg(test)]

@@ -1,12 +1,16 @@
-//! Signals that `run` passes on to the command's group, caught into a flag set and a
-//! self-pipe, so that the supervising loop sleeps until one comes (or a child ends).
+//! Signals that `run` passes on to the command's tree, caught into a flag set and a
+//! self-pipe, so that the supervising loop sleeps until one comes.
+//!
+//! A signal that a terminal sent (Ctrl-C, Ctrl-\, a hangup) went to the whole foreground
+//! job, the command included, from the kernel: it is not passed on again. A signal sent
+//! to `run` with kill(2) is.
 
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
 use std::time::Duration;
 
-/// The signals passed on to the command's group.
+/// The signals passed on to the command's tree.
 pub const FORWARDED: [libc::c_int; 4] = [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGQUIT];
 
 /// Signals caught and not yet taken, one bit each.
@@ -14,7 +18,12 @@ static PENDING: AtomicU64 = AtomicU64::new(0);
 /// The write end of the self-pipe (non-blocking), -1 before `catch`.
 static WAKE: AtomicI32 = AtomicI32::new(-1);
 
-extern "C" fn caught(signal: libc::c_int) {
+extern "C" fn caught(signal: libc::c_int, info: *mut libc::siginfo_t, _: *mut libc::c_void) {
+    // SAFETY: the kernel passes a valid siginfo_t to an SA_SIGINFO handler.
+    let from_terminal = !info.is_null() && unsafe { (*info).si_code } == libc::SI_KERNEL;
+    if from_terminal {
+        return;
+    }
     PENDING.fetch_or(1 << signal, Ordering::SeqCst);
     let fd = WAKE.load(Ordering::SeqCst);
     if fd >= 0 {
@@ -24,7 +33,7 @@ extern "C" fn caught(signal: libc::c_int) {
     }
 }
 
-/// The forwarded signals and SIGCHLD, caught from `catch` on.
+/// The forwarded signals, caught from `catch` on.
 pub struct Signals {
     read: OwnedFd,
     _write: OwnedFd,
@@ -41,13 +50,13 @@ impl Signals {
         // SAFETY: both descriptors are new and owned by nothing else.
         let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
         WAKE.store(write.as_raw_fd(), Ordering::SeqCst);
-        for signal in FORWARDED.into_iter().chain([libc::SIGCHLD]) {
+        for signal in FORWARDED {
             // SAFETY: installs a handler that only makes async-signal-safe calls; the
             // action is a zeroed struct with the handler and flags filled in.
             unsafe {
                 let mut action: libc::sigaction = std::mem::zeroed();
                 action.sa_sigaction = caught as *const () as libc::sighandler_t;
-                action.sa_flags = libc::SA_RESTART;
+                action.sa_flags = libc::SA_RESTART | libc::SA_SIGINFO;
                 libc::sigemptyset(&mut action.sa_mask);
                 if libc::sigaction(signal, &action, std::ptr::null_mut()) == -1 {
                     return Err(io::Error::last_os_error());
@@ -57,22 +66,32 @@ impl Signals {
         Ok(Signals { read, _write: write })
     }
 
-    /// The signals caught since the last call, SIGCHLD included.
+    /// The signals to pass on, caught since the last call.
     pub fn take(&self) -> Vec<libc::c_int> {
         let pending = PENDING.swap(0, Ordering::SeqCst);
         (1..64).filter(|&signal| pending & (1 << signal) != 0).collect()
     }
 
-    /// Sleeps until a signal is caught, or for `timeout`.
-    pub fn wait(&self, timeout: Duration) {
+    /// Sleeps until a signal is caught, `other` is readable, or `timeout` has passed.
+    pub fn wait(&self, other: BorrowedFd<'_>, timeout: Duration) {
         use rustix::event::{poll, PollFd, PollFlags};
         if PENDING.load(Ordering::SeqCst) == 0 {
             let timeout =
                 rustix::time::Timespec { tv_sec: timeout.as_secs() as i64, tv_nsec: timeout.subsec_nanos() as i64 };
-            let mut fds = [PollFd::new(&self.read, PollFlags::IN)];
+            let mut fds = [PollFd::new(&self.read, PollFlags::IN), PollFd::from_borrowed_fd(other, PollFlags::IN)];
             let _ = poll(&mut fds, Some(&timeout));
         }
         let mut drain = [0u8; 64];
         while matches!(rustix::io::read(self.read.as_fd(), &mut drain), Ok(n) if n > 0) {}
+    }
+}
+
+/// Ends this process with `signal`, as if the signal had killed it (so that a shell
+/// running `run` in a loop stops at Ctrl-C, as it does for the command itself).
+pub fn die_of(signal: libc::c_int) {
+    // SAFETY: restores the default action and sends the signal to this process.
+    unsafe {
+        libc::signal(signal, libc::SIG_DFL);
+        libc::raise(signal);
     }
 }

@@ -109,7 +109,7 @@ pub fn status(args: StatusArgs) -> anyhow::Result<u8> {
     if args.quiet && args.names.len() != 1 {
         return Err(UsageError("--quiet takes exactly one NAME".to_string()).into());
     }
-    let scope = Scope::open(&args.scope)?;
+    let scope = Scope::open(if args.scope.is_empty() { "host:" } else { &args.scope })?;
     let states = if args.names.is_empty() {
         scope.list()?
     } else {

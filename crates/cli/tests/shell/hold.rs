@@ -72,3 +72,49 @@ fn a_busy_lock_waits_or_gives_up_as_run_does() {
     assert_eq!(entries[0]["waiters"], 0, "nothing left queued: {entries:?}");
     kill(&mut script);
 }
+
+/// Review: the background holder keeps none of the caller's descriptors (a pipe that
+/// the caller's caller reads to its end would never end).
+#[test]
+fn the_holder_keeps_none_of_the_callers_descriptors() {
+    let ns = Namespace::new();
+    let mut script = sleeper();
+    let hold = format!(
+        "exec 7>&1; '{}' hold --scope '{}' --until-pid {} nightly",
+        env!("CARGO_BIN_EXE_latchkey"),
+        ns.url(),
+        script.id()
+    );
+    let mut child = Command::new("sh").args(["-c", &hold]).stdout(Stdio::piped()).spawn().unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut all = Vec::new();
+        let _ = std::io::Read::read_to_end(&mut stdout, &mut all);
+        let _ = tx.send(());
+    });
+    assert!(rx.recv_timeout(PATIENCE).is_ok(), "the caller's pipe stayed open in the holder");
+    assert!(child.wait().unwrap().success());
+    assert!(is_held(&ns, "nightly"));
+    kill(&mut script);
+}
+
+/// Review: a process that exits while its holder still waits for the lock ends the wait.
+#[test]
+fn a_process_that_exits_while_the_lock_is_awaited_ends_the_wait() {
+    let ns = Namespace::new();
+    let holder = ns.hold(&["nightly"]);
+    let mut script = sleeper();
+    let pid = script.id().to_string();
+    let mut hold = ns.latchkey("hold").args(["--until-pid", &pid, "nightly"]).stderr(Stdio::piped()).spawn().unwrap();
+    assert!(eventually(|| status_json(&ns, &["nightly"])[0]["waiters"] == 1), "the holder queues");
+    kill(&mut script);
+    let mut status = None;
+    assert!(eventually(|| {
+        status = hold.try_wait().unwrap();
+        status.is_some()
+    }));
+    assert_eq!(status.unwrap().code(), Some(64), "the process is gone: nothing to hold the lock for");
+    assert!(eventually(|| status_json(&ns, &["nightly"])[0]["waiters"] == 0), "nothing left queued");
+    drop(holder);
+}

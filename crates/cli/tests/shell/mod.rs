@@ -64,11 +64,21 @@ pub fn quiet_says_held(ns: &Namespace, name: &str) -> bool {
     }
 }
 
-/// The process group of `pid`, from /proc.
-pub fn pgid_of(pid: i32) -> i32 {
+/// A field of /proc/PID/stat after the command name: 1 is the parent, 2 the group.
+fn stat_field(pid: i32, field: usize) -> i32 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("the process's stat");
     let fields: Vec<&str> = stat.rsplit_once(") ").expect("a stat line").1.split(' ').collect();
-    fields[2].parse().expect("a process group id")
+    fields[field].parse().expect("a number")
+}
+
+/// The parent of `pid`.
+pub fn parent_of(pid: i32) -> i32 {
+    stat_field(pid, 1)
+}
+
+/// The process group of `pid`.
+pub fn pgid_of(pid: i32) -> i32 {
+    stat_field(pid, 2)
 }
 
 /// SIGKILLs `child` and reaps it.

@@ -99,3 +99,11 @@ fn the_scope_comes_from_latchkey_scope_unless_given() {
         output(latchkey().env("LATCHKEY_SCOPE", ns.url()).args(["run", "--scope", other.url(), "-n", "job", "true"]));
     assert_eq!(code, 0, "--scope wins over LATCHKEY_SCOPE: {stderr}");
 }
+
+/// Review: an empty `LATCHKEY_SCOPE` is no scope at all: the default, `host:`.
+#[test]
+fn an_empty_latchkey_scope_means_the_default() {
+    let (code, stdout, stderr) = output(latchkey().env("LATCHKEY_SCOPE", "").args(["status", "--json", "x"]));
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("\"scope\": \"host:\""), "{stdout}");
+}

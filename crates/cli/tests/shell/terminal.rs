@@ -1,18 +1,14 @@
-//! On a terminal (a pseudo-terminal from script(1)), the command's group is the
-//! foreground job: Ctrl-C reaches the command, and Ctrl-Z stops it and `run` together.
+//! On a terminal (a pseudo-terminal from script(1)), `run` and its command are one
+//! foreground job, as they would be without latchkey (so Ctrl-Z, `fg` and pipelines
+//! treat them as one, the kernel's and the shell's business): Ctrl-C ends the command,
+//! and `run` ends as it did, killed by SIGINT, once it has released the lock.
 
 use std::io::Write;
 use std::process::{Command, Stdio};
 
 use crate::support::*;
 
-use super::{is_held, pgid_of, pid_in};
-
-/// The state letter of process `pid` (`S`, `T`, `Z`...).
-fn state_of(pid: i32) -> char {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    stat.rsplit_once(") ").and_then(|(_, rest)| rest.chars().next()).unwrap_or('?')
-}
+use super::{is_held, parent_of, pgid_of, pid_in};
 
 #[test]
 fn on_a_terminal_the_command_is_the_foreground_job() {
@@ -34,20 +30,12 @@ fn on_a_terminal_the_command_is_the_foreground_job() {
     let command = pid_in(&command);
     assert!(eventually(|| std::fs::read_to_string(&foreground).is_ok_and(|t| t.ends_with('\n'))));
     let tpgid: i32 = std::fs::read_to_string(&foreground).unwrap().trim().parse().unwrap();
-    assert_eq!(tpgid, pgid_of(command), "the command's group is the terminal's foreground group");
-    let latchkey = std::fs::read_to_string(format!("/proc/{command}/stat")).unwrap();
-    let parent: i32 = latchkey.rsplit_once(") ").unwrap().1.split(' ').nth(1).unwrap().parse().unwrap();
+    let latchkey = parent_of(parent_of(command));
+    assert_eq!(tpgid, pgid_of(command), "the command is in the terminal's foreground group");
+    assert_eq!(pgid_of(latchkey), pgid_of(command), "with latchkey run: one job");
 
-    // Ctrl-Z: the command stops, and `run` stops itself as a job would.
-    script.stdin.as_mut().unwrap().write_all(b"\x1a").unwrap();
-    assert!(eventually(|| state_of(command) == 'T' && state_of(parent) == 'T'), "Ctrl-Z stopped both");
-    assert!(is_held(&ns, "job"), "a stopped job keeps its lock");
-    // `fg`: script(1) stopped itself with its child, as a shell's job would; continued,
-    // it continues its child, `run`, which continues the command.
-    signal(script.id() as i32, libc::SIGCONT);
-    assert!(eventually(|| state_of(command) != 'T' && state_of(parent) != 'T'), "SIGCONT continued both");
-
-    // Ctrl-C reaches the command, and `run` ends with it (130), releasing the lock.
+    // Ctrl-C ends the command, and `run` ends as it did, killed by SIGINT, once it has
+    // released the lock (so that a shell loop around it stops too).
     script.stdin.as_mut().unwrap().write_all(b"\x03").unwrap();
     let mut status = None;
     let ended = eventually(|| {
@@ -59,6 +47,6 @@ fn on_a_terminal_the_command_is_the_foreground_job() {
         panic!("script(1) and latchkey run did not end after Ctrl-C");
     }
     let status = status.unwrap();
-    assert_eq!(status.code(), Some(128 + libc::SIGINT), "script(1) passes run's code on: {status:?}");
+    assert_eq!(status.code(), Some(128 + libc::SIGINT), "script(1) passes run's end on: {status:?}");
     assert!(is_gone(command) && !is_held(&ns, "job"));
 }

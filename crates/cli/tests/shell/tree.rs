@@ -4,7 +4,7 @@ use std::time::Instant;
 
 use crate::support::*;
 
-use super::{is_held, kill, pgid_of, pid_in, start_run};
+use super::{is_held, kill, parent_of, pid_in, start_run};
 
 #[test]
 fn a_background_grandchild_dies_with_a_sigkilled_run_before_the_lock_is_free() {
@@ -32,8 +32,8 @@ fn the_lock_is_freed_only_after_the_group_was_killed() {
     let script = format!("sleep 300 & echo $! > '{}'; sleep 300", grandchild.display());
     let mut latchkey = start_run(&ns, &["job"], &script);
     let grandchild = pid_in(&grandchild);
-    let guardian = pgid_of(grandchild);
-    assert_ne!(guardian as u32, latchkey.id(), "the command runs in a group of its own");
+    let guardian = parent_of(parent_of(grandchild));
+    assert_eq!(parent_of(guardian) as u32, latchkey.id(), "the guardian stands between run and the command");
     // SAFETY: ptrace requests on a process of ours (the test runs as its user or root).
     unsafe {
         assert_eq!(libc::ptrace(libc::PTRACE_SEIZE, guardian, 0usize, 0usize), 0, "seize the guardian");
@@ -115,4 +115,53 @@ fn no_descriptor_of_latchkey_leaks_into_the_command() {
     let (code, with, stderr) = output(ns.latchkey("run").args(["job", "--", "ls", "-l", "/proc/self/fd"]));
     assert_eq!(code, 0, "{stderr}");
     assert_eq!(fds(&with), fds(&without), "under latchkey:\n{with}\nwithout:\n{without}");
+}
+
+/// Review: a process that leaves the command's process group or session (setsid;
+/// timeout(1) does setpgid) is still waited for, and still killed with a SIGKILLed `run`
+/// before the lock is free.
+#[test]
+fn a_process_that_leaves_the_group_or_the_session_stays_under_the_lock() {
+    let ns = Namespace::new();
+    let (escaped, done) = (ns.file("escaped"), ns.file("done"));
+    // Waited for: `run` ends only after it.
+    let script = format!("setsid sh -c 'sleep 1; echo finished > \"{}\"' & exit 0", done.display());
+    assert_eq!(run(&ns, &["job", "--", "sh", "-c", &script]).0, 0);
+    assert_eq!(std::fs::read_to_string(&done).unwrap(), "finished\n", "run ended before the escaped process");
+    let (code, stderr) = run(&ns, &["job", "--", "timeout", "5", "sh", "-c", "sleep 0.5; exit 3"]);
+    assert_eq!(code, 3, "timeout(1) runs in a group of its own, and is waited for: {stderr}");
+    // Killed: `run` is SIGKILLed while the escaped process runs.
+    let script = format!("setsid sh -c 'echo $$ > \"{}\"; sleep 300' & sleep 300", escaped.display());
+    let mut latchkey = start_run(&ns, &["job"], &script);
+    let escaped = pid_in(&escaped);
+    kill(&mut latchkey);
+    assert!(eventually(|| is_gone(escaped)), "a process in a session of its own outlived latchkey run");
+    assert!(eventually(|| !is_held(&ns, "job")));
+}
+
+/// Review: the guardian is not ended by signals the command sends around.
+#[test]
+fn the_guardian_ignores_the_signals_a_command_sends() {
+    let ns = Namespace::new();
+    let grandchild = ns.file("grandchild");
+    let script = format!(
+        "for s in USR1 USR2 ALRM TERM INT HUP PIPE; do kill -$s $PPID; done; sleep 300 & echo $! > '{}'; wait",
+        grandchild.display()
+    );
+    let mut latchkey = start_run(&ns, &["job"], &script);
+    let grandchild = pid_in(&grandchild);
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    kill(&mut latchkey);
+    assert!(eventually(|| is_gone(grandchild)), "the guardian was gone, and the grandchild outlived latchkey run");
+}
+
+/// Review: a command killed by SIGINT ends `run` by SIGINT too (after the release), so
+/// that a shell loop around `run` stops at Ctrl-C as it does around the command.
+#[test]
+fn run_ends_by_the_sigint_that_ended_the_command() {
+    use std::os::unix::process::ExitStatusExt;
+    let ns = Namespace::new();
+    let status = ns.latchkey("run").args(["job", "--", "sh", "-c", "kill -INT $$"]).status().unwrap();
+    assert_eq!(status.signal(), Some(libc::SIGINT), "{status:?}");
+    assert!(!is_held(&ns, "job"));
 }
