@@ -21,16 +21,16 @@ Examples:
   latchkey run -s config -- cat config.ini     read hold: readers share the lock
   latchkey run -x config -- ./rewrite-config   write hold: no reader, no other writer
 
-The lock covers the whole command: COMMAND runs in a process group of its own, and
-latchkey waits until every process of that group has ended (background ones included)
-before it releases the lock. If latchkey dies, even by SIGKILL, the whole group is killed
-before the lock is freed. A process that leaves the group (setsid, setpgid) is outside
-the lock's reach.
+The lock covers the whole command: a guardian process adopts every process COMMAND
+starts, whatever group or session it moves to, and latchkey releases the lock only when
+none is left (background ones included). If latchkey dies, even by SIGKILL, the guardian
+kills them all before the lock is freed.
 
-Signals: SIGINT, SIGTERM, SIGHUP and SIGQUIT sent to latchkey are passed on to the whole
-group; latchkey keeps waiting for the group to end, then releases the lock. On a
-terminal, the group is the foreground job: Ctrl-C reaches COMMAND directly, and Ctrl-Z
-stops COMMAND and latchkey together (fg and bg continue both).
+Signals: latchkey and COMMAND are one job for the terminal and the shell, as without
+latchkey: Ctrl-C, Ctrl-\\ and a hangup reach COMMAND from the terminal, Ctrl-Z stops
+both. SIGINT, SIGTERM, SIGHUP and SIGQUIT sent to latchkey with kill(1) are passed on to
+every process of COMMAND; latchkey waits for them to end, then releases the lock. If
+COMMAND was killed by SIGINT or SIGQUIT, latchkey ends by the same signal.
 
 A lost hold (the namespace file deleted under it; in a distributed scope, a session
 that lapsed): by default latchkey says so on stderr, sends SIGTERM to the group, SIGKILL
@@ -51,8 +51,8 @@ pub struct RunArgs {
     /// After a lost hold, how long COMMAND has to end after SIGTERM before SIGKILL.
     #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = duration::parse)]
     kill_after: Duration,
-    /// The command to run while holding the lock, and its arguments (after `--`, or after
-    /// NAME: everything from there on is the command's).
+    /// The command to run while holding the lock, and its arguments, after NAME (or after
+    /// `--`). latchkey's options go before NAME.
     #[arg(
         value_name = "COMMAND",
         trailing_var_arg = true,
