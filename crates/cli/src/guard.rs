@@ -32,6 +32,9 @@ pub struct GuardArgs {
     /// The descriptor to write reports to.
     #[arg(long)]
     reports: i32,
+    /// The process group of `run`'s job, which the command joins.
+    #[arg(long)]
+    job: i32,
     /// Descriptors to keep open, and out of the command (`run`'s namespace files).
     #[arg(long, value_delimiter = ',')]
     keep: Vec<i32>,
@@ -51,6 +54,10 @@ pub fn guard(args: GuardArgs) -> ! {
         libc::sigfillset(&mut all);
         libc::pthread_sigmask(libc::SIG_SETMASK, &all, std::ptr::null_mut());
         libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1 as libc::c_ulong);
+        // A group of its own: a SIGKILL to the whole job (`kill -9 %1`) ends `run` and
+        // the command's processes still in the job, not the guardian, which then ends the
+        // rest (those that left the job's group).
+        libc::setpgid(0, 0);
     }
     // Kept here, and out of the command: close-on-exec again.
     for &fd in args.keep.iter().chain([&args.orders, &args.reports]) {
@@ -64,12 +71,22 @@ pub fn guard(args: GuardArgs) -> ! {
         let mut reports = reports.lock().unwrap_or_else(|e| e.into_inner());
         let _ = reports.write_all(format!("{line}\n").as_bytes());
     };
+    // `run` may have died already: then nothing is started.
+    if readable_or_closed(&orders) {
+        let mut order = [0u8; 1];
+        if !matches!(orders.read(&mut order), Ok(1)) {
+            std::process::exit(0);
+        }
+    }
     let mut command = Command::new(&args.argv[0]);
     command.args(&args.argv[1..]);
-    // SAFETY: the closure runs in the child between fork and exec, and only sets the
-    // signal mask (a system call on a local set).
+    let job = args.job;
+    // SAFETY: the closure runs in the child between fork and exec, and makes two system
+    // calls: it joins `run`'s job (so that the terminal and the shell see one job) and
+    // empties the signal mask.
     unsafe {
-        command.pre_exec(|| {
+        command.pre_exec(move || {
+            libc::setpgid(0, job);
             let mut none: libc::sigset_t = std::mem::zeroed();
             libc::sigemptyset(&mut none);
             libc::pthread_sigmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());
@@ -87,6 +104,7 @@ pub fn guard(args: GuardArgs) -> ! {
             let code = if err.kind() == io::ErrorKind::NotFound { exit::NOT_FOUND } else { exit::CANNOT_EXECUTE };
             report(format!("failed {code} cannot run {:?}: {err}", args.argv[0]));
             report("done".to_string());
+            NONE_LEFT.store(true, std::sync::atomic::Ordering::SeqCst);
         }
     }
     let mut order = [0u8; 2];
@@ -113,6 +131,15 @@ pub fn guard(args: GuardArgs) -> ! {
 /// Reaps every descendant (each becomes a child once its parent ends), reports the
 /// command's end, and `done` when none is left.
 fn reap(command: libc::pid_t, report: impl Fn(String)) {
+    reap_all(command, report);
+    NONE_LEFT.store(true, std::sync::atomic::Ordering::SeqCst);
+}
+
+/// Set once no descendant is left: the guardian has no child (and, as a subreaper, so no
+/// descendant), so `kill_all` may stop.
+static NONE_LEFT: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+fn reap_all(command: libc::pid_t, report: impl Fn(String)) {
     loop {
         // SAFETY: a zeroed siginfo_t is valid; waitid fills it in.
         let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
@@ -171,20 +198,25 @@ fn signal_all(signal: libc::c_int) {
     }
 }
 
-/// SIGKILLs every descendant until none is left: one that forked meanwhile has its
-/// children adopted by this process as their parent dies, and killed in the next round.
+/// SIGKILLs every descendant until none is left (the reaper saw no child): one that
+/// forked meanwhile has its children adopted by this process as their parent dies, and
+/// killed in the next round.
 fn kill_all() {
-    loop {
-        let found = descendants();
-        if found.is_empty() {
-            return;
+    let mut pause = std::time::Duration::from_millis(1);
+    while !NONE_LEFT.load(std::sync::atomic::Ordering::SeqCst) {
+        for pid in descendants() {
+            // SAFETY: kill takes a pid and a signal number.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
         }
-        for pid in found {
-            // SAFETY: kill takes a pid and a signal number; SIGCONT lets a stopped one die.
-            unsafe {
-                libc::kill(pid, libc::SIGKILL);
-            }
-        }
-        std::thread::sleep(std::time::Duration::from_millis(1));
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(std::time::Duration::from_millis(50));
     }
+}
+
+/// Whether `file` has something to read, or its writer is gone, now.
+fn readable_or_closed(file: &File) -> bool {
+    use rustix::event::{poll, PollFd, PollFlags};
+    let zero = rustix::time::Timespec { tv_sec: 0, tv_nsec: 0 };
+    let mut fds = [PollFd::new(file, PollFlags::IN)];
+    matches!(poll(&mut fds, Some(&zero)), Ok(n) if n > 0)
 }

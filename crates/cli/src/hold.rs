@@ -131,7 +131,8 @@ pub fn hold_in_background(args: HoldArgs) -> anyhow::Result<u8> {
     std::thread::spawn(move || {
         while !exited(&watched, Duration::from_secs(3600)) {}
         if !HELD.load(std::sync::atomic::Ordering::SeqCst) {
-            let _ = writeln!(status_copy, "error {} process {until_pid} exited before the lock was held", exit::USAGE);
+            let _ =
+                writeln!(status_copy, "error {} process {until_pid} exited before the lock was held", exit::SOFTWARE);
             std::process::exit(0);
         }
     });

@@ -127,6 +127,9 @@ fn supervise(tree: &mut Tree, signals: &Signals, guard: &Guard<'_>, args: &RunAr
     loop {
         for signal in signals.take() {
             tree.signal(signal);
+            if signal == libc::SIGTERM || signal == libc::SIGHUP {
+                tree.signal(libc::SIGCONT); // a stopped process gets it too
+            }
         }
         if lost_at.is_none() && guard.is_lost() {
             lost_at = Some(Instant::now());

@@ -51,9 +51,16 @@ impl Signals {
         let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
         WAKE.store(write.as_raw_fd(), Ordering::SeqCst);
         for signal in FORWARDED {
-            // SAFETY: installs a handler that only makes async-signal-safe calls; the
-            // action is a zeroed struct with the handler and flags filled in.
+            // SAFETY: reads and installs signal actions through zeroed structs; the
+            // handler only makes async-signal-safe calls.
             unsafe {
+                // A signal the caller ignores (nohup, a shell's background job) stays
+                // ignored, here and in the command, as it would be without latchkey.
+                let mut current: libc::sigaction = std::mem::zeroed();
+                libc::sigaction(signal, std::ptr::null(), &mut current);
+                if current.sa_sigaction == libc::SIG_IGN {
+                    continue;
+                }
                 let mut action: libc::sigaction = std::mem::zeroed();
                 action.sa_sigaction = caught as *const () as libc::sighandler_t;
                 action.sa_flags = libc::SA_RESTART | libc::SA_SIGINFO;

@@ -49,10 +49,13 @@ impl Tree {
     pub fn spawn(argv: &[OsString], keep: &[RawFd]) -> io::Result<Tree> {
         let (orders_read, orders_write) = pipe()?;
         let (reports_read, reports_write) = pipe()?;
-        let exe = CString::new(std::env::current_exe()?.as_os_str().as_bytes())?;
+        // (Not `current_exe()`: the file may have been replaced since this process started.)
+        let exe = CString::new("/proc/self/exe")?;
         let mut args: Vec<CString> = vec![CString::new("latchkey")?, CString::new("guard-tree")?];
         args.push(CString::new(format!("--orders={}", orders_read.as_raw_fd()))?);
         args.push(CString::new(format!("--reports={}", reports_write.as_raw_fd()))?);
+        // SAFETY: a plain system call.
+        args.push(CString::new(format!("--job={}", unsafe { libc::getpgrp() }))?);
         if !keep.is_empty() {
             let keep: Vec<String> = keep.iter().map(|fd| fd.to_string()).collect();
             args.push(CString::new(format!("--keep={}", keep.join(",")))?);
@@ -70,11 +73,25 @@ impl Tree {
         env_pointers.push(std::ptr::null());
         let mut inherit: Vec<RawFd> = keep.to_vec();
         inherit.extend([orders_read.as_raw_fd(), reports_write.as_raw_fd()]);
+        // Every signal blocked from before the clone until the guardian blocks them itself
+        // (the mask survives execve): none can end it, or run a handler of ours, before.
+        // SAFETY: signal sets in locals, installed as this thread's mask.
+        let mut old_mask: libc::sigset_t = unsafe { std::mem::zeroed() };
+        unsafe {
+            let mut all: libc::sigset_t = std::mem::zeroed();
+            libc::sigfillset(&mut all);
+            libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old_mask);
+        }
         // SAFETY: the child makes only system calls (fcntl, execve, _exit) on values
         // prepared above, as a child of a multi-threaded process must.
         let guardian = unsafe { raw_fork() };
+        let forked = io::Error::last_os_error();
+        // SAFETY: restores this thread's mask (in the parent; the child execs or exits).
+        if guardian != 0 {
+            unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &old_mask, std::ptr::null_mut()) };
+        }
         if guardian == -1 {
-            return Err(io::Error::last_os_error());
+            return Err(forked);
         }
         if guardian == 0 {
             // SAFETY: see above; this process never returns from here.
@@ -167,12 +184,13 @@ unsafe fn raw_fork() -> libc::pid_t {
 /// The descriptors of this process that are regular files under `directory`: the host
 /// namespace file, whose liveness lock keeps this process's holds alive.
 pub fn namespace_fds(directory: &str) -> Vec<RawFd> {
+    // As /proc shows the descriptors' paths: without symbolic links or `..`.
+    let directory = std::fs::canonicalize(directory).unwrap_or_else(|_| directory.into());
     let mut found = Vec::new();
     for entry in std::fs::read_dir("/proc/self/fd").into_iter().flatten().flatten() {
         let Ok(fd) = entry.file_name().to_string_lossy().parse::<RawFd>() else { continue };
         let Ok(target) = std::fs::read_link(entry.path()) else { continue };
-        if target.parent().is_some_and(|p| p == std::path::Path::new(directory))
-            && std::fs::metadata(entry.path()).is_ok_and(|m| m.is_file())
+        if target.parent().is_some_and(|p| p == directory) && std::fs::metadata(entry.path()).is_ok_and(|m| m.is_file())
         {
             found.push(fd);
         }

@@ -114,7 +114,7 @@ fn a_process_that_exits_while_the_lock_is_awaited_ends_the_wait() {
         status = hold.try_wait().unwrap();
         status.is_some()
     }));
-    assert_eq!(status.unwrap().code(), Some(64), "the process is gone: nothing to hold the lock for");
+    assert_eq!(status.unwrap().code(), Some(70), "the process is gone: nothing to hold the lock for");
     assert!(eventually(|| status_json(&ns, &["nightly"])[0]["waiters"] == 0), "nothing left queued");
     drop(holder);
 }

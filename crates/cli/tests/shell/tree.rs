@@ -165,3 +165,84 @@ fn run_ends_by_the_sigint_that_ended_the_command() {
     assert_eq!(status.signal(), Some(libc::SIGINT), "{status:?}");
     assert!(!is_held(&ns, "job"));
 }
+
+/// Review 2: through a scope path with a symbolic link in it, the guardian still keeps
+/// the hold alive (it found the namespace descriptor by the path /proc shows).
+#[test]
+fn the_guardian_keeps_the_hold_through_a_symlinked_scope_path() {
+    let ns = Namespace::new();
+    std::fs::create_dir_all(ns.dir()).unwrap();
+    let link = ns.file("link");
+    std::os::unix::fs::symlink(ns.dir().parent().unwrap(), &link).unwrap();
+    let url = format!("host:{}/{}", link.display(), ns.dir().file_name().unwrap().to_string_lossy());
+    let grandchild = ns.file("grandchild");
+    let script = format!("sleep 300 & echo $! > '{}'; sleep 300", grandchild.display());
+    let mut latchkey = latchkey()
+        .args(["run", "--scope", &url, "job", "--", "sh", "-c", &script])
+        .stdin(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let grandchild = pid_in(&grandchild);
+    let guardian = parent_of(parent_of(grandchild));
+    stop_by_ptrace(guardian);
+    kill(&mut latchkey);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert!(is_held(&ns, "job"), "run is dead, its guardian stopped: the lock must still be held");
+    // SAFETY: lets the traced guardian go on.
+    unsafe { libc::ptrace(libc::PTRACE_DETACH, guardian, 0usize, 0usize) };
+    assert!(eventually(|| is_gone(grandchild)) && eventually(|| !is_held(&ns, "job")));
+}
+
+/// Stops `pid` with ptrace (a stop that SIGCONT does not end).
+fn stop_by_ptrace(pid: i32) {
+    // SAFETY: ptrace requests on a process of ours.
+    unsafe {
+        assert_eq!(libc::ptrace(libc::PTRACE_SEIZE, pid, 0usize, 0usize), 0, "seize {pid}");
+        assert_eq!(libc::ptrace(libc::PTRACE_INTERRUPT, pid, 0usize, 0usize), 0);
+        let mut status = 0;
+        assert_eq!(libc::waitpid(pid, &mut status, libc::__WALL), pid);
+    }
+}
+
+/// Review 2: a SIGKILL to the whole job (`kill -9 %1`) ends `run` and the command, not
+/// the guardian, which then kills what left the job's group.
+#[test]
+fn a_sigkill_to_the_whole_job_leaves_nothing_running() {
+    use std::os::unix::process::CommandExt;
+    let ns = Namespace::new();
+    let escaped = ns.file("escaped");
+    let script = format!("setsid sh -c 'echo $$ > \"{}\"; sleep 300' & sleep 300", escaped.display());
+    let mut command = ns.latchkey("run");
+    command.args(["job", "--", "sh", "-c", &script]).stdin(std::process::Stdio::null());
+    // SAFETY: the child makes one system call before exec: a process group of its own,
+    // as a shell gives a job.
+    unsafe {
+        command.pre_exec(|| if libc::setpgid(0, 0) == 0 { Ok(()) } else { Err(std::io::Error::last_os_error()) })
+    };
+    let mut latchkey = command.spawn().unwrap();
+    let escaped = pid_in(&escaped);
+    signal(-(latchkey.id() as i32), libc::SIGKILL);
+    let _ = latchkey.wait();
+    assert!(eventually(|| is_gone(escaped)), "a process that left the job outlived a SIGKILL to the job");
+    assert!(eventually(|| !is_held(&ns, "job")));
+}
+
+/// Review 2: a signal the caller ignores (nohup) stays ignored in the command.
+#[test]
+fn signals_the_caller_ignores_stay_ignored_in_the_command() {
+    use std::os::unix::process::CommandExt;
+    let ns = Namespace::new();
+    let mut command = ns.latchkey("run");
+    command.args(["job", "--", "grep", "SigIgn", "/proc/self/status"]);
+    // SAFETY: sets a signal disposition in the child before exec.
+    unsafe {
+        command.pre_exec(|| {
+            libc::signal(libc::SIGHUP, libc::SIG_IGN);
+            Ok(())
+        })
+    };
+    let (code, stdout, stderr) = output(&mut command);
+    assert_eq!(code, 0, "{stderr}");
+    let mask = u64::from_str_radix(stdout.split_whitespace().nth(1).unwrap(), 16).unwrap();
+    assert_ne!(mask & (1 << (libc::SIGHUP - 1)), 0, "SIGHUP is ignored in the command, as under nohup: {stdout}");
+}
