@@ -29,12 +29,14 @@ kills them all before the lock is freed.
 Signals: latchkey and COMMAND are one job for the terminal and the shell, as without
 latchkey: Ctrl-C, Ctrl-\\ and a hangup reach COMMAND from the terminal, Ctrl-Z stops
 both. SIGINT, SIGTERM, SIGHUP and SIGQUIT sent to latchkey with kill(1) are passed on to
-every process of COMMAND; latchkey waits for them to end, then releases the lock. If
-COMMAND was killed by SIGINT or SIGQUIT, latchkey ends by the same signal.
+every process of COMMAND (a signal sent to the whole job with kill(1) so reaches COMMAND
+twice); latchkey waits for them to end, then releases the lock. Signals latchkey's
+caller ignores (nohup) stay ignored. If COMMAND was killed by SIGINT or SIGQUIT, latchkey
+ends by the same signal.
 
 A lost hold (the namespace file deleted under it; in a distributed scope, a session
-that lapsed): by default latchkey says so on stderr, sends SIGTERM to the group, SIGKILL
-after --kill-after, and exits 79. With --on-lost=warn it only warns.
+that lapsed): by default latchkey says so on stderr, sends SIGTERM to every process of
+COMMAND, SIGKILL after --kill-after, and exits 79. With --on-lost=warn it only warns.
 ";
 
 /// The arguments of `latchkey run`.
