@@ -32,7 +32,8 @@ both. SIGINT, SIGTERM, SIGHUP and SIGQUIT sent to latchkey with kill(1) are pass
 every process of COMMAND (a signal sent to the whole job with kill(1) so reaches COMMAND
 twice); latchkey waits for them to end, then releases the lock. Signals latchkey's
 caller ignores (nohup) stay ignored. If COMMAND was killed by SIGINT or SIGQUIT, latchkey
-ends by the same signal.
+ends by the same signal. Once COMMAND has ended, Ctrl-C sends SIGTERM to what it left
+running (background jobs, which ignore SIGINT), which latchkey is waiting for.
 
 A lost hold (the namespace file deleted under it; in a distributed scope, a session
 that lapsed): by default latchkey says so on stderr, sends SIGTERM to every process of
@@ -126,7 +127,15 @@ fn supervise(tree: &mut Tree, signals: &Signals, guard: &Guard<'_>, args: &RunAr
     let mut outcome = Outcome { code: exit::SOFTWARE, killed_by: None };
     let mut lost_at: Option<Instant> = None;
     let mut killed = false;
+    let mut command_ended = false;
     loop {
+        // Ctrl-C or Ctrl-\ once the command itself has ended: the processes it left
+        // running (a shell's background jobs, which ignore SIGINT) are what the user stops.
+        let interrupted = signals.take_from_terminal().iter().any(|&s| s == libc::SIGINT || s == libc::SIGQUIT);
+        if interrupted && command_ended {
+            tree.signal(libc::SIGTERM);
+            tree.signal(libc::SIGCONT);
+        }
         for signal in signals.take() {
             tree.signal(signal);
             if signal == libc::SIGTERM || signal == libc::SIGHUP {
@@ -166,7 +175,10 @@ fn supervise(tree: &mut Tree, signals: &Signals, guard: &Guard<'_>, args: &RunAr
         }
         match tree.next_report() {
             Report::Started => {}
-            Report::Ended { code, signal } => outcome = Outcome { code, killed_by: signal },
+            Report::Ended { code, signal } => {
+                outcome = Outcome { code, killed_by: signal };
+                command_ended = true;
+            }
             Report::Failed(code, why) => {
                 say(format_args!("{why}"));
                 outcome.code = code;

@@ -2,8 +2,9 @@
 //! self-pipe, so that the supervising loop sleeps until one comes.
 //!
 //! A signal that a terminal sent (Ctrl-C, Ctrl-\, a hangup) went to the whole foreground
-//! job, the command included, from the kernel: it is not passed on again. A signal sent
-//! to `run` with kill(2) is.
+//! job, the command included, from the kernel: it is not passed on again (but see
+//! `run`: once the command has ended, it ends what the command left running). A signal
+//! sent to `run` with kill(2) is passed on.
 
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
@@ -15,16 +16,16 @@ pub const FORWARDED: [libc::c_int; 4] = [libc::SIGINT, libc::SIGTERM, libc::SIGH
 
 /// Signals caught and not yet taken, one bit each.
 static PENDING: AtomicU64 = AtomicU64::new(0);
+/// Signals from the terminal caught and not yet taken, one bit each.
+static FROM_TERMINAL: AtomicU64 = AtomicU64::new(0);
 /// The write end of the self-pipe (non-blocking), -1 before `catch`.
 static WAKE: AtomicI32 = AtomicI32::new(-1);
 
 extern "C" fn caught(signal: libc::c_int, info: *mut libc::siginfo_t, _: *mut libc::c_void) {
     // SAFETY: the kernel passes a valid siginfo_t to an SA_SIGINFO handler.
     let from_terminal = !info.is_null() && unsafe { (*info).si_code } == libc::SI_KERNEL;
-    if from_terminal {
-        return;
-    }
-    PENDING.fetch_or(1 << signal, Ordering::SeqCst);
+    let pending = if from_terminal { &FROM_TERMINAL } else { &PENDING };
+    pending.fetch_or(1 << signal, Ordering::SeqCst);
     let fd = WAKE.load(Ordering::SeqCst);
     if fd >= 0 {
         // SAFETY: write is async-signal-safe; one byte from a static. A full pipe already
@@ -75,14 +76,18 @@ impl Signals {
 
     /// The signals to pass on, caught since the last call.
     pub fn take(&self) -> Vec<libc::c_int> {
-        let pending = PENDING.swap(0, Ordering::SeqCst);
-        (1..64).filter(|&signal| pending & (1 << signal) != 0).collect()
+        bits(PENDING.swap(0, Ordering::SeqCst))
+    }
+
+    /// The signals the terminal sent (to the whole job) since the last call.
+    pub fn take_from_terminal(&self) -> Vec<libc::c_int> {
+        bits(FROM_TERMINAL.swap(0, Ordering::SeqCst))
     }
 
     /// Sleeps until a signal is caught, `other` is readable, or `timeout` has passed.
     pub fn wait(&self, other: BorrowedFd<'_>, timeout: Duration) {
         use rustix::event::{poll, PollFd, PollFlags};
-        if PENDING.load(Ordering::SeqCst) == 0 {
+        if PENDING.load(Ordering::SeqCst) == 0 && FROM_TERMINAL.load(Ordering::SeqCst) == 0 {
             let timeout =
                 rustix::time::Timespec { tv_sec: timeout.as_secs() as i64, tv_nsec: timeout.subsec_nanos() as i64 };
             let mut fds = [PollFd::new(&self.read, PollFlags::IN), PollFd::from_borrowed_fd(other, PollFlags::IN)];
@@ -91,6 +96,10 @@ impl Signals {
         let mut drain = [0u8; 64];
         while matches!(rustix::io::read(self.read.as_fd(), &mut drain), Ok(n) if n > 0) {}
     }
+}
+
+fn bits(set: u64) -> Vec<libc::c_int> {
+    (1..64).filter(|&signal| set & (1 << signal) != 0).collect()
 }
 
 /// Ends this process with `signal`, as if the signal had killed it (so that a shell

@@ -50,3 +50,37 @@ fn on_a_terminal_the_command_is_the_foreground_job() {
     assert_eq!(status.code(), Some(128 + libc::SIGINT), "script(1) passes run's end on: {status:?}");
     assert!(is_gone(command) && !is_held(&ns, "job"));
 }
+
+/// Review 2: once the command has ended, Ctrl-C ends what it left running (a shell's
+/// background job ignores SIGINT), instead of leaving `run` waiting for it.
+#[test]
+fn ctrl_c_after_the_command_ended_ends_what_it_left_running() {
+    let ns = Namespace::new();
+    let background = ns.file("background");
+    let inner = format!(
+        "'{latchkey}' run --scope '{url}' job -- sh -c 'sleep 300 & echo $! > {background}; exit 0'",
+        latchkey = env!("CARGO_BIN_EXE_latchkey"),
+        url = ns.url(),
+        background = background.display(),
+    );
+    let mut script = Command::new("script")
+        .args(["-qec", &inner, "/dev/null"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("script(1), from util-linux's bsdutils, runs the test on a pseudo-terminal");
+    let background = pid_in(&background);
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    assert!(!is_gone(background) && is_held(&ns, "job"), "run waits for the background process");
+    script.stdin.as_mut().unwrap().write_all(b"\x03").unwrap();
+    let mut status = None;
+    let ended = eventually(|| {
+        status = script.try_wait().unwrap();
+        status.is_some()
+    });
+    if !ended {
+        let _ = script.kill();
+        panic!("Ctrl-C did not end the background process the command left, nor run");
+    }
+    assert!(is_gone(background) && !is_held(&ns, "job"));
+}
