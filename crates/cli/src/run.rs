@@ -32,8 +32,8 @@ both. SIGINT, SIGTERM, SIGHUP and SIGQUIT sent to latchkey with kill(1) are pass
 every process of COMMAND (a signal sent to the whole job with kill(1) so reaches COMMAND
 twice); latchkey waits for them to end, then releases the lock. Signals latchkey's
 caller ignores (nohup) stay ignored. If COMMAND was killed by SIGINT or SIGQUIT, latchkey
-ends by the same signal. Once COMMAND has ended, Ctrl-C sends SIGTERM to what it left
-running (background jobs, which ignore SIGINT), which latchkey is waiting for.
+ends by the same signal. After a Ctrl-C, once COMMAND has ended, what it left running
+(background jobs, which ignore SIGINT) gets SIGTERM: latchkey would wait for it.
 
 A lost hold (the namespace file deleted under it; in a distributed scope, a session
 that lapsed): by default latchkey says so on stderr, sends SIGTERM to every process of
@@ -128,13 +128,16 @@ fn supervise(tree: &mut Tree, signals: &Signals, guard: &Guard<'_>, args: &RunAr
     let mut lost_at: Option<Instant> = None;
     let mut killed = false;
     let mut command_ended = false;
+    let mut interrupted = false;
     loop {
-        // Ctrl-C or Ctrl-\ once the command itself has ended: the processes it left
-        // running (a shell's background jobs, which ignore SIGINT) are what the user stops.
-        let interrupted = signals.take_from_terminal().iter().any(|&s| s == libc::SIGINT || s == libc::SIGQUIT);
+        // Ctrl-C or Ctrl-\ from the terminal: once the command itself has ended, the
+        // processes it left running (a shell's background jobs, which ignore SIGINT) are
+        // what the user stops.
+        interrupted |= signals.take_from_terminal().iter().any(|&s| s == libc::SIGINT || s == libc::SIGQUIT);
         if interrupted && command_ended {
             tree.signal(libc::SIGTERM);
             tree.signal(libc::SIGCONT);
+            interrupted = false;
         }
         for signal in signals.take() {
             tree.signal(signal);
