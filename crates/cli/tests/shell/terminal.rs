@@ -15,7 +15,7 @@ fn on_a_terminal_the_command_is_the_foreground_job() {
     let ns = Namespace::new();
     let (command, foreground) = (ns.file("command"), ns.file("foreground"));
     let inner = format!(
-        "'{latchkey}' run --scope '{url}' job -- sh -c 'echo $$ > {command}; ps -o tpgid= -p $$ > {fg}; sleep 300'",
+        "'{latchkey}' run --scope '{url}' job -- sh -c 'echo $$ > {command}; cut -d\\  -f8 /proc/$$/stat > {fg}; sleep 300'",
         latchkey = env!("CARGO_BIN_EXE_latchkey"),
         url = ns.url(),
         command = command.display(),
