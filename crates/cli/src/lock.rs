@@ -215,7 +215,7 @@ mod tests {
         state.in_use = holders.iter().map(|h| h.1).sum();
         state.holders = holders
             .iter()
-            .map(|&(pid, permits, ms)| Holder { pid, permits, held_for: Some(Duration::from_millis(ms)) })
+            .map(|&(pid, permits, ms)| Holder::new(pid, permits).held_for(Some(Duration::from_millis(ms))))
             .collect();
         state.waiters = waiters;
         state

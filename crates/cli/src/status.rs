@@ -20,8 +20,8 @@ pub struct StatusArgs {
     scope: String,
     /// Print a JSON object: scope, directory (the host scope's namespace directory), and
     /// locks, an array of objects: name, kind, capacity, in_use, holders (pid, permits,
-    /// held_for_ms), waiters, queue (pid, permits, waiting_for_ms, in queue order),
-    /// waiting_exclusive, last_token.
+    /// held_for_ms, host, session), waiters, queue (the same for each waiter, in queue
+    /// order, with waiting_for_ms), waiting_exclusive, last_token.
     #[arg(long, conflicts_with = "quiet")]
     json: bool,
     /// Print nothing; exit 0 if NAME is held, 1 if it is free (one NAME only).
@@ -52,6 +52,9 @@ struct HolderEntry {
     pid: u32,
     permits: u32,
     held_for_ms: Option<u64>,
+    /// The holder's host and session, where the scope records them (null otherwise).
+    host: Option<String>,
+    session: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -59,6 +62,8 @@ struct WaiterEntry {
     pid: u32,
     permits: u32,
     waiting_for_ms: Option<u64>,
+    host: Option<String>,
+    session: Option<String>,
 }
 
 impl Entry {
@@ -72,13 +77,25 @@ impl Entry {
             holders: state
                 .holders
                 .iter()
-                .map(|h| HolderEntry { pid: h.pid, permits: h.permits, held_for_ms: ms(h.held_for) })
+                .map(|h| HolderEntry {
+                    pid: h.pid,
+                    permits: h.permits,
+                    held_for_ms: ms(h.held_for),
+                    host: h.identity.host.clone(),
+                    session: h.identity.session.clone(),
+                })
                 .collect(),
             waiters: state.waiters,
             queue: state
                 .queue
                 .iter()
-                .map(|w| WaiterEntry { pid: w.pid, permits: w.permits, waiting_for_ms: ms(w.waiting_for) })
+                .map(|w| WaiterEntry {
+                    pid: w.pid,
+                    permits: w.permits,
+                    waiting_for_ms: ms(w.waiting_for),
+                    host: w.identity.host.clone(),
+                    session: w.identity.session.clone(),
+                })
                 .collect(),
             waiting_exclusive: state.waiting_exclusive,
             last_token: state.last_token,
@@ -216,11 +233,11 @@ mod tests {
         state.in_use = holders.iter().map(|h| h.1).sum();
         state.holders = holders
             .iter()
-            .map(|&(pid, permits)| Holder { pid, permits, held_for: Some(Duration::from_millis(1500)) })
+            .map(|&(pid, permits)| Holder::new(pid, permits).held_for(Some(Duration::from_millis(1500))))
             .collect();
         state.queue = waiters
             .iter()
-            .map(|&(pid, permits)| Waiter { pid, permits, waiting_for: Some(Duration::from_millis(200)) })
+            .map(|&(pid, permits)| Waiter::new(pid, permits).waiting_for(Some(Duration::from_millis(200))))
             .collect();
         state.waiters = waiters.len();
         state.last_token = 9;

@@ -249,21 +249,20 @@ pub(crate) fn state_of(ns: &Namespace, found: Found, name: Name) -> Result<State
     let holders = snapshot
         .holds
         .iter()
-        .map(|&(slot, permits, from)| Holder { pid: pid(slot), permits, held_for: since(from) })
+        .map(|&(slot, permits, from)| Holder::new(pid(slot), permits).held_for(since(from)))
         .collect();
     let queue = snapshot
         .queued
         .iter()
-        .map(|&(slot, permits, from)| Waiter { pid: pid(slot), permits, waiting_for: since(from) })
+        .map(|&(slot, permits, from)| Waiter::new(pid(slot), permits).waiting_for(since(from)))
         .collect();
-    Ok(State {
-        name,
-        capacity: snapshot.capacity,
-        in_use: snapshot.capacity.saturating_sub(snapshot.available),
-        holders,
-        waiters: snapshot.queued.len(),
-        waiting_exclusive: snapshot.queued.iter().filter(|q| q.1 == snapshot.capacity).count(),
-        queue,
-        last_token: snapshot.last_token,
-    })
+    let mut state = State::idle(name);
+    state.capacity = snapshot.capacity;
+    state.in_use = snapshot.capacity.saturating_sub(snapshot.available);
+    state.holders = holders;
+    state.waiters = snapshot.queued.len();
+    state.waiting_exclusive = snapshot.queued.iter().filter(|q| q.1 == snapshot.capacity).count();
+    state.queue = queue;
+    state.last_token = snapshot.last_token;
+    Ok(state)
 }

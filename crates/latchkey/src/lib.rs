@@ -32,7 +32,8 @@ mod url;
 pub use guard::Guard;
 pub use interval::{IntervalGuard, IntervalLock};
 pub use latchkey_model::{
-    Error, ErrorKind, Holder, Name, Result, State, Waiter, MAX_NAME_LEN, MAX_SEMAPHORE_CAPACITY, RWLOCK_CAPACITY,
+    Error, ErrorKind, Holder, Identity, Name, Result, State, Waiter, MAX_NAME_LEN, MAX_SEMAPHORE_CAPACITY,
+    RWLOCK_CAPACITY,
 };
 pub use mutex::Mutex;
 pub use rwlock::RwLock;

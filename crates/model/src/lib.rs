@@ -18,5 +18,5 @@ pub use contract::{BoxFuture, RawLock, RawScope};
 pub use error::{Error, ErrorKind, Result};
 pub use lease::{describe_capacity, Lease, MAX_SEMAPHORE_CAPACITY, RWLOCK_CAPACITY};
 pub use name::{validate as validate_name, Name, MAX_NAME_LEN};
-pub use state::{Holder, State, Waiter};
+pub use state::{Holder, Identity, State, Waiter};
 pub use wait::block_on_until;

@@ -1,22 +1,83 @@
 //! Snapshots of a name's state, as `inspect` reports them.
+//!
+//! The structs are `#[non_exhaustive]`: scopes over a network add what they know of a
+//! holder (its host, its session) without breaking users. Build them with `new` and the
+//! `with_` methods.
 
 use std::time::Duration;
 
 use crate::Name;
 
+/// Who holds or awaits a name: a process, and where the scope can tell, its host and
+/// its session (an etcd lease, a database session).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Identity {
+    /// The process (0 where the scope cannot tell, as for a process of another pid
+    /// namespace).
+    pub pid: u32,
+    /// The host name of the process's machine, where the scope records it.
+    pub host: Option<String>,
+    /// The session the request belongs to, where the scope has sessions.
+    pub session: Option<String>,
+}
+
+impl Identity {
+    /// A process of this machine, by pid.
+    pub fn process(pid: u32) -> Identity {
+        Identity { pid, host: None, session: None }
+    }
+
+    /// With the host name.
+    pub fn with_host(mut self, host: impl Into<String>) -> Identity {
+        self.host = Some(host.into());
+        self
+    }
+
+    /// With the session.
+    pub fn with_session(mut self, session: impl Into<String>) -> Identity {
+        self.session = Some(session.into());
+        self
+    }
+}
+
 /// One holder of a name.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Holder {
-    /// The process that holds the permits.
+    /// The process that holds the permits (0 where the scope cannot tell).
     pub pid: u32,
     /// How many permits it holds.
     pub permits: u32,
     /// How long it has held them, where the scope records it.
     pub held_for: Option<Duration>,
+    /// The holder's host and session, where the scope records them.
+    pub identity: Identity,
+}
+
+impl Holder {
+    /// A holder of `permits`, by `pid`.
+    pub fn new(pid: u32, permits: u32) -> Holder {
+        Holder { pid, permits, held_for: None, identity: Identity::process(pid) }
+    }
+
+    /// With how long it has held the permits.
+    pub fn held_for(mut self, held_for: Option<Duration>) -> Holder {
+        self.held_for = held_for;
+        self
+    }
+
+    /// With its host and session.
+    pub fn with_identity(mut self, identity: Identity) -> Holder {
+        self.pid = identity.pid;
+        self.identity = identity;
+        self
+    }
 }
 
 /// One request waiting for a name.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Waiter {
     /// The process that waits (0 where the scope cannot tell, as for a process of another
     /// pid namespace).
@@ -25,10 +86,33 @@ pub struct Waiter {
     pub permits: u32,
     /// How long it has waited, where the scope records it.
     pub waiting_for: Option<Duration>,
+    /// The waiter's host and session, where the scope records them.
+    pub identity: Identity,
 }
 
-/// A snapshot of one name.
+impl Waiter {
+    /// A request for `permits`, by `pid`.
+    pub fn new(pid: u32, permits: u32) -> Waiter {
+        Waiter { pid, permits, waiting_for: None, identity: Identity::process(pid) }
+    }
+
+    /// With how long it has waited.
+    pub fn waiting_for(mut self, waiting_for: Option<Duration>) -> Waiter {
+        self.waiting_for = waiting_for;
+        self
+    }
+
+    /// With its host and session.
+    pub fn with_identity(mut self, identity: Identity) -> Waiter {
+        self.pid = identity.pid;
+        self.identity = identity;
+        self
+    }
+}
+
+/// A snapshot of one name. Made from [`State::idle`], with its fields set.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct State {
     /// The name.
     pub name: Name,

@@ -55,20 +55,17 @@ impl Entry {
         let capacity = self.semaphore.capacity();
         let pid = std::process::id();
         let in_use = self.semaphore.in_use();
-        let holders = match in_use {
-            0 => vec![],
-            permits => vec![Holder { pid: std::process::id(), permits, held_for: None }],
-        };
-        State {
-            name: self.name.clone(),
-            capacity,
-            in_use,
-            holders,
-            waiters: waiting.len(),
-            waiting_exclusive: waiting.iter().filter(|&&permits| permits == capacity).count(),
-            queue: waiting.iter().map(|&permits| Waiter { pid, permits, waiting_for: None }).collect(),
-            last_token: self.semaphore.last_token(),
+        let mut state = State::idle(self.name.clone());
+        state.capacity = capacity;
+        state.in_use = in_use;
+        if in_use > 0 {
+            state.holders = vec![Holder::new(pid, in_use)];
         }
+        state.waiters = waiting.len();
+        state.waiting_exclusive = waiting.iter().filter(|&&permits| permits == capacity).count();
+        state.queue = waiting.iter().map(|&permits| Waiter::new(pid, permits)).collect();
+        state.last_token = self.semaphore.last_token();
+        state
     }
 }
 
