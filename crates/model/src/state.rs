@@ -8,26 +8,18 @@ use std::time::Duration;
 
 use crate::Name;
 
-/// Who holds or awaits a name: a process, and where the scope can tell, its host and
-/// its session (an etcd lease, a database session).
+/// Where a holder or waiter runs, beyond its pid, where the scope can tell: its host,
+/// and its session (an etcd lease, a database session).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Identity {
-    /// The process (0 where the scope cannot tell, as for a process of another pid
-    /// namespace).
-    pub pid: u32,
-    /// The host name of the process's machine, where the scope records it.
+    /// The host name of the process's machine.
     pub host: Option<String>,
-    /// The session the request belongs to, where the scope has sessions.
+    /// The session the request belongs to.
     pub session: Option<String>,
 }
 
 impl Identity {
-    /// A process of this machine, by pid.
-    pub fn process(pid: u32) -> Identity {
-        Identity { pid, host: None, session: None }
-    }
-
     /// With the host name.
     pub fn with_host(mut self, host: impl Into<String>) -> Identity {
         self.host = Some(host.into());
@@ -58,7 +50,7 @@ pub struct Holder {
 impl Holder {
     /// A holder of `permits`, by `pid`.
     pub fn new(pid: u32, permits: u32) -> Holder {
-        Holder { pid, permits, held_for: None, identity: Identity::process(pid) }
+        Holder { pid, permits, held_for: None, identity: Identity::default() }
     }
 
     /// With how long it has held the permits.
@@ -69,7 +61,6 @@ impl Holder {
 
     /// With its host and session.
     pub fn with_identity(mut self, identity: Identity) -> Holder {
-        self.pid = identity.pid;
         self.identity = identity;
         self
     }
@@ -93,7 +84,7 @@ pub struct Waiter {
 impl Waiter {
     /// A request for `permits`, by `pid`.
     pub fn new(pid: u32, permits: u32) -> Waiter {
-        Waiter { pid, permits, waiting_for: None, identity: Identity::process(pid) }
+        Waiter { pid, permits, waiting_for: None, identity: Identity::default() }
     }
 
     /// With how long it has waited.
@@ -104,7 +95,6 @@ impl Waiter {
 
     /// With its host and session.
     pub fn with_identity(mut self, identity: Identity) -> Waiter {
-        self.pid = identity.pid;
         self.identity = identity;
         self
     }
