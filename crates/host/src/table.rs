@@ -266,15 +266,16 @@ impl Namespace {
 
     /// Adds `name` with `capacity`, unless it was added meanwhile.
     fn create(&self, name: &str, capacity: u32) -> Result<Found> {
+        // A slow path: is the file still the one mapped? A name new to a namespace deleted
+        // meanwhile (locked by name, say) must not be granted there, even before the
+        // watcher thread has seen the deletion. (Before the table lock, which other
+        // processes wait for by spinning: two system calls are long for that.)
+        if !self.verify_identity() {
+            return Err(crate::protocol::lost());
+        }
         let _table = self.lock_table()?;
         if let Some(found) = self.lookup(name)? {
             return Ok(found);
-        }
-        // A slow path: is the file still the one mapped? A name new to a namespace deleted
-        // meanwhile (locked by name, say) must not be granted there, even before the
-        // watcher thread has seen the deletion.
-        if !self.verify_identity() {
-            return Err(crate::protocol::lost());
         }
         let _op = crate::crash::op("create");
         let header = self.shm.header();
