@@ -21,7 +21,7 @@ use std::sync::{Arc, Mutex};
 
 use clap::Args;
 
-use crate::exit;
+use crate::{exit, fds};
 
 /// The arguments of `latchkey guard-tree`.
 #[derive(Args)]
@@ -72,7 +72,7 @@ pub fn guard(args: GuardArgs) -> ! {
         let _ = reports.write_all(format!("{line}\n").as_bytes());
     };
     // `run` may have died already: then nothing is started.
-    if readable_or_closed(&orders) {
+    if fds::ready(&orders, std::time::Duration::ZERO) {
         let mut order = [0u8; 1];
         if !matches!(orders.read(&mut order), Ok(1)) {
             std::process::exit(0);
@@ -211,12 +211,4 @@ fn kill_all() {
         std::thread::sleep(pause);
         pause = (pause * 2).min(std::time::Duration::from_millis(50));
     }
-}
-
-/// Whether `file` has something to read, or its writer is gone, now.
-fn readable_or_closed(file: &File) -> bool {
-    use rustix::event::{poll, PollFd, PollFlags};
-    let zero = rustix::time::Timespec { tv_sec: 0, tv_nsec: 0 };
-    let mut fds = [PollFd::new(file, PollFlags::IN)];
-    matches!(poll(&mut fds, Some(&zero)), Ok(n) if n > 0)
 }

@@ -18,6 +18,7 @@ use clap::Args;
 use latchkey::Scope;
 
 use crate::exit::{self, UsageError};
+use crate::fds;
 use crate::lock::{Lock, LockArgs, Taken};
 
 pub const AFTER_HELP: &str = "\
@@ -47,7 +48,7 @@ const PIDFD_FD: RawFd = 4;
 pub fn hold(args: HoldArgs) -> anyhow::Result<u8> {
     let pidfd = pidfd_open(args.until_pid)
         .map_err(|err| UsageError(format!("--until-pid {}: no such process ({err})", args.until_pid)))?;
-    let (status_read, status_write) = pipe()?;
+    let (status_read, status_write) = fds::pipe()?;
     let mut command = Command::new(std::env::current_exe()?);
     // The same arguments, for the hidden subcommand that holds.
     command.arg("hold-in-background").args(std::env::args_os().skip(2).collect::<Vec<OsString>>());
@@ -129,7 +130,7 @@ pub fn hold_in_background(args: HoldArgs) -> anyhow::Result<u8> {
     let until_pid = args.until_pid;
     let mut status_copy = status.try_clone()?;
     std::thread::spawn(move || {
-        while !exited(&watched, Duration::from_secs(3600)) {}
+        while !fds::ready(&watched, Duration::from_secs(3600)) {}
         if !HELD.load(std::sync::atomic::Ordering::SeqCst) {
             let _ =
                 writeln!(status_copy, "error {} process {until_pid} exited before the lock was held", exit::SOFTWARE);
@@ -146,7 +147,7 @@ pub fn hold_in_background(args: HoldArgs) -> anyhow::Result<u8> {
         let taken = match lock.acquire(&scope, &args.lock, started)? {
             Taken::Conflict => None,
             Taken::Held(guard) => {
-                if exited(&pidfd, Duration::ZERO) {
+                if fds::ready(&pidfd, Duration::ZERO) {
                     let why = format!("process {} exited before the lock was held", args.until_pid);
                     say(format!("error {} {why}", exit::SOFTWARE));
                     return Ok(Some(()));
@@ -156,7 +157,7 @@ pub fn hold_in_background(args: HoldArgs) -> anyhow::Result<u8> {
                 unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, 0 as libc::c_ulong, 0, 0, 0) };
                 say(format!("held {}", guard.fencing_token()));
                 // Holds until the process exits, or the hold is lost (nothing left to keep).
-                while !exited(&pidfd, Duration::from_millis(500)) && !guard.is_lost() {}
+                while !fds::ready(&pidfd, Duration::from_millis(500)) && !guard.is_lost() {}
                 drop(guard);
                 Some(())
             }
@@ -175,20 +176,7 @@ pub fn hold_in_background(args: HoldArgs) -> anyhow::Result<u8> {
 /// holding loop to notice, not for the watcher of the wait).
 static HELD: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
-/// Whether the process of `pidfd` has exited, waiting at most `timeout`.
-fn exited(pidfd: &OwnedFd, timeout: Duration) -> bool {
-    use rustix::event::{poll, PollFd, PollFlags};
-    let timeout = rustix::time::Timespec { tv_sec: timeout.as_secs() as i64, tv_nsec: timeout.subsec_nanos() as i64 };
-    let mut fds = [PollFd::new(pidfd, PollFlags::IN)];
-    matches!(poll(&mut fds, Some(&timeout)), Ok(n) if n > 0) || !fds[0].revents().is_empty()
-}
-
 fn pidfd_open(pid: i32) -> io::Result<OwnedFd> {
     let pid = rustix::process::Pid::from_raw(pid).ok_or_else(|| io::Error::from_raw_os_error(libc::ESRCH))?;
     Ok(rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty())?)
-}
-
-/// A pipe whose ends are closed on exec: (read, write).
-fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
-    Ok(rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?)
 }

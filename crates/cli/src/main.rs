@@ -5,6 +5,7 @@
 mod demo;
 mod duration;
 mod exit;
+mod fds;
 mod guard;
 mod hold;
 mod lock;

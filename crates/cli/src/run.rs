@@ -11,7 +11,7 @@ use latchkey::{Guard, Scope};
 use crate::lock::{Lock, LockArgs, Taken};
 use crate::signals::{self, Signals};
 use crate::tree::{self, Report, Tree};
-use crate::{duration, exit};
+use crate::{duration, exit, fds};
 
 pub const AFTER_HELP: &str = "\
 Examples:
@@ -172,7 +172,7 @@ fn supervise(tree: &mut Tree, signals: &Signals, guard: &Guard<'_>, args: &RunAr
             // SAFETY: the descriptor is the tree's, open for as long as `tree` lives.
             let reports = unsafe { BorrowedFd::borrow_raw(tree.reports_fd()) };
             signals.wait(reports, LOST_CHECK);
-            if !readable(reports) && !tree.has_buffered_report() {
+            if !fds::ready(reports, Duration::ZERO) && !tree.has_buffered_report() {
                 continue;
             }
         }
@@ -198,14 +198,6 @@ fn supervise(tree: &mut Tree, signals: &Signals, guard: &Guard<'_>, args: &RunAr
         outcome = Outcome { code: exit::LOST, killed_by: None };
     }
     outcome
-}
-
-/// Whether `fd` is readable now.
-fn readable(fd: BorrowedFd<'_>) -> bool {
-    use rustix::event::{poll, PollFd, PollFlags};
-    let zero = rustix::time::Timespec { tv_sec: 0, tv_nsec: 0 };
-    let mut fds = [PollFd::from_borrowed_fd(fd, PollFlags::IN)];
-    matches!(poll(&mut fds, Some(&zero)), Ok(n) if n > 0)
 }
 
 #[cfg(test)]

@@ -20,6 +20,8 @@ use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::time::Duration;
 
+use crate::fds;
+
 /// What the guardian reports.
 pub enum Report {
     /// The command started.
@@ -47,8 +49,8 @@ impl Tree {
     /// must hold (what keeps the holds alive); everything else of this process's own
     /// stays out of the guardian and the command.
     pub fn spawn(argv: &[OsString], keep: &[RawFd]) -> io::Result<Tree> {
-        let (orders_read, orders_write) = pipe()?;
-        let (reports_read, reports_write) = pipe()?;
+        let (orders_read, orders_write) = fds::pipe()?;
+        let (reports_read, reports_write) = fds::pipe()?;
         // (Not `current_exe()`: the file may have been replaced since this process started.)
         let exe = CString::new("/proc/self/exe")?;
         let mut args: Vec<CString> = vec![CString::new("latchkey")?, CString::new("guard-tree")?];
@@ -161,11 +163,6 @@ impl Tree {
         // SAFETY: reaps our child, the guardian.
         unsafe { libc::waitpid(self.guardian, std::ptr::null_mut(), 0) };
     }
-}
-
-/// A pipe whose ends are closed on exec: (read, write).
-fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
-    Ok(rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?)
 }
 
 /// `fork()` without the fork handlers of `pthread_atfork`: the host scope's handler lets a

@@ -358,7 +358,7 @@ fn a_contender_that_found_the_owner_dead_takes_the_lock_from_the_new_process_in_
 
     // Slot 2 goes on: it must wait for the record lock, which a live process holds.
     drop(contender_traced);
-    let finished = contender.line_within_if_any(Duration::from_secs(5));
+    let finished = contender.line_if_any(Duration::from_secs(5));
     drop(newcomer_traced);
     if let Some(said) = finished {
         panic!(

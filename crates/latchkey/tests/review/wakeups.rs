@@ -72,7 +72,7 @@ fn a_reader_nudged_by_a_writer_killed_before_its_futex_wake_never_wakes() {
 
     let said = first.line("the first reader's hold");
     assert!(said.starts_with("read "), "the first reader was not granted: {said}");
-    let said = second.line_within_if_any(Duration::from_secs(20));
+    let said = second.line_if_any(Duration::from_secs(20));
     let state = scope.inspect("rw").unwrap();
     assert!(
         said.as_deref().is_some_and(|s| s.starts_with("read ")),

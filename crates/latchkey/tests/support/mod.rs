@@ -1,6 +1,8 @@
 //! Helpers shared by the suites: the scopes under test, hand-polled futures, a counting
 //! waker, a non-atomic counter, and small waits on conditions.
 
+pub mod worker;
+
 use std::cell::UnsafeCell;
 use std::future::Future;
 use std::pin::Pin;

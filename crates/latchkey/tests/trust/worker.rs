@@ -3,11 +3,14 @@
 
 use std::fs;
 use std::future::Future;
-use std::io::{BufRead, Write};
+use std::io::Write;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use latchkey::{Error, Guard, Scope};
+use latchkey::{Guard, Scope};
+
+use crate::support::worker::read_line;
+pub use crate::support::worker::{kind, say};
 
 /// Set to the job, its fields separated by U+001F, in a worker process.
 pub const ENV: &str = "LATCHKEY_TRUST_WORKER";
@@ -36,27 +39,6 @@ fn run() {
         other => panic!("unknown worker job {other:?}"),
     }
     std::process::exit(0);
-}
-
-/// Reports `line` to the test.
-pub fn say(line: impl AsRef<str>) {
-    let mut out = std::io::stdout().lock();
-    writeln!(out, "{}{}", super::MARK, line.as_ref()).unwrap();
-    out.flush().unwrap();
-}
-
-/// An error as a worker reports it: `KIND: message`.
-pub fn kind(err: &Error) -> String {
-    format!("{:?}: {err}", err.kind())
-}
-
-/// The next line on stdin; `None` at its end.
-fn read_line() -> Option<String> {
-    let mut line = String::new();
-    match std::io::stdin().lock().read_line(&mut line) {
-        Ok(0) | Err(_) => None,
-        Ok(_) => Some(line.trim_end().to_string()),
-    }
 }
 
 fn open(url: &str) -> Option<Scope> {
