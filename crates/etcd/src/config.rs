@@ -71,6 +71,20 @@ impl Config {
     }
 }
 
+impl Config {
+    /// The configuration with what the URL leaves out taken from the environment:
+    /// `LATCHKEY_ETCD_USER` and `LATCHKEY_ETCD_PASSWORD` when the URL has no credentials.
+    pub fn with_environment(mut self) -> Config {
+        if self.credentials.is_none() {
+            if let Ok(user) = std::env::var("LATCHKEY_ETCD_USER") {
+                let password = std::env::var("LATCHKEY_ETCD_PASSWORD").unwrap_or_default();
+                self.credentials = Some((user, password));
+            }
+        }
+        self
+    }
+}
+
 /// A TTL: whole seconds, `10s`, `1m`, or a bare number of seconds; at least 2 s (etcd's
 /// minimum lease time is about its election timeout).
 fn parse_ttl(text: &str) -> std::result::Result<Duration, String> {

@@ -9,7 +9,7 @@
 //! create revision orders the queue and is the grant's fencing token.
 
 /// The part of every key of the scope under `prefix`, up to the names.
-fn names_root(prefix: &str) -> String {
+pub fn names_root(prefix: &str) -> String {
     if prefix.is_empty() {
         "n/".to_string()
     } else {

@@ -1,9 +1,21 @@
-//! latchkey's etcd scope (work in progress, issue 10): named locks on an etcd cluster.
+//! latchkey's etcd scope: named locks shared by the machines of a fleet, on an etcd
+//! cluster (`etcd://host1:2379,host2:2379/prefix?ttl=10s`).
 //!
-//! So far: the scope URL, `etcd://host1:2379,host2:2379/prefix?ttl=10s`, and the key
-//! layout (`keys`).
+//! - `config`: the scope URL; `keys`: the key layout (no name under another's prefix);
+//! - `queue`: a name's requests and the one rule that grants them (FIFO by create revision);
+//! - `session`: the one lease per scope and its keep-alive;
+//! - `driver`: the scope's own thread and runtime; `shared`: the etcd calls;
+//! - `lock` and `scope`: the scope contract of `latchkey-model`.
 
 mod config;
+mod driver;
 pub mod keys;
+mod lock;
+mod queue;
+mod scope;
+mod session;
+mod shared;
 
 pub use config::Config;
+pub use lock::EtcdLock;
+pub use scope::EtcdScope;

@@ -6,13 +6,15 @@ use std::sync::atomic::{AtomicPtr, AtomicU64};
 use std::sync::Arc;
 use std::time::Instant;
 
-use latchkey_model::{describe_capacity, BoxFuture, Error, ErrorKind, Lease, Name, RawLock, Result, State};
+use latchkey_model::{
+    describe_capacity, with_deadline, BoxFuture, Error, ErrorKind, Lease, Name, RawCede, RawLock, Result, State,
+};
 
 use crate::layout::Record;
 use crate::protocol::{hold_is_ours, lost, Fast, Grant, Locked, Rec};
 use crate::scope::{state_of, Host};
 use crate::table::Found;
-use crate::wait::{wait_blocking, withdraw_request, Queued};
+use crate::wait::{wait_blocking, withdraw_request, Lost, Queued};
 
 /// One name of a host namespace.
 pub struct HostLock {
@@ -273,12 +275,12 @@ impl RawLock for HostLock {
         }
     }
 
-    fn acquire(&self, permits: u32) -> BoxFuture<'_, Result<Lease>> {
+    fn acquire(&self, permits: u32, deadline: Option<Instant>) -> BoxFuture<'_, Result<Lease>> {
         Box::pin(async move {
             self.check_request(permits)?;
             match self.grant_or_enqueue(permits, true).map_err(|e| self.scoped(e))? {
                 Ok(grant) => Ok(Self::lease(grant, permits)),
-                Err((at, _)) => self.wait(at, permits).await,
+                Err((at, _)) => with_deadline(self.wait(at, permits), deadline, || self.timeout()).await,
             }
         })
     }
@@ -316,6 +318,41 @@ impl RawLock for HostLock {
         Ok(())
     }
 
+    fn inspect(&self) -> Result<State> {
+        let rec = self.rec();
+        let found = Found { index: rec.index, generation: rec.generation };
+        state_of(self.ns(), found, self.name.clone()).map_err(|e| self.scoped(e))
+    }
+
+    fn check(&self, lease: &Lease) -> Result<()> {
+        let lost_hold = |why: &str| self.ns().error(ErrorKind::HandleLost, why.to_string(), Some(self.name.as_str()));
+        if self.ns().shm.is_lost() || !self.ns().verify_identity() {
+            return Err(lost_hold(
+                "the namespace file was deleted, replaced or cut short: the hold no longer excludes anyone",
+            ));
+        }
+        self.held(lease).map(|_| ()).map_err(|_| lost_hold("the hold is no longer recorded"))
+    }
+
+    fn is_lost(&self, lease: &Lease) -> bool {
+        // Where a watcher thread follows the file (inotify), the lost mark is up to date
+        // but for the thread's scheduling delay; elsewhere, look at the file now.
+        if !self.ns().is_watched() {
+            return self.check(lease).is_err();
+        }
+        self.ns().shm.is_lost() || self.held(lease).is_err()
+    }
+
+    fn lost(&self, _lease: &Lease) -> BoxFuture<'static, ()> {
+        Box::pin(Lost::new(self.host.clone()))
+    }
+
+    fn as_cede(&self) -> Option<&dyn RawCede> {
+        Some(self)
+    }
+}
+
+impl RawCede for HostLock {
     fn cede(&self, lease: Lease) -> BoxFuture<'_, Result<Lease>> {
         // Queued when first polled; a future dropped before that gives the lease up.
         let unpolled = ReleaseOnDrop { lock: self, lease: Some(lease) };
@@ -353,31 +390,6 @@ impl RawLock for HostLock {
             Some(grant) => Ok(Self::lease(grant, lease.permits())),
             None => Err(self.timeout()),
         }
-    }
-
-    fn inspect(&self) -> Result<State> {
-        let rec = self.rec();
-        let found = Found { index: rec.index, generation: rec.generation };
-        state_of(self.ns(), found, self.name.clone()).map_err(|e| self.scoped(e))
-    }
-
-    fn check(&self, lease: &Lease) -> Result<()> {
-        let lost_hold = |why: &str| self.ns().error(ErrorKind::HandleLost, why.to_string(), Some(self.name.as_str()));
-        if self.ns().shm.is_lost() || !self.ns().verify_identity() {
-            return Err(lost_hold(
-                "the namespace file was deleted, replaced or cut short: the hold no longer excludes anyone",
-            ));
-        }
-        self.held(lease).map(|_| ()).map_err(|_| lost_hold("the hold is no longer recorded"))
-    }
-
-    fn is_lost(&self, lease: &Lease) -> bool {
-        // Where a watcher thread follows the file (inotify), the lost mark is up to date
-        // but for the thread's scheduling delay; elsewhere, look at the file now.
-        if !self.ns().is_watched() {
-            return self.check(lease).is_err();
-        }
-        self.ns().shm.is_lost() || self.held(lease).is_err()
     }
 }
 

@@ -1,10 +1,11 @@
 //! Guards: held locks.
 
 use std::fmt;
+use std::future::Future;
 use std::mem::ManuallyDrop;
 use std::sync::Arc;
 
-use latchkey_model::{Lease, Name, RawLock, Result};
+use latchkey_model::{Error, ErrorKind, Lease, Name, RawCede, RawLock, Result};
 use latchkey_process::Permit;
 
 /// A held lock: a mutex, a read or write hold of a reader-writer lock, or permits of a
@@ -64,13 +65,35 @@ impl RawHeld<'_> {
             None => Ok(()),
         }
     }
+
+    async fn release_async(&mut self) -> Result<()> {
+        match self.lease.take() {
+            Some(lease) => self.lock().release_async(lease).await,
+            None => Ok(()),
+        }
+    }
+
+    /// The scope's ability to cede, and the lease to cede (taken out).
+    fn ceder(&mut self) -> Result<(&dyn RawCede, Lease)> {
+        let lock: &dyn RawLock = match &self.lock {
+            RawRef::Borrowed(lock) => *lock,
+            RawRef::Owned(lock) => &**lock,
+        };
+        let ceder = lock.as_cede().ok_or_else(|| {
+            Error::new(ErrorKind::Unsupported, "this scope cannot cede a lock")
+                .with_name(lock.name().as_str())
+                .with_scope(lock.scope_url())
+        })?;
+        Ok((ceder, self.lease.take().expect("a lease is held until given back")))
+    }
 }
 
 impl Drop for RawHeld<'_> {
     fn drop(&mut self) {
-        // Only a distributed scope whose hold is already lost can fail here, and then
-        // nothing is left to free.
-        let _ = self.release();
+        // A scope over a network releases in its background task, and logs a failure.
+        if let Some(lease) = self.lease.take() {
+            self.lock().release_in_background(lease);
+        }
     }
 }
 
@@ -143,7 +166,44 @@ impl<'a> Guard<'a> {
         }
     }
 
-    /// Releases the lock, reporting failure (a drop does the same and ignores failure).
+    /// A future that completes once the hold is lost: a host namespace file deleted or
+    /// replaced; in a distributed scope, the session's keep-alive failed, its lease
+    /// expired, or the request's key was deleted. It never completes while the hold is
+    /// intact (nor, in the process scope, ever). It does not borrow the guard.
+    ///
+    /// ```no_run
+    /// # async fn job(scope: latchkey::Scope) -> latchkey::Result<()> {
+    /// # async fn migrate(_token: u64) {}
+    /// let guard = scope.lock("db-migrations").await?;
+    /// tokio::select! {
+    ///     () = migrate(guard.fencing_token()) => guard.release()?,
+    ///     () = guard.lost() => eprintln!("the lock was lost: stopping"),
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub fn lost(&self) -> impl Future<Output = ()> + Send + 'static {
+        let lost = match &*self.held {
+            Held::Process(_) => None,
+            Held::Raw(raw) => Some(raw.lock().lost(raw.lease())),
+        };
+        async move {
+            match lost {
+                Some(lost) => lost.await,
+                None => std::future::pending().await,
+            }
+        }
+    }
+
+    /// The async form of [`check`](Guard::check), for scopes over a network.
+    pub async fn check_async(&self) -> Result<()> {
+        match &*self.held {
+            Held::Process(_) => Ok(()),
+            Held::Raw(raw) => raw.lock().check_async(raw.lease()).await,
+        }
+    }
+
+    /// Releases the lock, reporting failure. A drop releases too: a scope over a network
+    /// does it in the background and logs a failure (`tracing`).
     #[inline]
     pub fn release(self) -> Result<()> {
         match self.into_held() {
@@ -155,14 +215,26 @@ impl<'a> Guard<'a> {
         }
     }
 
+    /// The async form of [`release`](Guard::release), for scopes over a network.
+    pub async fn release_async(self) -> Result<()> {
+        match self.into_held() {
+            Held::Process(permit) => {
+                permit.release();
+                Ok(())
+            }
+            Held::Raw(mut raw) => raw.release_async().await,
+        }
+    }
+
     /// If anybody waits, hands the lock to the head of the queue and waits again at the
     /// back; if nobody waits, keeps it.
     pub(crate) async fn cede(self) -> Result<Guard<'a>> {
         Ok(Guard::new(match self.into_held() {
             Held::Process(permit) => Held::Process(permit.cede().await),
             Held::Raw(mut raw) => {
-                let lease = raw.lease.take().expect("a lease is held until given back");
-                raw.lease = Some(raw.lock().cede(lease).await?);
+                let (ceder, lease) = raw.ceder()?;
+                let lease = ceder.cede(lease).await?;
+                raw.lease = Some(lease);
                 Held::Raw(raw)
             }
         }))
@@ -173,8 +245,9 @@ impl<'a> Guard<'a> {
         Ok(Guard::new(match self.into_held() {
             Held::Process(permit) => Held::Process(permit.cede_blocking()),
             Held::Raw(mut raw) => {
-                let lease = raw.lease.take().expect("a lease is held until given back");
-                raw.lease = Some(raw.lock().cede_blocking(lease)?);
+                let (ceder, lease) = raw.ceder()?;
+                let lease = ceder.cede_blocking(lease)?;
+                raw.lease = Some(lease);
                 Held::Raw(raw)
             }
         }))

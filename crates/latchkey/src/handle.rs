@@ -5,7 +5,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use latchkey_model::{Error, ErrorKind, Name, RawLock, Result, State};
+use latchkey_model::{with_deadline, Error, ErrorKind, Name, RawLock, Result, State};
 use latchkey_process::Handle as ProcessHandle;
 
 use crate::guard::{Held, RawRef};
@@ -51,11 +51,33 @@ impl Handle {
         }
     }
 
+    pub(crate) async fn inspect_async(&self) -> Result<State> {
+        match self {
+            Handle::Process(handle) => Ok(handle.state()),
+            Handle::Raw(lock) => lock.inspect_async().await,
+        }
+    }
+
+    /// Whether the scope can hand a grant over and queue again (what an interval lock needs).
+    pub(crate) fn can_cede(&self) -> bool {
+        match self {
+            Handle::Process(_) => true,
+            Handle::Raw(lock) => lock.as_cede().is_some(),
+        }
+    }
+
     #[inline]
     pub(crate) fn try_acquire(&self, permits: u32) -> Result<Option<Guard<'_>>> {
         Ok(match self {
             Handle::Process(handle) => handle.try_acquire(permits)?.map(|p| Guard::new(Held::Process(p))),
             Handle::Raw(lock) => lock.try_acquire(permits)?.map(|lease| raw_guard(&**lock, lease)),
+        })
+    }
+
+    pub(crate) async fn try_acquire_async(&self, permits: u32) -> Result<Option<Guard<'_>>> {
+        Ok(match self {
+            Handle::Process(handle) => handle.try_acquire(permits)?.map(|p| Guard::new(Held::Process(p))),
+            Handle::Raw(lock) => lock.try_acquire_async(permits).await?.map(|lease| raw_guard(&**lock, lease)),
         })
     }
 
@@ -69,20 +91,14 @@ impl Handle {
                 };
                 Ok(Guard::new(Held::Process(permit)))
             }
-            Handle::Raw(lock) => {
-                if let Some(lease) = lock.try_acquire(permits)? {
-                    return Ok(raw_guard(&**lock, lease));
-                }
-                let lease = with_timeout(lock.acquire(permits), timeout, self.name(), self.scope_url()).await?;
-                Ok(raw_guard(&**lock, lease))
-            }
+            // The scope takes the deadline, and tries at once before it queues.
+            Handle::Raw(lock) => Ok(raw_guard(&**lock, lock.acquire(permits, deadline_after(timeout)).await?)),
         }
     }
 
     #[inline]
     pub(crate) fn acquire_blocking(&self, permits: u32, timeout: Option<Duration>) -> Result<Guard<'_>> {
-        // A timeout too large to add to now is no timeout.
-        let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
+        let deadline = deadline_after(timeout);
         Ok(match self {
             Handle::Process(handle) => Guard::new(Held::Process(handle.acquire_blocking(permits, deadline)?)),
             Handle::Raw(lock) => raw_guard(&**lock, lock.acquire_blocking(permits, deadline)?),
@@ -101,21 +117,22 @@ fn raw_guard(lock: &dyn RawLock, lease: latchkey_model::Lease) -> Guard<'_> {
     Guard::new(Held::raw(RawRef::Borrowed(lock), lease))
 }
 
-/// Awaits `wait`, for at most `timeout` if one is given (then a `Timeout` error).
-/// Dropping `wait` on timeout withdraws the request.
+/// The deadline `timeout` from now; a timeout too large to add to now is none.
+pub(crate) fn deadline_after(timeout: Option<Duration>) -> Option<Instant> {
+    timeout.and_then(|t| Instant::now().checked_add(t))
+}
+
+/// Awaits `wait`, for at most `timeout` if one is given (then a `Timeout` error), on any
+/// executor. Dropping `wait` on timeout withdraws the request.
 pub(crate) async fn with_timeout<T>(
     wait: impl Future<Output = Result<T>>,
     timeout: Option<Duration>,
     name: &Name,
     scope: &str,
 ) -> Result<T> {
-    let Some(timeout) = timeout else {
-        return wait.await;
+    let timed_out = || {
+        let within = timeout.unwrap_or_default();
+        Error::new(ErrorKind::Timeout, format!("not granted within {within:?}")).with_name(name.as_str()).with_scope(scope)
     };
-    match tokio::time::timeout(timeout, wait).await {
-        Ok(result) => result,
-        Err(_) => Err(Error::new(ErrorKind::Timeout, format!("not granted within {timeout:?}"))
-            .with_name(name.as_str())
-            .with_scope(scope)),
-    }
+    with_deadline(wait, deadline_after(timeout), timed_out).await
 }

@@ -66,7 +66,7 @@ impl IntervalLock {
         Ok(self.wrap(self.handle.acquire(1, None).await?))
     }
 
-    /// Waits for the lock at most `timeout`. Needs a Tokio runtime with its time driver.
+    /// Waits for the lock at most `timeout`. Works on any executor.
     pub async fn lock_timeout(&self, timeout: Duration) -> Result<IntervalGuard<'_>> {
         Ok(self.wrap(self.handle.acquire(1, Some(timeout)).await?))
     }
@@ -84,6 +84,11 @@ impl IntervalLock {
     /// Takes the lock if it is free and nobody waits.
     pub fn try_lock(&self) -> Result<Option<IntervalGuard<'_>>> {
         Ok(self.handle.try_acquire(1)?.map(|guard| self.wrap(guard)))
+    }
+
+    /// The async form of [`try_lock`](IntervalLock::try_lock), for scopes over a network.
+    pub async fn try_lock_async(&self) -> Result<Option<IntervalGuard<'_>>> {
+        Ok(self.handle.try_acquire_async(1).await?.map(|guard| self.wrap(guard)))
     }
 
     /// Whether anybody holds the lock.

@@ -20,6 +20,7 @@
 //! Users hold guards, never the contract's raw leases; an implementer of a scope takes
 //! the contract from `latchkey-model` and wraps its scope with [`Scope::from_raw`].
 
+mod backends;
 mod guard;
 mod handle;
 mod interval;

@@ -47,8 +47,7 @@ impl Mutex {
         self.handle.acquire(1, None).await
     }
 
-    /// Waits for the lock at most `timeout`, then fails with `Timeout`.
-    /// Needs a Tokio runtime with its time driver.
+    /// Waits for the lock at most `timeout`, then fails with `Timeout`. Works on any executor.
     pub async fn lock_timeout(&self, timeout: Duration) -> Result<Guard<'_>> {
         self.handle.acquire(1, Some(timeout)).await
     }
@@ -70,8 +69,18 @@ impl Mutex {
         self.handle.try_acquire(1)
     }
 
+    /// The async form of [`try_lock`](Mutex::try_lock), for scopes over a network.
+    pub async fn try_lock_async(&self) -> Result<Option<Guard<'_>>> {
+        self.handle.try_acquire_async(1).await
+    }
+
     /// Whether anybody holds the lock.
     pub fn is_locked(&self) -> Result<bool> {
         Ok(self.handle.inspect()?.is_locked())
+    }
+
+    /// The async form of [`is_locked`](Mutex::is_locked).
+    pub async fn is_locked_async(&self) -> Result<bool> {
+        Ok(self.handle.inspect_async().await?.is_locked())
     }
 }

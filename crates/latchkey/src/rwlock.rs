@@ -50,7 +50,7 @@ impl RwLock {
         self.handle.acquire(1, None).await
     }
 
-    /// Waits for a read hold at most `timeout`. Needs a Tokio runtime with its time driver.
+    /// Waits for a read hold at most `timeout`. Works on any executor.
     pub async fn read_timeout(&self, timeout: Duration) -> Result<Guard<'_>> {
         self.handle.acquire(1, Some(timeout)).await
     }
@@ -70,12 +70,17 @@ impl RwLock {
         self.handle.try_acquire(1)
     }
 
+    /// The async form of [`try_read`](RwLock::try_read), for scopes over a network.
+    pub async fn try_read_async(&self) -> Result<Option<Guard<'_>>> {
+        self.handle.try_acquire_async(1).await
+    }
+
     /// Waits for the write hold.
     pub async fn write(&self) -> Result<Guard<'_>> {
         self.handle.acquire(RWLOCK_CAPACITY, None).await
     }
 
-    /// Waits for the write hold at most `timeout`. Needs a Tokio runtime with its time driver.
+    /// Waits for the write hold at most `timeout`. Works on any executor.
     pub async fn write_timeout(&self, timeout: Duration) -> Result<Guard<'_>> {
         self.handle.acquire(RWLOCK_CAPACITY, Some(timeout)).await
     }
@@ -93,6 +98,16 @@ impl RwLock {
     /// Takes the write hold if nobody holds or waits.
     pub fn try_write(&self) -> Result<Option<Guard<'_>>> {
         self.handle.try_acquire(RWLOCK_CAPACITY)
+    }
+
+    /// The async form of [`try_write`](RwLock::try_write), for scopes over a network.
+    pub async fn try_write_async(&self) -> Result<Option<Guard<'_>>> {
+        self.handle.try_acquire_async(RWLOCK_CAPACITY).await
+    }
+
+    /// A snapshot of the lock, on any scope without blocking the executor.
+    pub async fn inspect_async(&self) -> Result<latchkey_model::State> {
+        self.handle.inspect_async().await
     }
 
     /// How many read holds there are now.

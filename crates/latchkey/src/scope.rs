@@ -10,7 +10,7 @@ use latchkey_model::{Error, ErrorKind, Name, RawScope, Result, State, MAX_SEMAPH
 use latchkey_process::ProcessScope;
 
 use crate::guard::{Held, RawRef};
-use crate::handle::{with_timeout, Handle};
+use crate::handle::{deadline_after, with_timeout, Handle};
 use crate::{Guard, IntervalLock, Mutex, RwLock, ScopeUrl, Semaphore};
 
 /// A scope: a namespace of lock names, and who is excluded by them. Cheap to clone.
@@ -47,19 +47,44 @@ enum Inner {
 }
 
 impl Scope {
-    /// Opens the scope a URL names: `process:`, `host:` (the per-user namespace) or
-    /// `host:/dir`; `etcd://…`, `postgres://…` and `redis://…` are recognised and report
-    /// `Unsupported` until their scopes are built in. A malformed URL is an
-    /// `InvalidScope` error.
+    /// Opens the scope a URL names, blocking while it connects: `process:`, `host:` (the
+    /// per-user namespace) or `host:/dir`, `etcd://host1:2379,host2:2379/prefix?ttl=10s`
+    /// (with the Cargo feature `etcd`). `postgres://…` and `redis://…` are recognised and
+    /// report `Unsupported`. A malformed URL is an `InvalidScope` error; a URL of a backend
+    /// this build left out is an `Unsupported` error that names the Cargo feature.
+    ///
+    /// A scope over a network runs its own small runtime: the blocking API needs none
+    /// from the caller, and the async API works on any executor.
     pub fn open(url: &str) -> Result<Scope> {
         match ScopeUrl::parse(url)? {
             ScopeUrl::Process => Ok(Scope::process()),
             ScopeUrl::Host(dir) => Ok(Scope::from_raw(Arc::new(HostScope::open(dir.as_deref())?))),
-            ScopeUrl::Distributed { .. } => {
-                Err(Error::new(ErrorKind::Unsupported, "this scope is not built into this version of latchkey")
-                    .with_scope(url))
-            }
+            ScopeUrl::Distributed { engine, url } => Ok(Scope::from_raw(crate::backends::open_blocking(engine, &url)?)),
         }
+    }
+
+    /// The async form of [`open`](Scope::open): connects to a scope over a network without
+    /// blocking the caller's executor.
+    pub async fn connect(url: &str) -> Result<Scope> {
+        match ScopeUrl::parse(url)? {
+            ScopeUrl::Distributed { engine, url } => Ok(Scope::from_raw(crate::backends::connect(engine, &url).await?)),
+            _ => Scope::open(url),
+        }
+    }
+
+    /// Gives back everything this scope holds and waits for, after the releases of
+    /// dropped guards have run; a scope over a network ends its session. Every clone of the
+    /// scope is closed: later operations fail with `Closed`. Local scopes have nothing to do.
+    pub async fn close(&self) -> Result<()> {
+        match &self.0 {
+            Inner::Process(_) => Ok(()),
+            Inner::Raw(raw) => raw.close().await,
+        }
+    }
+
+    /// The blocking form of [`close`](Scope::close).
+    pub fn close_blocking(&self) -> Result<()> {
+        latchkey_model::block_on_until(self.close(), None).expect("no deadline")
     }
 
     /// The scope of this process's threads and tasks (`process:`).
@@ -122,8 +147,15 @@ impl Scope {
 
     /// The interval lock called `name`, whose holder cedes to waiters after `interval`.
     /// Other primitives see it as a mutex.
+    /// Fails with `Unsupported` in a scope that cannot cede.
     pub fn interval_lock(&self, name: &str, interval: Duration) -> Result<IntervalLock> {
-        Ok(IntervalLock::new(self.handle(name, 1)?, interval))
+        let handle = self.handle(name, 1)?;
+        if !handle.can_cede() {
+            return Err(Error::new(ErrorKind::Unsupported, "this scope cannot cede, which an interval lock needs")
+                .with_name(name)
+                .with_scope(self.url()));
+        }
+        Ok(IntervalLock::new(handle, interval))
     }
 
     /// Takes the mutex `name` if it is free and nobody waits.
@@ -155,6 +187,18 @@ impl Scope {
         }
     }
 
+    /// The async form of [`try_lock`](Scope::try_lock), for scopes over a network.
+    pub async fn try_lock_async(&self, name: &str) -> Result<Option<Guard<'static>>> {
+        match &self.0 {
+            Inner::Process(_) => self.try_lock(name),
+            Inner::Raw(raw) => {
+                let lock = raw.open_once(name, 1)?;
+                let lease = lock.try_acquire_async(1).await?;
+                Ok(lease.map(|lease| Guard::new(Held::raw(RawRef::Owned(lock), lease))))
+            }
+        }
+    }
+
     /// Blocks until the mutex `name` is granted.
     #[inline]
     pub fn lock_blocking(&self, name: &str) -> Result<Guard<'static>> {
@@ -174,7 +218,8 @@ impl Scope {
         self.lock_async(name, None).await
     }
 
-    /// Waits at most `timeout` for the mutex `name`. Needs a Tokio runtime with its time driver.
+    /// Waits at most `timeout` for the mutex `name`, then fails with `Timeout`. Works on
+    /// any executor.
     pub async fn lock_timeout(&self, name: &str, timeout: Duration) -> Result<Guard<'static>> {
         self.lock_async(name, Some(timeout)).await
     }
@@ -203,9 +248,22 @@ impl Scope {
         }
     }
 
+    /// The async form of [`inspect`](Scope::inspect), for scopes over a network.
+    pub async fn inspect_async(&self, name: &str) -> Result<State> {
+        match &self.0 {
+            Inner::Process(scope) => scope.inspect(name),
+            Inner::Raw(raw) => raw.inspect_async(name).await,
+        }
+    }
+
     /// Whether anybody holds `name`.
     pub fn is_locked(&self, name: &str) -> Result<bool> {
         Ok(self.inspect(name)?.is_locked())
+    }
+
+    /// The async form of [`is_locked`](Scope::is_locked).
+    pub async fn is_locked_async(&self, name: &str) -> Result<bool> {
+        Ok(self.inspect_async(name).await?.is_locked())
     }
 
     /// Snapshots of every name that is held or waited for.
@@ -213,6 +271,14 @@ impl Scope {
         match &self.0 {
             Inner::Process(scope) => Ok(scope.list()),
             Inner::Raw(raw) => raw.list(),
+        }
+    }
+
+    /// The async form of [`list`](Scope::list).
+    pub async fn list_async(&self) -> Result<Vec<State>> {
+        match &self.0 {
+            Inner::Process(scope) => Ok(scope.list()),
+            Inner::Raw(raw) => raw.list_async().await,
         }
     }
 
@@ -229,21 +295,22 @@ impl Scope {
     }
 
     async fn lock_async(&self, name: &str, timeout: Option<Duration>) -> Result<Guard<'static>> {
-        if let Some(guard) = self.try_lock_cached(name) {
-            return Ok(guard);
-        }
-        if let Some(guard) = self.try_lock_slow(name)? {
-            return Ok(guard);
-        }
-        let name = Name::new(name).map_err(|e| e.with_scope(self.url()))?;
         match &self.0 {
             Inner::Process(scope) => {
+                if let Some(guard) = self.try_lock_cached(name) {
+                    return Ok(guard);
+                }
+                if let Some(permit) = scope.try_acquire(name, 1, 1)? {
+                    return Ok(Guard::new(Held::Process(permit)));
+                }
+                let name = Name::new(name).map_err(|e| e.with_scope(self.url()))?;
                 let permit = with_timeout(scope.acquire(name.as_str(), 1, 1), timeout, &name, self.url()).await?;
                 Ok(Guard::new(Held::Process(permit)))
             }
+            // The scope takes the deadline, and tries at once before it queues.
             Inner::Raw(raw) => {
-                let lock = raw.open_once(name.as_str(), 1)?;
-                let lease = with_timeout(lock.acquire(1), timeout, &name, self.url()).await?;
+                let lock = raw.open_once(name, 1)?;
+                let lease = lock.acquire(1, deadline_after(timeout)).await?;
                 Ok(Guard::new(Held::raw(RawRef::Owned(lock), lease)))
             }
         }

@@ -53,7 +53,7 @@ impl Semaphore {
         self.handle.acquire(permits, None).await
     }
 
-    /// Waits for `permits` at most `timeout`. Needs a Tokio runtime with its time driver.
+    /// Waits for `permits` at most `timeout`. Works on any executor.
     pub async fn acquire_timeout(&self, permits: u32, timeout: Duration) -> Result<Guard<'_>> {
         self.handle.acquire(permits, Some(timeout)).await
     }
@@ -71,5 +71,10 @@ impl Semaphore {
     /// Takes `permits` if they are free and nobody waits.
     pub fn try_acquire(&self, permits: u32) -> Result<Option<Guard<'_>>> {
         self.handle.try_acquire(permits)
+    }
+
+    /// The async form of [`try_acquire`](Semaphore::try_acquire), for scopes over a network.
+    pub async fn try_acquire_async(&self, permits: u32) -> Result<Option<Guard<'_>>> {
+        self.handle.try_acquire_async(permits).await
     }
 }

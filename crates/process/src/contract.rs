@@ -7,7 +7,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use latchkey_model::{BoxFuture, Error, ErrorKind, Lease, Name, RawLock, RawScope, Result, State};
+use latchkey_model::{with_deadline, BoxFuture, Error, ErrorKind, Lease, Name, RawCede, RawLock, RawScope, Result, State};
 
 use crate::registry::Entry;
 use crate::{Handle, Permit, ProcessScope, URL};
@@ -72,8 +72,14 @@ impl RawLock for Handle {
         Ok(Handle::try_acquire(self, permits)?.map(|permit| into_lease(self.entry(), permit)))
     }
 
-    fn acquire(&self, permits: u32) -> BoxFuture<'_, Result<Lease>> {
-        Box::pin(async move { Ok(into_lease(self.entry(), Handle::acquire(self, permits).await?)) })
+    fn acquire(&self, permits: u32, deadline: Option<Instant>) -> BoxFuture<'_, Result<Lease>> {
+        let timeout = move || {
+            Error::new(ErrorKind::Timeout, "not granted before the deadline").with_name(self.name().as_str()).with_scope(URL)
+        };
+        Box::pin(async move {
+            let permit = with_deadline(Handle::acquire(self, permits), deadline, timeout).await?;
+            Ok(into_lease(self.entry(), permit))
+        })
     }
 
     fn acquire_blocking(&self, permits: u32, deadline: Option<Instant>) -> Result<Lease> {
@@ -86,6 +92,16 @@ impl RawLock for Handle {
         Ok(())
     }
 
+    fn inspect(&self) -> Result<State> {
+        Ok(self.state())
+    }
+
+    fn as_cede(&self) -> Option<&dyn RawCede> {
+        Some(self)
+    }
+}
+
+impl RawCede for Handle {
     fn cede(&self, lease: Lease) -> BoxFuture<'_, Result<Lease>> {
         // Made a permit at once, so that dropping the future unpolled releases it.
         let permit = take_back(self, &lease).map(|()| Permit::granted(self.entry(), lease.permits(), lease.token()));
@@ -96,9 +112,5 @@ impl RawLock for Handle {
         take_back(self, &lease)?;
         let permit = Permit::granted(self.entry(), lease.permits(), lease.token());
         Ok(into_lease(self.entry(), permit.cede_blocking()))
-    }
-
-    fn inspect(&self) -> Result<State> {
-        Ok(self.state())
     }
 }

@@ -135,7 +135,7 @@ fn an_unpolled_contract_cede_releases_the_lease() {
     let scope = ProcessScope::new();
     let lock = RawScope::open(&scope, "cede", 1).unwrap();
     let lease = lock.try_acquire(1).unwrap().unwrap();
-    drop(lock.cede(lease));
+    drop(lock.as_cede().expect("the process scope cedes").cede(lease));
     assert_eq!(scope.inspect("cede").unwrap().in_use, 0);
     assert!(lock.try_acquire(1).unwrap().is_some());
 }

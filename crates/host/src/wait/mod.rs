@@ -4,6 +4,7 @@
 
 mod blocking;
 mod future;
+mod lost;
 mod mux;
 mod watch;
 
@@ -12,13 +13,14 @@ use std::sync::Arc;
 
 pub(crate) use blocking::{wait_blocking, withdraw as withdraw_request};
 pub(crate) use future::Queued;
+pub(crate) use lost::Lost;
 
 use crate::namespace::Namespace;
 
 /// The threads that serve the waits of one namespace in this process.
 pub(crate) struct Waits {
     watcher: watch::Watcher,
-    mux: mux::Mux,
+    pub(crate) mux: mux::Mux,
 }
 
 impl Waits {

@@ -21,6 +21,7 @@ macro_rules! for_each_scope {
         $suite!(process_static, $crate::support::process_static);
         $suite!(process_raw, $crate::support::process_raw);
         $suite!(host, $crate::support::host);
+        $suite!(etcd, $crate::support::etcd);
     };
 }
 
@@ -89,6 +90,33 @@ impl Drop for TempDir {
 pub fn host() -> Scope {
     let dir = remove_at_exit(fresh_dir("latchkey-test"));
     Scope::open(&format!("host:{}", dir.display())).expect("the host scope opens in a fresh directory")
+}
+
+/// The etcd scope, under a prefix of its own on a one-member etcd cluster that this test
+/// process starts once and stops when it exits (see `latchkey_testkit::EtcdCluster`).
+/// The TTL is short so that lost sessions show quickly.
+pub fn etcd() -> Scope {
+    Scope::open(&etcd_url()).expect("the etcd scope opens on the test's cluster")
+}
+
+/// A new URL of the etcd scope: a fresh prefix on this process's cluster.
+pub fn etcd_url() -> String {
+    use std::sync::Mutex;
+    static CLUSTER: Mutex<Option<latchkey_testkit::EtcdCluster>> = Mutex::new(None);
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    extern "C" fn stop() {
+        if let Ok(mut cluster) = CLUSTER.lock() {
+            drop(cluster.take());
+        }
+    }
+    let mut cluster = CLUSTER.lock().unwrap();
+    if cluster.is_none() {
+        *cluster = Some(latchkey_testkit::EtcdCluster::start(1));
+        // SAFETY: registers a plain function to run at exit.
+        unsafe { libc::atexit(stop) };
+    }
+    let prefix = format!("test-{}", NEXT.fetch_add(1, Ordering::Relaxed));
+    cluster.as_ref().expect("started above").url_with(&prefix, "ttl=3s")
 }
 
 /// Removes `dir` when the process exits, and returns it.

@@ -1,0 +1,422 @@
+//! One name of an etcd scope, behind the `RawLock` contract.
+//!
+//! Acquiring puts a request key on the session's lease and reads the queue in one
+//! transaction; a request that must wait watches the queue's deletions from the revision
+//! of its read + 1 (so nothing between the read and the watch is missed), reads again on
+//! each, and checks that its own key is still there (Jepsen found etcd 3.4's own lock
+//! granting after its key was gone). The fencing token is the key's create revision.
+//!
+//! Every call runs on the scope's thread, behind a channel: dropping a future at any await
+//! point drops the work there, and the request key is deleted by [`KeyGuard`].
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use latchkey_model::{
+    block_on_until, BoxFuture, ErrorKind, Lease, Name, RawCede, RawLock, Result, State,
+};
+
+use crate::keys;
+use crate::queue::{Ask, Queue, Standing};
+use crate::session::Session;
+use crate::shared::{next_deletion, Shared};
+
+/// One name of an etcd scope.
+pub struct EtcdLock {
+    shared: Arc<Shared>,
+    name: Name,
+    capacity: u32,
+    /// The prefix of the name's request keys.
+    queue: String,
+}
+
+/// What a lease of this scope carries: its request key and the session it lives on.
+struct Grant {
+    key: String,
+    revision: i64,
+    session: Arc<Session>,
+    /// Set once the key is known to be gone.
+    gone: Arc<AtomicBool>,
+}
+
+/// A request key to delete if the work that made it is dropped or fails before it is
+/// handed over (disarmed).
+struct KeyGuard {
+    shared: Arc<Shared>,
+    key: Option<String>,
+}
+
+impl KeyGuard {
+    fn new(shared: &Arc<Shared>, key: &str) -> KeyGuard {
+        KeyGuard { shared: shared.clone(), key: Some(key.to_string()) }
+    }
+
+    fn disarm(mut self) -> String {
+        self.key.take().expect("armed until disarmed")
+    }
+
+    /// Deletes the key now, so that the caller sees it gone when this returns.
+    async fn withdraw(mut self) {
+        let key = self.key.take().expect("armed until disarmed");
+        if let Err(e) = self.shared.delete(&key).await {
+            tracing::warn!(target: "latchkey", key, "a withdrawn etcd request could not be deleted (its lease will expire): {e}");
+        }
+    }
+
+    /// `outcome`'s lease if it is granted; otherwise withdraws the key, then fails.
+    async fn settle<T>(self, outcome: Result<T>) -> Result<(T, String)> {
+        match outcome {
+            Ok(granted) => Ok((granted, self.disarm())),
+            Err(e) => {
+                self.withdraw().await;
+                Err(e)
+            }
+        }
+    }
+}
+
+impl Drop for KeyGuard {
+    fn drop(&mut self) {
+        if let Some(key) = self.key.take() {
+            let shared = self.shared.clone();
+            self.shared.driver.background(async move {
+                if let Err(e) = shared.delete(&key).await {
+                    tracing::warn!(target: "latchkey", key, "a withdrawn etcd request could not be deleted (its lease will expire): {e}");
+                }
+            });
+        }
+    }
+}
+
+impl EtcdLock {
+    pub(crate) fn new(shared: Arc<Shared>, name: Name, capacity: u32) -> EtcdLock {
+        let queue = keys::queue_prefix(&shared.config.prefix, name.as_str());
+        EtcdLock { shared, name, capacity, queue }
+    }
+
+    fn error(&self, kind: ErrorKind, why: impl Into<String>) -> latchkey_model::Error {
+        self.shared.error(kind, why, Some(self.name.as_str()))
+    }
+
+    fn scoped(&self, e: latchkey_model::Error) -> latchkey_model::Error {
+        e.with_name(self.name.as_str()).with_scope(&self.shared.url)
+    }
+
+    fn check_request(&self, permits: u32) -> Result<()> {
+        if permits == 0 || permits > self.capacity {
+            return Err(self.error(
+                ErrorKind::Unsupported,
+                format!("a request of {permits} permits on {}", latchkey_model::describe_capacity(self.capacity)),
+            ));
+        }
+        Ok(())
+    }
+
+    fn ask(&self, permits: u32) -> Ask {
+        Ask::new(permits, self.capacity, &self.shared.host)
+    }
+
+    /// The grant a lease of this name carries, or `NotHeld`.
+    fn grant<'a>(&self, lease: &'a Lease) -> Result<&'a Grant> {
+        lease
+            .data::<Grant>()
+            .filter(|grant| grant.key.starts_with(&self.queue))
+            .ok_or_else(|| self.error(ErrorKind::NotHeld, "the lease was not granted by this lock"))
+    }
+
+    fn lost_error(&self, why: &str) -> latchkey_model::Error {
+        self.error(ErrorKind::HandleLost, why.to_string())
+    }
+
+    /// Where `key` stands in `queue`, with the capacity checked; its lease once it holds.
+    fn standing(&self, queue: &Queue, key: &str, session: &Session) -> Result<Option<i64>> {
+        queue.check_capacity(self.capacity).map_err(|e| self.scoped(e))?;
+        match queue.standing(key) {
+            Standing::Holds(revision) => Ok(Some(revision)),
+            Standing::Waits => Ok(None),
+            Standing::Gone if session.is_lost() => Err(self.lost_error("the session lapsed while the request waited")),
+            Standing::Gone => Err(self.lost_error("the request's key disappeared while it waited")),
+        }
+    }
+
+    fn lease(&self, permits: u32, key: String, revision: i64, session: Arc<Session>) -> Lease {
+        let grant = Grant { key, revision, session, gone: Arc::new(AtomicBool::new(false)) };
+        Lease::new(permits, revision as u64, 0).with_data(grant)
+    }
+
+    /// Waits until `key`, read in `queue` at `revision`, holds: its create revision.
+    async fn wait_turn(&self, key: &str, session: &Session, (mut revision, mut queue): (i64, Queue)) -> Result<i64> {
+        let mut watch = None;
+        loop {
+            if let Some(token) = self.standing(&queue, key, session)? {
+                return Ok(token);
+            }
+            tokio::select! {
+                woke = next_deletion(&self.shared, &mut watch, &self.queue, revision + 1) => woke.map_err(|e| self.scoped(e))?,
+                () = session.lost() => return Err(self.lost_error("the session lapsed while the request waited")),
+            }
+            (revision, queue) = self.shared.read_queue(&self.queue).await.map_err(|e| self.scoped(e))?;
+        }
+    }
+
+    /// A new request key of `session` for this name.
+    fn new_key(&self, session: &Session) -> String {
+        keys::request_key(&self.shared.config.prefix, self.name.as_str(), session.lease, session.next_number())
+    }
+
+    /// Queues a request and waits for its turn until `deadline`; on failure or timeout the
+    /// request is withdrawn before this returns (if the work is dropped, just after).
+    async fn acquire_on_thread(self: Arc<Self>, permits: u32, deadline: Option<Instant>) -> Result<Lease> {
+        self.shared.driver.wait_background().await;
+        let session = self.shared.session().await.map_err(|e| self.scoped(e))?;
+        let key = self.new_key(&session);
+        let guard = KeyGuard::new(&self.shared, &key);
+        let waited = async {
+            let read = self.shared.enqueue(&session, &self.queue, &key, &self.ask(permits)).await;
+            self.wait_turn(&key, &session, read.map_err(|e| self.scoped(e))?).await
+        };
+        let outcome = match deadline {
+            None => waited.await,
+            Some(deadline) => tokio::select! {
+                granted = waited => granted,
+                () = tokio::time::sleep_until(deadline.into()) => Err(self.timeout()),
+            },
+        };
+        let (token, key) = guard.settle(outcome).await?;
+        Ok(self.lease(permits, key, token, session))
+    }
+
+    /// Queues a request and takes it back at once unless it holds.
+    async fn try_acquire_on_thread(self: Arc<Self>, permits: u32) -> Result<Option<Lease>> {
+        self.shared.driver.wait_background().await;
+        let session = self.shared.session().await.map_err(|e| self.scoped(e))?;
+        let key = self.new_key(&session);
+        let guard = KeyGuard::new(&self.shared, &key);
+        let read = self.shared.enqueue(&session, &self.queue, &key, &self.ask(permits)).await;
+        let standing = read.map_err(|e| self.scoped(e)).and_then(|(_, queue)| self.standing(&queue, &key, &session));
+        let not_granted = || self.error(ErrorKind::AcquireFailed, "not granted");
+        match guard.settle(standing.and_then(|token| token.ok_or_else(not_granted))).await {
+            Ok((token, key)) => Ok(Some(self.lease(permits, key, token, session))),
+            Err(e) if e.kind() == ErrorKind::AcquireFailed => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn release_on_thread(self: Arc<Self>, key: String, session: Arc<Session>) -> Result<()> {
+        let deleted = self.shared.delete(&key).await.map_err(|e| self.scoped(e))?;
+        if session.is_lost() {
+            return Err(self.lost_error("the session had lapsed: the hold was already lost"));
+        }
+        if !deleted {
+            return Err(self.lost_error("the request's key was already gone: the hold had been lost"));
+        }
+        Ok(())
+    }
+
+    async fn cede_on_thread(self: Arc<Self>, key: String, revision: i64, permits: u32, session: Arc<Session>) -> Result<Lease> {
+        let (_, queue) = self.shared.read_queue(&self.queue).await.map_err(|e| self.scoped(e))?;
+        let mine = queue.requests().iter().position(|r| r.key == key);
+        let Some(mine) = mine else {
+            return Err(self.lost_error("the request's key was gone: the hold had been lost"));
+        };
+        if mine + 1 == queue.requests().len() {
+            // Nobody waits behind it: keep the grant.
+            return Ok(self.lease(permits, key, revision, session));
+        }
+        let new = self.new_key(&session);
+        let guard = KeyGuard::new(&self.shared, &new);
+        let waited = async {
+            let moved = self.shared.requeue(&session, &self.queue, (&key, revision), &new, &self.ask(permits)).await;
+            match moved.map_err(|e| self.scoped(e))? {
+                Some(read) => self.wait_turn(&new, &session, read).await,
+                None => Err(self.lost_error("the request's key was gone: the hold had been lost")),
+            }
+        };
+        let outcome = waited.await;
+        let (token, new) = guard.settle(outcome).await?;
+        Ok(self.lease(permits, new, token, session))
+    }
+
+    /// Runs `work` on the scope's thread and awaits it from anywhere.
+    fn on_thread<T: Send + 'static>(
+        &self,
+        work: impl std::future::Future<Output = Result<T>> + Send + 'static,
+    ) -> BoxFuture<'static, Result<T>> {
+        let driver = self.shared.driver.clone();
+        let url = self.shared.url.clone();
+        let name = self.name.clone();
+        Box::pin(async move {
+            driver.run(work).await.map_err(|e| e.with_name(name.as_str()).with_scope(url)).and_then(|r| r)
+        })
+    }
+
+    fn this(&self) -> Arc<EtcdLock> {
+        Arc::new(EtcdLock { shared: self.shared.clone(), name: self.name.clone(), capacity: self.capacity, queue: self.queue.clone() })
+    }
+
+    fn timeout(&self) -> latchkey_model::Error {
+        self.error(ErrorKind::Timeout, "not granted before the deadline")
+    }
+}
+
+impl RawLock for EtcdLock {
+    fn name(&self) -> &Name {
+        &self.name
+    }
+
+    fn scope_url(&self) -> &str {
+        &self.shared.url
+    }
+
+    fn capacity(&self) -> u32 {
+        self.capacity
+    }
+
+    fn try_acquire(&self, permits: u32) -> Result<Option<Lease>> {
+        block_on_until(self.try_acquire_async(permits), None).expect("no deadline")
+    }
+
+    fn try_acquire_async(&self, permits: u32) -> BoxFuture<'_, Result<Option<Lease>>> {
+        if let Err(e) = self.check_request(permits) {
+            return Box::pin(std::future::ready(Err(e)));
+        }
+        self.on_thread(self.this().try_acquire_on_thread(permits))
+    }
+
+    fn acquire(&self, permits: u32, deadline: Option<Instant>) -> BoxFuture<'_, Result<Lease>> {
+        if let Err(e) = self.check_request(permits) {
+            return Box::pin(std::future::ready(Err(e)));
+        }
+        self.on_thread(self.this().acquire_on_thread(permits, deadline))
+    }
+
+    fn acquire_blocking(&self, permits: u32, deadline: Option<Instant>) -> Result<Lease> {
+        block_on_until(self.acquire(permits, deadline), None).expect("no deadline")
+    }
+
+    fn release(&self, lease: Lease) -> Result<()> {
+        block_on_until(self.release_async(lease), None).expect("no deadline")
+    }
+
+    fn release_async(&self, lease: Lease) -> BoxFuture<'_, Result<()>> {
+        let grant = match self.grant(&lease) {
+            Ok(grant) => grant,
+            Err(e) => return Box::pin(std::future::ready(Err(e))),
+        };
+        let (key, session) = (grant.key.clone(), grant.session.clone());
+        let lock = self.this();
+        self.on_thread(lock.release_on_thread(key, session))
+    }
+
+    fn release_in_background(&self, lease: Lease) {
+        let Ok(grant) = self.grant(&lease) else { return };
+        let (key, session) = (grant.key.clone(), grant.session.clone());
+        let lock = self.this();
+        self.shared.driver.background(async move {
+            if let Err(e) = lock.release_on_thread(key.clone(), session).await {
+                tracing::warn!(target: "latchkey", key, "releasing a dropped guard failed: {e}");
+            }
+        });
+    }
+
+    fn inspect(&self) -> Result<State> {
+        block_on_until(self.inspect_async(), None).expect("no deadline")
+    }
+
+    fn inspect_async(&self) -> BoxFuture<'_, Result<State>> {
+        let (shared, queue, name) = (self.shared.clone(), self.queue.clone(), self.name.clone());
+        self.on_thread(async move {
+            shared.driver.wait_background().await;
+            Ok(shared.read_queue(&queue).await?.1.state(name))
+        })
+    }
+
+    fn check(&self, lease: &Lease) -> Result<()> {
+        block_on_until(self.check_async(lease), None).expect("no deadline")
+    }
+
+    fn check_async<'a>(&'a self, lease: &'a Lease) -> BoxFuture<'a, Result<()>> {
+        let grant = match self.grant(lease) {
+            Ok(grant) => grant,
+            Err(e) => return Box::pin(std::future::ready(Err(e))),
+        };
+        if grant.session.is_lost() {
+            return Box::pin(std::future::ready(Err(self.lost_error("the session lapsed: the hold is lost"))));
+        }
+        let (shared, key, gone) = (self.shared.clone(), grant.key.clone(), grant.gone.clone());
+        let lost = self.lost_error("the request's key is gone: the hold is lost");
+        self.on_thread(async move {
+            let (_, kvs) = shared.read(&key).await?;
+            if kvs.iter().any(|kv| kv.key() == key.as_bytes()) {
+                return Ok(());
+            }
+            gone.store(true, Ordering::Release);
+            Err(lost)
+        })
+    }
+
+    fn is_lost(&self, lease: &Lease) -> bool {
+        match self.grant(lease) {
+            Ok(grant) => grant.gone.load(Ordering::Acquire) || grant.session.is_lost(),
+            Err(_) => true,
+        }
+    }
+
+    fn lost(&self, lease: &Lease) -> BoxFuture<'static, ()> {
+        let Ok(grant) = self.grant(lease) else { return Box::pin(std::future::ready(())) };
+        let (session, gone) = (grant.session.clone(), grant.gone.clone());
+        let key_gone = self.on_thread(key_deleted(self.shared.clone(), grant.key.clone(), grant.revision, gone));
+        Box::pin(async move {
+            tokio::select! {
+                () = session.lost() => {}
+                _ = key_gone => {}
+            }
+        })
+    }
+
+    fn as_cede(&self) -> Option<&dyn RawCede> {
+        Some(self)
+    }
+}
+
+impl RawCede for EtcdLock {
+    fn cede(&self, lease: Lease) -> BoxFuture<'_, Result<Lease>> {
+        let grant = match self.grant(&lease) {
+            Ok(grant) => grant,
+            Err(e) => return Box::pin(std::future::ready(Err(e))),
+        };
+        let (key, revision, session) = (grant.key.clone(), grant.revision, grant.session.clone());
+        let permits = lease.permits();
+        // The held key is deleted if the cede fails or is dropped (the lock is given up, as
+        // the contract says), and kept if it comes back granted or was moved.
+        let lock = self.this();
+        let give_up = KeyGuard::new(&self.shared, &key);
+        self.on_thread(async move {
+            let ceded = lock.cede_on_thread(key, revision, permits, session).await;
+            Ok(give_up.settle(ceded).await?.0)
+        })
+    }
+
+    fn cede_blocking(&self, lease: Lease) -> Result<Lease> {
+        block_on_until(self.cede(lease), None).expect("no deadline")
+    }
+}
+
+/// Completes once `key` (created at `revision`) is deleted; sets `gone` then. Runs on the
+/// scope's thread.
+async fn key_deleted(shared: Arc<Shared>, key: String, revision: i64, gone: Arc<AtomicBool>) -> Result<()> {
+    let mut watch = None;
+    let mut from = revision + 1;
+    loop {
+        next_deletion(&shared, &mut watch, &key, from).await?;
+        let (read, kvs) = shared.read(&key).await?;
+        if !kvs.iter().any(|kv| kv.key() == key.as_bytes() && kv.create_revision() == revision) {
+            gone.store(true, Ordering::Release);
+            return Ok(());
+        }
+        if watch.is_none() {
+            from = read + 1;
+        }
+    }
+}

@@ -1,0 +1,32 @@
+//! The scopes over a network, each an optional crate behind a Cargo feature of this one.
+
+use std::sync::Arc;
+
+use latchkey_model::{Error, ErrorKind, RawScope, Result};
+
+/// Opens the scope over a network that `url` names, blocking while it connects.
+pub(crate) fn open_blocking(engine: &str, url: &str) -> Result<Arc<dyn RawScope>> {
+    match engine {
+        #[cfg(feature = "etcd")]
+        "etcd" => Ok(Arc::new(latchkey_etcd::EtcdScope::open(url)?)),
+        _ => Err(missing(engine, url)),
+    }
+}
+
+/// Connects to the scope over a network that `url` names.
+pub(crate) async fn connect(engine: &str, url: &str) -> Result<Arc<dyn RawScope>> {
+    match engine {
+        #[cfg(feature = "etcd")]
+        "etcd" => Ok(Arc::new(latchkey_etcd::EtcdScope::connect(url).await?)),
+        _ => Err(missing(engine, url)),
+    }
+}
+
+/// The error for an engine this build has no scope for.
+fn missing(engine: &str, url: &str) -> Error {
+    let why = match engine {
+        "etcd" => "this build of latchkey has no etcd scope: build it with the Cargo feature `etcd`".to_string(),
+        _ => format!("latchkey has no {engine} scope yet"),
+    };
+    Error::new(ErrorKind::Unsupported, why).with_scope(url)
+}

@@ -1,0 +1,21 @@
+//! Helpers for latchkey's tests and benchmarks (not published).
+//!
+//! - [`EtcdCluster`]: a throwaway etcd cluster of 1 or 3 members on loopback ports, with
+//!   the means to kill and restart members, find the leader, compact, and count the gRPC
+//!   requests the cluster served. It runs the `etcd` binary, which must be on `PATH`
+//!   (Debian and Ubuntu: `apt-get install etcd-server`).
+//! - [`Proxy`]: a TCP forwarder that a test can cut, to play a network partition between
+//!   one client and the cluster ([`EtcdCluster::proxied_url`]).
+//!
+//! Everything a test starts here dies with the value that started it, and with the test
+//! process.
+
+mod counts;
+mod etcd;
+mod http;
+mod proxy;
+mod spawn;
+
+pub use counts::GrpcCounts;
+pub use etcd::EtcdCluster;
+pub use proxy::Proxy;
