@@ -52,7 +52,12 @@ impl Driver {
             .recv()
             .map_err(|_| unavailable("the etcd scope's thread ended at once".into()))?
             .map_err(|e| unavailable(format!("cannot start the etcd scope's runtime: {e}")))?;
-        Ok(Driver { handle, stop: Mutex::new(Some(stop_tx)), background: AtomicUsize::new(0), background_done: Notify::new() })
+        Ok(Driver {
+            handle,
+            stop: Mutex::new(Some(stop_tx)),
+            background: AtomicUsize::new(0),
+            background_done: Notify::new(),
+        })
     }
 
     /// Runs `work` on the thread and waits for it from any executor (or none). Dropping the

@@ -13,9 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use latchkey_model::{
-    block_on_until, BoxFuture, ErrorKind, Lease, Name, RawCede, RawLock, Result, State,
-};
+use latchkey_model::{block_on_until, BoxFuture, ErrorKind, Lease, Name, RawCede, RawLock, Result, State};
 
 use crate::keys;
 use crate::queue::{Ask, Queue, Standing};
@@ -89,6 +87,27 @@ impl Drop for KeyGuard {
     }
 }
 
+/// A lease on its way to the caller: given back (in the background) if the caller's
+/// future is dropped before it takes it, wherever it is then (in the task, in the channel).
+struct Unclaimed {
+    lease: Option<Lease>,
+    lock: Arc<EtcdLock>,
+}
+
+impl Unclaimed {
+    fn claim(mut self) -> Lease {
+        self.lease.take().expect("claimed once")
+    }
+}
+
+impl Drop for Unclaimed {
+    fn drop(&mut self) {
+        if let Some(lease) = self.lease.take() {
+            self.lock.release_in_background(lease);
+        }
+    }
+}
+
 impl EtcdLock {
     pub(crate) fn new(shared: Arc<Shared>, name: Name, capacity: u32) -> EtcdLock {
         let queue = keys::queue_prefix(&shared.config.prefix, name.as_str());
@@ -106,8 +125,8 @@ impl EtcdLock {
     fn check_request(&self, permits: u32) -> Result<()> {
         if permits == 0 || permits > self.capacity {
             return Err(self.error(
-                ErrorKind::Unsupported,
-                format!("a request of {permits} permits on {}", latchkey_model::describe_capacity(self.capacity)),
+                ErrorKind::CapacityMismatch,
+                format!("asked for {permits} permits of {}", latchkey_model::describe_capacity(self.capacity)),
             ));
         }
         Ok(())
@@ -172,13 +191,14 @@ impl EtcdLock {
         let session = self.shared.session().await.map_err(|e| self.scoped(e))?;
         let key = self.new_key(&session);
         let guard = KeyGuard::new(&self.shared, &key);
-        let waited = async {
-            let read = self.shared.enqueue(&session, &self.queue, &key, &self.ask(permits)).await;
-            self.wait_turn(&key, &session, read.map_err(|e| self.scoped(e))?).await
-        };
+        // The request is always made, whatever the deadline (a zero timeout on a free lock
+        // succeeds); the deadline bounds the wait in the queue.
+        let read = self.shared.enqueue(&session, &self.queue, &key, &self.ask(permits)).await;
+        let waited = async { self.wait_turn(&key, &session, read.map_err(|e| self.scoped(e))?).await };
         let outcome = match deadline {
             None => waited.await,
             Some(deadline) => tokio::select! {
+                biased;
                 granted = waited => granted,
                 () = tokio::time::sleep_until(deadline.into()) => Err(self.timeout()),
             },
@@ -214,7 +234,13 @@ impl EtcdLock {
         Ok(())
     }
 
-    async fn cede_on_thread(self: Arc<Self>, key: String, revision: i64, permits: u32, session: Arc<Session>) -> Result<Lease> {
+    async fn cede_on_thread(
+        self: Arc<Self>,
+        key: String,
+        revision: i64,
+        permits: u32,
+        session: Arc<Session>,
+    ) -> Result<Lease> {
         let (_, queue) = self.shared.read_queue(&self.queue).await.map_err(|e| self.scoped(e))?;
         let mine = queue.requests().iter().position(|r| r.key == key);
         let Some(mine) = mine else {
@@ -252,7 +278,12 @@ impl EtcdLock {
     }
 
     fn this(&self) -> Arc<EtcdLock> {
-        Arc::new(EtcdLock { shared: self.shared.clone(), name: self.name.clone(), capacity: self.capacity, queue: self.queue.clone() })
+        Arc::new(EtcdLock {
+            shared: self.shared.clone(),
+            name: self.name.clone(),
+            capacity: self.capacity,
+            queue: self.queue.clone(),
+        })
     }
 
     fn timeout(&self) -> latchkey_model::Error {
@@ -281,14 +312,24 @@ impl RawLock for EtcdLock {
         if let Err(e) = self.check_request(permits) {
             return Box::pin(std::future::ready(Err(e)));
         }
-        self.on_thread(self.this().try_acquire_on_thread(permits))
+        let lock = self.this();
+        let granted = self.on_thread(async move {
+            let lease = lock.clone().try_acquire_on_thread(permits).await?;
+            Ok(lease.map(|lease| Unclaimed { lease: Some(lease), lock }))
+        });
+        Box::pin(async move { Ok(granted.await?.map(Unclaimed::claim)) })
     }
 
     fn acquire(&self, permits: u32, deadline: Option<Instant>) -> BoxFuture<'_, Result<Lease>> {
         if let Err(e) = self.check_request(permits) {
             return Box::pin(std::future::ready(Err(e)));
         }
-        self.on_thread(self.this().acquire_on_thread(permits, deadline))
+        let lock = self.this();
+        let granted = self.on_thread(async move {
+            let lease = lock.clone().acquire_on_thread(permits, deadline).await?;
+            Ok(Unclaimed { lease: Some(lease), lock })
+        });
+        Box::pin(async move { Ok(granted.await?.claim()) })
     }
 
     fn acquire_blocking(&self, permits: u32, deadline: Option<Instant>) -> Result<Lease> {
@@ -392,10 +433,11 @@ impl RawCede for EtcdLock {
         // the contract says), and kept if it comes back granted or was moved.
         let lock = self.this();
         let give_up = KeyGuard::new(&self.shared, &key);
-        self.on_thread(async move {
-            let ceded = lock.cede_on_thread(key, revision, permits, session).await;
-            Ok(give_up.settle(ceded).await?.0)
-        })
+        let granted = self.on_thread(async move {
+            let ceded = lock.clone().cede_on_thread(key, revision, permits, session).await;
+            Ok(Unclaimed { lease: Some(give_up.settle(ceded).await?.0), lock })
+        });
+        Box::pin(async move { Ok(granted.await?.claim()) })
     }
 
     fn cede_blocking(&self, lease: Lease) -> Result<Lease> {

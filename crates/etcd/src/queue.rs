@@ -148,8 +148,7 @@ impl Queue {
         let mut blocked = false;
         for request in &self.0 {
             let Some(ask) = &request.ask else { continue };
-            let identity =
-                Identity::default().with_host(ask.host.clone()).with_session(format!("{:x}", request.lease));
+            let identity = Identity::default().with_host(ask.host.clone()).with_session(format!("{:x}", request.lease));
             let holds = !blocked && before + u64::from(ask.permits) <= u64::from(capacity);
             before += u64::from(ask.permits);
             if holds {
@@ -176,7 +175,8 @@ pub(crate) fn states(prefix: &str, kvs: Vec<etcd_client::KeyValue>) -> Vec<State
     for kv in kvs {
         let key = String::from_utf8_lossy(kv.key()).into_owned();
         let Some(name) = crate::keys::name_of(prefix, &key) else { continue };
-        let request = Request { create_revision: kv.create_revision(), lease: kv.lease(), ask: Ask::decode(kv.value()), key };
+        let request =
+            Request { create_revision: kv.create_revision(), lease: kv.lease(), ask: Ask::decode(kv.value()), key };
         by_name.entry(name).or_default().push(request);
     }
     by_name

@@ -42,7 +42,8 @@ impl EtcdScope {
         let config = Config::parse(url)?.with_environment();
         let driver = Arc::new(Driver::start().map_err(|e| e.with_scope(url))?);
         let (thread, url) = (driver.clone(), url.to_string());
-        let shared = driver.run(Shared::connect(url.clone(), config, thread)).await.map_err(|e| e.with_scope(&url))??;
+        let shared =
+            driver.run(Shared::connect(url.clone(), config, thread)).await.map_err(|e| e.with_scope(&url))??;
         Ok(EtcdScope { shared: Arc::new(shared) })
     }
 }
@@ -58,7 +59,8 @@ impl Drop for Shared {
         // The last lock and guard are gone: end the session at once rather than at its
         // expiry (its keys go with it), then stop the thread.
         let farewell = self.current_lease().map(|lease| {
-            Box::pin(revoke(self.client.clone(), lease)) as std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>
+            Box::pin(revoke(self.client.clone(), lease))
+                as std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>
         });
         self.driver.stop(farewell);
     }
@@ -73,7 +75,11 @@ impl RawScope for EtcdScope {
         let scoped = |e: latchkey_model::Error| e.with_name(name).with_scope(&self.shared.url);
         validate_name(name).map_err(scoped)?;
         if capacity == 0 || capacity > RWLOCK_CAPACITY {
-            return Err(self.shared.error(ErrorKind::Unsupported, format!("a capacity of {capacity} permits"), Some(name)));
+            return Err(self.shared.error(
+                ErrorKind::Unsupported,
+                format!("a capacity of {capacity} permits"),
+                Some(name),
+            ));
         }
         Ok(Arc::new(EtcdLock::new(self.shared.clone(), Name::new(name).map_err(scoped)?, capacity)))
     }

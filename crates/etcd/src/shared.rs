@@ -55,7 +55,8 @@ impl Shared {
             .await
             .map_err(|_| unreachable("no answer".into()))?
             .map_err(|e| unreachable(e.to_string()))?;
-        let host = std::fs::read_to_string("/proc/sys/kernel/hostname").map_or_else(|_| "?".into(), |h| h.trim().into());
+        let host =
+            std::fs::read_to_string("/proc/sys/kernel/hostname").map_or_else(|_| "?".into(), |h| h.trim().into());
         let shared = Shared {
             url,
             config,
@@ -171,7 +172,8 @@ impl Shared {
                 ])
                 .or_else([TxnOp::get(queue, Some(GetOptions::new().with_prefix()))])
         };
-        let answer = self.retrying("enqueue", Some(session), |mut client| async move { client.txn(txn()).await }).await?;
+        let answer =
+            self.retrying("enqueue", Some(session), |mut client| async move { client.txn(txn()).await }).await?;
         let revision = answer.header().map_or(0, |h| h.revision());
         let kvs = answer.op_responses().into_iter().find_map(|op| match op {
             TxnOpResponse::Get(get) => Some(get.kvs().to_vec()),
@@ -230,7 +232,8 @@ impl Shared {
                 ])
                 .or_else([TxnOp::get(queue, Some(GetOptions::new().with_prefix()))])
         };
-        let answer = self.retrying("requeue", Some(session), |mut client| async move { client.txn(txn()).await }).await?;
+        let answer =
+            self.retrying("requeue", Some(session), |mut client| async move { client.txn(txn()).await }).await?;
         let revision = answer.header().map_or(0, |h| h.revision());
         let kvs = answer.op_responses().into_iter().find_map(|op| match op {
             TxnOpResponse::Get(get) => Some(get.kvs().to_vec()),
@@ -284,10 +287,17 @@ pub(crate) async fn next_deletion(
 fn transient(e: &etcd_client::Error) -> bool {
     use tonic::Code;
     match e {
-        etcd_client::Error::GRpcStatus(status) => matches!(
-            status.code(),
-            Code::Unavailable | Code::DeadlineExceeded | Code::Unknown | Code::Aborted | Code::Internal | Code::Cancelled
-        ) && !status.message().contains("too large"),
+        etcd_client::Error::GRpcStatus(status) => {
+            matches!(
+                status.code(),
+                Code::Unavailable
+                    | Code::DeadlineExceeded
+                    | Code::Unknown
+                    | Code::Aborted
+                    | Code::Internal
+                    | Code::Cancelled
+            ) && !status.message().contains("too large")
+        }
         etcd_client::Error::TransportError(_) | etcd_client::Error::IoError(_) => true,
         _ => false,
     }

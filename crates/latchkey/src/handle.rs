@@ -132,7 +132,9 @@ pub(crate) async fn with_timeout<T>(
 ) -> Result<T> {
     let timed_out = || {
         let within = timeout.unwrap_or_default();
-        Error::new(ErrorKind::Timeout, format!("not granted within {within:?}")).with_name(name.as_str()).with_scope(scope)
+        Error::new(ErrorKind::Timeout, format!("not granted within {within:?}"))
+            .with_name(name.as_str())
+            .with_scope(scope)
     };
     with_deadline(wait, deadline_after(timeout), timed_out).await
 }

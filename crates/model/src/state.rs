@@ -119,7 +119,8 @@ pub struct State {
     pub queue: Vec<Waiter>,
     /// Waiting requests that ask for the whole capacity (writers, for a reader-writer lock).
     pub waiting_exclusive: usize,
-    /// The fencing token of the latest grant, 0 if none yet.
+    /// The fencing token of the latest grant, 0 if none yet. A scope over a network (etcd)
+    /// knows only the requests on the server: there it is the newest token held now.
     pub last_token: u64,
 }
 

@@ -8,7 +8,7 @@ use latchkey::{ErrorKind, Result, Scope, MAX_SEMAPHORE_CAPACITY};
 use latchkey_model::{Lease, RawScope};
 use latchkey_process::ProcessScope;
 
-use crate::support::{expect_err, runtime, wait_until, waiters, NewScope};
+use crate::support::{capacity_checked_on_open, expect_err, runtime, wait_until, waiters, NewScope};
 
 macro_rules! bad_input_suite {
     ($scope:ident, $factory:path) => {
@@ -145,6 +145,8 @@ fn by_name_locks_on_a_name_open_with_another_capacity_are_a_mismatch(new_scope: 
     let scope = new_scope();
     let rt = runtime();
     let semaphore = scope.semaphore("sem", 3)?;
+    // A scope over a network checks capacities against the requests on the server.
+    let held = if capacity_checked_on_open(&scope) { None } else { Some(semaphore.acquire_blocking(1)?) };
     let attempts: [Result<()>; 5] = [
         scope.lock_blocking("sem").map(drop),
         scope.lock_blocking_timeout("sem", SHORT).map(drop),
@@ -157,12 +159,13 @@ fn by_name_locks_on_a_name_open_with_another_capacity_are_a_mismatch(new_scope: 
         assert_eq!(err.code(), 8410);
         assert_eq!(err.name(), Some("sem"));
     }
+    drop(held);
     assert_eq!(semaphore.available()?, 3);
 
     // Held by name with no handle open: still in use, so still a mismatch.
     let held = scope.lock_blocking("held")?;
-    expect_err(scope.semaphore("held", 2), ErrorKind::CapacityMismatch);
-    expect_err(scope.rwlock("held"), ErrorKind::CapacityMismatch);
+    expect_err(scope.semaphore("held", 2).and_then(|s| s.try_acquire(1).map(drop)), ErrorKind::CapacityMismatch);
+    expect_err(scope.rwlock("held").and_then(|rw| rw.try_read().map(drop)), ErrorKind::CapacityMismatch);
     assert!(scope.try_lock("held")?.is_none(), "the failed opens did not disturb the holder");
     drop(held);
     Ok(())

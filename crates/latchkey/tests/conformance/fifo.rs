@@ -8,8 +8,11 @@ pub(super) fn mutex_grants_waiters_in_fifo_order(new_scope: NewScope) -> Result<
     let held = mutex.lock_blocking()?;
     let (mut a, mut b, mut c) = (Probe::new(mutex.lock()), Probe::new(mutex.lock()), Probe::new(mutex.lock()));
     a.assert_pending();
+    queued(&scope, "fifo", 1);
     b.assert_pending();
+    queued(&scope, "fifo", 2);
     c.assert_pending();
+    queued(&scope, "fifo", 3);
     assert_eq!(waiters(&scope, "fifo"), 3);
     let mut tokens = vec![held.fencing_token()];
 
@@ -45,8 +48,11 @@ pub(super) fn by_name_and_handle_waiters_share_one_fifo_queue(new_scope: NewScop
     let (mut a, mut b, mut c) =
         (Probe::new(scope.lock("fifo")), Probe::new(mutex.lock()), Probe::new(scope.lock("fifo")));
     a.assert_pending();
+    queued(&scope, "fifo", 1);
     b.assert_pending();
+    queued(&scope, "fifo", 2);
     c.assert_pending();
+    queued(&scope, "fifo", 3);
     // A try from either side does not barge past the queue.
     drop(held);
     assert!(scope.try_lock("fifo")?.is_none());
@@ -70,7 +76,9 @@ pub(super) fn dropping_the_pending_head_waiter_passes_the_lock_to_the_next(new_s
     let held = mutex.lock_blocking()?;
     let (mut a, mut b) = (Probe::new(mutex.lock()), Probe::new(mutex.lock()));
     a.assert_pending();
+    queued(&scope, "cancel", 1);
     b.assert_pending();
+    queued(&scope, "cancel", 2);
     drop(a);
     assert_eq!(waiters(&scope, "cancel"), 1, "a dropped waiter leaves the queue");
     drop(held);
@@ -90,7 +98,9 @@ pub(super) fn dropping_a_granted_but_unpolled_future_passes_the_lock_to_the_next
     let held = mutex.lock_blocking()?;
     let (mut a, mut b) = (Probe::new(mutex.lock()), Probe::new(scope.lock("cancel")));
     a.assert_pending();
+    queued(&scope, "cancel", 1);
     b.assert_pending();
+    queued(&scope, "cancel", 2);
     drop(held);
     a.wait_for_wakes(1);
     assert_eq!((a.wakes(), b.wakes()), (1, 0), "the grant went to A");
@@ -111,6 +121,7 @@ pub(super) fn dropping_a_granted_but_unpolled_future_frees_the_lock(new_scope: N
     let held = mutex.lock_blocking()?;
     let mut a = Probe::new(mutex.lock());
     a.assert_pending();
+    queued(&scope, "cancel", 1);
     drop(held);
     a.wait_for_wakes(1);
     assert_eq!(a.wakes(), 1);

@@ -41,6 +41,7 @@ pub(super) fn inspect_and_list_show_holders_and_waiters(new_scope: NewScope) -> 
     let held = mutex.lock_blocking()?;
     let mut waiter = Probe::new(mutex.lock());
     waiter.assert_pending();
+    queued(&scope, "a/mutex", 1);
     let semaphore = scope.semaphore("b/sem", 3)?;
     let two = semaphore.acquire_blocking(2)?;
 

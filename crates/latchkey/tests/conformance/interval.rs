@@ -25,6 +25,7 @@ pub(super) fn interval_cede_hands_over_to_the_waiter_and_requeues_the_ceder(new_
     let first = guard.fencing_token();
     let mut waiter = Probe::new(lock.lock());
     waiter.assert_pending();
+    queued(&scope, "turns", 1);
 
     let mut ceding = Probe::new(guard.cede());
     ceding.assert_pending();
@@ -51,6 +52,7 @@ pub(super) fn interval_poll_before_the_interval_keeps_the_lock(new_scope: NewSco
     let token = guard.fencing_token();
     let mut waiter = Probe::new(lock.lock());
     waiter.assert_pending();
+    queued(&scope, "turns", 1);
     assert!(!guard.is_due());
     let guard = guard.poll_blocking()?;
     let guard = Probe::new(guard.poll()).ready()?;
@@ -76,6 +78,7 @@ pub(super) fn interval_poll_after_the_interval_cedes_to_the_waiter(new_scope: Ne
     let first = guard.fencing_token();
     let mut waiter = Probe::new(lock.lock());
     waiter.assert_pending();
+    queued(&scope, "turns", 1);
     wait_until_due(&guard);
 
     let mut polling = Probe::new(guard.poll());

@@ -11,7 +11,10 @@ use latchkey::{
     ErrorKind, Guard, IntervalGuard, IntervalLock, Mutex, Result, RwLock, Scope, Semaphore, RWLOCK_CAPACITY,
 };
 
-use crate::support::{expect_err, runtime, wait_until, waiters, NewScope, Probe};
+use crate::support::{
+    capacity_checked_on_open, expect_err, queued, remembers_released_tokens, runtime, wait_until, waiters, NewScope,
+    Probe,
+};
 
 mod bounds;
 mod fifo;

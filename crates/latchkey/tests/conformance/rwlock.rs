@@ -28,10 +28,12 @@ pub(super) fn rwlock_queued_writer_holds_back_new_readers(new_scope: NewScope) -
     let reader = rwlock.read_blocking()?;
     let mut writer = Probe::new(rwlock.write());
     writer.assert_pending();
+    queued(&scope, "rw", 1);
     assert_eq!(rwlock.writers_waiting()?, 1);
     assert!(rwlock.try_read()?.is_none(), "a new reader does not pass a waiting writer");
     let mut late_reader = Probe::new(rwlock.read());
     late_reader.assert_pending();
+    queued(&scope, "rw", 2);
     assert_eq!(rwlock.readers()?, 1);
 
     drop(reader);
@@ -60,9 +62,13 @@ pub(super) fn rwlock_readers_queued_before_a_writer_are_not_starved(new_scope: N
     let mut r3 = Probe::new(rwlock.read());
     // Queued in this order: r1, r2, w2, r3.
     r1.assert_pending();
+    queued(&scope, "rw", 1);
     r2.assert_pending();
+    queued(&scope, "rw", 2);
     w2.assert_pending();
+    queued(&scope, "rw", 3);
     r3.assert_pending();
+    queued(&scope, "rw", 4);
     assert_eq!(rwlock.writers_waiting()?, 1);
     assert_eq!(waiters(&scope, "rw"), 4);
 

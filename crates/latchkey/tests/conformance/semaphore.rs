@@ -73,22 +73,31 @@ pub(super) fn semaphore_rejects_requests_of_zero_or_more_than_n_permits(new_scop
 
 pub(super) fn capacity_mismatch_while_the_name_is_open_with_another_capacity(new_scope: NewScope) -> Result<()> {
     let scope = new_scope();
+    // A scope over a network checks a capacity against the requests on the server: there,
+    // the names are held while the other capacities are tried.
+    let on_open = capacity_checked_on_open(&scope);
     let three = scope.semaphore("sem", 3)?;
-    let err = expect_err(scope.semaphore("sem", 4), ErrorKind::CapacityMismatch);
+    let held_three = if on_open { None } else { Some(three.acquire_blocking(1)?) };
+    let four = scope.semaphore("sem", 4).and_then(|four| four.try_acquire(1).map(drop));
+    let err = expect_err(four, ErrorKind::CapacityMismatch);
     assert_eq!(err.code(), 8410);
     assert_eq!(err.name(), Some("sem"));
     assert_eq!(scope.semaphore("sem", 3)?.capacity(), 3, "the same capacity opens fine");
 
     let mutex = scope.mutex("shared")?;
-    expect_err(scope.rwlock("shared"), ErrorKind::CapacityMismatch);
-    expect_err(scope.semaphore("shared", 2), ErrorKind::CapacityMismatch);
+    let held_mutex = if on_open { None } else { Some(mutex.lock_blocking()?) };
+    expect_err(scope.rwlock("shared").and_then(|rw| rw.try_read().map(drop)), ErrorKind::CapacityMismatch);
+    expect_err(scope.semaphore("shared", 2).and_then(|s| s.try_acquire(1).map(drop)), ErrorKind::CapacityMismatch);
     assert!(scope.interval_lock("shared", HOUR).is_ok(), "an interval lock is a mutex");
+    drop(held_mutex);
     drop(mutex);
 
     let rwlock = scope.rwlock("rw")?;
-    expect_err(scope.mutex("rw"), ErrorKind::CapacityMismatch);
+    let held_rw = if on_open { None } else { Some(rwlock.read_blocking()?) };
+    expect_err(scope.mutex("rw").and_then(|m| m.try_lock().map(drop)), ErrorKind::CapacityMismatch);
     expect_err(scope.lock_blocking("rw"), ErrorKind::CapacityMismatch);
     expect_err(scope.try_lock("rw"), ErrorKind::CapacityMismatch);
+    drop((held_three, held_rw));
 
     // Once nobody has the name open, it may be opened with another capacity.
     drop((three, rwlock));

@@ -33,7 +33,7 @@ macro_rules! stress_suite {
     };
 }
 
-for_each_scope!(stress_suite);
+for_each_local_scope!(stress_suite);
 
 const THREADS: usize = 8;
 /// Far more than any test needs; reaching it means the test hung.

@@ -25,6 +25,17 @@ macro_rules! for_each_scope {
     };
 }
 
+/// [`for_each_scope!`] for the scopes of one machine only: the stress suite's tens of
+/// thousands of grants are for the local engines' races; a scope over a network has its
+/// own stress under faults (`crates/etcd/tests/faults.rs`: a fenced counter).
+macro_rules! for_each_local_scope {
+    ($suite:ident) => {
+        $suite!(process_static, $crate::support::process_static);
+        $suite!(process_raw, $crate::support::process_raw);
+        $suite!(host, $crate::support::host);
+    };
+}
+
 /// Declares `#[test] fn test() -> latchkey::Result<()>` in the current module for each
 /// listed `test`, calling `super::test(factory)`.
 macro_rules! scope_tests {
@@ -96,7 +107,36 @@ pub fn host() -> Scope {
 /// process starts once and stops when it exits (see `latchkey_testkit::EtcdCluster`).
 /// The TTL is short so that lost sessions show quickly.
 pub fn etcd() -> Scope {
+    OVER_A_NETWORK.store(true, Ordering::Relaxed);
     Scope::open(&etcd_url()).expect("the etcd scope opens on the test's cluster")
+}
+
+/// Whether this test process tests a scope over a network, set by its factory. The
+/// differences between scopes are parameters of the suites, not copies of them: a request
+/// of such a scope is made on the scope's own thread, so a future's first poll does not
+/// yet show it queued or granted (see [`Probe::ready`] and [`queued`]), and a capacity is
+/// checked against the requests on the server, not against handles merely open (see
+/// [`capacity_checked_on_open`]).
+static OVER_A_NETWORK: AtomicBool = AtomicBool::new(false);
+
+/// Whether the scope checks a capacity when a name is opened (local scopes), or only
+/// against the requests queued for it (scopes over a network).
+pub fn capacity_checked_on_open(_scope: &Scope) -> bool {
+    !OVER_A_NETWORK.load(Ordering::Relaxed)
+}
+
+/// Whether `inspect` reports the token of a grant already released as `last_token` (local
+/// scopes); a scope over a network knows the tokens of the requests on the server only.
+pub fn remembers_released_tokens(_scope: &Scope) -> bool {
+    !OVER_A_NETWORK.load(Ordering::Relaxed)
+}
+
+/// Waits until `count` requests wait for `name`: at once for a local scope, whose
+/// requests are queued when first polled; a moment later for a scope over a network.
+/// Tests that order waiters call it after polling each one.
+#[track_caller]
+pub fn queued(scope: &Scope, name: &str, count: usize) {
+    wait_until(&format!("{count} requests wait for {name:?}"), || waiters(scope, name) >= count);
 }
 
 /// A new URL of the etcd scope: a fresh prefix on this process's cluster.
@@ -180,12 +220,20 @@ impl<'a, T> Probe<'a, T> {
         assert!(self.poll().is_pending(), "expected the future to be pending");
     }
 
-    /// Polls once and returns the output; panics if the future is pending.
+    /// Polls once and returns the output; panics if the future is pending. For a scope over
+    /// a network, whose answers come from its own thread, polls until the output comes.
     #[track_caller]
     pub fn ready(&mut self) -> T {
-        match self.poll() {
-            Poll::Ready(output) => output,
-            Poll::Pending => panic!("expected the future to be ready"),
+        let start = Instant::now();
+        loop {
+            match self.poll() {
+                Poll::Ready(output) => return output,
+                Poll::Pending if OVER_A_NETWORK.load(Ordering::Relaxed) => {
+                    assert!(start.elapsed() < Duration::from_secs(60), "gave up waiting for the future");
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                Poll::Pending => panic!("expected the future to be ready"),
+            }
         }
     }
 
