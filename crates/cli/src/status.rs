@@ -116,7 +116,8 @@ fn kind(capacity: u32) -> &'static str {
 #[derive(Serialize)]
 struct Report {
     scope: String,
-    /// The namespace directory of a host scope (absolute); null for other scopes.
+    /// The namespace directory of a host scope (absolute); where a scope over a network
+    /// keeps its keys (`etcd <endpoints> under "<prefix>/"`); null for the process scope.
     directory: Option<String>,
     locks: Vec<Entry>,
 }
@@ -145,8 +146,10 @@ pub fn status(args: StatusArgs) -> anyhow::Result<u8> {
         return Ok(0);
     }
     println!("scope: {}", scope.url());
-    if let Some(directory) = scope.location() {
-        println!("namespace directory: {directory}");
+    match scope.location() {
+        Some(directory) if scope.url().starts_with("host:") => println!("namespace directory: {directory}"),
+        Some(location) => println!("location: {location}"),
+        None => {}
     }
     if states.is_empty() {
         println!("no lock is held or awaited");
