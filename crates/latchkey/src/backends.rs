@@ -30,3 +30,16 @@ fn missing(engine: &str, url: &str) -> Error {
     };
     Error::new(ErrorKind::Unsupported, why).with_scope(url)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_backend_left_out_of_the_build_is_named_with_its_feature() {
+        let err = missing("etcd", "etcd://db/x");
+        assert_eq!(err.kind(), ErrorKind::Unsupported);
+        assert!(err.to_string().contains("Cargo feature `etcd`"), "{err}");
+        assert_eq!(err.scope(), Some("etcd://db/x"));
+    }
+}

@@ -37,13 +37,13 @@ impl ScopeUrl {
             "host" if rest.is_empty() => Ok(ScopeUrl::Host(None)),
             "host" if rest.starts_with('/') => Ok(ScopeUrl::Host(Some(PathBuf::from(rest)))),
             "host" => Err(invalid("needs an absolute directory after `host:`")),
-            "etcd" | "postgres" | "postgresql" | "redis" | "rediss" => {
+            "etcd" | "etcds" | "postgres" | "postgresql" | "redis" | "rediss" => {
                 let Some(authority) = rest.strip_prefix("//").filter(|a| !a.is_empty() && !a.starts_with('/')) else {
                     return Err(invalid("needs a server after `//`"));
                 };
                 let _ = authority;
                 let engine = match scheme {
-                    "etcd" => "etcd",
+                    "etcd" | "etcds" => "etcd",
                     "redis" | "rediss" => "redis",
                     _ => "postgres",
                 };

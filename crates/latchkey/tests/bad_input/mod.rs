@@ -119,12 +119,19 @@ fn known_scope_urls_open_or_report_unsupported() -> Result<()> {
     let dir = crate::support::TempDir(crate::support::fresh_dir("latchkey-url-test"));
     let url = format!("host:{}", dir.display());
     assert_eq!(Scope::open(&url)?.url(), url);
-    // Until the distributed scopes are built in.
-    for url in ["etcd://10.0.0.1:2379", "postgres://u@db/app", "redis://cache:6379/0"] {
+    // Until their scopes are built in.
+    for url in ["postgres://u@db/app", "redis://cache:6379/0"] {
         let err = expect_err(Scope::open(url), ErrorKind::Unsupported);
         assert_eq!(err.code(), 8408);
         assert_eq!(err.scope(), Some(url));
     }
+    // An etcd that does not answer, and a malformed etcd URL.
+    let refused = "etcd://127.0.0.1:1/locks";
+    let err = expect_err(Scope::open(refused), ErrorKind::Unavailable);
+    assert_eq!(err.scope(), Some(refused));
+    assert!(err.to_string().contains("127.0.0.1:1"), "{err}");
+    let err = expect_err(Scope::open("etcd://db:port/x"), ErrorKind::InvalidScope);
+    assert!(err.to_string().contains("port"), "{err}");
     Ok(())
 }
 
