@@ -11,7 +11,7 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use latchkey_model::{block_on_until, BoxFuture, ErrorKind, Lease, Name, RawCede, RawLock, Result, State};
 
@@ -42,12 +42,13 @@ struct Grant {
 /// handed over (disarmed).
 struct KeyGuard {
     shared: Arc<Shared>,
+    session: Arc<Session>,
     key: Option<String>,
 }
 
 impl KeyGuard {
-    fn new(shared: &Arc<Shared>, key: &str) -> KeyGuard {
-        KeyGuard { shared: shared.clone(), key: Some(key.to_string()) }
+    fn new(shared: &Arc<Shared>, session: &Arc<Session>, key: &str) -> KeyGuard {
+        KeyGuard { shared: shared.clone(), session: session.clone(), key: Some(key.to_string()) }
     }
 
     fn disarm(mut self) -> String {
@@ -57,7 +58,7 @@ impl KeyGuard {
     /// Deletes the key now, so that the caller sees it gone when this returns.
     async fn withdraw(mut self) {
         let key = self.key.take().expect("armed until disarmed");
-        if let Err(e) = self.shared.delete(&key).await {
+        if let Err(e) = self.shared.delete(&self.session, &key).await {
             tracing::warn!(target: "latchkey", key, "a withdrawn etcd request could not be deleted (its lease will expire): {e}");
         }
     }
@@ -77,15 +78,18 @@ impl KeyGuard {
 impl Drop for KeyGuard {
     fn drop(&mut self) {
         if let Some(key) = self.key.take() {
-            let shared = self.shared.clone();
+            let (shared, session) = (self.shared.clone(), self.session.clone());
             self.shared.driver.background(async move {
-                if let Err(e) = shared.delete(&key).await {
+                if let Err(e) = shared.delete(&session, &key).await {
                     tracing::warn!(target: "latchkey", key, "a withdrawn etcd request could not be deleted (its lease will expire): {e}");
                 }
             });
         }
     }
 }
+
+/// How long the first round trip of a request may take past a deadline already near.
+const FIRST_TRIP_GRACE: Duration = Duration::from_millis(250);
 
 /// A lease on its way to the caller: given back (in the background) if the caller's
 /// future is dropped before it takes it, wherever it is then (in the task, in the channel).
@@ -171,11 +175,30 @@ impl EtcdLock {
             if let Some(token) = self.standing(&queue, key, session)? {
                 return Ok(token);
             }
-            tokio::select! {
-                woke = next_deletion(&self.shared, &mut watch, &self.queue, revision + 1) => woke.map_err(|e| self.scoped(e))?,
-                () = session.lost() => return Err(self.lost_error("the session lapsed while the request waited")),
-            }
-            (revision, queue) = self.shared.read_queue(&self.queue).await.map_err(|e| self.scoped(e))?;
+            // A failure of the network is waited out for as long as the session lives: only
+            // a lost session, a missing key or the caller's deadline end the wait.
+            let mut backoff = Duration::from_millis(50);
+            let read = loop {
+                let woke = async {
+                    next_deletion(&self.shared, &mut watch, &self.queue, revision + 1).await?;
+                    self.shared.read_queue(&self.queue).await
+                };
+                let failure = tokio::select! {
+                    read = woke => match read {
+                        Ok(read) => break read,
+                        Err(e) => e,
+                    },
+                    () = session.lost() => return Err(self.lost_error("the session lapsed while the request waited")),
+                };
+                if failure.kind() == ErrorKind::Closed {
+                    return Err(self.scoped(failure));
+                }
+                tracing::debug!(target: "latchkey", "a waiter's watch or read failed, trying again: {failure}");
+                watch = None;
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+            };
+            (revision, queue) = read;
         }
     }
 
@@ -187,14 +210,23 @@ impl EtcdLock {
     /// Queues a request and waits for its turn until `deadline`; on failure or timeout the
     /// request is withdrawn before this returns (if the work is dropped, just after).
     async fn acquire_on_thread(self: Arc<Self>, permits: u32, deadline: Option<Instant>) -> Result<Lease> {
-        self.shared.driver.wait_background().await;
-        let session = self.shared.session().await.map_err(|e| self.scoped(e))?;
-        let key = self.new_key(&session);
-        let guard = KeyGuard::new(&self.shared, &key);
-        // The request is always made, whatever the deadline (a zero timeout on a free lock
-        // succeeds); the deadline bounds the wait in the queue.
-        let read = self.shared.enqueue(&session, &self.queue, &key, &self.ask(permits)).await;
-        let waited = async { self.wait_turn(&key, &session, read.map_err(|e| self.scoped(e))?).await };
+        // A deadline bounds everything, but the request's first round trip may finish within
+        // a short grace, so that a zero timeout on a free lock succeeds.
+        let deadline = deadline.map(|deadline| deadline.max(Instant::now() + FIRST_TRIP_GRACE));
+        let prepared = async {
+            self.shared.driver.wait_background().await;
+            self.enqueue_fresh(permits).await
+        };
+        let (session, guard, read) = match deadline {
+            None => prepared.await?,
+            Some(deadline) => tokio::select! {
+                biased;
+                done = prepared => done?,
+                () = tokio::time::sleep_until(deadline.into()) => return Err(self.timeout()),
+            },
+        };
+        let key = guard.key.clone().expect("armed");
+        let waited = self.wait_turn(&key, &session, read);
         let outcome = match deadline {
             None => waited.await,
             Some(deadline) => tokio::select! {
@@ -207,14 +239,34 @@ impl EtcdLock {
         Ok(self.lease(permits, key, token, session))
     }
 
+    /// Puts a new request on the live session and reads the queue; once more on a new
+    /// session if the server no longer knows the lease. The guard withdraws the request.
+    async fn enqueue_fresh(&self, permits: u32) -> Result<(Arc<Session>, KeyGuard, (i64, Queue))> {
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let session = self.shared.session().await.map_err(|e| self.scoped(e))?;
+            let key = self.new_key(&session);
+            let guard = KeyGuard::new(&self.shared, &session, &key);
+            match self.shared.enqueue(&session, &self.queue, &key, &self.ask(permits)).await {
+                Ok(read) => return Ok((session, guard, read)),
+                Err(e) if e.kind() == ErrorKind::HandleLost && session.is_lost() && attempts < 2 => {
+                    drop(guard.disarm());
+                }
+                Err(e) => {
+                    guard.withdraw().await;
+                    return Err(self.scoped(e));
+                }
+            }
+        }
+    }
+
     /// Queues a request and takes it back at once unless it holds.
     async fn try_acquire_on_thread(self: Arc<Self>, permits: u32) -> Result<Option<Lease>> {
         self.shared.driver.wait_background().await;
-        let session = self.shared.session().await.map_err(|e| self.scoped(e))?;
-        let key = self.new_key(&session);
-        let guard = KeyGuard::new(&self.shared, &key);
-        let read = self.shared.enqueue(&session, &self.queue, &key, &self.ask(permits)).await;
-        let standing = read.map_err(|e| self.scoped(e)).and_then(|(_, queue)| self.standing(&queue, &key, &session));
+        let (session, guard, (_, queue)) = self.enqueue_fresh(permits).await?;
+        let key = guard.key.clone().expect("armed");
+        let standing = self.standing(&queue, &key, &session);
         let not_granted = || self.error(ErrorKind::AcquireFailed, "not granted");
         match guard.settle(standing.and_then(|token| token.ok_or_else(not_granted))).await {
             Ok((token, key)) => Ok(Some(self.lease(permits, key, token, session))),
@@ -224,7 +276,7 @@ impl EtcdLock {
     }
 
     async fn release_on_thread(self: Arc<Self>, key: String, session: Arc<Session>) -> Result<()> {
-        let deleted = self.shared.delete(&key).await.map_err(|e| self.scoped(e))?;
+        let deleted = self.shared.delete(&session, &key).await.map_err(|e| self.scoped(e))?;
         if session.is_lost() {
             return Err(self.lost_error("the session had lapsed: the hold was already lost"));
         }
@@ -251,7 +303,7 @@ impl EtcdLock {
             return Ok(self.lease(permits, key, revision, session));
         }
         let new = self.new_key(&session);
-        let guard = KeyGuard::new(&self.shared, &new);
+        let guard = KeyGuard::new(&self.shared, &session, &new);
         let waited = async {
             let moved = self.shared.requeue(&session, &self.queue, (&key, revision), &new, &self.ask(permits)).await;
             match moved.map_err(|e| self.scoped(e))? {
@@ -411,7 +463,7 @@ impl RawLock for EtcdLock {
         Box::pin(async move {
             tokio::select! {
                 () = session.lost() => {}
-                _ = key_gone => {}
+                gone = key_gone => if gone.is_err() { session.lost().await },
             }
         })
     }
@@ -432,7 +484,7 @@ impl RawCede for EtcdLock {
         // The held key is deleted if the cede fails or is dropped (the lock is given up, as
         // the contract says), and kept if it comes back granted or was moved.
         let lock = self.this();
-        let give_up = KeyGuard::new(&self.shared, &key);
+        let give_up = KeyGuard::new(&self.shared, &session, &key);
         let granted = self.on_thread(async move {
             let ceded = lock.clone().cede_on_thread(key, revision, permits, session).await;
             Ok(Unclaimed { lease: Some(give_up.settle(ceded).await?.0), lock })
@@ -450,9 +502,23 @@ impl RawCede for EtcdLock {
 async fn key_deleted(shared: Arc<Shared>, key: String, revision: i64, gone: Arc<AtomicBool>) -> Result<()> {
     let mut watch = None;
     let mut from = revision + 1;
+    let mut backoff = Duration::from_millis(50);
     loop {
-        next_deletion(&shared, &mut watch, &key, from).await?;
-        let (read, kvs) = shared.read(&key).await?;
+        // A failure of the network is no sign of deletion: look again, later.
+        let looked = async {
+            next_deletion(&shared, &mut watch, &key, from).await?;
+            shared.read(&key).await
+        };
+        let (read, kvs) = match looked.await {
+            Ok(read) => read,
+            Err(e) if e.kind() == ErrorKind::Closed => return Err(e),
+            Err(_) => {
+                watch = None;
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+                continue;
+            }
+        };
         if !kvs.iter().any(|kv| kv.key() == key.as_bytes() && kv.create_revision() == revision) {
             gone.store(true, Ordering::Release);
             return Ok(());

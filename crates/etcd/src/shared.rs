@@ -89,6 +89,9 @@ impl Shared {
             return Err(self.error(ErrorKind::Closed, "the scope was closed", None));
         }
         let mut current = self.session.lock().await;
+        if self.closed.load(Ordering::Acquire) {
+            return Err(self.error(ErrorKind::Closed, "the scope was closed", None));
+        }
         if let Some(session) = current.as_ref().filter(|s| !s.is_lost()) {
             return Ok(session.clone());
         }
@@ -130,6 +133,9 @@ impl Shared {
         session: Option<&Session>,
         mut call: impl FnMut(Client) -> F,
     ) -> Result<T> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(self.error(ErrorKind::Closed, "the scope was closed", None));
+        }
         let mut backoff = Duration::from_millis(20);
         let give_up = Instant::now() + call_timeout(&self.config);
         loop {
@@ -201,12 +207,18 @@ impl Shared {
         Ok((revision, queue_of(kvs)))
     }
 
-    /// Deletes `key`; whether it was there.
-    pub async fn delete(&self, key: &str) -> Result<bool> {
+    /// Deletes `key`, a request of `session`, retrying for as long as the session lives (a
+    /// key left behind would be held as long as the session, which outlives a short cut).
+    /// Whether it was there; a retry after a lost answer counts as there.
+    pub async fn delete(&self, session: &Session, key: &str) -> Result<bool> {
+        let attempts = std::sync::atomic::AtomicU32::new(0);
         let answer = self
-            .retrying("delete", None, |mut client| async move { client.delete(key, None::<DeleteOptions>).await })
+            .retrying("delete", Some(session), |mut client| {
+                attempts.fetch_add(1, Ordering::Relaxed);
+                async move { client.delete(key, None::<DeleteOptions>).await }
+            })
             .await?;
-        Ok(answer.deleted() > 0)
+        Ok(answer.deleted() > 0 || attempts.load(Ordering::Relaxed) > 1)
     }
 
     /// In one transaction, if `old` still has create revision `revision`: deletes it and
