@@ -7,7 +7,9 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use latchkey_model::{with_deadline, BoxFuture, Error, ErrorKind, Lease, Name, RawCede, RawLock, RawScope, Result, State};
+use latchkey_model::{
+    with_deadline, BoxFuture, Error, ErrorKind, Lease, Name, RawCede, RawLock, RawScope, Result, State,
+};
 
 use crate::registry::Entry;
 use crate::{Handle, Permit, ProcessScope, URL};
@@ -74,7 +76,9 @@ impl RawLock for Handle {
 
     fn acquire(&self, permits: u32, deadline: Option<Instant>) -> BoxFuture<'_, Result<Lease>> {
         let timeout = move || {
-            Error::new(ErrorKind::Timeout, "not granted before the deadline").with_name(self.name().as_str()).with_scope(URL)
+            Error::new(ErrorKind::Timeout, "not granted before the deadline")
+                .with_name(self.name().as_str())
+                .with_scope(URL)
         };
         Box::pin(async move {
             let permit = with_deadline(Handle::acquire(self, permits), deadline, timeout).await?;
