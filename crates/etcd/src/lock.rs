@@ -44,11 +44,27 @@ struct KeyGuard {
     shared: Arc<Shared>,
     session: Arc<Session>,
     key: Option<String>,
+    /// Ends when the call that puts the key has finished: a delete sent before it could
+    /// reach etcd first and leave the key behind.
+    in_flight: Option<tokio::sync::oneshot::Receiver<()>>,
 }
 
 impl KeyGuard {
     fn new(shared: &Arc<Shared>, session: &Arc<Session>, key: &str) -> KeyGuard {
-        KeyGuard { shared: shared.clone(), session: session.clone(), key: Some(key.to_string()) }
+        KeyGuard { shared: shared.clone(), session: session.clone(), key: Some(key.to_string()), in_flight: None }
+    }
+
+    /// Runs `put`, the call that may put the key, as a task of its own: dropping the caller
+    /// does not stop it half sent, and the guard's delete waits for it to finish.
+    async fn putting<T: Send + 'static>(&mut self, put: impl std::future::Future<Output = T> + Send + 'static) -> T {
+        let (done, in_flight) = tokio::sync::oneshot::channel::<()>();
+        self.in_flight = Some(in_flight);
+        let call = tokio::spawn(async move {
+            let output = put.await;
+            drop(done);
+            output
+        });
+        call.await.expect("an etcd call does not panic")
     }
 
     fn disarm(mut self) -> String {
@@ -57,8 +73,16 @@ impl KeyGuard {
 
     /// Deletes the key now, so that the caller sees it gone when this returns.
     async fn withdraw(mut self) {
-        let key = self.key.take().expect("armed until disarmed");
-        if let Err(e) = self.shared.delete(&self.session, &key).await {
+        // The key stays in the guard until it is deleted: if this is dropped half way, the
+        // guard's drop deletes it in the background.
+        if let Some(in_flight) = self.in_flight.as_mut() {
+            let _ = in_flight.await;
+            self.in_flight = None;
+        }
+        let key = self.key.clone().expect("armed until disarmed");
+        let deleted = self.shared.delete(&self.session, &key).await;
+        self.key = None;
+        if let Err(e) = deleted {
             tracing::warn!(target: "latchkey", key, "a withdrawn etcd request could not be deleted (its lease will expire): {e}");
         }
     }
@@ -78,8 +102,11 @@ impl KeyGuard {
 impl Drop for KeyGuard {
     fn drop(&mut self) {
         if let Some(key) = self.key.take() {
-            let (shared, session) = (self.shared.clone(), self.session.clone());
+            let (shared, session, in_flight) = (self.shared.clone(), self.session.clone(), self.in_flight.take());
             self.shared.driver.background(async move {
+                if let Some(in_flight) = in_flight {
+                    let _ = in_flight.await;
+                }
                 if let Err(e) = shared.delete(&session, &key).await {
                     tracing::warn!(target: "latchkey", key, "a withdrawn etcd request could not be deleted (its lease will expire): {e}");
                 }
@@ -247,8 +274,11 @@ impl EtcdLock {
             attempts += 1;
             let session = self.shared.session().await.map_err(|e| self.scoped(e))?;
             let key = self.new_key(&session);
-            let guard = KeyGuard::new(&self.shared, &session, &key);
-            match self.shared.enqueue(&session, &self.queue, &key, &self.ask(permits)).await {
+            let mut guard = KeyGuard::new(&self.shared, &session, &key);
+            let (shared, queue, ask, put_session, put_key) =
+                (self.shared.clone(), self.queue.clone(), self.ask(permits), session.clone(), key.clone());
+            let put = async move { shared.enqueue(&put_session, &queue, &put_key, &ask).await };
+            match guard.putting(put).await {
                 Ok(read) => return Ok((session, guard, read)),
                 Err(e) if e.kind() == ErrorKind::HandleLost && session.is_lost() && attempts < 2 => {
                     drop(guard.disarm());
@@ -303,9 +333,13 @@ impl EtcdLock {
             return Ok(self.lease(permits, key, revision, session));
         }
         let new = self.new_key(&session);
-        let guard = KeyGuard::new(&self.shared, &session, &new);
+        let mut guard = KeyGuard::new(&self.shared, &session, &new);
+        let (shared, queue, ask, put_session, put_new) =
+            (self.shared.clone(), self.queue.clone(), self.ask(permits), session.clone(), new.clone());
+        let moved = guard
+            .putting(async move { shared.requeue(&put_session, &queue, (&key, revision), &put_new, &ask).await })
+            .await;
         let waited = async {
-            let moved = self.shared.requeue(&session, &self.queue, (&key, revision), &new, &self.ask(permits)).await;
             match moved.map_err(|e| self.scoped(e))? {
                 Some(read) => self.wait_turn(&new, &session, read).await,
                 None => Err(self.lost_error("the request's key was gone: the hold had been lost")),

@@ -138,8 +138,12 @@ impl Shared {
         }
         let mut backoff = Duration::from_millis(20);
         let give_up = Instant::now() + call_timeout(&self.config);
+        // A call sent to a member that just died hangs rather than fails: the first
+        // attempts are given less time, and later ones more, up to the call timeout.
+        let mut patience = Duration::from_secs(1).min(call_timeout(&self.config));
         loop {
-            let outcome = tokio::time::timeout(call_timeout(&self.config), call(self.client.clone())).await;
+            let outcome = tokio::time::timeout(patience, call(self.client.clone())).await;
+            patience = (patience * 2).min(call_timeout(&self.config));
             let e = match outcome {
                 Ok(Ok(answer)) => return Ok(answer),
                 Ok(Err(e)) if e.to_string().contains("lease not found") => {

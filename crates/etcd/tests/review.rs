@@ -184,10 +184,7 @@ fn a_request_after_the_session_was_revoked_fails_with_handle_lost() {
         client.lease_revoke(session).await.unwrap();
     });
     let outcome = lock.try_acquire(1);
-    assert!(
-        matches!(outcome, Ok(Some(_))),
-        "try_acquire on a free name after the session was revoked: {outcome:?}"
-    );
+    assert!(matches!(outcome, Ok(Some(_))), "try_acquire on a free name after the session was revoked: {outcome:?}");
 }
 
 /// `close()`: "Operations after it fail with `Closed`". `inspect` and `list` still go to
@@ -204,8 +201,5 @@ fn inspect_and_list_after_close_do_not_fail_with_closed() {
         ("lock.inspect", lock.inspect().err().map(|e| e.kind())),
         ("lock.try_acquire", lock.try_acquire(1).err().map(|e| e.kind())),
     ];
-    assert!(
-        kinds.iter().all(|(_, kind)| *kind == Some(ErrorKind::Closed)),
-        "after close(): {kinds:?}"
-    );
+    assert!(kinds.iter().all(|(_, kind)| *kind == Some(ErrorKind::Closed)), "after close(): {kinds:?}");
 }
