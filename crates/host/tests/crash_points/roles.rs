@@ -159,7 +159,8 @@ fn victim(scope: &HostScope, setup: Setup) {
         // A blocking request that times out, and an async one that is cancelled.
         let timed_out = s.spawn(|| m.acquire_blocking(1, Some(Instant::now() + Duration::from_millis(2))));
         assert_eq!(timed_out.join().unwrap().unwrap_err().kind(), ErrorKind::Timeout);
-        let cancelled = runtime.block_on(async { tokio::time::timeout(Duration::from_millis(2), m.acquire(1)).await });
+        let cancelled =
+            runtime.block_on(async { tokio::time::timeout(Duration::from_millis(2), m.acquire(1, None)).await });
         assert!(cancelled.is_err(), "the async request waited and was cancelled");
         // A request granted when the holder releases: a release with a waiter.
         let waiter = s.spawn(|| {
@@ -176,7 +177,7 @@ fn victim(scope: &HostScope, setup: Setup) {
             m.release(lease).unwrap();
         });
         wait_until(|| m.inspect().unwrap().waiters >= 1);
-        let held = m.cede_blocking(held).unwrap();
+        let held = m.as_cede().expect("the host scope cedes").cede_blocking(held).unwrap();
         m.release(held).unwrap(); // (a bystander may have queued first: the waiter may be behind)
         waiter.join().unwrap();
         let held = m.acquire_blocking(1, None).unwrap();
@@ -185,14 +186,14 @@ fn victim(scope: &HostScope, setup: Setup) {
             m.release(lease).unwrap();
         });
         wait_until(|| m.inspect().unwrap().waiters >= 1);
-        let held = runtime.block_on(m.cede(held)).unwrap();
+        let held = runtime.block_on(m.as_cede().expect("the host scope cedes").cede(held)).unwrap();
         m.release(held).unwrap();
         waiter.join().unwrap();
         // An async request granted on a release.
         let held = m.acquire_blocking(1, None).unwrap();
         let granted = s.spawn(|| {
             let runtime = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
-            let lease = runtime.block_on(m.acquire(1)).unwrap();
+            let lease = runtime.block_on(m.acquire(1, None)).unwrap();
             m.release(lease).unwrap();
         });
         wait_until(|| m.inspect().unwrap().waiters >= 1);
