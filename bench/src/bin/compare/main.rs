@@ -1,11 +1,12 @@
 //! `compare SUITE [--json]`: latchkey against its peers in the same run.
 //!
-//! Suites: `process`, `host`, `cluster`. Each line is one case: ours and one peer in ns per
-//! operation, measured in alternating rounds (median of 7).
+//! Suites: `process`, `host`, `cluster`, `etcd`. Each line is one case: ours and one peer
+//! in ns per operation, measured in alternating rounds (median of 7).
 
 use latchkey_bench::Row;
 
 mod cluster_suite;
+mod etcd_suite;
 mod host_suite;
 mod process_suite;
 
@@ -13,9 +14,9 @@ fn main() {
     // A process worker of the cluster suite: this binary again, run by the cluster.
     latchkey_cluster::child_main(cluster_suite::cluster_builder());
     let args: Vec<String> = std::env::args().skip(1).collect();
-    // The child processes of the host and cluster suites: this binary again, with a
+    // The child processes of the host, cluster and etcd suites: this binary again, with a
     // hidden first argument.
-    if host_suite::child_main(&args) || cluster_suite::child_main(&args) {
+    if host_suite::child_main(&args) || cluster_suite::child_main(&args) || etcd_suite::child_main(&args) {
         return;
     }
     let json = args.iter().any(|a| a == "--json");
@@ -31,8 +32,9 @@ fn main() {
         "process" => process_suite::run(&emit),
         "host" => host_suite::run(&emit),
         "cluster" => cluster_suite::run(&emit),
+        "etcd" => etcd_suite::run(&emit),
         other => {
-            eprintln!("compare: unknown suite {other:?}; suites: process, host, cluster");
+            eprintln!("compare: unknown suite {other:?}; suites: process, host, cluster, etcd");
             std::process::exit(64);
         }
     }
