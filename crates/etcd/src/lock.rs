@@ -1,9 +1,9 @@
 //! One name of an etcd scope, behind the `RawLock` contract.
 //!
 //! Acquiring puts a request key on the session's lease and reads the queue in one
-//! transaction; a request that must wait watches the queue's deletions from the revision
-//! of its read + 1 (so nothing between the read and the watch is missed), reads again on
-//! each, and checks that its own key is still there (Jepsen found etcd 3.4's own lock
+//! transaction; a request that must wait opens a watch of the queue's deletions and reads
+//! the queue again (so nothing between its first read and the watch is missed), reads
+//! again on each deletion, and checks that its own key is still there (Jepsen found etcd 3.4's own lock
 //! granting after its key was gone). The fencing token is the key's create revision.
 //!
 //! Every call runs on the scope's thread, behind a channel: dropping a future at any await
@@ -196,7 +196,7 @@ impl EtcdLock {
     }
 
     /// Waits until `key`, read in `queue` at `revision`, holds: its create revision.
-    async fn wait_turn(&self, key: &str, session: &Session, (mut revision, mut queue): (i64, Queue)) -> Result<i64> {
+    async fn wait_turn(&self, key: &str, session: &Session, (_, mut queue): (i64, Queue)) -> Result<i64> {
         let mut watch = None;
         loop {
             if let Some(token) = self.standing(&queue, key, session)? {
@@ -207,7 +207,7 @@ impl EtcdLock {
             let mut backoff = Duration::from_millis(50);
             let read = loop {
                 let woke = async {
-                    next_deletion(&self.shared, &mut watch, &self.queue, revision + 1).await?;
+                    next_deletion(&self.shared, &mut watch, &self.queue).await?;
                     self.shared.read_queue(&self.queue).await
                 };
                 let failure = tokio::select! {
@@ -225,7 +225,7 @@ impl EtcdLock {
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(1));
             };
-            (revision, queue) = read;
+            (_, queue) = read;
         }
     }
 
@@ -535,15 +535,14 @@ impl RawCede for EtcdLock {
 /// scope's thread.
 async fn key_deleted(shared: Arc<Shared>, key: String, revision: i64, gone: Arc<AtomicBool>) -> Result<()> {
     let mut watch = None;
-    let mut from = revision + 1;
     let mut backoff = Duration::from_millis(50);
     loop {
         // A failure of the network is no sign of deletion: look again, later.
         let looked = async {
-            next_deletion(&shared, &mut watch, &key, from).await?;
+            next_deletion(&shared, &mut watch, &key).await?;
             shared.read(&key).await
         };
-        let (read, kvs) = match looked.await {
+        let (_, kvs) = match looked.await {
             Ok(read) => read,
             Err(e) if e.kind() == ErrorKind::Closed => return Err(e),
             Err(_) => {
@@ -556,9 +555,6 @@ async fn key_deleted(shared: Arc<Shared>, key: String, revision: i64, gone: Arc<
         if !kvs.iter().any(|kv| kv.key() == key.as_bytes() && kv.create_revision() == revision) {
             gone.store(true, Ordering::Release);
             return Ok(());
-        }
-        if watch.is_none() {
-            from = read + 1;
         }
     }
 }
