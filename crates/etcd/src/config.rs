@@ -73,8 +73,14 @@ impl Config {
 
 impl Config {
     /// The configuration with what the URL leaves out taken from the environment:
-    /// `LATCHKEY_ETCD_USER` and `LATCHKEY_ETCD_PASSWORD` when the URL has no credentials.
+    /// `LATCHKEY_ETCD_USER` and `LATCHKEY_ETCD_PASSWORD` when the URL has no credentials,
+    /// `LATCHKEY_ETCD_CA` (a PEM file) for an `etcds://` URL without `ca=`.
     pub fn with_environment(mut self) -> Config {
+        if let Some(None) = self.tls {
+            if let Ok(ca) = std::env::var("LATCHKEY_ETCD_CA") {
+                self.tls = Some(Some(ca));
+            }
+        }
         if self.credentials.is_none() {
             if let Ok(user) = std::env::var("LATCHKEY_ETCD_USER") {
                 let password = std::env::var("LATCHKEY_ETCD_PASSWORD").unwrap_or_default();

@@ -43,9 +43,8 @@ impl Shared {
         if let Some((user, password)) = &config.credentials {
             options = options.with_user(user.clone(), password.clone());
         }
-        if config.tls.is_some() {
-            return Err(Error::new(ErrorKind::Unsupported, "TLS (etcds://) is not built into this etcd scope yet")
-                .with_scope(&url));
+        if let Some(ca) = &config.tls {
+            options = options.with_tls(tls_options(ca.as_deref()).map_err(|e| e.with_scope(&url))?);
         }
         let (endpoints, scope) = (config.endpoints.join(","), url.clone());
         let unreachable = move |e: String| {
@@ -311,6 +310,17 @@ pub(crate) async fn next_deletion(
     *watch = None;
     tokio::time::sleep(Duration::from_millis(20)).await;
     Ok(())
+}
+
+/// TLS that trusts the CA certificates (PEM) in the file `ca`, or the system's roots.
+fn tls_options(ca: Option<&str>) -> Result<etcd_client::TlsOptions> {
+    let Some(ca) = ca else {
+        return Ok(etcd_client::TlsOptions::new().with_native_roots());
+    };
+    let pem = std::fs::read(ca).map_err(|e| {
+        Error::new(ErrorKind::InvalidScope, format!("cannot read the CA file {ca:?} given with ca=: {e}"))
+    })?;
+    Ok(etcd_client::TlsOptions::new().ca_certificate(etcd_client::Certificate::from_pem(pem)))
 }
 
 /// Whether an etcd failure may pass by itself (a connection, a leader election).

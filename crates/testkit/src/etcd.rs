@@ -58,6 +58,10 @@ const INSTALL: &str = "the tests need the etcd server on PATH: on Debian or Ubun
 pub struct EtcdCluster {
     dir: PathBuf,
     token: String,
+    /// Whether members also serve clients over TLS, on ports of their own (`tls_ports`),
+    /// with a certificate for 127.0.0.1 signed by a CA of the cluster's (`ca_file`).
+    tls: bool,
+    tls_ports: Vec<u16>,
     members: Vec<Member>,
 }
 
@@ -86,10 +90,23 @@ impl EtcdCluster {
     /// If `members` is 0, if there is no `etcd` binary on `PATH`, or if the cluster does
     /// not become healthy within 20 s; the message quotes the members' logs.
     pub fn start(members: usize) -> EtcdCluster {
+        Self::start_with(members, false)
+    }
+
+    /// Like [`start`](Self::start), and each member also serves clients over TLS: see
+    /// [`tls_url`](Self::tls_url) and [`ca_file`](Self::ca_file). Needs `openssl(1)`.
+    pub fn start_tls(members: usize) -> EtcdCluster {
+        Self::start_with(members, true)
+    }
+
+    fn start_with(members: usize, tls: bool) -> EtcdCluster {
         assert!(members > 0, "testkit: an etcd cluster needs at least one member");
         let mut attempt = 1;
         loop {
             let mut cluster = EtcdCluster::prepare(members);
+            if tls {
+                cluster.make_certificates();
+            }
             // A new member first asks the others whether it joined already, and waits up to
             // 1 s for each one that listens but does not answer yet (etcd 3.4): members
             // started together wait for each other. One by one, they start at once.
@@ -120,10 +137,75 @@ impl EtcdCluster {
         fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("testkit: cannot create {}: {e}", dir.display()));
         let nanos = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default().as_nanos();
         let token = format!("latchkey-testkit-{pid}-{serial}-{nanos}");
-        let ports = free_ports(2 * members);
+        // A client, a peer and a TLS client port for each member.
+        let ports = free_ports(3 * members);
+        let tls_ports = ports.chunks(3).map(|three| three[2]).collect();
         let members =
-            ports.chunks(2).map(|pair| Member { client_port: pair[0], peer_port: pair[1], child: None }).collect();
-        EtcdCluster { dir, token, members }
+            ports.chunks(3).map(|three| Member { client_port: three[0], peer_port: three[1], child: None }).collect();
+        EtcdCluster { dir, token, tls: false, tls_ports, members }
+    }
+
+    /// Makes a CA and a server certificate for 127.0.0.1 in the cluster's directory.
+    fn make_certificates(&mut self) {
+        let run = |args: &[&str]| {
+            let out = Command::new("openssl")
+                .args(args)
+                .current_dir(&self.dir)
+                .output()
+                .unwrap_or_else(|e| panic!("testkit: cannot run openssl (apt-get install openssl): {e}"));
+            assert!(out.status.success(), "testkit: openssl {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+        };
+        fs::write(self.dir.join("san.ext"), "subjectAltName=IP:127.0.0.1\n").expect("testkit: cannot write san.ext");
+        run(&["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem", "-days", "2"]
+            .into_iter()
+            .chain(["-subj", "/CN=latchkey-testkit-ca"])
+            .collect::<Vec<_>>());
+        run(&[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+            "-subj",
+            "/CN=127.0.0.1",
+        ]);
+        run(&[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.pem",
+            "-days",
+            "2",
+            "-extfile",
+            "san.ext",
+        ]);
+        self.tls = true;
+    }
+
+    /// The CA certificate (PEM) that signed the members' TLS certificates.
+    pub fn ca_file(&self) -> PathBuf {
+        self.dir.join("ca.pem")
+    }
+
+    /// An `etcds://` scope URL of the members' TLS ports, with a query string (`ca=…`).
+    ///
+    /// # Panics
+    ///
+    /// If the cluster was not started with [`start_tls`](Self::start_tls).
+    pub fn tls_url(&self, prefix: &str, query: &str) -> String {
+        assert!(self.tls, "testkit: tls_url of a cluster started without TLS");
+        let endpoints: Vec<String> = self.tls_ports.iter().map(|port| format!("127.0.0.1:{port}")).collect();
+        etcd_url(&endpoints, prefix, query).replacen("etcd://", "etcds://", 1)
     }
 
     /// Starts the process of `member`; `state` is `new` or `existing`.
@@ -147,7 +229,7 @@ impl EtcdCluster {
         command
             .args(["--name", &name, "--data-dir"])
             .arg(self.dir.join(&name))
-            .args(["--listen-client-urls", &format!("http://127.0.0.1:{client}")])
+            .args(["--listen-client-urls", &self.client_urls(member)])
             .args(["--advertise-client-urls", &format!("http://127.0.0.1:{client}")])
             .args(["--listen-peer-urls", &format!("http://127.0.0.1:{peer}")])
             .args(["--initial-advertise-peer-urls", &format!("http://127.0.0.1:{peer}")])
@@ -164,10 +246,24 @@ impl EtcdCluster {
                 command.env_remove(key);
             }
         }
+        if self.tls {
+            command.arg("--cert-file").arg(self.dir.join("server.pem"));
+            command.arg("--key-file").arg(self.dir.join("server.key"));
+        }
         match spawn(command) {
             Ok(child) => self.members[member].child = Some(child),
             Err(e) if e.kind() == io::ErrorKind::NotFound => panic!("testkit: cannot run etcd: {e}; {INSTALL}"),
             Err(e) => panic!("testkit: cannot run etcd: {e}"),
+        }
+    }
+
+    /// The URLs `member` serves clients on: plain HTTP (what the kit itself probes), and
+    /// TLS too for a cluster started with [`start_tls`](Self::start_tls).
+    fn client_urls(&self, member: usize) -> String {
+        let plain = format!("http://127.0.0.1:{}", self.members[member].client_port);
+        match self.tls {
+            true => format!("{plain},https://127.0.0.1:{}", self.tls_ports[member]),
+            false => plain,
         }
     }
 
