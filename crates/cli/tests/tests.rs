@@ -11,11 +11,13 @@
 //!   rows and `--quiet`, and every exit code;
 //! - `trust`: issue 8: one default namespace whatever the environment, `status` naming
 //!   its directory, and no hidden limit on holders;
+//! - `etcd`: `run` and `status` on the etcd scope, a hold lost with the network;
 //! - `support`: the namespace, the binary and the helpers the suites share.
 
 mod support;
 
 mod demo;
+mod etcd;
 mod run;
 mod shell;
 mod status;
