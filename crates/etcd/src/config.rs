@@ -26,8 +26,10 @@ pub const DEFAULT_TTL: Duration = Duration::from_secs(10);
 impl Config {
     /// Parses an `etcd://` or `etcds://` URL; errors are `InvalidScope` and quote it.
     pub fn parse(url: &str) -> Result<Config> {
-        let invalid =
-            |why: String| Error::new(ErrorKind::InvalidScope, format!("etcd URL {url:?} {why}")).with_scope(url);
+        let invalid = |why: String| {
+            let url = latchkey_model::redact_url(url);
+            Error::new(ErrorKind::InvalidScope, format!("etcd URL {url:?} {why}")).with_scope(url)
+        };
         let (tls, rest) = match url.split_once("://") {
             Some(("etcd", rest)) => (false, rest),
             Some(("etcds", rest)) => (true, rest),

@@ -40,8 +40,10 @@ impl EtcdScope {
     /// The async form of [`open`](EtcdScope::open), on any executor.
     pub async fn connect(url: &str) -> Result<EtcdScope> {
         let config = Config::parse(url)?.with_environment();
-        let driver = Arc::new(Driver::start().map_err(|e| e.with_scope(url))?);
-        let (thread, url) = (driver.clone(), url.to_string());
+        // The URL as errors, logs and `inspect` show it: without its password.
+        let url = latchkey_model::redact_url(url);
+        let driver = Arc::new(Driver::start().map_err(|e| e.with_scope(&url))?);
+        let thread = driver.clone();
         let shared =
             driver.run(Shared::connect(url.clone(), config, thread)).await.map_err(|e| e.with_scope(&url))??;
         Ok(EtcdScope { shared: Arc::new(shared) })

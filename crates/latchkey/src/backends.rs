@@ -28,7 +28,7 @@ fn missing(engine: &str, url: &str) -> Error {
         "etcd" => "this build of latchkey has no etcd scope: build it with the Cargo feature `etcd`".to_string(),
         _ => format!("latchkey has no {engine} scope yet"),
     };
-    Error::new(ErrorKind::Unsupported, why).with_scope(url)
+    Error::new(ErrorKind::Unsupported, why).with_scope(latchkey_model::redact_url(url))
 }
 
 #[cfg(test)]

@@ -24,8 +24,10 @@ pub enum ScopeUrl {
 impl ScopeUrl {
     /// Parses `url`; an unknown or malformed one is an `InvalidScope` error that quotes it.
     pub fn parse(url: &str) -> Result<ScopeUrl> {
-        let invalid =
-            |why: &str| Error::new(ErrorKind::InvalidScope, format!("scope URL {url:?} {why}")).with_scope(url);
+        let invalid = |why: &str| {
+            let url = latchkey_model::redact_url(url);
+            Error::new(ErrorKind::InvalidScope, format!("scope URL {url:?} {why}")).with_scope(url)
+        };
         let Some((scheme, rest)) = url.split_once(':') else {
             return Err(invalid(
                 "has no scheme: expected process:, host:, host:/dir, etcd://, postgres:// or redis://",

@@ -17,7 +17,7 @@ mod timer;
 mod wait;
 
 pub use contract::{BoxFuture, RawCede, RawLock, RawScope};
-pub use error::{Error, ErrorKind, Result};
+pub use error::{redact_url, Error, ErrorKind, Result};
 pub use lease::{describe_capacity, Lease, MAX_SEMAPHORE_CAPACITY, RWLOCK_CAPACITY};
 pub use name::{validate as validate_name, Name, MAX_NAME_LEN};
 pub use state::{Holder, Identity, State, Waiter};
