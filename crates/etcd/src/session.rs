@@ -26,6 +26,8 @@ pub(crate) struct Session {
     /// Sends `true` once the session is lost.
     lost_tx: watch::Sender<bool>,
     numbers: AtomicU64,
+    /// Request keys whose put was sent more than once: deleted once more, later.
+    unsure: Mutex<std::collections::HashSet<String>>,
 }
 
 #[derive(Debug)]
@@ -43,7 +45,18 @@ impl Session {
             life: Mutex::new(Life { valid_until: sent + ttl, lost: false }),
             lost_tx: watch::Sender::new(false),
             numbers: AtomicU64::new(0),
+            unsure: Mutex::default(),
         }
+    }
+
+    /// Records that the put of `key` was sent more than once.
+    pub fn mark_unsure(&self, key: &str) {
+        self.unsure.lock().unwrap_or_else(|e| e.into_inner()).insert(key.to_string());
+    }
+
+    /// Whether the put of `key` was sent more than once; forgets it.
+    pub fn take_unsure(&self, key: &str) -> bool {
+        self.unsure.lock().unwrap_or_else(|e| e.into_inner()).remove(key)
     }
 
     /// A number for a new request key of this session, never used before.

@@ -28,6 +28,10 @@ pub(crate) struct Shared {
     closed: AtomicBool,
 }
 
+/// When a key whose put was sent more than once is deleted again: past the time any of
+/// its attempts could still commit (an attempt given up on may be in raft's log).
+const LATE_DELETE: Duration = Duration::from_secs(10);
+
 /// How long one etcd call may take before it counts as failed.
 fn call_timeout(config: &Config) -> Duration {
     config.ttl.min(Duration::from_secs(5))
@@ -181,8 +185,15 @@ impl Shared {
                 .and_then([TxnOp::put(key, value.as_str(), Some(PutOptions::new().with_lease(session.lease))), count()])
                 .or_else([count()])
         };
-        let answer =
-            self.retrying("enqueue", Some(session), |mut client| async move { client.txn(txn()).await }).await?;
+        let (calls, put_key) = (std::sync::atomic::AtomicU32::new(0), key);
+        let answer = self
+            .retrying("enqueue", Some(session), |mut client| {
+                if calls.fetch_add(1, Ordering::Relaxed) > 0 {
+                    session.mark_unsure(put_key);
+                }
+                async move { client.txn(txn()).await }
+            })
+            .await?;
         let revision = answer.header().map_or(0, |h| h.revision());
         let count = answer.op_responses().into_iter().find_map(|op| match op {
             TxnOpResponse::Get(get) => Some(get.count()),
@@ -223,7 +234,7 @@ impl Shared {
     /// Deletes `key`, a request of `session`, retrying for as long as the session lives (a
     /// key left behind would be held as long as the session, which outlives a short cut).
     /// Whether it was there; a retry after a lost answer counts as there.
-    pub async fn delete(&self, session: &Session, key: &str) -> Result<bool> {
+    pub async fn delete(self: &Arc<Self>, session: &Arc<Session>, key: &str) -> Result<bool> {
         let attempts = std::sync::atomic::AtomicU32::new(0);
         let answer = self
             .retrying("delete", Some(session), |mut client| {
@@ -231,6 +242,21 @@ impl Shared {
                 async move { client.delete(key, None::<DeleteOptions>).await }
             })
             .await?;
+        // A put sent more than once may have an attempt that commits after this delete:
+        // delete once more when any attempt must have ended.
+        if session.take_unsure(key) {
+            let (shared, session, key) = (self.clone(), session.clone(), key.to_string());
+            self.driver.spawn(async move {
+                tokio::time::sleep(LATE_DELETE).await;
+                if !session.is_lost() {
+                    let delete = |mut client: Client| {
+                        let key = key.clone();
+                        async move { client.delete(key, None::<DeleteOptions>).await }
+                    };
+                    let _ = shared.retrying("late delete", Some(&session), delete).await;
+                }
+            });
+        }
         Ok(answer.deleted() > 0 || attempts.load(Ordering::Relaxed) > 1)
     }
 
@@ -257,8 +283,15 @@ impl Shared {
                 ])
                 .or_else([TxnOp::get(queue, Some(GetOptions::new().with_prefix()))])
         };
-        let answer =
-            self.retrying("requeue", Some(session), |mut client| async move { client.txn(txn()).await }).await?;
+        let (calls, put_key) = (std::sync::atomic::AtomicU32::new(0), new);
+        let answer = self
+            .retrying("requeue", Some(session), |mut client| {
+                if calls.fetch_add(1, Ordering::Relaxed) > 0 {
+                    session.mark_unsure(put_key);
+                }
+                async move { client.txn(txn()).await }
+            })
+            .await?;
         let revision = answer.header().map_or(0, |h| h.revision());
         let kvs = answer.op_responses().into_iter().find_map(|op| match op {
             TxnOpResponse::Get(get) => Some(get.kvs().to_vec()),
