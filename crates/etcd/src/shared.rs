@@ -43,7 +43,10 @@ impl Shared {
         let mut options = etcd_client::ConnectOptions::new()
             .with_connect_timeout(call_timeout(&config))
             .with_keep_alive(Duration::from_secs(1), call_timeout(&config))
-            .with_keep_alive_while_idle(true);
+            .with_keep_alive_while_idle(true)
+            // A member cut off from the others fails calls and watches at once, rather than
+            // answering from a minority (a watch there would never see a deletion).
+            .with_require_leader(true);
         if let Some((user, password)) = &config.credentials {
             options = options.with_user(user.clone(), password.clone());
         }
