@@ -1,10 +1,12 @@
 //! One name of an etcd scope, behind the `RawLock` contract.
 //!
-//! Acquiring puts a request key on the session's lease and reads the queue in one
-//! transaction; a request that must wait opens a watch of the queue's deletions and reads
-//! the queue again (so nothing between its first read and the watch is missed), reads
-//! again on each deletion, and checks that its own key is still there (Jepsen found etcd 3.4's own lock
-//! granting after its key was gone). The fencing token is the key's create revision.
+//! Acquiring puts a request key on the session's lease and counts the queue in one
+//! transaction (a request alone in its queue holds; otherwise the queue is read). A request
+//! that must wait opens a watch of the queue's deletions and reads the queue again (so
+//! nothing between its first read and the watch is missed), then applies each deletion
+//! the watch reports to what it read: a release costs a waiter no read. A waiter whose own
+//! key is gone fails (Jepsen found etcd 3.4's own lock granting after its key was gone).
+//! The fencing token is the key's create revision.
 //!
 //! Every call runs on the scope's thread, behind a channel: dropping a future at any await
 //! point drops the work there, and the request key is deleted by [`KeyGuard`].
@@ -18,7 +20,7 @@ use latchkey_model::{block_on_until, BoxFuture, ErrorKind, Lease, Name, RawCede,
 use crate::keys;
 use crate::queue::{Ask, Queue, Standing};
 use crate::session::Session;
-use crate::shared::{next_deletion, Shared};
+use crate::shared::{next_deletions, Seen, Shared};
 
 /// One name of an etcd scope.
 pub struct EtcdLock {
@@ -195,7 +197,8 @@ impl EtcdLock {
         Lease::new(permits, revision as u64, 0).with_data(grant)
     }
 
-    /// Waits until `key`, read in `queue` at `revision`, holds: its create revision.
+    /// Waits until `key`, read in `queue`, holds: its create revision. Deletions reported by
+    /// the watch are applied to the queue read, so a release costs a waiter no read.
     async fn wait_turn(&self, key: &str, session: &Session, (_, mut queue): (i64, Queue)) -> Result<i64> {
         let mut watch = None;
         loop {
@@ -205,14 +208,23 @@ impl EtcdLock {
             // A failure of the network is waited out for as long as the session lives: only
             // a lost session, a missing key or the caller's deadline end the wait.
             let mut backoff = Duration::from_millis(50);
-            let read = loop {
+            loop {
                 let woke = async {
-                    next_deletion(&self.shared, &mut watch, &self.queue).await?;
-                    self.shared.read_queue(&self.queue).await
+                    match next_deletions(&self.shared, &mut watch, &self.queue).await? {
+                        Seen::Deleted(keys) => Ok::<_, latchkey_model::Error>(Err(keys)),
+                        Seen::ReadAgain => Ok(Ok(self.shared.read_queue(&self.queue).await?.1)),
+                    }
                 };
-                let failure = tokio::select! {
-                    read = woke => match read {
-                        Ok(read) => break read,
+                let failure: latchkey_model::Error = tokio::select! {
+                    seen = woke => match seen {
+                        Ok(Ok(read)) => {
+                            queue = read;
+                            break;
+                        }
+                        Ok(Err(deleted)) => {
+                            queue.remove(&deleted);
+                            break;
+                        }
                         Err(e) => e,
                     },
                     () = session.lost() => return Err(self.lost_error("the session lapsed while the request waited")),
@@ -224,8 +236,7 @@ impl EtcdLock {
                 watch = None;
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(1));
-            };
-            (_, queue) = read;
+            }
         }
     }
 
@@ -539,11 +550,16 @@ async fn key_deleted(shared: Arc<Shared>, key: String, revision: i64, gone: Arc<
     loop {
         // A failure of the network is no sign of deletion: look again, later.
         let looked = async {
-            next_deletion(&shared, &mut watch, &key).await?;
-            shared.read(&key).await
+            match next_deletions(&shared, &mut watch, &key).await? {
+                Seen::Deleted(keys) => Ok::<bool, latchkey_model::Error>(keys.contains(&key)),
+                Seen::ReadAgain => {
+                    let (_, kvs) = shared.read(&key).await?;
+                    Ok(!kvs.iter().any(|kv| kv.key() == key.as_bytes() && kv.create_revision() == revision))
+                }
+            }
         };
-        let (_, kvs) = match looked.await {
-            Ok(read) => read,
+        let deleted = match looked.await {
+            Ok(deleted) => deleted,
             Err(e) if e.kind() == ErrorKind::Closed => return Err(e),
             Err(_) => {
                 watch = None;
@@ -552,7 +568,7 @@ async fn key_deleted(shared: Arc<Shared>, key: String, revision: i64, gone: Arc<
                 continue;
             }
         };
-        if !kvs.iter().any(|kv| kv.key() == key.as_bytes() && kv.create_revision() == revision) {
+        if deleted {
             gone.store(true, Ordering::Release);
             return Ok(());
         }

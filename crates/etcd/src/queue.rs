@@ -93,6 +93,11 @@ impl Queue {
         &self.0
     }
 
+    /// The queue without the requests of `deleted` keys.
+    pub fn remove(&mut self, deleted: &[String]) {
+        self.0.retain(|request| !deleted.contains(&request.key));
+    }
+
     /// Fails with `CapacityMismatch` if a request asks with another capacity than `capacity`.
     pub fn check_capacity(&self, capacity: u32) -> Result<()> {
         for request in &self.0 {

@@ -316,36 +316,54 @@ impl Shared {
     }
 }
 
-/// Waits for a deletion seen by `watch`, or for something that makes it worth reading
-/// again: the watch was just opened (at the current revision), or it ended or failed.
-/// Never a poll: without events, it sleeps.
+/// What a watch of deletions saw.
+pub(crate) enum Seen {
+    /// These keys were deleted, in this order: the caller applies them to what it read.
+    Deleted(Vec<String>),
+    /// The watch was just opened (at the current revision), or it ended: the caller reads
+    /// again, so that nothing between its last read and the watch's start is missed.
+    ReadAgain,
+}
+
+/// Waits for deletions seen by `watch` (opening it if there is none). Never a poll:
+/// without events, it sleeps.
 ///
-/// The caller reads after each return, so a deletion between its last read and the
-/// watch's start is not missed: it is in the read. (A watch opened *from* an older revision
-/// would do the same, but etcd serves such a watch from a catch-up loop that runs every
-/// 100 ms: a third of hand-offs took 100 ms that way.)
-pub(crate) async fn next_deletion(
+/// A watch is opened at the current revision, and the caller reads after it: a watch
+/// opened *from* an older revision would see the same, but etcd serves such a watch from
+/// a catch-up loop that runs every 100 ms (a third of hand-offs took 100 ms that way).
+/// Once open, a watch has no gaps: the deletions it reports, applied to the read, are the
+/// queue as it is (requests are only ever added after the ones already there).
+pub(crate) async fn next_deletions(
     shared: &Shared,
     watch: &mut Option<(Watcher, WatchStream)>,
     prefix: &str,
-) -> Result<()> {
+) -> Result<Seen> {
     if watch.is_none() {
         *watch = Some(shared.watch_deletes(prefix).await?);
-        return Ok(());
+        return Ok(Seen::ReadAgain);
     }
     let (_, stream) = watch.as_mut().expect("opened above");
     loop {
         match stream.message().await {
             Ok(Some(answer)) if answer.canceled() || answer.compact_revision() > 0 => break,
-            Ok(Some(answer)) if answer.events().iter().any(|e| e.event_type() == EventType::Delete) => return Ok(()),
-            Ok(Some(_)) => continue,
+            Ok(Some(answer)) => {
+                let deleted: Vec<String> = answer
+                    .events()
+                    .iter()
+                    .filter(|e| e.event_type() == EventType::Delete)
+                    .filter_map(|e| e.kv().map(|kv| String::from_utf8_lossy(kv.key()).into_owned()))
+                    .collect();
+                if !deleted.is_empty() {
+                    return Ok(Seen::Deleted(deleted));
+                }
+            }
             Ok(None) | Err(_) => break,
         }
     }
     // The watch is over: read again (whoever calls does) and watch anew from there.
     *watch = None;
     tokio::time::sleep(Duration::from_millis(20)).await;
-    Ok(())
+    Ok(Seen::ReadAgain)
 }
 
 /// TLS that trusts the CA certificates (PEM) in the file `ca`, or the system's roots.
