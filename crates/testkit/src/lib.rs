@@ -4,6 +4,8 @@
 //!   the means to kill and restart members, find the leader, compact, and count the gRPC
 //!   requests the cluster served. It runs the `etcd` binary, which must be on `PATH`
 //!   (Debian and Ubuntu: `apt-get install etcd-server`).
+//! - [`PostgresServer`]: a throwaway PostgreSQL server on a loopback port, run as an
+//!   unprivileged user, that a test can restart or query with `psql`.
 //! - [`Proxy`]: a TCP forwarder that a test can cut, to play a network partition between
 //!   one client and the cluster ([`EtcdCluster::proxied_url`]).
 //!
@@ -13,9 +15,11 @@
 mod counts;
 mod etcd;
 mod http;
+mod postgres;
 mod proxy;
 mod spawn;
 
 pub use counts::GrpcCounts;
 pub use etcd::EtcdCluster;
+pub use postgres::PostgresServer;
 pub use proxy::Proxy;
