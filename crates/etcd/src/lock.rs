@@ -199,7 +199,7 @@ impl EtcdLock {
 
     /// Waits until `key`, read in `queue`, holds: its create revision. Deletions reported by
     /// the watch are applied to the queue read, so a release costs a waiter no read.
-    async fn wait_turn(&self, key: &str, session: &Session, (_, mut queue): (i64, Queue)) -> Result<i64> {
+    async fn wait_turn(&self, key: &str, session: &Session, mut queue: Queue) -> Result<i64> {
         let mut watch = None;
         loop {
             if let Some(token) = self.standing(&queue, key, session)? {
@@ -212,7 +212,7 @@ impl EtcdLock {
                 let woke = async {
                     match next_deletions(&self.shared, &mut watch, &self.queue).await? {
                         Seen::Deleted(keys) => Ok::<_, latchkey_model::Error>(Err(keys)),
-                        Seen::ReadAgain => Ok(Ok(self.shared.read_queue(&self.queue).await?.1)),
+                        Seen::ReadAgain => Ok(Ok(self.shared.read_queue(&self.queue).await?)),
                     }
                 };
                 let failure: latchkey_model::Error = tokio::select! {
@@ -279,7 +279,7 @@ impl EtcdLock {
 
     /// Puts a new request on the live session and reads the queue; once more on a new
     /// session if the server no longer knows the lease. The guard withdraws the request.
-    async fn enqueue_fresh(&self, permits: u32) -> Result<(Arc<Session>, KeyGuard, (i64, Queue))> {
+    async fn enqueue_fresh(&self, permits: u32) -> Result<(Arc<Session>, KeyGuard, Queue)> {
         let mut attempts = 0;
         loop {
             attempts += 1;
@@ -305,7 +305,7 @@ impl EtcdLock {
     /// Queues a request and takes it back at once unless it holds.
     async fn try_acquire_on_thread(self: Arc<Self>, permits: u32) -> Result<Option<Lease>> {
         self.shared.driver.wait_background().await;
-        let (session, guard, (_, queue)) = self.enqueue_fresh(permits).await?;
+        let (session, guard, queue) = self.enqueue_fresh(permits).await?;
         let key = guard.key.clone().expect("armed");
         let standing = self.standing(&queue, &key, &session);
         let not_granted = || self.error(ErrorKind::AcquireFailed, "not granted");
@@ -334,7 +334,7 @@ impl EtcdLock {
         permits: u32,
         session: Arc<Session>,
     ) -> Result<Lease> {
-        let (_, queue) = self.shared.read_queue(&self.queue).await.map_err(|e| self.scoped(e))?;
+        let queue = self.shared.read_queue(&self.queue).await.map_err(|e| self.scoped(e))?;
         let mine = queue.requests().iter().position(|r| r.key == key);
         let Some(mine) = mine else {
             return Err(self.lost_error("the request's key was gone: the hold had been lost"));
@@ -466,7 +466,7 @@ impl RawLock for EtcdLock {
         let (shared, queue, name) = (self.shared.clone(), self.queue.clone(), self.name.clone());
         self.on_thread(async move {
             shared.driver.wait_background().await;
-            Ok(shared.read_queue(&queue).await?.1.state(name))
+            Ok(shared.read_queue(&queue).await?.state(name))
         })
     }
 
@@ -485,7 +485,7 @@ impl RawLock for EtcdLock {
         let (shared, key, gone) = (self.shared.clone(), grant.key.clone(), grant.gone.clone());
         let lost = self.lost_error("the request's key is gone: the hold is lost");
         self.on_thread(async move {
-            let (_, kvs) = shared.read(&key).await?;
+            let kvs = shared.read(&key).await?;
             if kvs.iter().any(|kv| kv.key() == key.as_bytes()) {
                 return Ok(());
             }
@@ -553,7 +553,7 @@ async fn key_deleted(shared: Arc<Shared>, key: String, revision: i64, gone: Arc<
             match next_deletions(&shared, &mut watch, &key).await? {
                 Seen::Deleted(keys) => Ok::<bool, latchkey_model::Error>(keys.contains(&key)),
                 Seen::ReadAgain => {
-                    let (_, kvs) = shared.read(&key).await?;
+                    let kvs = shared.read(&key).await?;
                     Ok(!kvs.iter().any(|kv| kv.key() == key.as_bytes() && kv.create_revision() == revision))
                 }
             }

@@ -99,7 +99,7 @@ impl RawScope for EtcdScope {
                 shared.driver.wait_background().await;
                 shared.read_queue(&queue).await
             };
-            let (_, queue) = self.shared.driver.run(read).await??;
+            let queue = self.shared.driver.run(read).await??;
             Ok(queue.state(name))
         })
     }
@@ -116,7 +116,7 @@ impl RawScope for EtcdScope {
                 shared.driver.wait_background().await;
                 shared.read(&root).await
             };
-            let (_, kvs) = self.shared.driver.run(read).await??;
+            let kvs = self.shared.driver.run(read).await??;
             Ok(crate::queue::states(&self.shared.config.prefix, kvs))
         })
     }

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use etcd_client::{
     Client, Compare, CompareOp, DeleteOptions, EventType, GetOptions, PutOptions, Txn, TxnOp, TxnOpResponse,
-    WatchFilterType, WatchOptions, WatchStream, Watcher,
+    TxnResponse, WatchFilterType, WatchOptions, WatchStream, Watcher,
 };
 use latchkey_model::{Error, ErrorKind, Result};
 
@@ -175,11 +175,25 @@ impl Shared {
         }
     }
 
+    /// Sends `txn`, which puts the request key `key` on `session`'s lease, retrying as
+    /// [`retrying`](Shared::retrying) does; a put sent more than once is recorded as
+    /// unsure (see [`delete`](Shared::delete)).
+    async fn put_txn(&self, what: &str, session: &Session, key: &str, txn: impl Fn() -> Txn) -> Result<TxnResponse> {
+        let calls = std::sync::atomic::AtomicU32::new(0);
+        self.retrying(what, Some(session), |mut client| {
+            if calls.fetch_add(1, Ordering::Relaxed) > 0 {
+                session.mark_unsure(key);
+            }
+            let txn = txn();
+            async move { client.txn(txn).await }
+        })
+        .await
+    }
+
     /// Puts the request `key` (if it is not there yet) on `session`'s lease and counts the
     /// queue it joined, in one transaction. A request alone in its queue holds (nothing
     /// was created before it), and is the whole queue read; otherwise the queue is read.
-    /// The revision read and the queue.
-    pub async fn enqueue(&self, session: &Session, queue: &str, key: &str, ask: &Ask) -> Result<(i64, Queue)> {
+    pub async fn enqueue(&self, session: &Session, queue: &str, key: &str, ask: &Ask) -> Result<Queue> {
         let value = ask.encode();
         let count = || TxnOp::get(queue, Some(GetOptions::new().with_prefix().with_count_only()));
         let txn = || {
@@ -188,35 +202,22 @@ impl Shared {
                 .and_then([TxnOp::put(key, value.as_str(), Some(PutOptions::new().with_lease(session.lease))), count()])
                 .or_else([count()])
         };
-        let (calls, put_key) = (std::sync::atomic::AtomicU32::new(0), key);
-        let answer = self
-            .retrying("enqueue", Some(session), |mut client| {
-                if calls.fetch_add(1, Ordering::Relaxed) > 0 {
-                    session.mark_unsure(put_key);
-                }
-                async move { client.txn(txn()).await }
-            })
-            .await?;
-        let revision = answer.header().map_or(0, |h| h.revision());
-        let count = answer.op_responses().into_iter().find_map(|op| match op {
-            TxnOpResponse::Get(get) => Some(get.count()),
-            _ => None,
-        });
-        if answer.succeeded() && count == Some(1) {
+        let answer = self.put_txn("enqueue", session, key, txn).await?;
+        if answer.succeeded() && first_get(&answer).is_some_and(|get| get.count() == 1) {
             // Put by this transaction, so created at its revision.
             let alone = Request {
                 key: key.to_string(),
-                create_revision: revision,
+                create_revision: answer.header().map_or(0, |h| h.revision()),
                 lease: session.lease,
                 ask: Some(ask.clone()),
             };
-            return Ok((revision, Queue::new(vec![alone])));
+            return Ok(Queue::new(vec![alone]));
         }
         self.read_queue(queue).await
     }
 
-    /// Reads everything under `prefix`: the revision read and the key-values.
-    pub async fn read(&self, prefix: &str) -> Result<(i64, Vec<etcd_client::KeyValue>)> {
+    /// Reads the key-values under `prefix`.
+    pub async fn read(&self, prefix: &str) -> Result<Vec<etcd_client::KeyValue>> {
         let options = GetOptions::new().with_prefix();
         let mut answer = self
             .retrying("read", None, |mut client| {
@@ -224,14 +225,12 @@ impl Shared {
                 async move { client.get(prefix, Some(options)).await }
             })
             .await?;
-        let revision = answer.header().map_or(0, |h| h.revision());
-        Ok((revision, answer.take_kvs()))
+        Ok(answer.take_kvs())
     }
 
     /// Reads the queue under `queue`.
-    pub async fn read_queue(&self, queue: &str) -> Result<(i64, Queue)> {
-        let (revision, kvs) = self.read(queue).await?;
-        Ok((revision, queue_of(kvs)))
+    pub async fn read_queue(&self, queue: &str) -> Result<Queue> {
+        Ok(queue_of(self.read(queue).await?))
     }
 
     /// Deletes `key`, a request of `session`, retrying for as long as the session lives (a
@@ -273,7 +272,7 @@ impl Shared {
         (old, revision): (&str, i64),
         new: &str,
         ask: &Ask,
-    ) -> Result<Option<(i64, Queue)>> {
+    ) -> Result<Option<Queue>> {
         let value = ask.encode();
         // A retry after a commit whose answer was lost finds `old` gone and `new` there.
         let txn = || {
@@ -286,23 +285,10 @@ impl Shared {
                 ])
                 .or_else([TxnOp::get(queue, Some(GetOptions::new().with_prefix()))])
         };
-        let (calls, put_key) = (std::sync::atomic::AtomicU32::new(0), new);
-        let answer = self
-            .retrying("requeue", Some(session), |mut client| {
-                if calls.fetch_add(1, Ordering::Relaxed) > 0 {
-                    session.mark_unsure(put_key);
-                }
-                async move { client.txn(txn()).await }
-            })
-            .await?;
-        let revision = answer.header().map_or(0, |h| h.revision());
-        let kvs = answer.op_responses().into_iter().find_map(|op| match op {
-            TxnOpResponse::Get(get) => Some(get.kvs().to_vec()),
-            _ => None,
-        });
-        let queue = queue_of(kvs.unwrap_or_default());
+        let answer = self.put_txn("requeue", session, new, txn).await?;
+        let queue = queue_of(first_get(&answer).map(|get| get.kvs().to_vec()).unwrap_or_default());
         let moved = answer.succeeded() || queue.requests().iter().any(|r| r.key == new);
-        Ok(moved.then_some((revision, queue)))
+        Ok(moved.then_some(queue))
     }
 
     /// A watch of the deletions under `prefix` from now on.
@@ -395,6 +381,14 @@ fn transient(e: &etcd_client::Error) -> bool {
         etcd_client::Error::TransportError(_) | etcd_client::Error::IoError(_) => true,
         _ => false,
     }
+}
+
+/// The answer to the first read of a transaction.
+fn first_get(answer: &TxnResponse) -> Option<etcd_client::GetResponse> {
+    answer.op_responses().into_iter().find_map(|op| match op {
+        TxnOpResponse::Get(get) => Some(get),
+        _ => None,
+    })
 }
 
 fn queue_of(kvs: Vec<etcd_client::KeyValue>) -> Queue {
