@@ -4,11 +4,10 @@
 //! - `config`: the scope URL; `keys`: the key layout (no name under another's prefix);
 //! - `queue`: a name's requests and the one rule that grants them (FIFO by create revision);
 //! - `session`: the one lease per scope and its keep-alive;
-//! - `driver`: the scope's own thread and runtime; `shared`: the etcd calls;
+//! - `shared`: the etcd calls, on the scope's own thread (`latchkey_remote::Driver`);
 //! - `lock` and `scope`: the scope contract of `latchkey-model`.
 
 mod config;
-mod driver;
 pub mod keys;
 mod lock;
 mod queue;

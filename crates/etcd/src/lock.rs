@@ -17,6 +17,8 @@ use std::time::{Duration, Instant};
 
 use latchkey_model::{block_on_until, BoxFuture, ErrorKind, Lease, Name, RawCede, RawLock, Result, State};
 
+use latchkey_remote::Unclaimed;
+
 use crate::keys;
 use crate::queue::{Ask, Queue, Standing};
 use crate::session::Session;
@@ -119,27 +121,6 @@ impl Drop for KeyGuard {
 
 /// How long the first round trip of a request may take past a deadline already near.
 const FIRST_TRIP_GRACE: Duration = Duration::from_millis(250);
-
-/// A lease on its way to the caller: given back (in the background) if the caller's
-/// future is dropped before it takes it, wherever it is then (in the task, in the channel).
-struct Unclaimed {
-    lease: Option<Lease>,
-    lock: Arc<EtcdLock>,
-}
-
-impl Unclaimed {
-    fn claim(mut self) -> Lease {
-        self.lease.take().expect("claimed once")
-    }
-}
-
-impl Drop for Unclaimed {
-    fn drop(&mut self) {
-        if let Some(lease) = self.lease.take() {
-            self.lock.release_in_background(lease);
-        }
-    }
-}
 
 impl EtcdLock {
     pub(crate) fn new(shared: Arc<Shared>, name: Name, capacity: u32) -> EtcdLock {
@@ -412,7 +393,7 @@ impl RawLock for EtcdLock {
         let lock = self.this();
         let granted = self.on_thread(async move {
             let lease = lock.clone().try_acquire_on_thread(permits).await?;
-            Ok(lease.map(|lease| Unclaimed { lease: Some(lease), lock }))
+            Ok(lease.map(|lease| Unclaimed::new(lease, lock)))
         });
         Box::pin(async move { Ok(granted.await?.map(Unclaimed::claim)) })
     }
@@ -424,7 +405,7 @@ impl RawLock for EtcdLock {
         let lock = self.this();
         let granted = self.on_thread(async move {
             let lease = lock.clone().acquire_on_thread(permits, deadline).await?;
-            Ok(Unclaimed { lease: Some(lease), lock })
+            Ok(Unclaimed::new(lease, lock))
         });
         Box::pin(async move { Ok(granted.await?.claim()) })
     }
@@ -532,7 +513,7 @@ impl RawCede for EtcdLock {
         let give_up = KeyGuard::new(&self.shared, &session, &key);
         let granted = self.on_thread(async move {
             let ceded = lock.clone().cede_on_thread(key, revision, permits, session).await;
-            Ok(Unclaimed { lease: Some(give_up.settle(ceded).await?.0), lock })
+            Ok(Unclaimed::new(give_up.settle(ceded).await?.0, lock))
         });
         Box::pin(async move { Ok(granted.await?.claim()) })
     }

@@ -7,7 +7,7 @@ use latchkey_model::{
     block_on_until, validate_name, BoxFuture, ErrorKind, Name, RawLock, RawScope, Result, State, RWLOCK_CAPACITY,
 };
 
-use crate::driver::Driver;
+use latchkey_remote::Driver;
 use crate::lock::EtcdLock;
 use crate::shared::{revoke, Shared};
 use crate::{keys, Config};
@@ -42,7 +42,7 @@ impl EtcdScope {
         let config = Config::parse(url)?.with_environment();
         // The URL as errors, logs and `inspect` show it: without its password.
         let url = latchkey_model::redact_url(url);
-        let driver = Arc::new(Driver::start().map_err(|e| e.with_scope(&url))?);
+        let driver = Arc::new(Driver::start("etcd").map_err(|e| e.with_scope(&url))?);
         let thread = driver.clone();
         let shared =
             driver.run(Shared::connect(url.clone(), config, thread)).await.map_err(|e| e.with_scope(&url))??;

@@ -11,7 +11,7 @@ use etcd_client::{
 };
 use latchkey_model::{Error, ErrorKind, Result};
 
-use crate::driver::Driver;
+use latchkey_remote::Driver;
 use crate::queue::{Ask, Queue, Request};
 use crate::session::{keep_alive, Session};
 use crate::Config;

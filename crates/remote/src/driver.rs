@@ -1,5 +1,5 @@
-//! The scope's own small runtime: one thread that runs every etcd call, keep-alive and
-//! watch of the scope, so that the blocking API needs no runtime from the caller and the
+//! The scope's own small runtime: one thread that runs every call, keep-alive and watch of
+//! the scope, so that the blocking API needs no runtime from the caller and the
 //! async API works on any executor (the caller awaits a channel, never the client).
 
 use std::future::Future;
@@ -19,7 +19,9 @@ type Farewell = Pin<Box<dyn Future<Output = ()> + Send>>;
 const FAREWELL_TIME: Duration = Duration::from_secs(2);
 
 /// The runtime thread of one scope; stops when dropped.
-pub(crate) struct Driver {
+pub struct Driver {
+    /// What the scope is, for thread names and errors (`etcd`, `PostgreSQL`).
+    what: &'static str,
     handle: Handle,
     stop: Mutex<Option<oneshot::Sender<Option<Farewell>>>>,
     /// Tasks that must finish before the scope is closed: releases of dropped guards.
@@ -28,12 +30,12 @@ pub(crate) struct Driver {
 }
 
 impl Driver {
-    /// Starts the thread.
-    pub fn start() -> Result<Driver> {
+    /// Starts the thread of a scope of kind `what` (`etcd`, `PostgreSQL`).
+    pub fn start(what: &'static str) -> Result<Driver> {
         let (handle_tx, handle_rx) = std::sync::mpsc::channel();
         let (stop_tx, stop_rx) = oneshot::channel::<Option<Farewell>>();
         std::thread::Builder::new()
-            .name("latchkey-etcd".into())
+            .name(format!("latchkey-{}", what.to_lowercase()))
             .spawn(move || {
                 let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
                     Ok(runtime) => runtime,
@@ -47,12 +49,13 @@ impl Driver {
                 });
                 runtime.shutdown_background();
             })
-            .map_err(|e| unavailable(format!("cannot start the etcd scope's thread: {e}")))?;
+            .map_err(|e| unavailable(format!("cannot start the {what} scope's thread: {e}")))?;
         let handle = handle_rx
             .recv()
-            .map_err(|_| unavailable("the etcd scope's thread ended at once".into()))?
-            .map_err(|e| unavailable(format!("cannot start the etcd scope's runtime: {e}")))?;
+            .map_err(|_| unavailable(format!("the {what} scope's thread ended at once")))?
+            .map_err(|e| unavailable(format!("cannot start the {what} scope's runtime: {e}")))?;
         Ok(Driver {
+            what,
             handle,
             stop: Mutex::new(Some(stop_tx)),
             background: AtomicUsize::new(0),
@@ -72,7 +75,8 @@ impl Driver {
                 () = tx.closed() => {}
             }
         });
-        rx.await.map_err(|_| Error::new(ErrorKind::Closed, "the etcd scope's thread has stopped"))
+        let what = self.what;
+        rx.await.map_err(|_| Error::new(ErrorKind::Closed, format!("the {what} scope's thread has stopped")))
     }
 
     /// Spawns `work` on the thread; [`wait_background`](Driver::wait_background) waits for it.
