@@ -7,10 +7,10 @@ use latchkey_model::{
     block_on_until, validate_name, BoxFuture, ErrorKind, Name, RawLock, RawScope, Result, State, RWLOCK_CAPACITY,
 };
 
-use latchkey_remote::Driver;
 use crate::lock::EtcdLock;
 use crate::shared::{revoke, Shared};
 use crate::{keys, Config};
+use latchkey_remote::Driver;
 
 /// A scope on an etcd cluster: `etcd://host1:2379,host2:2379/prefix?ttl=10s`.
 ///

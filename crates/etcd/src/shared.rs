@@ -11,10 +11,10 @@ use etcd_client::{
 };
 use latchkey_model::{Error, ErrorKind, Result};
 
-use latchkey_remote::Driver;
 use crate::queue::{Ask, Queue, Request};
 use crate::session::{keep_alive, Session};
 use crate::Config;
+use latchkey_remote::Driver;
 
 /// The state of one scope, shared by its locks and guards.
 pub(crate) struct Shared {

@@ -9,6 +9,8 @@ pub(crate) fn open_blocking(engine: &str, url: &str) -> Result<Arc<dyn RawScope>
     match engine {
         #[cfg(feature = "etcd")]
         "etcd" => Ok(Arc::new(latchkey_etcd::EtcdScope::open(url)?)),
+        #[cfg(feature = "postgres")]
+        "postgres" => Ok(Arc::new(latchkey_postgres::PostgresScope::open(url)?)),
         _ => Err(missing(engine, url)),
     }
 }
@@ -18,6 +20,8 @@ pub(crate) async fn connect(engine: &str, url: &str) -> Result<Arc<dyn RawScope>
     match engine {
         #[cfg(feature = "etcd")]
         "etcd" => Ok(Arc::new(latchkey_etcd::EtcdScope::connect(url).await?)),
+        #[cfg(feature = "postgres")]
+        "postgres" => Ok(Arc::new(latchkey_postgres::PostgresScope::connect(url).await?)),
         _ => Err(missing(engine, url)),
     }
 }
@@ -25,7 +29,9 @@ pub(crate) async fn connect(engine: &str, url: &str) -> Result<Arc<dyn RawScope>
 /// The error for an engine this build has no scope for.
 fn missing(engine: &str, url: &str) -> Error {
     let why = match engine {
-        "etcd" => "this build of latchkey has no etcd scope: build it with the Cargo feature `etcd`".to_string(),
+        "etcd" | "postgres" => {
+            format!("this build of latchkey has no {engine} scope: build it with the Cargo feature `{engine}`")
+        }
         _ => format!("latchkey has no {engine} scope yet"),
     };
     Error::new(ErrorKind::Unsupported, why).with_scope(latchkey_model::redact_url(url))

@@ -40,10 +40,12 @@ impl ScopeUrl {
             "host" if rest.starts_with('/') => Ok(ScopeUrl::Host(Some(PathBuf::from(rest)))),
             "host" => Err(invalid("needs an absolute directory after `host:`")),
             "etcd" | "etcds" | "postgres" | "postgresql" | "redis" | "rediss" => {
-                let Some(authority) = rest.strip_prefix("//").filter(|a| !a.is_empty() && !a.starts_with('/')) else {
+                // libpq takes `postgres://` with the server from PGHOST, or `postgres:///db`.
+                let server_optional = scheme.starts_with("postgres");
+                let has_server = rest.strip_prefix("//").is_some_and(|a| !a.is_empty() && !a.starts_with('/'));
+                if !(has_server || server_optional && rest.starts_with("//")) {
                     return Err(invalid("needs a server after `//`"));
-                };
-                let _ = authority;
+                }
                 let engine = match scheme {
                     "etcd" | "etcds" => "etcd",
                     "redis" | "rediss" => "redis",

@@ -22,6 +22,7 @@ macro_rules! for_each_scope {
         $suite!(process_raw, $crate::support::process_raw);
         $suite!(host, $crate::support::host);
         $suite!(etcd, $crate::support::etcd);
+        $suite!(postgres, $crate::support::postgres);
     };
 }
 
@@ -109,6 +110,34 @@ pub fn host() -> Scope {
 pub fn etcd() -> Scope {
     OVER_A_NETWORK.store(true, Ordering::Relaxed);
     Scope::open(&etcd_url()).expect("the etcd scope opens on the test's cluster")
+}
+
+/// The PostgreSQL scope, in a schema of its own on a server that this test process starts
+/// once and stops when it exits (see `latchkey_testkit::PostgresServer`). The TTL is short
+/// so that lost sessions show quickly.
+pub fn postgres() -> Scope {
+    OVER_A_NETWORK.store(true, Ordering::Relaxed);
+    Scope::open(&postgres_url()).expect("the PostgreSQL scope opens on the test's server")
+}
+
+/// A new URL of the PostgreSQL scope: a fresh schema on this process's server.
+pub fn postgres_url() -> String {
+    use std::sync::Mutex;
+    static SERVER: Mutex<Option<latchkey_testkit::PostgresServer>> = Mutex::new(None);
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    extern "C" fn stop() {
+        if let Ok(mut server) = SERVER.lock() {
+            drop(server.take());
+        }
+    }
+    let mut server = SERVER.lock().unwrap();
+    if server.is_none() {
+        *server = Some(latchkey_testkit::PostgresServer::start());
+        // SAFETY: registers a plain function to run at exit.
+        unsafe { libc::atexit(stop) };
+    }
+    let schema = format!("test_{}", NEXT.fetch_add(1, Ordering::Relaxed));
+    server.as_ref().expect("started above").url(&format!("ttl=3s&schema={schema}"))
 }
 
 /// Whether this test process tests a scope over a network, set by its factory. The

@@ -1,0 +1,149 @@
+//! The scope's tables and functions (`schema.sql`): made on first use in the schema the URL
+//! names, and the errors that say what to grant when the scope may not.
+
+use tokio_postgres::error::SqlState;
+use tokio_postgres::Client;
+
+use latchkey_model::{describe_capacity, Error, ErrorKind, Result};
+
+use crate::session::quote_identifier;
+use crate::Config;
+
+/// The version of `schema.sql` this build writes and expects.
+const VERSION: i32 = 1;
+
+/// The schema's SQL, with `@schema@` and `@mark@` to fill in.
+const SQL: &str = include_str!("schema.sql");
+
+/// One schema of latchkey's tables.
+#[derive(Clone, Debug)]
+pub(crate) struct Schema {
+    name: String,
+}
+
+impl Schema {
+    pub fn new(name: &str) -> Schema {
+        Schema { name: name.to_string() }
+    }
+
+    /// The schema's name as an SQL identifier.
+    pub fn quoted(&self) -> String {
+        quote_identifier(&self.name)
+    }
+
+    /// `schema.sql` for this schema.
+    pub fn sql(&self) -> String {
+        let mark = format!("'{}'", self.name.replace('\'', "''"));
+        SQL.replace("@schema@", &self.quoted()).replace("@mark@", &mark)
+    }
+
+    fn grant_hint(&self, config: &Config) -> String {
+        let user = config.connection.get_user().unwrap_or("the user");
+        let db = config.connection.get_dbname().unwrap_or("the database");
+        format!(
+            "the scope makes its schema {name} on first use; let it (`GRANT CREATE ON DATABASE {db} TO {user}`), \
+             or have the schema's owner let it use the schema (`GRANT USAGE ON SCHEMA {name} TO {user}; \
+             GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA {name} TO {user}; \
+             GRANT USAGE ON ALL SEQUENCES IN SCHEMA {name} TO {user}`)",
+            name = self.name
+        )
+    }
+}
+
+/// Sets the session's parameters and makes the schema if it is missing or older.
+pub(crate) async fn set_up(client: &Client, schema: &Schema, config: &Config) -> Result<()> {
+    let ttl_ms = config.ttl.as_millis();
+    let settings = format!(
+        "SET idle_session_timeout = {ttl_ms}; SET synchronous_commit = on; \
+         SET default_transaction_isolation = 'read committed'; SET idle_in_transaction_session_timeout = 0"
+    );
+    if let Err(e) = client.batch_execute(&settings).await {
+        if e.code() == Some(&SqlState::UNDEFINED_OBJECT) {
+            return Err(Error::new(
+                ErrorKind::Unsupported,
+                format!("the PostgreSQL scope needs PostgreSQL 14 or later (for idle_session_timeout): {e}"),
+            ));
+        }
+        return Err(database_error("setting up the session", &e, schema));
+    }
+    let version = client.query_opt(&format!("SELECT max(version) FROM {}.version", schema.quoted()), &[]).await;
+    match version {
+        Ok(Some(row)) if row.get::<_, Option<i32>>(0) == Some(VERSION) => return Ok(()),
+        Ok(Some(row)) if row.get::<_, Option<i32>>(0).is_some_and(|v| v > VERSION) => {
+            return Err(Error::new(
+                ErrorKind::Unsupported,
+                format!("the schema {} was made by a newer latchkey; upgrade this one", schema.name),
+            ));
+        }
+        Ok(_) => {}
+        Err(e) if matches!(e.code(), Some(c) if *c == SqlState::UNDEFINED_TABLE || *c == SqlState::INVALID_SCHEMA_NAME) =>
+            {}
+        Err(e) if e.code() == Some(&SqlState::INSUFFICIENT_PRIVILEGE) => {
+            return Err(Error::new(ErrorKind::PermissionDenied, format!("{e}: {}", schema.grant_hint(config))));
+        }
+        Err(e) => return Err(database_error("reading the schema's version", &e, schema)),
+    }
+    // One maker at a time: CREATE ... IF NOT EXISTS is not safe against a concurrent one.
+    let install = format!(
+        "BEGIN; SELECT pg_advisory_xact_lock(hashtext('latchkey-setup'), hashtext('{name}')); {sql} COMMIT;",
+        name = schema.name,
+        sql = schema.sql()
+    );
+    if let Err(e) = client.batch_execute(&install).await {
+        let _ = client.batch_execute("ROLLBACK").await;
+        if e.code() == Some(&SqlState::INSUFFICIENT_PRIVILEGE) {
+            return Err(Error::new(ErrorKind::PermissionDenied, format!("{e}: {}", schema.grant_hint(config))));
+        }
+        return Err(database_error("making the schema", &e, schema));
+    }
+    Ok(())
+}
+
+/// Starts the session: a new number, and the advisory lock that says it is alive.
+pub(crate) async fn begin_session(client: &Client, schema: &Schema) -> Result<(i64, i32)> {
+    let s = schema.quoted();
+    let take = format!(
+        "SELECT id, pg_try_advisory_lock({s}.session_key(id)), pg_backend_pid() \
+         FROM (SELECT nextval('{s}.sessions') AS id) AS n"
+    );
+    loop {
+        let row = client.query_one(&take, &[]).await.map_err(|e| database_error("starting a session", &e, schema))?;
+        let (id, locked, backend): (i64, bool, i32) = (row.get(0), row.get(1), row.get(2));
+        if locked {
+            client
+                .query_one("SELECT set_config('latchkey.session', $1, false)", &[&id.to_string()])
+                .await
+                .map_err(|e| database_error("starting a session", &e, schema))?;
+            return Ok((id, backend));
+        }
+    }
+}
+
+/// The error for a statement that failed with `e` on a live session.
+pub(crate) fn database_error(what: &str, e: &tokio_postgres::Error, schema: &Schema) -> Error {
+    let Some(db) = e.as_db_error() else {
+        return Error::new(ErrorKind::Unavailable, format!("PostgreSQL failed {what}: {e}"));
+    };
+    match db.code().code() {
+        "LK001" => Error::new(
+            ErrorKind::Unsupported,
+            "the connection's statements reach different server sessions, as through a pooler in \
+             transaction mode (PgBouncer): latchkey needs one session per scope; connect to PostgreSQL \
+             directly or through a pooler in session mode",
+        ),
+        "LK002" => {
+            let other = db.hint().and_then(|h| h.parse::<u32>().ok()).unwrap_or(0);
+            Error::new(ErrorKind::CapacityMismatch, format!("it is in use as {}", describe_capacity(other)))
+        }
+        "LK003" => Error::new(ErrorKind::Unsupported, format!("PostgreSQL refused {what}: {}", db.message())),
+        "42501" => Error::new(
+            ErrorKind::PermissionDenied,
+            format!("PostgreSQL refused {what}: {}; the user needs the rights on schema {}", db.message(), schema.name),
+        ),
+        "42883" | "42P01" | "3F000" => Error::new(
+            ErrorKind::Corrupted,
+            format!("latchkey's schema {} is missing a part ({}): was it changed by hand?", schema.name, db.message()),
+        ),
+        _ => Error::new(ErrorKind::Unavailable, format!("PostgreSQL failed {what}: {}", db.message())),
+    }
+}

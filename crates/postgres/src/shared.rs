@@ -1,0 +1,132 @@
+//! What every lock of a PostgreSQL scope shares: the configuration, the scope's thread and
+//! its session (made anew for new requests once the last one is lost).
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use latchkey_model::{Error, ErrorKind, Result};
+use latchkey_remote::Driver;
+use tokio_postgres_rustls::MakeRustlsConnect;
+
+use crate::config::TlsMode;
+use crate::session::Session;
+use crate::Config;
+
+/// The state of one scope, shared by its locks and guards.
+pub(crate) struct Shared {
+    pub url: String,
+    pub config: Config,
+    /// This machine's name, recorded in each request for `inspect`.
+    pub host: String,
+    pub driver: Arc<Driver>,
+    tls: MakeRustlsConnect,
+    session: tokio::sync::Mutex<Option<Arc<Session>>>,
+    closed: AtomicBool,
+}
+
+impl Shared {
+    /// Connects and starts the first session. Runs on the scope's thread.
+    pub async fn connect(url: String, mut config: Config, driver: Arc<Driver>) -> Result<Shared> {
+        config.connection.ssl_mode(match config.tls {
+            TlsMode::Disable => tokio_postgres::config::SslMode::Disable,
+            TlsMode::Prefer => tokio_postgres::config::SslMode::Prefer,
+            TlsMode::Require => tokio_postgres::config::SslMode::Require,
+        });
+        let tls = tls_connector(&config).map_err(|e| e.with_scope(&url))?;
+        let host =
+            std::fs::read_to_string("/proc/sys/kernel/hostname").map_or_else(|_| "?".into(), |h| h.trim().into());
+        let shared = Shared {
+            url,
+            config,
+            host,
+            driver,
+            tls,
+            session: tokio::sync::Mutex::new(None),
+            closed: AtomicBool::new(false),
+        };
+        shared.session().await?;
+        Ok(shared)
+    }
+
+    /// An error of this scope.
+    pub fn error(&self, kind: ErrorKind, why: impl Into<String>, name: Option<&str>) -> Error {
+        let error = Error::new(kind, why).with_scope(&self.url);
+        match name {
+            Some(name) => error.with_name(name),
+            None => error,
+        }
+    }
+
+    /// The live session, made anew if the last one was lost.
+    pub async fn session(&self) -> Result<Arc<Session>> {
+        let closed = || self.error(ErrorKind::Closed, "the scope was closed", None);
+        if self.closed.load(Ordering::Acquire) {
+            return Err(closed());
+        }
+        let mut current = self.session.lock().await;
+        if self.closed.load(Ordering::Acquire) {
+            return Err(closed());
+        }
+        if let Some(session) = current.as_ref().filter(|s| !s.is_lost()) {
+            return Ok(session.clone());
+        }
+        let session = Session::start(&self.config, &self.tls).await.map_err(|e| e.with_scope(&self.url))?;
+        *current = Some(session.clone());
+        Ok(session)
+    }
+
+    /// Ends the session (its requests end with it) and refuses new work.
+    pub async fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+        if let Some(session) = self.session.lock().await.take() {
+            session.mark_lost();
+        }
+    }
+
+    /// The session, if one is live, without making one.
+    pub fn current_session(&self) -> Option<Arc<Session>> {
+        self.session.try_lock().ok().and_then(|s| s.clone())
+    }
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        // The last lock and guard are gone: end the session now (closing its connection
+        // ends it on the server), then stop the thread.
+        if let Some(session) = self.current_session() {
+            session.mark_lost();
+        }
+        self.driver.stop(None);
+    }
+}
+
+/// The TLS connector: the CAs of `sslrootcert` if given, else the system's.
+fn tls_connector(config: &Config) -> Result<MakeRustlsConnect> {
+    let mut roots = rustls::RootCertStore::empty();
+    let bad = |why: String| Error::new(ErrorKind::InvalidScope, why);
+    match &config.root_cert {
+        Some(file) => {
+            let pem = std::fs::read(file).map_err(|e| bad(format!("cannot read sslrootcert {file:?}: {e}")))?;
+            for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
+                let cert = cert.map_err(|e| bad(format!("sslrootcert {file:?} is not PEM: {e}")))?;
+                roots.add(cert).map_err(|e| bad(format!("sslrootcert {file:?} holds a bad certificate: {e}")))?;
+            }
+            if roots.is_empty() {
+                return Err(bad(format!("sslrootcert {file:?} holds no certificate")));
+            }
+        }
+        None if config.tls != TlsMode::Disable => {
+            for cert in rustls_native_certs::load_native_certs().certs {
+                let _ = roots.add(cert);
+            }
+        }
+        None => {}
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| Error::new(ErrorKind::Unsupported, format!("TLS: {e}")))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(MakeRustlsConnect::new(tls))
+}
