@@ -147,7 +147,7 @@ async fn withdraw(session: &Session, name: &str, token: i64) {
     if session.is_lost() {
         return; // Its requests ended with it.
     }
-    let released = session.client.query_one(&session.statements.release, &[&name, &token, &session.id]).await;
+    let released = session.client.query_opt(&session.statements.release, &[&name, &token, &session.id]).await;
     if let Err(e) = released {
         tracing::warn!(target: "latchkey", name, token, "a withdrawn PostgreSQL request could not be deleted (it ends with its session): {e}");
     }
@@ -225,10 +225,13 @@ impl PostgresLock {
                 let s = &call_session;
                 let params: [&(dyn tokio_postgres::types::ToSql + Sync); 8] =
                     [&name, &s.id, &s.backend, &permits, &capacity, &pid, &host, &try_only];
-                match s.client.query_one(&s.statements.enqueue, &params).await {
-                    Ok(row) => Ok(Queued::from_row(&row)),
-                    Err(e) => Err(s.failed("queuing a request", e)),
-                }
+                let fast = s.client.query_opt(&s.statements.enqueue_fast, &params).await;
+                let answer = match fast {
+                    Ok(Some(row)) => Ok(row),
+                    Ok(None) => s.client.query_one(&s.statements.enqueue, &params).await,
+                    Err(e) => Err(e),
+                };
+                answer.map(|row| Queued::from_row(&row)).map_err(|e| s.failed("queuing a request", e))
             };
             match pending.run(call).await {
                 Ok(queued) => return Ok((session, pending, queued)),
@@ -320,10 +323,10 @@ impl PostgresLock {
         }
         let row = session
             .client
-            .query_one(&session.statements.release, &[&self.name.as_str(), &token, &session.id])
+            .query_opt(&session.statements.release, &[&self.name.as_str(), &token, &session.id])
             .await
             .map_err(|e| self.scoped(session.failed("releasing", e)))?;
-        if !row.get::<_, bool>(0) {
+        if row.is_none() {
             return Err(self.lost_error("the request was already gone: the hold had been lost"));
         }
         Ok(())

@@ -35,6 +35,10 @@ pub const DEATH_CHECK: Duration = Duration::from_secs(1);
 
 /// The statements of the scope, prepared once per session.
 pub(crate) struct Statements {
+    /// The common case of `enqueue` as one plain statement (no function call): a name in
+    /// use with the same capacity, room for a try, and this very session. It answers no
+    /// row otherwise, and `enqueue` does the rest.
+    pub enqueue_fast: Statement,
     pub enqueue: Statement,
     pub standing: Statement,
     pub release: Statement,
@@ -284,10 +288,37 @@ impl Statements {
         let prepare = |sql: String| async move {
             client.prepare(&sql).await.map_err(|e| schema::database_error("preparing the statements", &e, schema))
         };
-        let (enqueue, standing, release, cede, check, live, dead, ping) = tokio::try_join!(
+        let (enqueue_fast, enqueue, standing, release, cede, check, live, dead, ping) = tokio::try_join!(
+            prepare(format!(
+                "WITH q AS (
+                    UPDATE {s}.queues q
+                    SET token = q.token + 1, queued = q.queued + $4,
+                        capacity = CASE WHEN q.queued = 0 THEN $5 ELSE q.capacity END
+                    WHERE q.name = $1 AND ((q.token + 1) & 4294967295) <> 0
+                      AND (q.queued = 0 OR q.capacity = $5) AND (NOT $8 OR q.queued + $4 <= $5)
+                      AND current_setting('latchkey.session', true) = $2::bigint::text
+                    RETURNING q.token, q.queued
+                 ), r AS (
+                    INSERT INTO {s}.requests (name, token, session, backend, permits, capacity, pid, host)
+                    SELECT $1, q.token, $2, $3, $4, $5, $6, $7 FROM q
+                 )
+                 SELECT q.token, q.queued <= $5 AS holds, NULL::bigint[] AS blockers, NULL::int[] AS backends,
+                    CASE WHEN q.queued > $5 THEN {s}.channel($1) END AS channel
+                 FROM q"
+            )),
             prepare(format!("SELECT * FROM {s}.enqueue($1, $2, $3, $4, $5, $6, $7, $8)")),
             prepare(format!("SELECT * FROM {s}.standing($1, $2)")),
-            prepare(format!("SELECT {s}.release($1, $2, $3)")),
+            // `release` as one plain statement: answers a row if the request was there.
+            prepare(format!(
+                "WITH d AS (
+                    DELETE FROM {s}.requests r WHERE r.name = $1 AND r.token = $2 AND r.session = $3
+                    RETURNING r.permits
+                 ), q AS (
+                    UPDATE {s}.queues q SET queued = q.queued - d.permits FROM d WHERE q.name = $1
+                    RETURNING q.queued
+                 )
+                 SELECT CASE WHEN q.queued > 0 THEN pg_notify({s}.channel($1), '') END FROM q"
+            )),
             prepare(format!("SELECT * FROM {s}.cede($1, $2, $3)")),
             prepare(format!(
                 "SELECT EXISTS (SELECT 1 FROM {s}.requests WHERE name = $1 AND token = $2 AND session = $3)"
@@ -296,7 +327,7 @@ impl Statements {
             prepare(format!("SELECT {s}.dead($1, $2)")),
             prepare("SELECT 1".into()),
         )?;
-        Ok(Statements { enqueue, standing, release, cede, check, live, dead, ping })
+        Ok(Statements { enqueue_fast, enqueue, standing, release, cede, check, live, dead, ping })
     }
 }
 

@@ -6,6 +6,8 @@
 //!   (Debian and Ubuntu: `apt-get install etcd-server`).
 //! - [`PostgresServer`]: a throwaway PostgreSQL server on a loopback port, run as an
 //!   unprivileged user, that a test can restart or query with `psql`.
+//! - [`worker`]: worker processes for fault tests (the test binary run again), bounded
+//!   waits and seeded randomness.
 //! - [`Proxy`]: a TCP forwarder that a test can cut, to play a network partition between
 //!   one client and the cluster ([`EtcdCluster::proxied_url`]).
 //!
@@ -18,6 +20,7 @@ mod http;
 mod postgres;
 mod proxy;
 mod spawn;
+pub mod worker;
 
 pub use counts::GrpcCounts;
 pub use etcd::EtcdCluster;

@@ -175,6 +175,23 @@ impl PostgresServer {
         self.launch();
     }
 
+    /// Stops the server as an administrator would (a fast shutdown: SIGINT, every session
+    /// ended, a checkpoint written) and starts it again. Unlike [`restart`](Self::restart),
+    /// no crash recovery runs, so unlogged tables keep their rows.
+    pub fn restart_clean(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            // SAFETY: kill has no memory-safety preconditions; the pid is our unreaped child's.
+            unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) };
+            let _ = child.wait();
+        }
+        self.launch();
+    }
+
+    /// The server's log so far (statements too, for sessions that set `log_statement`).
+    pub fn log_text(&self) -> String {
+        fs::read_to_string(self.log()).unwrap_or_default()
+    }
+
     fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
