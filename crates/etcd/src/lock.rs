@@ -297,7 +297,16 @@ impl EtcdLock {
         }
     }
 
-    async fn release_on_thread(self: Arc<Self>, key: String, session: Arc<Session>) -> Result<()> {
+    /// Deletes the held key of `held`; if this is dropped first (even before it first
+    /// runs), `held` deletes it in the background.
+    async fn release_on_thread(self: Arc<Self>, held: KeyGuard) -> Result<()> {
+        let (key, session) = (held.key.clone().expect("armed"), held.session.clone());
+        let released = self.release_now(key, session).await;
+        held.disarm();
+        released
+    }
+
+    async fn release_now(self: Arc<Self>, key: String, session: Arc<Session>) -> Result<()> {
         let deleted = self.shared.delete(&session, &key).await.map_err(|e| self.scoped(e))?;
         if session.is_lost() {
             return Err(self.lost_error("the session had lapsed: the hold was already lost"));
@@ -423,9 +432,8 @@ impl RawLock for EtcdLock {
             Ok(grant) => grant,
             Err(e) => return Box::pin(std::future::ready(Err(e))),
         };
-        let (key, session) = (grant.key.clone(), grant.session.clone());
-        let lock = self.this();
-        self.on_thread(lock.release_on_thread(key, session))
+        let held = KeyGuard::new(&self.shared, &grant.session, &grant.key);
+        self.on_thread(self.this().release_on_thread(held))
     }
 
     fn release_in_background(&self, lease: Lease) {
@@ -433,7 +441,7 @@ impl RawLock for EtcdLock {
         let (key, session) = (grant.key.clone(), grant.session.clone());
         let lock = self.this();
         self.shared.driver.background(async move {
-            if let Err(e) = lock.release_on_thread(key.clone(), session).await {
+            if let Err(e) = lock.release_now(key.clone(), session).await {
                 tracing::warn!(target: "latchkey", key, "releasing a dropped guard failed: {e}");
             }
         });

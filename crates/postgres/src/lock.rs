@@ -101,6 +101,11 @@ impl Pending {
         self.token.take().expect("armed until disarmed")
     }
 
+    /// The pending request's token (armed).
+    fn token(&self) -> i64 {
+        self.token.expect("armed until disarmed")
+    }
+
     /// Withdraws the request now, so that the caller sees it gone when this returns.
     async fn withdraw(mut self) {
         if let Some(token) = self.token.take() {
@@ -317,7 +322,16 @@ impl PostgresLock {
         Ok(Some(self.lease(permits, pending.disarm(), session)))
     }
 
-    async fn release_on_thread(self: Arc<Self>, token: i64, session: Arc<Session>) -> Result<()> {
+    /// Releases the held request of `held`; if this is dropped first, `held` releases it in
+    /// the background.
+    async fn release_on_thread(self: Arc<Self>, held: Pending) -> Result<()> {
+        let (token, session) = (held.token(), held.session.clone());
+        let released = self.release_now(token, &session).await;
+        held.disarm();
+        released
+    }
+
+    async fn release_now(&self, token: i64, session: &Session) -> Result<()> {
         if session.is_lost() {
             return Err(self.lost_error("the session had ended: the hold was already lost"));
         }
@@ -332,9 +346,10 @@ impl PostgresLock {
         Ok(())
     }
 
-    async fn cede_on_thread(self: Arc<Self>, token: i64, permits: u32, session: Arc<Session>) -> Result<Lease> {
-        // Until the cede answers, the held request is the one to give up if this is dropped.
-        let mut pending = Pending::new(&self.shared, &session, self.name.as_str(), Some(token));
+    /// Cedes the held request of `pending`: until the cede answers, that is the request to
+    /// give up if this is dropped (even before it first runs); after, the one it left.
+    async fn cede_on_thread(self: Arc<Self>, mut pending: Pending, permits: u32) -> Result<Lease> {
+        let (token, session) = (pending.token(), pending.session.clone());
         let (call_session, name) = (session.clone(), self.name.as_str().to_string());
         let call = async move {
             let s = &call_session;
@@ -461,8 +476,8 @@ impl RawLock for PostgresLock {
             Ok(grant) => grant,
             Err(e) => return Box::pin(std::future::ready(Err(e))),
         };
-        let (token, session) = (grant.token, grant.session.clone());
-        self.on_thread(self.this().release_on_thread(token, session))
+        let held = Pending::new(&self.shared, &grant.session, self.name.as_str(), Some(grant.token));
+        self.on_thread(self.this().release_on_thread(held))
     }
 
     fn release_in_background(&self, lease: Lease) {
@@ -470,7 +485,7 @@ impl RawLock for PostgresLock {
         let (token, session) = (grant.token, grant.session.clone());
         let lock = self.this();
         self.shared.driver.background(async move {
-            if let Err(e) = lock.release_on_thread(token, session).await {
+            if let Err(e) = lock.release_now(token, &session).await {
                 tracing::warn!(target: "latchkey", token, "releasing a dropped guard failed: {e}");
             }
         });
@@ -537,10 +552,10 @@ impl RawCede for PostgresLock {
             Ok(grant) => grant,
             Err(e) => return Box::pin(std::future::ready(Err(e))),
         };
-        let (token, session, permits) = (grant.token, grant.session.clone(), lease.permits());
-        let lock = self.this();
+        let held = Pending::new(&self.shared, &grant.session, self.name.as_str(), Some(grant.token));
+        let (lock, permits) = (self.this(), lease.permits());
         let granted = self.on_thread(async move {
-            let lease = lock.clone().cede_on_thread(token, permits, session).await?;
+            let lease = lock.clone().cede_on_thread(held, permits).await?;
             Ok(Unclaimed::new(lease, lock))
         });
         Box::pin(async move { Ok(granted.await?.claim()) })

@@ -168,11 +168,12 @@ impl Drop for Worker {
 pub struct Rng(u64);
 
 impl Rng {
-    /// A generator seeded from the clock; prints the seed.
+    /// A generator seeded from the clock, or from `LATCHKEY_TEST_SEED` when set (to run a
+    /// failure again); prints the seed.
     pub fn from_clock(test: &str) -> Rng {
-        let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos()
-            as u64
-            | 1;
+        let clock =
+            || std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos() as u64;
+        let seed = std::env::var("LATCHKEY_TEST_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(clock) | 1;
         println!("{test}: seed {seed}");
         Rng(seed)
     }

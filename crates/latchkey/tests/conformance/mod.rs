@@ -44,6 +44,7 @@ macro_rules! conformance_suite {
                 mutex_try_lock_fails_while_held_and_succeeds_after_release,
                 mutex_is_locked_follows_the_holder,
                 guard_release_returns_ok_and_frees_the_lock,
+                a_release_dropped_after_its_first_poll_still_releases,
                 guard_reports_name_scope_and_permits,
                 fencing_tokens_strictly_increase_across_every_way_to_lock_a_name,
                 fencing_tokens_keep_increasing_after_an_idle_name_is_reclaimed,

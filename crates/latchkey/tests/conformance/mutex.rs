@@ -45,6 +45,24 @@ pub(super) fn guard_release_returns_ok_and_frees_the_lock(new_scope: NewScope) -
     Ok(())
 }
 
+/// A release future dropped after its first poll (as when another branch of a `select!`
+/// wins) still releases: the guard was given to it, so nobody else can.
+pub(super) fn a_release_dropped_after_its_first_poll_still_releases(new_scope: NewScope) -> Result<()> {
+    let scope = new_scope();
+    let mutex = scope.mutex("mutex")?;
+    for _ in 0..20 {
+        let guard = mutex.lock_blocking()?;
+        let mut release = Probe::new(guard.release_async());
+        if release.poll().is_pending() {
+            drop(release);
+        }
+        // `inspect` waits for the scope's background work, as every later request does.
+        wait_until("the dropped release frees the lock", || !scope.is_locked("mutex").unwrap());
+        mutex.try_lock()?.expect("free after the dropped release").release()?;
+    }
+    Ok(())
+}
+
 pub(super) fn guard_reports_name_scope_and_permits(new_scope: NewScope) -> Result<()> {
     let scope = new_scope();
     let check = |guard: &Guard<'_>, name: &str, permits: u32| {
