@@ -252,10 +252,11 @@ impl PostgresLock {
         let lost = || self.lost_error("the session ended while the request waited");
         // Listening first, then asking again: a release in between is not missed.
         let mut listening = session.listen(&channel).await.map_err(|e| self.scoped(e))?;
+        let mut sweep = false;
         loop {
             let row = session
                 .client
-                .query_one(&session.statements.standing, &[&self.name.as_str(), &token])
+                .query_one(&session.statements.standing, &[&self.name.as_str(), &token, &sweep])
                 .await
                 .map_err(|e| self.scoped(session.failed("asking where a request stands", e)))?;
             if row.get::<_, Option<bool>>("gone").unwrap_or(false) {
@@ -270,11 +271,11 @@ impl PostgresLock {
                 return Ok(());
             }
             let behind = session.wait_behind(standing.blockers);
-            tokio::select! {
-                () = listening.notified() => {}
-                () = behind.ended() => {}
+            sweep = tokio::select! {
+                () = listening.notified() => false,
+                () = behind.ended() => true,
                 () = session.lost() => return Err(lost()),
-            }
+            };
         }
     }
 

@@ -117,7 +117,9 @@ $$;
 -- Where the request `p_token` of `p_name` stands. The one rule of every scope: a request
 -- holds when the permits of the requests before it plus its own fit the capacity (FIFO,
 -- no barging). `blockers` are the sessions of the requests before it, while it waits.
-CREATE OR REPLACE FUNCTION @schema@.standing(p_name text, p_token bigint,
+-- With `p_sweep` (a session ahead was seen to end), the requests of ended sessions are
+-- deleted first if the request would wait.
+CREATE OR REPLACE FUNCTION @schema@.standing(p_name text, p_token bigint, p_sweep boolean,
     OUT holds boolean, OUT gone boolean, OUT blockers bigint[], OUT backends int[])
 LANGUAGE plpgsql VOLATILE AS $$
 DECLARE
@@ -137,10 +139,9 @@ BEGIN
             holds := true; gone := false;
             RETURN;
         END IF;
-        IF attempt = 1 THEN
-            -- Only a request that waits pays for looking at who is alive.
-            PERFORM @schema@.sweep(p_name);
-        END IF;
+        -- Only a request that waits behind an ended session pays for looking at who is alive.
+        EXIT WHEN NOT p_sweep OR attempt = 2;
+        PERFORM @schema@.sweep(p_name);
     END LOOP;
     holds := false; gone := false;
     SELECT array_agg(s.session), array_agg(s.backend) INTO blockers, backends
@@ -214,7 +215,7 @@ BEGIN
     VALUES (p_name, token, p_session, p_backend, p_permits, p_capacity, p_pid, p_host);
     holds := v_queued <= p_capacity;
     IF NOT holds THEN
-        v_standing := @schema@.standing(p_name, token);
+        v_standing := @schema@.standing(p_name, token, false);
         holds := v_standing.holds;
         blockers := v_standing.blockers;
         backends := v_standing.backends;

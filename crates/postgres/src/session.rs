@@ -307,7 +307,7 @@ impl Statements {
                  FROM q"
             )),
             prepare(format!("SELECT * FROM {s}.enqueue($1, $2, $3, $4, $5, $6, $7, $8)")),
-            prepare(format!("SELECT * FROM {s}.standing($1, $2)")),
+            prepare(format!("SELECT * FROM {s}.standing($1, $2, $3)")),
             // `release` as one plain statement: answers a row if the request was there.
             prepare(format!(
                 "WITH d AS (

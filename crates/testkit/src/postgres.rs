@@ -166,6 +166,22 @@ impl PostgresServer {
         String::from_utf8_lossy(&out.stdout).trim_end().to_string()
     }
 
+    /// Runs `sql` through `psql` as the superuser, expecting it to fail, and returns the
+    /// error psql printed (verbose: with the SQLSTATE).
+    ///
+    /// # Panics
+    ///
+    /// If `sql` succeeds, or psql cannot run.
+    pub fn psql_error(&self, sql: &str) -> String {
+        let out = Command::new(pg_bin("psql"))
+            .args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-U", "postgres", "-d", "postgres"])
+            .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-v", "VERBOSITY=verbose", "-c", sql])
+            .output()
+            .unwrap_or_else(|e| panic!("testkit: cannot run psql: {e}; {INSTALL}"));
+        assert!(!out.status.success(), "testkit: psql {sql:?} succeeded");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    }
+
     /// Kills the server (SIGKILL) and starts it again on the same data: every session ends,
     /// committed data stays.
     pub fn restart(&mut self) {

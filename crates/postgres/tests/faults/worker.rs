@@ -62,9 +62,10 @@ fn act(scope: &Scope, name: &str, fence: &Fence) {
 }
 
 /// `count URL NAME FENCE_URL TABLE N`: N times, takes the mutex and increments the fenced
-/// counter (read, then a fenced write of the value plus one), reporting `inc VALUE` for
-/// each write the resource took and `rejected` for each it refused; a lock that fails (a
-/// session ended under it) is taken again. Reports `done` at the end.
+/// counter (a read, a pause of 20 ms, a fenced write of the value plus one), reporting
+/// `inc VALUE` for each write the resource took and `rejected` for each it refused; a lock
+/// that fails (a session ended under it) is taken again, and so is an increment whose
+/// connection failed. Reports `done` at the end.
 fn count(scope: &Scope, name: &str, fence: &Fence, n: usize) {
     let mut done = 0;
     while done < n {
@@ -76,12 +77,13 @@ fn count(scope: &Scope, name: &str, fence: &Fence, n: usize) {
                 continue;
             }
         };
-        match fence.increment(guard.fencing_token()) {
-            Some(value) => {
+        match fence.increment(guard.fencing_token(), Duration::from_millis(20)) {
+            Ok(Some(value)) => {
                 say(format!("inc {value}"));
                 done += 1;
             }
-            None => say("rejected"),
+            Ok(None) => say("rejected"),
+            Err(e) => say(format!("retry {e}")),
         }
         let _ = guard.release();
     }
