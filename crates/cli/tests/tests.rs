@@ -12,12 +12,14 @@
 //! - `trust`: issue 8: one default namespace whatever the environment, `status` naming
 //!   its directory, and no hidden limit on holders;
 //! - `etcd`: `run` and `status` on the etcd scope, a hold lost with the network;
+//! - `postgres`: the same on the PostgreSQL scope, a hold lost with its server session;
 //! - `support`: the namespace, the binary and the helpers the suites share.
 
 mod support;
 
 mod demo;
 mod etcd;
+mod postgres;
 mod run;
 mod shell;
 mod status;
