@@ -470,5 +470,17 @@ fn connect_error(config: &Config, e: tokio_postgres::Error) -> Error {
         _ => ErrorKind::Unavailable,
     };
     let user = config.connection.get_user().unwrap_or("?");
-    Error::new(kind, format!("cannot connect to PostgreSQL at {} as {user}: {e}", config.describe()))
+    Error::new(kind, format!("cannot connect to PostgreSQL at {} as {user}: {}", config.describe(), with_causes(&e)))
+}
+
+/// `e` and the errors that caused it, `: `-joined (tokio-postgres keeps a TLS failure's
+/// reason in its source).
+fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(inner) = cause {
+        text.push_str(&format!(": {inner}"));
+        cause = inner.source();
+    }
+    text
 }

@@ -14,6 +14,7 @@
 //! Everything a test starts here dies with the value that started it, and with the test
 //! process.
 
+mod certs;
 mod counts;
 mod etcd;
 mod http;

@@ -37,6 +37,8 @@ pub struct PostgresServer {
     dir: PathBuf,
     port: u16,
     child: Option<Child>,
+    /// Whether the server offers TLS (with the kit's certificates).
+    tls: bool,
 }
 
 impl PostgresServer {
@@ -47,6 +49,16 @@ impl PostgresServer {
     /// If the binaries are missing (the message says what to install), or the server does
     /// not accept connections within 30 s (the message quotes its log).
     pub fn start() -> PostgresServer {
+        Self::start_with(false)
+    }
+
+    /// [`start`](Self::start), with TLS offered (`ssl=on`) on a certificate for 127.0.0.1
+    /// signed by a CA of the kit's ([`ca_file`](Self::ca_file)). Needs `openssl(1)`.
+    pub fn start_tls() -> PostgresServer {
+        Self::start_with(true)
+    }
+
+    fn start_with(tls: bool) -> PostgresServer {
         static SERVERS: AtomicU64 = AtomicU64::new(0);
         let dir = std::env::temp_dir().join(format!(
             "latchkey-testkit-postgres-{}-{}",
@@ -58,7 +70,17 @@ impl PostgresServer {
         // The server's user must own its data directory, and reach it.
         fs::set_permissions(&dir, fs::Permissions::from_mode(0o777)).expect("testkit: chmod the server's directory");
         let port = free_ports(1)[0];
-        let mut server = PostgresServer { dir, port, child: None };
+        let mut server = PostgresServer { dir, port, child: None, tls };
+        if tls {
+            crate::certs::make(&server.dir);
+            // The server refuses a key others can read, or that it does not own.
+            let key = server.dir.join("server.key");
+            fs::set_permissions(&key, fs::Permissions::from_mode(0o600)).expect("testkit: chmod the key");
+            // SAFETY: geteuid has no preconditions.
+            if unsafe { libc::geteuid() } == 0 {
+                std::os::unix::fs::chown(&key, Some(NOBODY), Some(NOBODY)).expect("testkit: chown the key");
+            }
+        }
         server.initdb();
         server.launch();
         server
@@ -95,6 +117,18 @@ impl PostgresServer {
             // stay synchronous, so a restart after SIGKILL keeps every committed row.
             .args(["-c", "fsync=off", "-c", "full_page_writes=off"])
             .args(["-c", "max_connections=200", "-c", "log_min_messages=warning"])
+            .args(if self.tls {
+                vec![
+                    "-c".to_string(),
+                    "ssl=on".to_string(),
+                    "-c".to_string(),
+                    format!("ssl_cert_file={}", self.dir.join("server.pem").display()),
+                    "-c".to_string(),
+                    format!("ssl_key_file={}", self.dir.join("server.key").display()),
+                ]
+            } else {
+                Vec::new()
+            })
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("testkit: duplicate a log handle"))
             .stderr(log);
@@ -218,6 +252,11 @@ impl PostgresServer {
         while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() && start.elapsed() < TIMEOUT {
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// The CA certificate (PEM) that signed the server's certificate ([`start_tls`](Self::start_tls)).
+    pub fn ca_file(&self) -> PathBuf {
+        self.dir.join("ca.pem")
     }
 
     /// The server's directory (data, log, socket).

@@ -1,0 +1,55 @@
+//! The PostgreSQL scope over TLS (`sslmode`, `sslrootcert`): a server whose certificate a
+//! given CA signed is trusted, one whose CA is unknown is refused, and a CA file that is
+//! not one is a clear error.
+
+use latchkey::{ErrorKind, Scope};
+use latchkey_testkit::PostgresServer;
+
+/// Whether the session named `app` is on TLS, as the server sees it.
+fn on_tls(server: &PostgresServer, app: &str) -> String {
+    server.psql(&format!(
+        "SELECT s.ssl FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) WHERE a.application_name = '{app}'"
+    ))
+}
+
+#[test]
+fn sslmode_require_with_the_servers_ca_locks_over_tls() {
+    let server = PostgresServer::start_tls();
+    let ca = server.ca_file();
+    let url = server.url(&format!("ttl=5s&sslmode=require&sslrootcert={}&application_name=tls-client", ca.display()));
+    let scope = Scope::open(&url).expect("the scope opens over TLS");
+    let guard = scope.lock_blocking("job").unwrap();
+    assert_eq!(on_tls(&server, "tls-client"), "t", "the session is on TLS");
+    guard.release().unwrap();
+    // `prefer` takes TLS when the server offers it.
+    let url = server.url(&format!("ttl=5s&sslrootcert={}&application_name=tls-prefer", ca.display()));
+    let scope = Scope::open(&url).expect("the scope opens with sslmode=prefer");
+    scope.lock_blocking("job").unwrap().release().unwrap();
+    assert_eq!(on_tls(&server, "tls-prefer"), "t");
+    // `disable` does not.
+    let url = server.url("ttl=5s&sslmode=disable&application_name=tls-off");
+    let scope = Scope::open(&url).expect("the scope opens without TLS");
+    scope.lock_blocking("job").unwrap().release().unwrap();
+    assert_eq!(on_tls(&server, "tls-off"), "f");
+}
+
+#[test]
+fn a_server_whose_certificate_no_trusted_ca_signed_is_refused() {
+    let server = PostgresServer::start_tls();
+    // The system's roots do not include the kit's CA.
+    let url = server.url("ttl=5s&sslmode=require");
+    let err = Scope::open(&url).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
+    assert!(err.to_string().to_lowercase().contains("certificate"), "{err}");
+}
+
+#[test]
+fn a_ca_file_that_is_not_one_is_named() {
+    let server = PostgresServer::start_tls();
+    let bogus = server.dir().join("not-a-ca.pem");
+    std::fs::write(&bogus, "hello").unwrap();
+    let url = server.url(&format!("ttl=5s&sslmode=require&sslrootcert={}", bogus.display()));
+    let err = Scope::open(&url).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidScope, "{err}");
+    assert!(err.to_string().contains("not-a-ca.pem"), "{err}");
+}
