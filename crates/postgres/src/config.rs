@@ -1,7 +1,7 @@
 //! The PostgreSQL scope's URL: `postgres://user:password@host:5432/dbname?ttl=10s&schema=latchkey`
 //! (or `postgresql://`), with libpq's parameters (`sslmode`, `sslrootcert`,
-//! `application_name`, `connect_timeout`, ...) and its `PG*` environment variables for what
-//! the URL leaves out.
+//! `application_name`, `connect_timeout`, ...), and its `PG*` environment variables and
+//! password file for what the URL leaves out.
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -26,16 +26,20 @@ pub struct Config {
     pub root_cert: Option<String>,
 }
 
-/// When to use TLS, as libpq's `sslmode` says. Unlike libpq, `require` also checks the
-/// server's certificate: latchkey never takes a lock from an unverified server.
+/// When to use TLS, and what to check, as libpq's `sslmode` says.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TlsMode {
     /// Never.
     Disable,
-    /// If the server offers it.
+    /// If the server offers it, unchecked (libpq's default; `allow` is taken as this too).
     Prefer,
-    /// Always, with the certificate checked.
+    /// Always; the certificate is checked against `sslrootcert` if one is given (as libpq
+    /// does), else unchecked.
     Require,
+    /// Always, with the certificate's chain checked.
+    VerifyCa,
+    /// Always, with the chain and the host name checked.
+    VerifyFull,
 }
 
 /// The session's time to live when the URL gives none.
@@ -151,6 +155,21 @@ fn fill_from_environment(
             connection.options(&options);
         }
     }
+    if connection.get_password().is_none() {
+        let file = env("PGPASSFILE")
+            .map(std::path::PathBuf::from)
+            .or_else(|| env("HOME").map(|home| std::path::Path::new(&home).join(".pgpass")));
+        let host = match connection.get_hosts().first() {
+            Some(tokio_postgres::config::Host::Tcp(host)) => host.clone(),
+            // libpq looks up a socket connection as `localhost`.
+            _ => "localhost".to_string(),
+        };
+        let port = connection.get_ports().first().copied().unwrap_or(5432);
+        let (db, user) = (connection.get_dbname().unwrap_or(""), connection.get_user().unwrap_or(""));
+        if let Some(password) = file.and_then(|file| crate::pgpass::lookup(&file, &host, port, db, user)) {
+            connection.password(password);
+        }
+    }
     Ok(())
 }
 
@@ -185,9 +204,11 @@ fn parse_schema(text: &str) -> std::result::Result<String, String> {
 
 fn parse_sslmode(text: &str) -> std::result::Result<TlsMode, String> {
     match text {
-        "disable" | "allow" => Ok(TlsMode::Disable),
-        "prefer" => Ok(TlsMode::Prefer),
-        "require" | "verify-ca" | "verify-full" => Ok(TlsMode::Require),
+        "disable" => Ok(TlsMode::Disable),
+        "allow" | "prefer" => Ok(TlsMode::Prefer),
+        "require" => Ok(TlsMode::Require),
+        "verify-ca" => Ok(TlsMode::VerifyCa),
+        "verify-full" => Ok(TlsMode::VerifyFull),
         other => Err(format!("has sslmode={other:?} (known: disable, allow, prefer, require, verify-ca, verify-full)")),
     }
 }

@@ -47,7 +47,8 @@ struct Queued {
     /// a request that was gone).
     token: Option<i64>,
     holds: bool,
-    blockers: Vec<(i64, i32)>,
+    /// The sessions of the requests ahead, while it waits.
+    blockers: Vec<i64>,
     channel: Option<String>,
 }
 
@@ -55,11 +56,10 @@ impl Queued {
     /// The answer of `enqueue`, `cede` or `standing` (which has no token or channel).
     fn from_row(row: &Row) -> Queued {
         let blockers: Option<Vec<i64>> = row.get("blockers");
-        let backends: Option<Vec<i32>> = row.get("backends");
         Queued {
             token: row.try_get("token").ok().flatten(),
             holds: row.get::<_, Option<bool>>("holds").unwrap_or(false),
-            blockers: blockers.unwrap_or_default().into_iter().zip(backends.unwrap_or_default()).collect(),
+            blockers: blockers.unwrap_or_default(),
             channel: row.try_get("channel").ok().flatten(),
         }
     }
@@ -148,15 +148,31 @@ impl Drop for Pending {
     }
 }
 
+/// Deletes the request `token` of `name` (a withdrawal, or a release that failed once).
+/// A request must never outlive its holder's interest in it: if the statement keeps
+/// failing on a live session, the session is ended, which frees all it has on the server.
 async fn withdraw(session: &Session, name: &str, token: i64) {
-    if session.is_lost() {
-        return; // Its requests ended with it.
-    }
-    let released = session.client.query_opt(&session.statements.release, &[&name, &token, &session.id]).await;
-    if let Err(e) = released {
-        tracing::warn!(target: "latchkey", name, token, "a withdrawn PostgreSQL request could not be deleted (it ends with its session): {e}");
+    let mut pause = Duration::from_millis(100);
+    for attempt in 1..=WITHDRAW_ATTEMPTS {
+        if session.is_lost() {
+            return; // Its requests ended with it.
+        }
+        let released = session.client.query_opt(&session.statements.release, &[&name, &token, &session.id]).await;
+        match released {
+            Ok(_) => return,
+            Err(e) if attempt == WITHDRAW_ATTEMPTS => {
+                tracing::warn!(target: "latchkey", name, token, "a PostgreSQL request could not be deleted; ending its session to free it: {e}");
+                session.mark_lost();
+            }
+            Err(e) => tracing::debug!(target: "latchkey", name, token, "deleting a request failed, trying again: {e}"),
+        }
+        tokio::time::sleep(pause).await;
+        pause *= 4;
     }
 }
+
+/// How many times a request's delete is tried before its session is ended instead.
+const WITHDRAW_ATTEMPTS: u32 = 3;
 
 /// How long the first round trip of a request may take past a deadline already near.
 const FIRST_TRIP_GRACE: Duration = Duration::from_millis(250);
@@ -332,15 +348,24 @@ impl PostgresLock {
         released
     }
 
-    async fn release_now(&self, token: i64, session: &Session) -> Result<()> {
+    async fn release_now(&self, token: i64, session: &Arc<Session>) -> Result<()> {
         if session.is_lost() {
             return Err(self.lost_error("the session had ended: the hold was already lost"));
         }
-        let row = session
-            .client
-            .query_opt(&session.statements.release, &[&self.name.as_str(), &token, &session.id])
-            .await
-            .map_err(|e| self.scoped(session.failed("releasing", e)))?;
+        let released =
+            session.client.query_opt(&session.statements.release, &[&self.name.as_str(), &token, &session.id]).await;
+        let row = match released {
+            Ok(row) => row,
+            Err(e) => {
+                let e = self.scoped(session.failed("releasing", e));
+                if e.kind() != ErrorKind::HandleLost {
+                    // The caller has no lease left to try again with: the scope does.
+                    let (session, name) = (session.clone(), self.name.as_str().to_string());
+                    self.shared.driver.background(async move { withdraw(&session, &name, token).await });
+                }
+                return Err(e);
+            }
+        };
         if row.is_none() {
             return Err(self.lost_error("the request was already gone: the hold had been lost"));
         }

@@ -9,7 +9,9 @@ use latchkey_model::{describe_capacity, Error, ErrorKind, Result};
 use crate::session::quote_identifier;
 use crate::Config;
 
-/// The version of `schema.sql` this build writes and expects.
+/// The version of `schema.sql` this build writes and expects. A released schema is never
+/// changed in place: a change is a new version, whose SQL also drops the functions whose
+/// arguments or results it changes (`CREATE OR REPLACE` cannot change those).
 const VERSION: i32 = 1;
 
 /// The schema's SQL, with `@schema@` and `@mark@` to fill in.
@@ -53,9 +55,15 @@ impl Schema {
 /// Sets the session's parameters and makes the schema if it is missing or older.
 pub(crate) async fn set_up(client: &Client, schema: &Schema, config: &Config) -> Result<()> {
     let ttl_ms = config.ttl.as_millis();
+    // The server ends the session a TTL after its last statement (`idle_session_timeout`),
+    // or once what it sends has gone unacknowledged for a TTL (`tcp_user_timeout`: a
+    // server process blocked writing notifications to a client cut off is not idle). No
+    // timeout of a role or database may fail a release half way.
     let settings = format!(
-        "SET idle_session_timeout = {ttl_ms}; SET synchronous_commit = on; \
-         SET default_transaction_isolation = 'read committed'; SET idle_in_transaction_session_timeout = 0"
+        "SET idle_session_timeout = {ttl_ms}; SET tcp_user_timeout = {ttl_ms}; SET synchronous_commit = on; \
+         SET default_transaction_isolation = 'read committed'; SET idle_in_transaction_session_timeout = 0; \
+         SET lock_timeout = 0; SET statement_timeout = 0; \
+         SELECT set_config(name, '0', false) FROM pg_settings WHERE name = 'transaction_timeout'"
     );
     if let Err(e) = client.batch_execute(&settings).await {
         if e.code() == Some(&SqlState::UNDEFINED_OBJECT) {
@@ -99,21 +107,21 @@ pub(crate) async fn set_up(client: &Client, schema: &Schema, config: &Config) ->
     Ok(())
 }
 
-/// Starts the session: a new number, and the advisory lock that says it is alive.
+/// Starts the session: a new number, the advisory lock that says it is alive, and the
+/// setting that every queuing statement checks, in one statement, so that all three are of
+/// one server session even behind a pooler.
 pub(crate) async fn begin_session(client: &Client, schema: &Schema) -> Result<(i64, i32)> {
     let s = schema.quoted();
     let take = format!(
-        "SELECT id, pg_try_advisory_lock({s}.session_key(id)), pg_backend_pid() \
-         FROM (SELECT nextval('{s}.sessions') AS id) AS n"
+        "SELECT id, locked, pg_backend_pid(), \
+            CASE WHEN locked THEN set_config('latchkey.session', id::text, false) END \
+         FROM (SELECT id, pg_try_advisory_lock({s}.session_key(id)) AS locked \
+               FROM (SELECT nextval('{s}.sessions') AS id) AS n OFFSET 0) AS taken"
     );
     loop {
         let row = client.query_one(&take, &[]).await.map_err(|e| database_error("starting a session", &e, schema))?;
         let (id, locked, backend): (i64, bool, i32) = (row.get(0), row.get(1), row.get(2));
         if locked {
-            client
-                .query_one("SELECT set_config('latchkey.session', $1, false)", &[&id.to_string()])
-                .await
-                .map_err(|e| database_error("starting a session", &e, schema))?;
             return Ok((id, backend));
         }
     }

@@ -28,9 +28,10 @@ CREATE UNLOGGED TABLE IF NOT EXISTS @schema@.queues (
 );
 
 -- One row per request, held or waiting, in token order. A row lives while its session
--- lives: the session's connection holds the advisory lock `session_key(session)`. Rows of
--- dead sessions are ignored, and deleted by whoever meets them; a crash empties the table
--- (unlogged), as it ends every session.
+-- lives: the session's connection holds the advisory lock `session_key(session)`
+-- (`backend` is its server process, for people to read). Rows of dead sessions are
+-- ignored, and deleted by whoever meets them; a crash empties the table (unlogged), as it
+-- ends every session.
 CREATE UNLOGGED TABLE IF NOT EXISTS @schema@.requests (
     name text NOT NULL,
     token bigint NOT NULL,
@@ -71,19 +72,16 @@ BEGIN
 END
 $$;
 
--- The sessions among `p_sessions` (on the backends `p_backends`) that have ended.
-CREATE OR REPLACE FUNCTION @schema@.dead(p_sessions bigint[], p_backends int[])
+-- The sessions among `p_sessions` that have ended: those whose advisory lock a shared
+-- try-lock gets (and gives back at once), without a scan of `pg_locks`. The calling
+-- session is alive by definition (its own lock would not stop it).
+CREATE OR REPLACE FUNCTION @schema@.dead(p_sessions bigint[])
 RETURNS SETOF bigint LANGUAGE sql VOLATILE AS $$
-    WITH held AS MATERIALIZED (
-        SELECT (classid::bigint << 32) | objid::bigint AS key, pid
-        FROM pg_locks
-        WHERE locktype = 'advisory' AND objsubid = 1 AND granted
-          AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
-    )
-    SELECT s.session FROM unnest(p_sessions, p_backends) AS s(session, backend)
-    WHERE NOT EXISTS (
-        SELECT 1 FROM held WHERE held.key = @schema@.session_key(s.session) AND held.pid = s.backend
-    )
+    SELECT s.session FROM unnest(p_sessions) AS s(session)
+    WHERE s.session IS DISTINCT FROM nullif(current_setting('latchkey.session', true), '')::bigint
+      AND CASE WHEN pg_try_advisory_lock_shared(@schema@.session_key(s.session))
+               THEN pg_advisory_unlock_shared(@schema@.session_key(s.session))
+               ELSE false END
 $$;
 
 -- Deletes the requests of `p_name` whose sessions have ended, and wakes the name's waiters
@@ -92,18 +90,16 @@ CREATE OR REPLACE FUNCTION @schema@.sweep(p_name text) RETURNS void
 LANGUAGE plpgsql VOLATILE AS $$
 DECLARE
     v_sessions bigint[];
-    v_backends int[];
     v_freed bigint;
 BEGIN
     PERFORM 1 FROM @schema@.queues q WHERE q.name = p_name FOR UPDATE;
-    SELECT array_agg(s.session), array_agg(s.backend) INTO v_sessions, v_backends
-    FROM (SELECT DISTINCT r.session, r.backend FROM @schema@.requests r WHERE r.name = p_name) AS s;
+    SELECT array_agg(DISTINCT r.session) INTO v_sessions FROM @schema@.requests r WHERE r.name = p_name;
     IF v_sessions IS NULL THEN
         RETURN;
     END IF;
     WITH gone AS (
         DELETE FROM @schema@.requests r
-        WHERE r.name = p_name AND r.session IN (SELECT @schema@.dead(v_sessions, v_backends))
+        WHERE r.name = p_name AND r.session IN (SELECT @schema@.dead(v_sessions))
         RETURNING r.permits
     )
     SELECT sum(gone.permits) INTO v_freed FROM gone;
@@ -120,7 +116,7 @@ $$;
 -- With `p_sweep` (a session ahead was seen to end), the requests of ended sessions are
 -- deleted first if the request would wait.
 CREATE OR REPLACE FUNCTION @schema@.standing(p_name text, p_token bigint, p_sweep boolean,
-    OUT holds boolean, OUT gone boolean, OUT blockers bigint[], OUT backends int[])
+    OUT holds boolean, OUT gone boolean, OUT blockers bigint[])
 LANGUAGE plpgsql VOLATILE AS $$
 DECLARE
     v_before bigint;
@@ -144,9 +140,8 @@ BEGIN
         PERFORM @schema@.sweep(p_name);
     END LOOP;
     holds := false; gone := false;
-    SELECT array_agg(s.session), array_agg(s.backend) INTO blockers, backends
-    FROM (SELECT DISTINCT r.session, r.backend FROM @schema@.requests r
-          WHERE r.name = p_name AND r.token < p_token) AS s;
+    SELECT array_agg(DISTINCT r.session) INTO blockers
+    FROM @schema@.requests r WHERE r.name = p_name AND r.token < p_token;
 END
 $$;
 
@@ -173,7 +168,7 @@ $$;
 -- name is in use with another capacity.
 CREATE OR REPLACE FUNCTION @schema@.enqueue(p_name text, p_session bigint, p_backend int,
     p_permits bigint, p_capacity bigint, p_pid bigint, p_host text, p_try boolean,
-    OUT token bigint, OUT holds boolean, OUT blockers bigint[], OUT backends int[], OUT channel text)
+    OUT token bigint, OUT holds boolean, OUT blockers bigint[], OUT channel text)
 LANGUAGE plpgsql VOLATILE AS $$
 DECLARE
     v_queued bigint;
@@ -218,7 +213,6 @@ BEGIN
         v_standing := @schema@.standing(p_name, token, false);
         holds := v_standing.holds;
         blockers := v_standing.blockers;
-        backends := v_standing.backends;
         channel := @schema@.channel(p_name);
     END IF;
 END
@@ -249,7 +243,7 @@ $$;
 -- If anyone waits behind the held request `p_token`, moves it to the back of the queue
 -- under a new token; otherwise keeps it. `token` is null if the request was gone.
 CREATE OR REPLACE FUNCTION @schema@.cede(p_name text, p_token bigint, p_session bigint,
-    OUT token bigint, OUT holds boolean, OUT blockers bigint[], OUT backends int[], OUT channel text)
+    OUT token bigint, OUT holds boolean, OUT blockers bigint[], OUT channel text)
 LANGUAGE plpgsql VOLATILE AS $$
 DECLARE
     v_mine record;
@@ -275,7 +269,6 @@ BEGIN
     token := v_again.token;
     holds := v_again.holds;
     blockers := v_again.blockers;
-    backends := v_again.backends;
     channel := v_again.channel;
 END
 $$;
@@ -289,8 +282,7 @@ LANGUAGE sql VOLATILE AS $$
     WITH mine AS MATERIALIZED (
         SELECT * FROM @schema@.requests r WHERE p_name IS NULL OR r.name = p_name
     ), dead AS MATERIALIZED (
-        SELECT @schema@.dead(array_agg(s.session), array_agg(s.backend)) AS session
-        FROM (SELECT DISTINCT m.session, m.backend FROM mine m) AS s
+        SELECT @schema@.dead(array_agg(DISTINCT m.session)) AS session FROM mine m
     ), alive AS (
         SELECT * FROM mine m WHERE m.session NOT IN (SELECT d.session FROM dead d WHERE d.session IS NOT NULL)
     )

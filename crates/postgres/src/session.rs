@@ -87,9 +87,9 @@ struct Channel {
     notified: watch::Sender<u64>,
 }
 
-/// What a waiter waits behind: sessions (with their server processes), and how to wake it.
+/// What a waiter waits behind: sessions, and how to wake it.
 struct Waiting {
-    blockers: Vec<(i64, i32)>,
+    blockers: Vec<i64>,
     wake: Arc<Notify>,
 }
 
@@ -142,7 +142,7 @@ impl Session {
             statements,
             schema,
             ttl: config.ttl,
-            life: Mutex::new(Life { valid_until: sent + config.ttl, lost: false }),
+            life: Mutex::new(Life { valid_until: sent + validity(config.ttl), lost: false }),
             lost_tx,
             channels,
             listen_order: tokio::sync::Mutex::new(()),
@@ -187,7 +187,7 @@ impl Session {
     fn renewed(&self, sent: Instant) {
         let mut life = self.life();
         if !life.lost && Instant::now() < life.valid_until {
-            life.valid_until = life.valid_until.max(sent + self.ttl);
+            life.valid_until = life.valid_until.max(sent + validity(self.ttl));
         }
     }
 
@@ -215,7 +215,11 @@ impl Session {
 
     /// An error for a statement of this session that failed.
     pub fn failed(&self, what: &str, e: tokio_postgres::Error) -> Error {
-        if self.is_lost() || e.is_closed() {
+        // A FATAL error (a terminated session, a shutting-down server) ends the session;
+        // the connection task may not have seen it end yet.
+        let fatal = e.as_db_error().is_some_and(|db| matches!(db.severity(), "FATAL" | "PANIC"))
+            || e.code().is_some_and(|code| code.code().starts_with("57P") || code.code().starts_with("08"));
+        if self.is_lost() || e.is_closed() || fatal {
             self.mark_lost();
             return Error::new(ErrorKind::HandleLost, format!("the PostgreSQL session ended during {what}: {e}"));
         }
@@ -233,15 +237,16 @@ impl Session {
                 notified: watch::Sender::new(0),
             });
             entry.users += 1;
-            (!entry.listening, entry.notified.subscribe())
+            // Marked before it is sent: if this is dropped half way, the last user's drop
+            // still sends the UNLISTEN.
+            let send = !entry.listening;
+            entry.listening = true;
+            (send, entry.notified.subscribe())
         };
         let listening = Listening { session: self.clone(), channel: channel.to_string(), notified };
         if send {
             let sql = format!("LISTEN {}", quote_identifier(channel));
             self.client.batch_execute(&sql).await.map_err(|e| self.failed("LISTEN", e))?;
-            if let Some(entry) = self.channels.0.lock().unwrap_or_else(|e| e.into_inner()).get_mut(channel) {
-                entry.listening = true;
-            }
         }
         Ok(listening)
     }
@@ -269,7 +274,7 @@ impl Session {
 
     /// Records that a waiter waits behind the sessions `blockers`; the keep-alive wakes it
     /// through the returned guard when one of them ends.
-    pub fn wait_behind(self: &Arc<Self>, blockers: Vec<(i64, i32)>) -> Behind {
+    pub fn wait_behind(self: &Arc<Self>, blockers: Vec<i64>) -> Behind {
         let id = self.next_waiter.fetch_add(1, Ordering::Relaxed);
         let wake = Arc::new(Notify::new());
         self.waiters().insert(id, Waiting { blockers, wake: wake.clone() });
@@ -302,7 +307,7 @@ impl Statements {
                     INSERT INTO {s}.requests (name, token, session, backend, permits, capacity, pid, host)
                     SELECT $1, q.token, $2, $3, $4, $5, $6, $7 FROM q
                  )
-                 SELECT q.token, q.queued <= $5 AS holds, NULL::bigint[] AS blockers, NULL::int[] AS backends,
+                 SELECT q.token, q.queued <= $5 AS holds, NULL::bigint[] AS blockers,
                     CASE WHEN q.queued > $5 THEN {s}.channel($1) END AS channel
                  FROM q"
             )),
@@ -324,7 +329,7 @@ impl Statements {
                 "SELECT EXISTS (SELECT 1 FROM {s}.requests WHERE name = $1 AND token = $2 AND session = $3)"
             )),
             prepare(format!("SELECT * FROM {s}.live($1)")),
-            prepare(format!("SELECT {s}.dead($1, $2)")),
+            prepare(format!("SELECT {s}.dead($1)")),
             prepare("SELECT 1".into()),
         )?;
         Ok(Statements { enqueue_fast, enqueue, standing, release, cede, check, live, dead, ping })
@@ -413,7 +418,7 @@ async fn keep_alive(session: Arc<Session>) {
                 () = session.lost() => return,
             }
         }
-        let blockers: Vec<(i64, i32)> = {
+        let blockers: Vec<i64> = {
             let waiters = session.waiters();
             let mut all: Vec<_> = waiters.values().flat_map(|w| w.blockers.iter().copied()).collect();
             all.sort_unstable();
@@ -426,8 +431,7 @@ async fn keep_alive(session: Arc<Session>) {
             if blockers.is_empty() {
                 session.client.query(&session.statements.ping, &[]).await.map(|_| Vec::new())
             } else {
-                let (ids, backends): (Vec<i64>, Vec<i32>) = blockers.iter().copied().unzip();
-                let rows = session.client.query(&session.statements.dead, &[&ids, &backends]).await?;
+                let rows = session.client.query(&session.statements.dead, &[&blockers]).await?;
                 Ok(rows.iter().filter_map(|row| row.get::<_, Option<i64>>(0)).collect())
             }
         };
@@ -436,7 +440,7 @@ async fn keep_alive(session: Arc<Session>) {
                 session.renewed(last_sent);
                 if !dead.is_empty() {
                     for waiting in session.waiters().values() {
-                        if waiting.blockers.iter().any(|(id, _)| dead.contains(id)) {
+                        if waiting.blockers.iter().any(|id| dead.contains(id)) {
                             waiting.wake.notify_one();
                         }
                     }
@@ -456,6 +460,14 @@ async fn keep_alive(session: Arc<Session>) {
     }
 }
 
+/// How long after a statement is sent the session counts as valid without another answer:
+/// the TTL (the server ends a silent session a TTL after its last statement arrived, and
+/// later still after it ran), less a twentieth of it, at least 50 ms, for clocks that run
+/// at different rates and a process that is paused where its monotonic clock does not count.
+fn validity(ttl: Duration) -> Duration {
+    ttl.saturating_sub((ttl / 20).max(Duration::from_millis(50)))
+}
+
 /// `"text"`, as SQL quotes an identifier.
 pub(crate) fn quote_identifier(text: &str) -> String {
     format!("\"{}\"", text.replace('"', "\"\""))
@@ -467,6 +479,8 @@ fn connect_error(config: &Config, e: tokio_postgres::Error) -> Error {
         Some(db) if db.code() == &tokio_postgres::error::SqlState::INVALID_AUTHORIZATION_SPECIFICATION => {
             ErrorKind::PermissionDenied
         }
+        // tokio-postgres says so before it connects.
+        None if e.to_string().contains("password missing") => ErrorKind::PermissionDenied,
         _ => ErrorKind::Unavailable,
     };
     let user = config.connection.get_user().unwrap_or("?");

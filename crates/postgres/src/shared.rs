@@ -30,9 +30,9 @@ impl Shared {
         config.connection.ssl_mode(match config.tls {
             TlsMode::Disable => tokio_postgres::config::SslMode::Disable,
             TlsMode::Prefer => tokio_postgres::config::SslMode::Prefer,
-            TlsMode::Require => tokio_postgres::config::SslMode::Require,
+            TlsMode::Require | TlsMode::VerifyCa | TlsMode::VerifyFull => tokio_postgres::config::SslMode::Require,
         });
-        let tls = tls_connector(&config).map_err(|e| e.with_scope(&url))?;
+        let tls = crate::tls::connector(&config).map_err(|e| e.with_scope(&url))?;
         let host =
             std::fs::read_to_string("/proc/sys/kernel/hostname").map_or_else(|_| "?".into(), |h| h.trim().into());
         let shared = Shared {
@@ -98,35 +98,4 @@ impl Drop for Shared {
         }
         self.driver.stop(None);
     }
-}
-
-/// The TLS connector: the CAs of `sslrootcert` if given, else the system's.
-fn tls_connector(config: &Config) -> Result<MakeRustlsConnect> {
-    let mut roots = rustls::RootCertStore::empty();
-    let bad = |why: String| Error::new(ErrorKind::InvalidScope, why);
-    match &config.root_cert {
-        Some(file) => {
-            let pem = std::fs::read(file).map_err(|e| bad(format!("cannot read sslrootcert {file:?}: {e}")))?;
-            for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
-                let cert = cert.map_err(|e| bad(format!("sslrootcert {file:?} is not PEM: {e}")))?;
-                roots.add(cert).map_err(|e| bad(format!("sslrootcert {file:?} holds a bad certificate: {e}")))?;
-            }
-            if roots.is_empty() {
-                return Err(bad(format!("sslrootcert {file:?} holds no certificate")));
-            }
-        }
-        None if config.tls != TlsMode::Disable => {
-            for cert in rustls_native_certs::load_native_certs().certs {
-                let _ = roots.add(cert);
-            }
-        }
-        None => {}
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let tls = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| Error::new(ErrorKind::Unsupported, format!("TLS: {e}")))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    Ok(MakeRustlsConnect::new(tls))
 }

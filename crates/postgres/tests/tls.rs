@@ -1,6 +1,7 @@
-//! The PostgreSQL scope over TLS (`sslmode`, `sslrootcert`): a server whose certificate a
-//! given CA signed is trusted, one whose CA is unknown is refused, and a CA file that is
-//! not one is a clear error.
+//! The PostgreSQL scope over TLS, with libpq's `sslmode`: `verify-full` and `verify-ca`
+//! trust a server whose certificate a known CA signed and refuse one whose CA is unknown,
+//! `require` and `prefer` encrypt without checking (as libpq; `require` checks the chain
+//! when `sslrootcert` names a CA), and a CA file that is not one is a clear error.
 
 use latchkey::{ErrorKind, Scope};
 use latchkey_testkit::PostgresServer;
@@ -37,10 +38,23 @@ fn sslmode_require_with_the_servers_ca_locks_over_tls() {
 fn a_server_whose_certificate_no_trusted_ca_signed_is_refused() {
     let server = PostgresServer::start_tls();
     // The system's roots do not include the kit's CA.
-    let url = server.url("ttl=5s&sslmode=require");
-    let err = Scope::open(&url).unwrap_err();
-    assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
-    assert!(err.to_string().to_lowercase().contains("certificate"), "{err}");
+    for mode in ["verify-full", "verify-ca"] {
+        let url = server.url(&format!("ttl=5s&sslmode={mode}"));
+        let err = Scope::open(&url).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Unavailable, "{mode}: {err}");
+        assert!(err.to_string().to_lowercase().contains("certificate"), "{mode}: {err}");
+    }
+    // With the CA, both trust it; `require` without a CA encrypts unchecked, as libpq.
+    let ca = server.ca_file();
+    for (mode, app) in [("verify-full", "full"), ("verify-ca", "ca"), ("require", "plain")] {
+        let query = match mode {
+            "require" => format!("ttl=5s&sslmode=require&application_name={app}"),
+            m => format!("ttl=5s&sslmode={m}&sslrootcert={}&application_name={app}", ca.display()),
+        };
+        let scope = Scope::open(&server.url(&query)).unwrap_or_else(|e| panic!("{mode}: {e}"));
+        scope.lock_blocking("job").unwrap().release().unwrap();
+        assert_eq!(on_tls(&server, app), "t", "{mode}");
+    }
 }
 
 #[test]
