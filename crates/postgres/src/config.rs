@@ -22,8 +22,10 @@ pub struct Config {
     /// Whether to use TLS: `sslmode` (`disable`, `prefer`, `require`, `verify-ca`,
     /// `verify-full`; libpq's default is `prefer`).
     pub tls: TlsMode,
-    /// A PEM file of CAs to trust (`sslrootcert`), rather than the system's.
+    /// A PEM file of CAs to trust (`sslrootcert`; `system` for the system's CAs).
     pub root_cert: Option<String>,
+    /// The home directory (`HOME`), where libpq's default files are.
+    pub home: Option<String>,
 }
 
 /// When to use TLS, and what to check, as libpq's `sslmode` says.
@@ -73,6 +75,9 @@ impl Config {
                 "schema" => schema = parse_schema(value).map_err(invalid)?,
                 "sslmode" => tls = Some(parse_sslmode(value).map_err(invalid)?),
                 "sslrootcert" => root_cert = Some(value.to_string()),
+                "sslcert" | "sslkey" | "sslpassword" | "sslcrl" | "sslcrldir" => {
+                    return Err(invalid(format!("has {key}=: client certificates and CRLs are not supported yet")))
+                }
                 _ => passed.push(pair),
             }
         }
@@ -85,7 +90,7 @@ impl Config {
         };
         let root_cert = root_cert.or_else(|| env("PGSSLROOTCERT"));
         fill_from_environment(&mut connection, &env).map_err(invalid)?;
-        Ok(Config { connection, schema, ttl, tls, root_cert })
+        Ok(Config { connection, schema, ttl, tls, root_cert, home: env("HOME") })
     }
 
     /// `host:port/dbname`, for people to read.

@@ -18,6 +18,8 @@ mod schema;
 mod scope;
 mod session;
 mod shared;
+#[doc(hidden)]
+pub mod sql;
 mod tls;
 
 pub use config::{Config, TlsMode};

@@ -106,10 +106,14 @@ impl Pending {
         self.token.expect("armed until disarmed")
     }
 
-    /// Withdraws the request now, so that the caller sees it gone when this returns.
+    /// Withdraws the request now, so that the caller sees it gone when this returns. The
+    /// token stays in the guard until the delete succeeded: if it fails, or this is dropped
+    /// half way, the guard's drop withdraws it in the background, trying again.
     async fn withdraw(mut self) {
-        if let Some(token) = self.token.take() {
-            withdraw(&self.session, &self.name, token).await;
+        if let Some(token) = self.token {
+            if delete(&self.session, &self.name, token).await.is_ok() {
+                self.token = None;
+            }
         }
     }
 
@@ -148,31 +152,33 @@ impl Drop for Pending {
     }
 }
 
-/// Deletes the request `token` of `name` (a withdrawal, or a release that failed once).
-/// A request must never outlive its holder's interest in it: if the statement keeps
-/// failing on a live session, the session is ended, which frees all it has on the server.
-async fn withdraw(session: &Session, name: &str, token: i64) {
-    let mut pause = Duration::from_millis(100);
-    for attempt in 1..=WITHDRAW_ATTEMPTS {
-        if session.is_lost() {
-            return; // Its requests ended with it.
-        }
-        let released = session.client.query_opt(&session.statements.release, &[&name, &token, &session.id]).await;
-        match released {
-            Ok(_) => return,
-            Err(e) if attempt == WITHDRAW_ATTEMPTS => {
-                tracing::warn!(target: "latchkey", name, token, "a PostgreSQL request could not be deleted; ending its session to free it: {e}");
-                session.mark_lost();
-            }
-            Err(e) => tracing::debug!(target: "latchkey", name, token, "deleting a request failed, trying again: {e}"),
-        }
-        tokio::time::sleep(pause).await;
-        pause *= 4;
+/// Deletes the request `token` of `name` once (on a lost session there is nothing to do).
+async fn delete(session: &Session, name: &str, token: i64) -> std::result::Result<(), tokio_postgres::Error> {
+    if session.is_lost() {
+        return Ok(()); // Its requests ended with it.
     }
+    session.client.query_opt(&session.statements.release, &[&name, &token, &session.id]).await.map(drop)
 }
 
-/// How many times a request's delete is tried before its session is ended instead.
-const WITHDRAW_ATTEMPTS: u32 = 3;
+/// Deletes the request `token` of `name` (a withdrawal, or a release that failed once),
+/// trying again for half a TTL. A request must never outlive its holder's interest in it:
+/// if the statement keeps failing on a live session, the session is ended, which frees
+/// all it has on the server.
+async fn withdraw(session: &Session, name: &str, token: i64) {
+    let give_up = Instant::now() + session.ttl() / 2;
+    let mut pause = Duration::from_millis(100);
+    loop {
+        let Err(e) = delete(session, name, token).await else { return };
+        if Instant::now() + pause > give_up {
+            tracing::warn!(target: "latchkey", name, token, "a PostgreSQL request could not be deleted; ending its session to free it: {e}");
+            session.mark_lost();
+            return;
+        }
+        tracing::debug!(target: "latchkey", name, token, "deleting a request failed, trying again: {e}");
+        tokio::time::sleep(pause).await;
+        pause *= 2;
+    }
+}
 
 /// How long the first round trip of a request may take past a deadline already near.
 const FIRST_TRIP_GRACE: Duration = Duration::from_millis(250);

@@ -56,11 +56,14 @@ impl Schema {
 pub(crate) async fn set_up(client: &Client, schema: &Schema, config: &Config) -> Result<()> {
     let ttl_ms = config.ttl.as_millis();
     // The server ends the session a TTL after its last statement (`idle_session_timeout`),
-    // or once what it sends has gone unacknowledged for a TTL (`tcp_user_timeout`: a
-    // server process blocked writing notifications to a client cut off is not idle). No
-    // timeout of a role or database may fail a release half way.
+    // or once what it sends has gone unacknowledged for two TTLs (`tcp_user_timeout`: a
+    // server process blocked writing notifications to a client cut off is not idle; twice
+    // the TTL, so that it cannot end a session whose client still counts it valid unless
+    // the network held the server's messages back for more than a TTL). No timeout of a
+    // role or database may fail a release half way.
+    let tcp_ms = 2 * ttl_ms;
     let settings = format!(
-        "SET idle_session_timeout = {ttl_ms}; SET tcp_user_timeout = {ttl_ms}; SET synchronous_commit = on; \
+        "SET idle_session_timeout = {ttl_ms}; SET tcp_user_timeout = {tcp_ms}; SET synchronous_commit = on; \
          SET default_transaction_isolation = 'read committed'; SET idle_in_transaction_session_timeout = 0; \
          SET lock_timeout = 0; SET statement_timeout = 0; \
          SELECT set_config(name, '0', false) FROM pg_settings WHERE name = 'transaction_timeout'"
@@ -107,20 +110,16 @@ pub(crate) async fn set_up(client: &Client, schema: &Schema, config: &Config) ->
     Ok(())
 }
 
-/// Starts the session: a new number, the advisory lock that says it is alive, and the
-/// setting that every queuing statement checks, in one statement, so that all three are of
-/// one server session even behind a pooler.
+/// Starts the session: the advisory lock that says it is alive, on a new random number,
+/// and the setting that every queuing statement checks (see `sql::BEGIN_SESSION`).
 pub(crate) async fn begin_session(client: &Client, schema: &Schema) -> Result<(i64, i32)> {
-    let s = schema.quoted();
-    let take = format!(
-        "SELECT id, locked, pg_backend_pid(), \
-            CASE WHEN locked THEN set_config('latchkey.session', id::text, false) END \
-         FROM (SELECT id, pg_try_advisory_lock({s}.session_key(id)) AS locked \
-               FROM (SELECT nextval('{s}.sessions') AS id) AS n OFFSET 0) AS taken"
-    );
     loop {
-        let row = client.query_one(&take, &[]).await.map_err(|e| database_error("starting a session", &e, schema))?;
-        let (id, locked, backend): (i64, bool, i32) = (row.get(0), row.get(1), row.get(2));
+        let id = crate::sql::session_number()?;
+        let row = client
+            .query_one(crate::sql::BEGIN_SESSION, &[&id])
+            .await
+            .map_err(|e| database_error("starting a session", &e, schema))?;
+        let (locked, backend): (bool, i32) = (row.get(0), row.get(1));
         if locked {
             return Ok((id, backend));
         }

@@ -28,7 +28,9 @@ CREATE UNLOGGED TABLE IF NOT EXISTS @schema@.queues (
 );
 
 -- One row per request, held or waiting, in token order. A row lives while its session
--- lives: the session's connection holds the advisory lock `session_key(session)`
+-- lives: the session's connection holds the advisory lock whose key is the session's
+-- number, a random 61-bit number with bit 62 set (so that it never meets the small keys
+-- applications use, nor, in practice, another session's, of any schema, ever)
 -- (`backend` is its server process, for people to read). Rows of dead sessions are
 -- ignored, and deleted by whoever meets them; a crash empties the table (unlogged), as it
 -- ends every session.
@@ -44,15 +46,6 @@ CREATE UNLOGGED TABLE IF NOT EXISTS @schema@.requests (
     since timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (name, token)
 );
-
-CREATE SEQUENCE IF NOT EXISTS @schema@.sessions;
-
--- The advisory lock a session holds for its life: 64-bit, with bit 62 and a mark of the
--- schema above the session number, so that it never meets the small keys applications use.
-CREATE OR REPLACE FUNCTION @schema@.session_key(p_session bigint) RETURNS bigint
-LANGUAGE sql IMMUTABLE AS $$
-    SELECT ((((hashtext(@mark@) & 16383) | 16384)::bigint) << 48) | (p_session & 281474976710655)
-$$;
 
 -- The channel a name's waiters listen on (a hash: a collision only wakes someone for nothing).
 CREATE OR REPLACE FUNCTION @schema@.channel(p_name text) RETURNS text
@@ -79,8 +72,8 @@ CREATE OR REPLACE FUNCTION @schema@.dead(p_sessions bigint[])
 RETURNS SETOF bigint LANGUAGE sql VOLATILE AS $$
     SELECT s.session FROM unnest(p_sessions) AS s(session)
     WHERE s.session IS DISTINCT FROM nullif(current_setting('latchkey.session', true), '')::bigint
-      AND CASE WHEN pg_try_advisory_lock_shared(@schema@.session_key(s.session))
-               THEN pg_advisory_unlock_shared(@schema@.session_key(s.session))
+      AND CASE WHEN pg_try_advisory_lock_shared(s.session)
+               THEN pg_advisory_unlock_shared(s.session)
                ELSE false END
 $$;
 

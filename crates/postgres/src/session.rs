@@ -1,12 +1,13 @@
 //! The scope's session: one connection, one server session, that carries every request of
 //! the scope.
 //!
-//! - **Liveness on the server**: the session holds the advisory lock `session_key(id)` for
-//!   its whole life, and its requests live exactly as long (others check `pg_locks`). When
-//!   the connection ends (a crash, `pg_terminate_backend`, a server restart) the server
-//!   drops the lock, and the requests are dead at once.
+//! - **Liveness on the server**: the session holds the advisory lock of its number (random)
+//!   for its whole life, and its requests live exactly as long (others test it with a
+//!   shared try-lock). When the connection ends (a crash, `pg_terminate_backend`, a server
+//!   restart) the server drops the lock, and the requests are dead at once.
 //! - **A silent client**: the session sets `idle_session_timeout` to the TTL, so the server
 //!   ends it after a TTL without a statement; a keep-alive every third of the TTL keeps it.
+//!   `tcp_user_timeout` (two TTLs) ends it when the server cannot deliver to it.
 //! - **Lost, seen from here**: the connection ending fires `lost()` at once. Each answered
 //!   keep-alive extends the session's validity to when it was *sent* plus the TTL (never
 //!   later than the server's own end of it); past that without an answer, the session is
@@ -22,6 +23,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::future::poll_fn;
 use tokio::sync::{watch, Notify};
+use tokio_postgres::error::Severity;
 use tokio_postgres::{AsyncMessage, Client, Statement};
 
 use latchkey_model::{sleep_until, Error, ErrorKind, Result};
@@ -96,7 +98,7 @@ struct Waiting {
 impl Session {
     /// Connects, sets the session up (making the schema on first use), and starts its
     /// connection task and keep-alive on the current runtime (the scope's thread).
-    pub async fn start(config: &Config, tls: &tokio_postgres_rustls::MakeRustlsConnect) -> Result<Arc<Session>> {
+    pub async fn start(config: &Config, tls: &crate::tls::Connector) -> Result<Arc<Session>> {
         let sent = Instant::now();
         let (client, mut connection) =
             config.connection.connect(tls.clone()).await.map_err(|e| connect_error(config, e))?;
@@ -162,6 +164,11 @@ impl Session {
         Ok(session)
     }
 
+    /// The session's time to live.
+    pub fn ttl(&self) -> Duration {
+        self.ttl
+    }
+
     fn life(&self) -> std::sync::MutexGuard<'_, Life> {
         self.life.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -217,8 +224,9 @@ impl Session {
     pub fn failed(&self, what: &str, e: tokio_postgres::Error) -> Error {
         // A FATAL error (a terminated session, a shutting-down server) ends the session;
         // the connection task may not have seen it end yet.
-        let fatal = e.as_db_error().is_some_and(|db| matches!(db.severity(), "FATAL" | "PANIC"))
-            || e.code().is_some_and(|code| code.code().starts_with("57P") || code.code().starts_with("08"));
+        let fatal =
+            e.as_db_error().is_some_and(|db| matches!(db.parsed_severity(), Some(Severity::Fatal | Severity::Panic)))
+                || e.code().is_some_and(|code| code.code().starts_with("57P") || code.code().starts_with("08"));
         if self.is_lost() || e.is_closed() || fatal {
             self.mark_lost();
             return Error::new(ErrorKind::HandleLost, format!("the PostgreSQL session ended during {what}: {e}"));
@@ -246,7 +254,13 @@ impl Session {
         let listening = Listening { session: self.clone(), channel: channel.to_string(), notified };
         if send {
             let sql = format!("LISTEN {}", quote_identifier(channel));
-            self.client.batch_execute(&sql).await.map_err(|e| self.failed("LISTEN", e))?;
+            if let Err(e) = self.client.batch_execute(&sql).await {
+                // Others may already count on this LISTEN: without it they would sleep
+                // through their notifications. A session that cannot listen ends.
+                let e = self.failed("LISTEN", e);
+                self.mark_lost();
+                return Err(e);
+            }
         }
         Ok(listening)
     }
@@ -294,36 +308,10 @@ impl Statements {
             client.prepare(&sql).await.map_err(|e| schema::database_error("preparing the statements", &e, schema))
         };
         let (enqueue_fast, enqueue, standing, release, cede, check, live, dead, ping) = tokio::try_join!(
-            prepare(format!(
-                "WITH q AS (
-                    UPDATE {s}.queues q
-                    SET token = q.token + 1, queued = q.queued + $4,
-                        capacity = CASE WHEN q.queued = 0 THEN $5 ELSE q.capacity END
-                    WHERE q.name = $1 AND ((q.token + 1) & 4294967295) <> 0
-                      AND (q.queued = 0 OR q.capacity = $5) AND (NOT $8 OR q.queued + $4 <= $5)
-                      AND current_setting('latchkey.session', true) = $2::bigint::text
-                    RETURNING q.token, q.queued
-                 ), r AS (
-                    INSERT INTO {s}.requests (name, token, session, backend, permits, capacity, pid, host)
-                    SELECT $1, q.token, $2, $3, $4, $5, $6, $7 FROM q
-                 )
-                 SELECT q.token, q.queued <= $5 AS holds, NULL::bigint[] AS blockers,
-                    CASE WHEN q.queued > $5 THEN {s}.channel($1) END AS channel
-                 FROM q"
-            )),
+            prepare(crate::sql::enqueue_fast(&s)),
             prepare(format!("SELECT * FROM {s}.enqueue($1, $2, $3, $4, $5, $6, $7, $8)")),
             prepare(format!("SELECT * FROM {s}.standing($1, $2, $3)")),
-            // `release` as one plain statement: answers a row if the request was there.
-            prepare(format!(
-                "WITH d AS (
-                    DELETE FROM {s}.requests r WHERE r.name = $1 AND r.token = $2 AND r.session = $3
-                    RETURNING r.permits
-                 ), q AS (
-                    UPDATE {s}.queues q SET queued = q.queued - d.permits FROM d WHERE q.name = $1
-                    RETURNING q.queued
-                 )
-                 SELECT CASE WHEN q.queued > 0 THEN pg_notify({s}.channel($1), '') END FROM q"
-            )),
+            prepare(crate::sql::release(&s)),
             prepare(format!("SELECT * FROM {s}.cede($1, $2, $3)")),
             prepare(format!(
                 "SELECT EXISTS (SELECT 1 FROM {s}.requests WHERE name = $1 AND token = $2 AND session = $3)"
@@ -484,7 +472,14 @@ fn connect_error(config: &Config, e: tokio_postgres::Error) -> Error {
         _ => ErrorKind::Unavailable,
     };
     let user = config.connection.get_user().unwrap_or("?");
-    Error::new(kind, format!("cannot connect to PostgreSQL at {} as {user}: {}", config.describe(), with_causes(&e)))
+    let why = with_causes(&e);
+    let hint = if why.contains("certificate") || why.contains("Cert") {
+        " (latchkey checks server certificates with rustls: X.509 version 3 only, and for \
+         sslmode=verify-full the host in a subjectAltName, not only in the Common Name)"
+    } else {
+        ""
+    };
+    Error::new(kind, format!("cannot connect to PostgreSQL at {} as {user}: {why}{hint}", config.describe()))
 }
 
 /// `e` and the errors that caused it, `: `-joined (tokio-postgres keeps a TLS failure's

@@ -6,7 +6,6 @@ use std::sync::Arc;
 
 use latchkey_model::{Error, ErrorKind, Result};
 use latchkey_remote::Driver;
-use tokio_postgres_rustls::MakeRustlsConnect;
 
 use crate::config::TlsMode;
 use crate::session::Session;
@@ -19,7 +18,7 @@ pub(crate) struct Shared {
     /// This machine's name, recorded in each request for `inspect`.
     pub host: String,
     pub driver: Arc<Driver>,
-    tls: MakeRustlsConnect,
+    tls: crate::tls::Connector,
     session: tokio::sync::Mutex<Option<Arc<Session>>>,
     closed: AtomicBool,
 }
@@ -27,7 +26,11 @@ pub(crate) struct Shared {
 impl Shared {
     /// Connects and starts the first session. Runs on the scope's thread.
     pub async fn connect(url: String, mut config: Config, driver: Arc<Driver>) -> Result<Shared> {
+        // libpq ignores sslmode on a Unix socket, where PostgreSQL has no TLS.
+        let sockets_only =
+            config.connection.get_hosts().iter().all(|h| matches!(h, tokio_postgres::config::Host::Unix(_)));
         config.connection.ssl_mode(match config.tls {
+            _ if sockets_only => tokio_postgres::config::SslMode::Disable,
             TlsMode::Disable => tokio_postgres::config::SslMode::Disable,
             TlsMode::Prefer => tokio_postgres::config::SslMode::Prefer,
             TlsMode::Require | TlsMode::VerifyCa | TlsMode::VerifyFull => tokio_postgres::config::SslMode::Require,

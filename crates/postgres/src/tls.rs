@@ -1,7 +1,11 @@
-//! TLS as libpq's `sslmode` has it: `prefer` and `require` encrypt without checking the
-//! server's certificate (unless `sslrootcert` names a CA, which makes `require` check the
-//! chain, as libpq does), `verify-ca` checks the chain, `verify-full` the chain and the
-//! host name. Without `sslrootcert`, the CAs are the system's.
+//! TLS as libpq's `sslmode` has it: `prefer` encrypts without checking the server's
+//! certificate; `require` too, unless a root file is there (`sslrootcert`, by default
+//! `~/.postgresql/root.crt`), which makes it check the chain; `verify-ca` checks the chain
+//! and `verify-full` the chain and the host name, against the root file, which must be
+//! there, or against the system's CAs with `sslrootcert=system` (`verify-full` only, as
+//! libpq 16). A server certificate that is itself in the root file is trusted as it is (a
+//! self-signed server). Certificates must be X.509 v3, and `verify-full` finds the host in
+//! the subject alternative names (rustls), not in the common name.
 
 use std::sync::Arc;
 
@@ -10,6 +14,7 @@ use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, Server
 use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, RootCertStore, SignatureScheme};
+use tokio_postgres::tls::MakeTlsConnect;
 use tokio_postgres_rustls::MakeRustlsConnect;
 
 use crate::config::{Config, TlsMode};
@@ -19,10 +24,19 @@ use crate::config::{Config, TlsMode};
 enum Check {
     /// Nothing: the connection is encrypted, the server not authenticated.
     Nothing,
-    /// That a trusted CA signed it.
-    Chain(Arc<RootCertStore>),
-    /// That a trusted CA signed it for the host connected to.
-    ChainAndName(Arc<rustls::client::WebPkiServerVerifier>),
+    /// That a trusted CA signed it (or that it is one of them).
+    Chain(Roots),
+    /// That a trusted CA signed it for the host connected to (or that it is one of them,
+    /// for that host).
+    ChainAndName(Roots, Arc<rustls::client::WebPkiServerVerifier>),
+}
+
+/// The trusted certificates, as a store and as they were read (to trust a server
+/// certificate that is one of them).
+#[derive(Debug)]
+struct Roots {
+    store: Arc<RootCertStore>,
+    pinned: Vec<CertificateDer<'static>>,
 }
 
 #[derive(Debug)]
@@ -31,21 +45,42 @@ struct Verifier {
     provider: Arc<CryptoProvider>,
 }
 
+/// The root file libpq reads when `sslrootcert` is not given.
+fn default_root_file(config: &Config) -> Option<String> {
+    let home = config.home.as_deref()?;
+    let file = std::path::Path::new(home).join(".postgresql/root.crt");
+    file.is_file().then(|| file.display().to_string())
+}
+
 /// The connector for `config` (whose `sslmode` tokio-postgres applies: disable, prefer,
 /// require).
-pub(crate) fn connector(config: &Config) -> Result<MakeRustlsConnect> {
+pub(crate) fn connector(config: &Config) -> Result<Connector> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let check = match (config.tls, &config.root_cert) {
-        (TlsMode::Disable | TlsMode::Prefer, _) | (TlsMode::Require, None) => Check::Nothing,
-        (TlsMode::Require | TlsMode::VerifyCa, root) => Check::Chain(Arc::new(roots(root.as_deref())?)),
-        (TlsMode::VerifyFull, root) => {
-            let verifier = rustls::client::WebPkiServerVerifier::builder_with_provider(
-                Arc::new(roots(root.as_deref())?),
-                provider.clone(),
+    let invalid = |why: String| Error::new(ErrorKind::InvalidScope, why);
+    let root = config.root_cert.clone().or_else(|| default_root_file(config));
+    let system = root.as_deref() == Some("system");
+    if system && config.tls != TlsMode::VerifyFull {
+        return Err(invalid("sslrootcert=system needs sslmode=verify-full (as libpq)".into()));
+    }
+    let needed = |root: Option<String>| {
+        root.ok_or_else(|| {
+            invalid(
+                "sslmode verify-ca and verify-full need a root file: sslrootcert=FILE, ~/.postgresql/root.crt, \
+                 or sslrootcert=system for the system's CAs (with verify-full)"
+                    .into(),
             )
-            .build()
-            .map_err(|e| Error::new(ErrorKind::InvalidScope, format!("TLS: {e}")))?;
-            Check::ChainAndName(verifier)
+        })
+    };
+    let check = match (config.tls, root) {
+        (TlsMode::Disable | TlsMode::Prefer, _) | (TlsMode::Require, None) => Check::Nothing,
+        (TlsMode::Require | TlsMode::VerifyCa, root) => Check::Chain(roots(&needed(root)?)?),
+        (TlsMode::VerifyFull, root) => {
+            let roots = roots(&needed(root)?)?;
+            let verifier =
+                rustls::client::WebPkiServerVerifier::builder_with_provider(roots.store.clone(), provider.clone())
+                    .build()
+                    .map_err(|e| invalid(format!("TLS: {e}")))?;
+            Check::ChainAndName(roots, verifier)
         }
     };
     let verifier = Arc::new(Verifier { check, provider: provider.clone() });
@@ -55,31 +90,58 @@ pub(crate) fn connector(config: &Config) -> Result<MakeRustlsConnect> {
         .dangerous()
         .with_custom_certificate_verifier(verifier)
         .with_no_client_auth();
-    Ok(MakeRustlsConnect::new(tls))
+    Ok(Connector(MakeRustlsConnect::new(tls)))
 }
 
-/// The CAs of the PEM file `file`, or the system's.
-fn roots(file: Option<&str>) -> Result<RootCertStore> {
-    let mut roots = RootCertStore::empty();
+/// The certificates of the PEM file `file`, or the system's CAs for `system`.
+fn roots(file: &str) -> Result<Roots> {
+    let mut store = RootCertStore::empty();
+    let mut pinned = Vec::new();
     let bad = |why: String| Error::new(ErrorKind::InvalidScope, why);
-    match file {
-        Some(file) => {
-            let pem = std::fs::read(file).map_err(|e| bad(format!("cannot read sslrootcert {file:?}: {e}")))?;
-            for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
-                let cert = cert.map_err(|e| bad(format!("sslrootcert {file:?} is not PEM: {e}")))?;
-                roots.add(cert).map_err(|e| bad(format!("sslrootcert {file:?} holds a bad certificate: {e}")))?;
-            }
-            if roots.is_empty() {
-                return Err(bad(format!("sslrootcert {file:?} holds no certificate")));
-            }
+    if file == "system" {
+        for cert in rustls_native_certs::load_native_certs().certs {
+            let _ = store.add(cert);
         }
-        None => {
-            for cert in rustls_native_certs::load_native_certs().certs {
-                let _ = roots.add(cert);
-            }
-        }
+        return Ok(Roots { store: Arc::new(store), pinned });
     }
-    Ok(roots)
+    let pem = std::fs::read(file).map_err(|e| bad(format!("cannot read sslrootcert {file:?}: {e}")))?;
+    for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
+        let cert = cert.map_err(|e| bad(format!("sslrootcert {file:?} is not PEM: {e}")))?;
+        // A certificate webpki will not take as a CA (a v1 one, say) can still be pinned.
+        let _ = store.add(cert.clone());
+        pinned.push(cert);
+    }
+    if pinned.is_empty() {
+        return Err(bad(format!("sslrootcert {file:?} holds no certificate")));
+    }
+    Ok(Roots { store: Arc::new(store), pinned })
+}
+
+impl Roots {
+    /// Whether the server's certificate is one of the trusted ones, byte for byte.
+    fn pins(&self, end_entity: &CertificateDer<'_>) -> bool {
+        self.pinned.iter().any(|cert| cert.as_ref() == end_entity.as_ref())
+    }
+}
+
+/// The rustls connector, with a name for Unix sockets: tokio-postgres asks for a TLS
+/// connector for the empty host name of a socket (where TLS is never negotiated), which
+/// rustls refuses as a name.
+#[derive(Clone)]
+pub(crate) struct Connector(MakeRustlsConnect);
+
+impl<S> MakeTlsConnect<S> for Connector
+where
+    MakeRustlsConnect: MakeTlsConnect<S>,
+{
+    type Stream = <MakeRustlsConnect as MakeTlsConnect<S>>::Stream;
+    type TlsConnect = <MakeRustlsConnect as MakeTlsConnect<S>>::TlsConnect;
+    type Error = <MakeRustlsConnect as MakeTlsConnect<S>>::Error;
+
+    fn make_tls_connect(&mut self, domain: &str) -> std::result::Result<Self::TlsConnect, Self::Error> {
+        let domain = if domain.is_empty() { "localhost" } else { domain };
+        MakeTlsConnect::<S>::make_tls_connect(&mut self.0, domain)
+    }
 }
 
 impl ServerCertVerifier for Verifier {
@@ -93,18 +155,24 @@ impl ServerCertVerifier for Verifier {
     ) -> std::result::Result<ServerCertVerified, rustls::Error> {
         match &self.check {
             Check::Nothing => Ok(ServerCertVerified::assertion()),
+            Check::Chain(roots) if roots.pins(end_entity) => Ok(ServerCertVerified::assertion()),
             Check::Chain(roots) => {
                 let cert = rustls::server::ParsedCertificate::try_from(end_entity)?;
                 rustls::client::verify_server_cert_signed_by_trust_anchor(
                     &cert,
-                    roots,
+                    &roots.store,
                     intermediates,
                     now,
                     self.provider.signature_verification_algorithms.all,
                 )?;
                 Ok(ServerCertVerified::assertion())
             }
-            Check::ChainAndName(verifier) => {
+            Check::ChainAndName(roots, _) if roots.pins(end_entity) => {
+                let cert = rustls::server::ParsedCertificate::try_from(end_entity)?;
+                rustls::client::verify_server_name(&cert, server_name)?;
+                Ok(ServerCertVerified::assertion())
+            }
+            Check::ChainAndName(_, verifier) => {
                 verifier.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
             }
         }

@@ -37,14 +37,30 @@ fn sslmode_require_with_the_servers_ca_locks_over_tls() {
 #[test]
 fn a_server_whose_certificate_no_trusted_ca_signed_is_refused() {
     let server = PostgresServer::start_tls();
-    // The system's roots do not include the kit's CA.
-    for mode in ["verify-full", "verify-ca"] {
-        let url = server.url(&format!("ttl=5s&sslmode={mode}"));
+    // Another CA than the server's.
+    let other = server.dir().join("other");
+    std::fs::create_dir_all(&other).unwrap();
+    let made = std::process::Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem"])
+        .args(["-days", "2", "-subj", "/CN=another-ca"])
+        .current_dir(&other)
+        .output()
+        .expect("openssl");
+    assert!(made.status.success(), "openssl: {}", String::from_utf8_lossy(&made.stderr));
+    for mode in ["verify-full", "verify-ca", "require"] {
+        let url = server.url(&format!("ttl=5s&sslmode={mode}&sslrootcert={}", other.join("ca.pem").display()));
         let err = Scope::open(&url).unwrap_err();
         assert_eq!(err.kind(), ErrorKind::Unavailable, "{mode}: {err}");
         assert!(err.to_string().to_lowercase().contains("certificate"), "{mode}: {err}");
     }
-    // With the CA, both trust it; `require` without a CA encrypts unchecked, as libpq.
+    // Checking needs a root file, as with libpq.
+    for mode in ["verify-full", "verify-ca"] {
+        let err = Scope::open(&server.url(&format!("ttl=5s&sslmode={mode}"))).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidScope, "{mode}: {err}");
+        assert!(err.to_string().contains("root file"), "{mode}: {err}");
+    }
+    // With the server's CA, both checks trust it; `require` without a root file encrypts
+    // unchecked, as libpq.
     let ca = server.ca_file();
     for (mode, app) in [("verify-full", "full"), ("verify-ca", "ca"), ("require", "plain")] {
         let query = match mode {
