@@ -30,7 +30,9 @@ impl Latchkey {
         raw.rt.block_on(async {
             let (session, backend) = loop {
                 let session = latchkey_postgres::sql::session_number().expect("a session number");
-                let row = bounded("starting a session", client.query_one(latchkey_postgres::sql::BEGIN_SESSION, &[&session])).await;
+                let row =
+                    bounded("starting a session", client.query_one(latchkey_postgres::sql::BEGIN_SESSION, &[&session]))
+                        .await;
                 if row.get::<_, bool>(0) {
                     break (session, row.get::<_, i32>(1));
                 }
