@@ -4,8 +4,8 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use latchkey_model::{Error, ErrorKind, Result};
@@ -24,9 +24,54 @@ pub struct Driver {
     what: &'static str,
     handle: Handle,
     stop: Mutex<Option<oneshot::Sender<Option<Farewell>>>>,
-    /// Tasks that must finish before the scope is closed: releases of dropped guards.
-    background: AtomicUsize,
-    background_done: Notify,
+    /// Tasks that later requests wait for: releases of dropped guards, withdrawals of
+    /// dropped requests.
+    background: Arc<Background>,
+}
+
+/// A count of background work, and a signal when it reaches zero.
+#[derive(Default)]
+struct Background {
+    count: AtomicUsize,
+    done: Notify,
+}
+
+impl Background {
+    fn started(&self) {
+        self.count.fetch_add(1, Ordering::AcqRel);
+    }
+
+    fn finished(&self) {
+        if self.count.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.done.notify_waiters();
+        }
+    }
+}
+
+/// Where a call of [`Driver::run`] stands, between its caller and its task.
+const RUNNING: u8 = 0;
+const FINISHED: u8 = 1;
+const ABANDONED: u8 = 2;
+
+/// The caller's side of a call of [`Driver::run`]: if the caller drops it before the call
+/// finished, the call counts as background work from that instant until its task has
+/// dropped the work (whose guards register their own clean-up as background work). So a
+/// request made right after the drop waits for that clean-up, whatever order the thread
+/// runs its tasks in.
+struct Abandon {
+    state: Arc<AtomicU8>,
+    background: Arc<Background>,
+    answered: bool,
+}
+
+impl Drop for Abandon {
+    fn drop(&mut self) {
+        if !self.answered
+            && self.state.compare_exchange(RUNNING, ABANDONED, Ordering::AcqRel, Ordering::Acquire).is_ok()
+        {
+            self.background.started();
+        }
+    }
 }
 
 impl Driver {
@@ -54,40 +99,45 @@ impl Driver {
             .recv()
             .map_err(|_| unavailable(format!("the {what} scope's thread ended at once")))?
             .map_err(|e| unavailable(format!("cannot start the {what} scope's runtime: {e}")))?;
-        Ok(Driver {
-            what,
-            handle,
-            stop: Mutex::new(Some(stop_tx)),
-            background: AtomicUsize::new(0),
-            background_done: Notify::new(),
-        })
+        Ok(Driver { what, handle, stop: Mutex::new(Some(stop_tx)), background: Arc::default() })
     }
 
     /// Runs `work` on the thread and waits for it from any executor (or none). Dropping the
     /// returned future drops `work` on the thread at its next await point.
     pub async fn run<T: Send + 'static>(&self, work: impl Future<Output = T> + Send + 'static) -> Result<T> {
         let (tx, rx) = oneshot::channel();
+        let state = Arc::new(AtomicU8::new(RUNNING));
+        let (task_state, background) = (state.clone(), self.background.clone());
         let mut tx = Some(tx);
         self.handle.spawn(async move {
             let mut tx = tx.take().expect("sent once");
-            tokio::select! {
-                output = work => { let _ = tx.send(output); }
-                () = tx.closed() => {}
+            let output = tokio::select! {
+                output = work => Some(output),
+                () = tx.closed() => None,
+            };
+            // The work is dropped here if the caller went first; an output the caller no
+            // longer takes is dropped by the send. Either registers its own clean-up.
+            if let Some(output) = output {
+                let _ = tx.send(output);
+            }
+            if task_state.compare_exchange(RUNNING, FINISHED, Ordering::AcqRel, Ordering::Acquire).is_err() {
+                background.finished();
             }
         });
+        let mut abandon = Abandon { state, background: self.background.clone(), answered: false };
         let what = self.what;
-        rx.await.map_err(|_| Error::new(ErrorKind::Closed, format!("the {what} scope's thread has stopped")))
+        let answer = rx.await;
+        abandon.answered = true;
+        answer.map_err(|_| Error::new(ErrorKind::Closed, format!("the {what} scope's thread has stopped")))
     }
 
     /// Spawns `work` on the thread; [`wait_background`](Driver::wait_background) waits for it.
-    pub fn background(self: &std::sync::Arc<Self>, work: impl Future<Output = ()> + Send + 'static) {
-        self.background.fetch_add(1, Ordering::AcqRel);
-        let driver = self.clone();
+    pub fn background(&self, work: impl Future<Output = ()> + Send + 'static) {
+        self.background.started();
+        let background = self.background.clone();
         self.handle.spawn(async move {
             work.await;
-            if driver.background.fetch_sub(1, Ordering::AcqRel) == 1 {
-                driver.background_done.notify_waiters();
-            }
+            background.finished();
         });
     }
 
@@ -96,8 +146,8 @@ impl Driver {
     /// released by its next request.
     pub async fn wait_background(&self) {
         loop {
-            let done = self.background_done.notified();
-            if self.background.load(Ordering::Acquire) == 0 {
+            let done = self.background.done.notified();
+            if self.background.count.load(Ordering::Acquire) == 0 {
                 return;
             }
             done.await;
@@ -125,4 +175,62 @@ impl Drop for Driver {
 
 fn unavailable(why: String) -> Error {
     Error::new(ErrorKind::Unavailable, why)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicBool;
+
+    /// A value whose drop registers background work that marks `cleaned` a little later:
+    /// what a request's guard does when its work is dropped.
+    struct Guard {
+        driver: Arc<Driver>,
+        cleaned: Arc<AtomicBool>,
+    }
+
+    impl Drop for Guard {
+        fn drop(&mut self) {
+            let cleaned = self.cleaned.clone();
+            self.driver.background(async move {
+                tokio::task::yield_now().await;
+                cleaned.store(true, Ordering::Release);
+            });
+        }
+    }
+
+    #[test]
+    fn a_call_its_caller_dropped_is_waited_for_until_its_clean_up_is_done() {
+        let driver = Arc::new(Driver::start("test").unwrap());
+        let waker = std::task::Waker::noop();
+        for round in 0..500 {
+            let cleaned = Arc::new(AtomicBool::new(false));
+            let guard = Guard { driver: driver.clone(), cleaned: cleaned.clone() };
+            // The work keeps the thread busy, so that the caller's drop wakes its task while
+            // it runs (which puts it behind requests sent from other threads at times); the
+            // caller drops it after its first poll.
+            let mut call = Box::pin(driver.run(async move {
+                let _guard = guard;
+                loop {
+                    std::thread::sleep(Duration::from_micros(300));
+                    tokio::task::yield_now().await;
+                }
+            }));
+            let _ = call.as_mut().poll(&mut std::task::Context::from_waker(waker));
+            std::thread::sleep(Duration::from_micros(200));
+            drop(call);
+            // The next request waits for the background work first, as every request does.
+            let (next, seen) = (driver.clone(), cleaned.clone());
+            let next = latchkey_model::block_on_until(
+                driver.run(async move {
+                    next.wait_background().await;
+                    seen.load(Ordering::Acquire)
+                }),
+                None,
+            )
+            .expect("no deadline")
+            .unwrap();
+            assert!(next, "round {round}: a request ran before the clean-up of a call dropped just before it");
+        }
+    }
 }

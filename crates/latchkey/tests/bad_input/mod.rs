@@ -119,8 +119,8 @@ fn known_scope_urls_open_or_report_unsupported() -> Result<()> {
     let dir = crate::support::TempDir(crate::support::fresh_dir("latchkey-url-test"));
     let url = format!("host:{}", dir.display());
     assert_eq!(Scope::open(&url)?.url(), url);
-    // Until their scopes are built in.
-    for url in ["postgres://u@db/app", "redis://cache:6379/0"] {
+    // Until its scope is built in.
+    for url in ["redis://cache:6379/0"] {
         let err = expect_err(Scope::open(url), ErrorKind::Unsupported);
         assert_eq!(err.code(), 8408);
         assert_eq!(err.scope(), Some(url));
@@ -132,6 +132,13 @@ fn known_scope_urls_open_or_report_unsupported() -> Result<()> {
     assert!(err.to_string().contains("127.0.0.1:1"), "{err}");
     let err = expect_err(Scope::open("etcd://db:port/x"), ErrorKind::InvalidScope);
     assert!(err.to_string().contains("port"), "{err}");
+    // A PostgreSQL server that is not there, and a malformed PostgreSQL URL.
+    let refused = "postgres://u:secret@127.0.0.1:1/app?connect_timeout=2";
+    let err = expect_err(Scope::open(refused), ErrorKind::Unavailable);
+    assert_eq!(err.scope(), Some("postgres://u:***@127.0.0.1:1/app?connect_timeout=2"));
+    assert!(err.to_string().contains("127.0.0.1:1/app"), "{err}");
+    let err = expect_err(Scope::open("postgres://h/db?ttl=forever"), ErrorKind::InvalidScope);
+    assert!(err.to_string().contains("ttl"), "{err}");
     Ok(())
 }
 
