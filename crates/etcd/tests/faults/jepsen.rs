@@ -19,7 +19,12 @@ struct Tally {
     rejected: usize,
     lost: usize,
     done: usize,
-    /// Lines that report a failure (`error …`, `release-failed …`).
+    /// Lock calls that failed for want of the cluster (`error Unavailable`, a session that
+    /// lapsed while its request waited: `error HandleLost`), and releases of holds so lost:
+    /// what a leader election longer than the TTL costs on a loaded machine. Not a fault
+    /// of mutual exclusion; counted and printed.
+    unavailable: usize,
+    /// Lines that report any other failure.
     failures: Vec<String>,
 }
 
@@ -33,11 +38,15 @@ impl Tally {
 
     fn add(&mut self, lines: Vec<String>) {
         for line in lines {
-            match line.split(' ').next() {
-                Some("wrote") => self.wrote += 1,
-                Some("rejected") => self.rejected += 1,
-                Some("lost") => self.lost += 1,
-                Some("done") => self.done += 1,
+            let words: Vec<&str> = line.split(' ').collect();
+            match words.as_slice() {
+                ["wrote", ..] => self.wrote += 1,
+                ["rejected", ..] => self.rejected += 1,
+                ["lost", ..] => self.lost += 1,
+                ["done", ..] => self.done += 1,
+                ["error", "Unavailable:" | "HandleLost:", ..] | ["release-failed", _, "HandleLost:", ..] => {
+                    self.unavailable += 1
+                }
                 _ => self.failures.push(line),
             }
         }
@@ -57,7 +66,8 @@ impl Tally {
 /// write it + 1 with a transaction fenced by its token, while a worker is SIGKILLed at a
 /// random moment (and replaced) and the leader is killed (and restarted): afterwards the
 /// counter is the number of accepted writes (0 lost updates), and every write a worker
-/// saw accepted is among them.
+/// saw accepted is among them. Lock calls may fail while the cluster has no leader (and a
+/// session lapses if the election outlasts the TTL): those are counted, not failures.
 #[test]
 fn a_fenced_counter_loses_no_update_under_faults() {
     let mut cluster = EtcdCluster::start(3);
@@ -95,6 +105,7 @@ fn a_fenced_counter_loses_no_update_under_faults() {
     }
     let accepted = check_counter(&fence, &etcd);
     println!("{accepted} accepted increments in {:?}: workers reported {tally:?}", began.elapsed());
+    assert!(tally.wrote > 0, "no increment at all: {tally:?}");
     // The killed worker may have had a write accepted that it did not live to report.
     assert!(
         (tally.wrote..=tally.wrote + 1).contains(&accepted),
