@@ -4,7 +4,8 @@
 //! - `config`: the scope URL, libpq's parameters and `PG*` variables; `pgpass`: its
 //!   password file;
 //! - `schema` and `schema.sql`: the tables and functions, made on first use, where the
-//!   one grant rule runs (FIFO by token) as one statement per step;
+//!   one grant rule runs (FIFO by token) as one statement per step; `sql`: the plain
+//!   statements of the common cases;
 //! - `tls`: libpq's `sslmode`, on rustls;
 //! - `session`: the one connection and server session per scope, its keep-alive, and how
 //!   waiters are woken (`LISTEN`/`NOTIFY`, and ended sessions seen by the keep-alive);

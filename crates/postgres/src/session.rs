@@ -53,7 +53,7 @@ pub(crate) struct Statements {
 
 /// One server session and what is known of its life.
 pub(crate) struct Session {
-    /// The session number, from the schema's sequence.
+    /// The session number: random, and the key of the advisory lock that says it is alive.
     pub id: i64,
     /// The server process of the connection (`pg_backend_pid()`).
     pub backend: i32,
