@@ -6,6 +6,8 @@
 //!   (Debian and Ubuntu: `apt-get install etcd-server`).
 //! - [`PostgresServer`]: a throwaway PostgreSQL server on a loopback port, run as an
 //!   unprivileged user, that a test can restart or query with `psql`.
+//! - [`RedisServer`]: a throwaway Redis server on a loopback port, persistence off, that a
+//!   test can restart (emptied) or query with `redis-cli`.
 //! - [`worker`]: worker processes for fault tests (the test binary run again), bounded
 //!   waits and seeded randomness.
 //! - [`Proxy`]: a TCP forwarder that a test can cut, to play a network partition between
@@ -20,6 +22,7 @@ mod etcd;
 mod http;
 mod postgres;
 mod proxy;
+mod redis;
 mod spawn;
 pub mod worker;
 
@@ -27,3 +30,4 @@ pub use counts::GrpcCounts;
 pub use etcd::EtcdCluster;
 pub use postgres::PostgresServer;
 pub use proxy::Proxy;
+pub use redis::RedisServer;
