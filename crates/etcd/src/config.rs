@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use latchkey_model::{Error, ErrorKind, Result};
+use latchkey_model::{percent_decode as decode, Error, ErrorKind, Result};
 
 /// Where the etcd scope keeps its keys, and how.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -105,27 +105,6 @@ fn parse_ttl(text: &str) -> std::result::Result<Duration, String> {
         Some(_) => Err(format!("has ttl={text}: etcd leases need at least 2 s")),
         None => Err(format!("has ttl={text}: expected whole seconds, e.g. ttl=10s or ttl=1m")),
     }
-}
-
-/// Percent-decodes a URL component (user, password, file name).
-fn decode(text: &str) -> String {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = |b: u8| (b as char).to_digit(16);
-        match (bytes[i], bytes.get(i + 1).copied().and_then(hex), bytes.get(i + 2).copied().and_then(hex)) {
-            (b'%', Some(high), Some(low)) => {
-                out.push((high * 16 + low) as u8);
-                i += 3;
-            }
-            (byte, _, _) => {
-                out.push(byte);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 #[cfg(test)]

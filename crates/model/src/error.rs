@@ -201,22 +201,6 @@ impl StdError for Error {
 /// The result type of latchkey.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-/// `url` with the password of its user information hidden (`etcd://alice:***@db/x`), as
-/// errors, logs and `inspect` show a scope's URL: a URL may carry credentials.
-pub fn redact_url(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else { return url.to_string() };
-    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
-    let (authority, tail) = rest.split_at(authority_end);
-    match authority.rsplit_once('@') {
-        Some((user_info, hosts)) => {
-            let user = user_info.split_once(':').map_or(user_info, |(user, _)| user);
-            let hidden = if user_info.contains(':') { ":***" } else { "" };
-            format!("{scheme}://{user}{hidden}@{hosts}{tail}")
-        }
-        None => url.to_string(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -256,14 +240,5 @@ mod tests {
         fn bounds<T: Send + Sync + 'static>() {}
         bounds::<Error>();
         assert_eq!(std::mem::size_of::<Error>(), std::mem::size_of::<usize>());
-    }
-
-    #[test]
-    fn redacted_urls_hide_passwords_only() {
-        assert_eq!(redact_url("etcd://alice:s3cret@db:2379/x?ttl=2s"), "etcd://alice:***@db:2379/x?ttl=2s");
-        assert_eq!(redact_url("etcd://alice@db/x"), "etcd://alice@db/x");
-        assert_eq!(redact_url("etcd://db/x@y"), "etcd://db/x@y");
-        assert_eq!(redact_url("host:/tmp/x"), "host:/tmp/x");
-        assert_eq!(redact_url("etcd://a:p%40ss@h1,h2"), "etcd://a:***@h1,h2");
     }
 }

@@ -14,12 +14,14 @@ mod lease;
 mod name;
 mod state;
 mod timer;
+mod url;
 mod wait;
 
 pub use contract::{BoxFuture, RawCede, RawLock, RawScope};
-pub use error::{redact_url, Error, ErrorKind, Result};
+pub use error::{Error, ErrorKind, Result};
 pub use lease::{describe_capacity, Lease, MAX_SEMAPHORE_CAPACITY, RWLOCK_CAPACITY};
 pub use name::{validate as validate_name, Name, MAX_NAME_LEN};
 pub use state::{Holder, Identity, State, Waiter};
 pub use timer::{sleep_until, with_deadline, Sleep};
+pub use url::{parse_duration, percent_decode, redact_url};
 pub use wait::block_on_until;

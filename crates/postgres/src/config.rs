@@ -178,16 +178,9 @@ fn fill_from_environment(
     Ok(())
 }
 
-/// A TTL: `10s`, `1500ms`, `1m`, or a bare number of seconds; from 1 s to a day.
+/// A TTL (see `latchkey_model::parse_duration`), from 1 s to a day.
 fn parse_ttl(text: &str) -> std::result::Result<Duration, String> {
-    let parsed = if let Some(ms) = text.strip_suffix("ms") {
-        ms.parse::<u64>().ok().map(Duration::from_millis)
-    } else if let Some(minutes) = text.strip_suffix('m') {
-        minutes.parse::<u64>().ok().map(|m| Duration::from_secs(m * 60))
-    } else {
-        text.strip_suffix('s').unwrap_or(text).parse::<u64>().ok().map(Duration::from_secs)
-    };
-    match parsed {
+    match latchkey_model::parse_duration(text) {
         Some(ttl) if (Duration::from_secs(1)..=Duration::from_secs(86_400)).contains(&ttl) => Ok(ttl),
         Some(_) => Err(format!("has ttl={text}: it must be from 1s to 1 day")),
         None => Err(format!("has ttl={text}: expected a time such as ttl=10s, ttl=1500ms or ttl=1m")),

@@ -83,7 +83,11 @@ impl RedisServer {
             if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
                 panic!("testkit: redis-server exited ({status}):\n{}", self.log_tail());
             }
-            assert!(start.elapsed() < TIMEOUT, "testkit: redis-server did not answer in {TIMEOUT:?}:\n{}", self.log_tail());
+            assert!(
+                start.elapsed() < TIMEOUT,
+                "testkit: redis-server did not answer in {TIMEOUT:?}:\n{}",
+                self.log_tail()
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
