@@ -2,8 +2,9 @@
 //! fleet, on a Redis server (`redis://[user:password@]host:6379/db?ttl=10s`, `rediss://`
 //! for TLS). See `docs/plans/redis.md`.
 //!
-//! - `config`: the scope URL.
+//! - `config`: the scope URL; `keys`: the key layout (a hash tag per name).
 
 mod config;
+pub mod keys;
 
 pub use config::Config;
