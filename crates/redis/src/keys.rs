@@ -15,10 +15,15 @@
 /// The keys of one name, in the order the scripts take them (`KEYS[1..4]`), and its channel.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NameKeys {
+    /// `p:{e}:q`, the queue.
     pub queue: String,
+    /// `p:{e}:r`, what each request asks.
     pub asks: String,
+    /// `p:{e}:t`, the token counter.
     pub counter: String,
+    /// `p:{e}:s`, until when each session lives for this name.
     pub sessions: String,
+    /// `p:{e}:c`, the channel of releases.
     pub channel: String,
 }
 
