@@ -2,9 +2,11 @@
 //! fleet, on a Redis server (`redis://[user:password@]host:6379/db?ttl=10s`, `rediss://`
 //! for TLS). See `docs/plans/redis.md`.
 //!
-//! - `config`: the scope URL; `keys`: the key layout (a hash tag per name).
+//! - `config`: the scope URL; `keys`: the key layout (a hash tag per name);
+//! - `scripts`: the server-side steps, one Lua script each.
 
 mod config;
 pub mod keys;
+pub mod scripts;
 
 pub use config::Config;
