@@ -23,6 +23,27 @@ pub struct Config {
     pub tls: Option<Option<String>>,
 }
 
+impl Config {
+    /// The connection, as the `redis` crate takes it.
+    pub fn connection_info(&self) -> Result<redis::ConnectionInfo> {
+        if self.tls.is_some() {
+            return Err(Error::new(ErrorKind::Unsupported, "rediss:// (TLS) is not built yet"));
+        }
+        let (host, port) = self.address.rsplit_once(':').expect("an address has a port");
+        let port: u16 = port.parse().expect("checked when parsed");
+        let mut redis = redis::RedisConnectionInfo::default();
+        redis.db = i64::from(self.db);
+        if let Some((user, password)) = &self.credentials {
+            redis.username = user.clone();
+            redis.password = Some(password.clone());
+        }
+        Ok(redis::ConnectionInfo {
+            addr: redis::ConnectionAddr::Tcp(host.trim_start_matches('[').trim_end_matches(']').to_string(), port),
+            redis,
+        })
+    }
+}
+
 /// The session's time to live when the URL gives none.
 pub const DEFAULT_TTL: Duration = Duration::from_secs(10);
 

@@ -7,6 +7,9 @@
 
 mod config;
 pub mod keys;
+mod notify;
 pub mod scripts;
+mod session;
+mod shared;
 
 pub use config::Config;

@@ -1,0 +1,164 @@
+//! Wake-ups: one pub/sub connection per scope, subscribed to the channels of the names its
+//! waiters wait for. A release publishes on its name's channel. Messages published while
+//! the connection is down are lost: after a reconnect every waiter looks again (the
+//! bounded re-check after a reconnect).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use redis::aio::{PubSubSink, PubSubStream};
+use tokio::sync::watch;
+
+use latchkey_model::{Error, ErrorKind, Result};
+
+/// The subscriptions of a scope.
+pub(crate) struct Notifications {
+    client: redis::Client,
+    sink: tokio::sync::Mutex<Option<PubSubSink>>,
+    channels: Arc<Mutex<HashMap<String, Channel>>>,
+}
+
+struct Channel {
+    users: usize,
+    /// Whether the connection of now is subscribed (set under the sink's lock).
+    subscribed: bool,
+    notified: watch::Sender<u64>,
+}
+
+impl Notifications {
+    /// Connects the pub/sub connection and starts its reader on the current runtime.
+    pub async fn start(client: redis::Client) -> Result<Arc<Notifications>> {
+        let notifications =
+            Arc::new(Notifications { client, sink: tokio::sync::Mutex::new(None), channels: Arc::default() });
+        let mut stream = notifications.connect().await?;
+        let this = notifications.clone();
+        tokio::spawn(async move {
+            loop {
+                while let Some(message) = stream.next().await {
+                    if let Some(channel) = this.channels().get(message.get_channel_name()) {
+                        channel.notified.send_modify(|n| *n += 1);
+                    }
+                }
+                // The connection ended: connect again (with a pause after a failure).
+                *this.sink.lock().await = None;
+                for channel in this.channels().values_mut() {
+                    channel.subscribed = false;
+                }
+                stream = loop {
+                    match this.connect().await {
+                        Ok(stream) => break stream,
+                        Err(e) => {
+                            tracing::debug!(target: "latchkey", "the Redis pub/sub connection failed, trying again: {e}");
+                            tokio::time::sleep(Duration::from_millis(200)).await;
+                        }
+                    }
+                };
+            }
+        });
+        Ok(notifications)
+    }
+
+    /// A new pub/sub connection, subscribed to every channel in use, that wakes every
+    /// waiter (what was published while there was none is lost): its messages.
+    async fn connect(&self) -> Result<PubSubStream> {
+        let pubsub = self.client.get_async_pubsub().await.map_err(|e| unavailable("pub/sub", e))?;
+        let (mut sink, stream) = pubsub.split();
+        let mut slot = self.sink.lock().await;
+        let names: Vec<String> = self.channels().keys().cloned().collect();
+        for channel in &names {
+            sink.subscribe(channel).await.map_err(|e| unavailable("SUBSCRIBE", e))?;
+        }
+        *slot = Some(sink);
+        for (name, channel) in self.channels().iter_mut() {
+            channel.subscribed = names.contains(name);
+            channel.notified.send_modify(|n| *n += 1);
+        }
+        Ok(stream)
+    }
+
+    fn channels(&self) -> std::sync::MutexGuard<'_, HashMap<String, Channel>> {
+        self.channels.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Subscribes to `channel` until the returned guard is dropped; the subscription is
+    /// in place when this returns (or, without a connection now, the next connection
+    /// subscribes and wakes every waiter).
+    pub async fn listen(self: &Arc<Self>, channel: &str) -> Result<Listening> {
+        let notified = {
+            let mut channels = self.channels();
+            let entry = channels.entry(channel.to_string()).or_insert_with(|| Channel {
+                users: 0,
+                subscribed: false,
+                notified: watch::Sender::new(0),
+            });
+            entry.users += 1;
+            entry.notified.subscribe()
+        };
+        let listening = Listening { notifications: self.clone(), channel: channel.to_string(), notified };
+        // Every listener passes the sink's lock: one that finds the subscription under way
+        // waits for it to be in place.
+        let mut sink = self.sink.lock().await;
+        let subscribed = self.channels().get(channel).is_some_and(|c| c.subscribed);
+        if let (false, Some(sink)) = (subscribed, sink.as_mut()) {
+            sink.subscribe(channel).await.map_err(|e| unavailable("SUBSCRIBE", e))?;
+            if let Some(entry) = self.channels().get_mut(channel) {
+                entry.subscribed = true;
+            }
+        }
+        Ok(listening)
+    }
+}
+
+/// A subscription of a waiter; unsubscribed (in the background) when its last user drops it.
+pub(crate) struct Listening {
+    notifications: Arc<Notifications>,
+    channel: String,
+    notified: watch::Receiver<u64>,
+}
+
+impl Listening {
+    /// Completes at the next message on the channel (or reconnect) after the last call.
+    pub async fn notified(&mut self) {
+        if self.notified.changed().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+impl Drop for Listening {
+    fn drop(&mut self) {
+        let unused = {
+            let mut channels = self.notifications.channels();
+            match channels.get_mut(&self.channel) {
+                Some(entry) => {
+                    entry.users -= 1;
+                    entry.users == 0
+                }
+                None => false,
+            }
+        };
+        if !unused {
+            return;
+        }
+        let (notifications, channel) = (self.notifications.clone(), self.channel.clone());
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                let mut sink = notifications.sink.lock().await;
+                // Only if nobody took it up again meanwhile (under the sink's lock, as listen).
+                let still_unused = notifications.channels().get(&channel).is_some_and(|c| c.users == 0);
+                if still_unused {
+                    notifications.channels().remove(&channel);
+                    if let Some(sink) = sink.as_mut() {
+                        let _ = sink.unsubscribe(&channel).await;
+                    }
+                }
+            });
+        }
+    }
+}
+
+fn unavailable(what: &str, e: redis::RedisError) -> Error {
+    Error::new(ErrorKind::Unavailable, format!("Redis {what} failed: {e}"))
+}

@@ -1,0 +1,113 @@
+//! What every lock of a Redis scope shares: the configuration, the scope's thread, the
+//! connection (which reconnects by itself), the wake-ups, and the session (made anew for
+//! new requests once the last one is lost).
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use latchkey_model::{Error, ErrorKind, Result};
+use latchkey_remote::Driver;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+
+use crate::notify::Notifications;
+use crate::scripts::Scripts;
+use crate::session::Session;
+use crate::Config;
+
+/// The state of one scope, shared by its locks and guards.
+pub(crate) struct Shared {
+    pub url: String,
+    pub config: Config,
+    /// This machine's name, recorded in each request for `inspect`.
+    pub host: String,
+    pub driver: Arc<Driver>,
+    pub connection: ConnectionManager,
+    pub scripts: Arc<Scripts>,
+    pub notifications: Arc<Notifications>,
+    session: tokio::sync::Mutex<Option<Arc<Session>>>,
+    closed: AtomicBool,
+}
+
+impl Shared {
+    /// Connects and starts the first session. Runs on the scope's thread.
+    pub async fn connect(url: String, config: Config, driver: Arc<Driver>) -> Result<Shared> {
+        let unreachable = |e: redis::RedisError| {
+            Error::new(ErrorKind::Unavailable, format!("cannot reach Redis at {}: {e}", config.address))
+        };
+        let client = redis::Client::open(config.connection_info()?).map_err(unreachable)?;
+        let timeout = (config.ttl / 3).max(Duration::from_millis(500));
+        let manager = ConnectionManagerConfig::new()
+            .set_connection_timeout(timeout)
+            .set_response_timeout(timeout)
+            .set_number_of_retries(2);
+        let connection = tokio::time::timeout(timeout * 2, ConnectionManager::new_with_config(client.clone(), manager))
+            .await
+            .map_err(|_| {
+                Error::new(ErrorKind::Unavailable, format!("cannot reach Redis at {}: no answer", config.address))
+            })?
+            .map_err(unreachable)?;
+        let notifications = Notifications::start(client).await?;
+        let host =
+            std::fs::read_to_string("/proc/sys/kernel/hostname").map_or_else(|_| "?".into(), |h| h.trim().into());
+        let shared = Shared {
+            url,
+            config,
+            host,
+            driver,
+            connection,
+            scripts: Arc::new(Scripts::new()),
+            notifications,
+            session: tokio::sync::Mutex::new(None),
+            closed: AtomicBool::new(false),
+        };
+        shared.session().await?;
+        Ok(shared)
+    }
+
+    /// An error of this scope.
+    pub fn error(&self, kind: ErrorKind, why: impl Into<String>, name: Option<&str>) -> Error {
+        let error = Error::new(kind, why).with_scope(&self.url);
+        match name {
+            Some(name) => error.with_name(name),
+            None => error,
+        }
+    }
+
+    /// The live session, made anew if the last one was lost.
+    pub async fn session(&self) -> Result<Arc<Session>> {
+        let closed = || self.error(ErrorKind::Closed, "the scope was closed", None);
+        if self.closed.load(Ordering::Acquire) {
+            return Err(closed());
+        }
+        let mut current = self.session.lock().await;
+        if self.closed.load(Ordering::Acquire) {
+            return Err(closed());
+        }
+        if let Some(session) = current.as_ref().filter(|s| !s.is_lost()) {
+            return Ok(session.clone());
+        }
+        let session = Session::new(self.connection.clone(), self.scripts.clone(), self.config.ttl)
+            .map_err(|e| self.error(ErrorKind::Unavailable, format!("cannot make a session id: {e}"), None))?;
+        *current = Some(session.clone());
+        Ok(session)
+    }
+
+    /// Ends the session (its requests lapse with it, or are given back first by the
+    /// caller) and refuses new work.
+    pub async fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+        if let Some(session) = self.session.lock().await.take() {
+            session.mark_lost();
+        }
+    }
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        if let Some(session) = self.session.try_lock().ok().and_then(|s| s.clone()) {
+            session.mark_lost();
+        }
+        self.driver.stop(None);
+    }
+}
