@@ -11,6 +11,8 @@ pub(crate) fn open_blocking(engine: &str, url: &str) -> Result<Arc<dyn RawScope>
         "etcd" => Ok(Arc::new(latchkey_etcd::EtcdScope::open(url)?)),
         #[cfg(feature = "postgres")]
         "postgres" => Ok(Arc::new(latchkey_postgres::PostgresScope::open(url)?)),
+        #[cfg(feature = "redis")]
+        "redis" => Ok(Arc::new(latchkey_redis::RedisScope::open(url)?)),
         _ => Err(missing(engine, url)),
     }
 }
@@ -22,6 +24,8 @@ pub(crate) async fn connect(engine: &str, url: &str) -> Result<Arc<dyn RawScope>
         "etcd" => Ok(Arc::new(latchkey_etcd::EtcdScope::connect(url).await?)),
         #[cfg(feature = "postgres")]
         "postgres" => Ok(Arc::new(latchkey_postgres::PostgresScope::connect(url).await?)),
+        #[cfg(feature = "redis")]
+        "redis" => Ok(Arc::new(latchkey_redis::RedisScope::connect(url).await?)),
         _ => Err(missing(engine, url)),
     }
 }
@@ -29,7 +33,7 @@ pub(crate) async fn connect(engine: &str, url: &str) -> Result<Arc<dyn RawScope>
 /// The error for an engine this build has no scope for.
 fn missing(engine: &str, url: &str) -> Error {
     let why = match engine {
-        "etcd" | "postgres" => {
+        "etcd" | "postgres" | "redis" => {
             format!("this build of latchkey has no {engine} scope: build it with the Cargo feature `{engine}`")
         }
         _ => format!("latchkey has no {engine} scope yet"),

@@ -31,12 +31,11 @@ impl Config {
         }
         let (host, port) = self.address.rsplit_once(':').expect("an address has a port");
         let port: u16 = port.parse().expect("checked when parsed");
-        let mut redis = redis::RedisConnectionInfo::default();
-        redis.db = i64::from(self.db);
-        if let Some((user, password)) = &self.credentials {
-            redis.username = user.clone();
-            redis.password = Some(password.clone());
-        }
+        let (username, password) = match &self.credentials {
+            Some((user, password)) => (user.clone(), Some(password.clone())),
+            None => (None, None),
+        };
+        let redis = redis::RedisConnectionInfo { db: i64::from(self.db), username, password, ..Default::default() };
         Ok(redis::ConnectionInfo {
             addr: redis::ConnectionAddr::Tcp(host.trim_start_matches('[').trim_end_matches(']').to_string(), port),
             redis,

@@ -119,11 +119,11 @@ fn known_scope_urls_open_or_report_unsupported() -> Result<()> {
     let dir = crate::support::TempDir(crate::support::fresh_dir("latchkey-url-test"));
     let url = format!("host:{}", dir.display());
     assert_eq!(Scope::open(&url)?.url(), url);
-    // Until its scope is built in.
-    let url = "redis://cache:6379/0";
-    let err = expect_err(Scope::open(url), ErrorKind::Unsupported);
-    assert_eq!(err.code(), 8408);
-    assert_eq!(err.scope(), Some(url));
+    // A Redis server that is not there.
+    let refused = "redis://u:secret@127.0.0.1:1/0";
+    let err = expect_err(Scope::open(refused), ErrorKind::Unavailable);
+    assert_eq!(err.scope(), Some("redis://u:***@127.0.0.1:1/0"));
+    assert!(err.to_string().contains("127.0.0.1:1"), "{err}");
     // An etcd that does not answer, and a malformed etcd URL.
     let refused = "etcd://127.0.0.1:1/locks";
     let err = expect_err(Scope::open(refused), ErrorKind::Unavailable);

@@ -23,6 +23,7 @@ macro_rules! for_each_scope {
         $suite!(host, $crate::support::host);
         $suite!(etcd, $crate::support::etcd);
         $suite!(postgres, $crate::support::postgres);
+        $suite!(redis, $crate::support::redis);
     };
 }
 
@@ -138,6 +139,33 @@ pub fn postgres_url() -> String {
     }
     let schema = format!("test_{}", NEXT.fetch_add(1, Ordering::Relaxed));
     server.as_ref().expect("started above").url(&format!("ttl=3s&schema={schema}"))
+}
+
+/// The Redis scope, under a key prefix of its own on a server that this test process
+/// starts once and stops when it exits (see `latchkey_testkit::RedisServer`).
+pub fn redis() -> Scope {
+    OVER_A_NETWORK.store(true, Ordering::Relaxed);
+    Scope::open(&redis_url()).expect("the Redis scope opens on the test's server")
+}
+
+/// A new URL of the Redis scope: a fresh key prefix on this process's server.
+pub fn redis_url() -> String {
+    use std::sync::Mutex;
+    static SERVER: Mutex<Option<latchkey_testkit::RedisServer>> = Mutex::new(None);
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    extern "C" fn stop() {
+        if let Ok(mut server) = SERVER.lock() {
+            drop(server.take());
+        }
+    }
+    let mut server = SERVER.lock().unwrap();
+    if server.is_none() {
+        *server = Some(latchkey_testkit::RedisServer::start());
+        // SAFETY: registers a plain function to run at exit.
+        unsafe { libc::atexit(stop) };
+    }
+    let prefix = format!("test{}", NEXT.fetch_add(1, Ordering::Relaxed));
+    server.as_ref().expect("started above").url(&format!("ttl=3s&prefix={prefix}"))
 }
 
 /// Whether this test process tests a scope over a network, set by its factory. The

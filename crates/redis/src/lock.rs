@@ -1,0 +1,634 @@
+//! One name of a Redis scope, behind the `RawLock` contract.
+//!
+//! Acquiring is one script (`enqueue.lua`): it drops the requests of lapsed sessions,
+//! takes the name's next token, queues the request and says whether it holds. A request
+//! that must wait subscribes to its name's channel, then asks where it stands again (so a
+//! release in between is not missed), and again at each message, and when the first
+//! session ahead of it would lapse unless it renewed (a holder that died publishes
+//! nothing). The fencing token is the request's token.
+//!
+//! Every call runs on the scope's thread. A script that may queue a request runs as a task
+//! of its own, so that dropping the caller's future never leaves a request nobody knows
+//! of: [`Pending`] withdraws it once its id is known.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use latchkey_model::{
+    block_on_until, describe_capacity, BoxFuture, Error, ErrorKind, Holder, Identity, Lease, Name, RawCede, RawLock,
+    Result, State, Waiter,
+};
+use latchkey_remote::Unclaimed;
+use redis::Value;
+use tokio::task::JoinHandle;
+
+use crate::keys::NameKeys;
+use crate::session::Session;
+use crate::shared::Shared;
+
+/// One name of a Redis scope.
+pub struct RedisLock {
+    shared: Arc<Shared>,
+    name: Name,
+    capacity: u32,
+    keys: NameKeys,
+}
+
+/// What a lease of this scope carries: its request and the session it lives on.
+struct Grant {
+    /// The name's queue key.
+    queue: String,
+    id: String,
+    session: Arc<Session>,
+    /// Set once the request is known to be gone.
+    gone: Arc<AtomicBool>,
+}
+
+/// What a script answers about a request.
+#[derive(Debug)]
+enum Answer {
+    Holds(u64),
+    Waits(u64, Option<Duration>),
+    Kept,
+    Busy,
+    Gone,
+    Mismatch(u32),
+}
+
+impl Answer {
+    fn parse(value: Value) -> Answer {
+        let words = flatten(value);
+        let number = |i: usize| words.get(i).and_then(|w| w.parse::<i64>().ok());
+        let wake = |i: usize| number(i).filter(|ms| *ms >= 0).map(|ms| Duration::from_millis(ms as u64));
+        match words.first().map(String::as_str) {
+            Some("holds") => Answer::Holds(number(1).unwrap_or(0) as u64),
+            Some("waits") if words.len() >= 3 => Answer::Waits(number(1).unwrap_or(0) as u64, wake(2)),
+            // `standing` answers no token.
+            Some("waits") => Answer::Waits(0, wake(1)),
+            Some("kept") => Answer::Kept,
+            Some("busy") => Answer::Busy,
+            Some("mismatch") => Answer::Mismatch(number(1).unwrap_or(0) as u32),
+            _ => Answer::Gone,
+        }
+    }
+}
+
+fn flatten(value: Value) -> Vec<String> {
+    match value {
+        Value::Array(values) => values.into_iter().flat_map(flatten).collect(),
+        Value::BulkString(bytes) => vec![String::from_utf8_lossy(&bytes).into_owned()],
+        Value::SimpleString(text) => vec![text],
+        Value::Int(n) => vec![n.to_string()],
+        _ => Vec::new(),
+    }
+}
+
+/// A request withdrawn if the work that made it is dropped or fails before it is handed
+/// over (disarmed).
+struct Pending {
+    lock: Arc<RedisLock>,
+    session: Arc<Session>,
+    /// The request's id, once it may be queued.
+    id: Option<String>,
+    /// The script that may queue (or move) it, still running.
+    in_flight: Option<JoinHandle<Result<Answer>>>,
+}
+
+impl Pending {
+    fn new(lock: &Arc<RedisLock>, session: &Arc<Session>, id: Option<String>) -> Pending {
+        Pending { lock: lock.clone(), session: session.clone(), id, in_flight: None }
+    }
+
+    /// Runs `call` as a task of its own and waits for it.
+    async fn run(
+        &mut self,
+        call: impl std::future::Future<Output = Result<Answer>> + Send + 'static,
+    ) -> Result<Answer> {
+        let handle = self.in_flight.insert(tokio::spawn(call));
+        let answer = handle.await.expect("a Redis call does not panic");
+        self.in_flight = None;
+        answer
+    }
+
+    fn disarm(mut self) -> String {
+        self.id.take().expect("armed until disarmed")
+    }
+
+    /// Withdraws the request now; if that fails, or this is dropped half way, the drop
+    /// withdraws it in the background.
+    async fn withdraw(mut self) {
+        if let Some(id) = self.id.clone() {
+            if self.lock.delete(&self.session, &id).await.is_ok() {
+                self.id = None;
+            }
+        }
+    }
+
+    async fn settle<T>(self, outcome: Result<T>) -> Result<(T, String)> {
+        match outcome {
+            Ok(granted) => Ok((granted, self.disarm())),
+            Err(e) => {
+                self.withdraw().await;
+                Err(e)
+            }
+        }
+    }
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        let (id, in_flight) = (self.id.take(), self.in_flight.take());
+        if id.is_none() {
+            return;
+        }
+        let (lock, session) = (self.lock.clone(), self.session.clone());
+        self.lock.shared.driver.background(async move {
+            if let Some(call) = in_flight {
+                let _ = call.await;
+            }
+            if let Some(id) = id {
+                lock.withdraw(&session, &id).await;
+            }
+        });
+    }
+}
+
+/// How long the first round trip of a request may take past a deadline already near.
+const FIRST_TRIP_GRACE: Duration = Duration::from_millis(250);
+/// How long after the first session ahead would lapse a waiter looks again.
+const LAPSE_MARGIN: Duration = Duration::from_millis(20);
+
+impl RedisLock {
+    pub(crate) fn new(shared: Arc<Shared>, name: Name, capacity: u32) -> RedisLock {
+        let keys = NameKeys::new(&shared.config.prefix, name.as_str());
+        RedisLock { shared, name, capacity, keys }
+    }
+
+    fn error(&self, kind: ErrorKind, why: impl Into<String>) -> Error {
+        self.shared.error(kind, why, Some(self.name.as_str()))
+    }
+
+    fn scoped(&self, e: Error) -> Error {
+        e.with_name(self.name.as_str()).with_scope(&self.shared.url)
+    }
+
+    fn failed(&self, what: &str, e: redis::RedisError) -> Error {
+        self.error(ErrorKind::Unavailable, format!("Redis {what} failed: {e}"))
+    }
+
+    fn check_request(&self, permits: u32) -> Result<()> {
+        if permits == 0 || permits > self.capacity {
+            return Err(self.error(
+                ErrorKind::CapacityMismatch,
+                format!("asked for {permits} permits of {}", describe_capacity(self.capacity)),
+            ));
+        }
+        Ok(())
+    }
+
+    fn grant<'a>(&self, lease: &'a Lease) -> Result<&'a Grant> {
+        lease
+            .data::<Grant>()
+            .filter(|grant| grant.queue == self.keys.queue)
+            .ok_or_else(|| self.error(ErrorKind::NotHeld, "the lease was not granted by this lock"))
+    }
+
+    fn lost_error(&self, why: &str) -> Error {
+        self.error(ErrorKind::HandleLost, why.to_string())
+    }
+
+    fn timeout(&self) -> Error {
+        self.error(ErrorKind::Timeout, "not granted before the deadline")
+    }
+
+    fn lease(&self, permits: u32, token: u64, id: String, session: Arc<Session>) -> Lease {
+        let grant = Grant { queue: self.keys.queue.clone(), id, session, gone: Arc::new(AtomicBool::new(false)) };
+        Lease::new(permits, token, 0).with_data(grant)
+    }
+
+    async fn invoke(&self, script: &redis::Script, args: &[String]) -> std::result::Result<Value, redis::RedisError> {
+        let mut invocation = script.prepare_invoke();
+        for key in self.keys.script_keys() {
+            invocation.key(key);
+        }
+        for arg in args {
+            invocation.arg(arg);
+        }
+        invocation.invoke_async(&mut self.shared.connection.clone()).await
+    }
+
+    /// Deletes request `id` once; `Ok(true)` if it was there.
+    async fn delete(&self, session: &Session, id: &str) -> std::result::Result<bool, redis::RedisError> {
+        let released: i64 = redis::from_redis_value(
+            &self.invoke(&self.shared.scripts.release, &[id.to_string(), self.keys.channel.clone()]).await?,
+        )?;
+        session.remove_name(&self.keys);
+        Ok(released == 1)
+    }
+
+    /// Deletes request `id`, trying again for half a TTL; then ends the session (its
+    /// requests lapse with it).
+    async fn withdraw(&self, session: &Session, id: &str) {
+        let give_up = Instant::now() + self.shared.config.ttl / 2;
+        let mut pause = Duration::from_millis(100);
+        loop {
+            let Err(e) = self.delete(session, id).await else { return };
+            if Instant::now() + pause > give_up {
+                tracing::warn!(target: "latchkey", id, "a Redis request could not be deleted; ending its session: {e}");
+                session.mark_lost();
+                return;
+            }
+            tokio::time::sleep(pause).await;
+            pause *= 2;
+        }
+    }
+
+    fn ask(&self) -> String {
+        let since = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis());
+        format!("{} {since} {}", std::process::id(), self.shared.host)
+    }
+
+    /// Queues a request on the live session (once more on a new session if the last one
+    /// had just lapsed); the pending request withdraws it.
+    async fn enqueue(self: &Arc<Self>, permits: u32, try_only: bool) -> Result<(Arc<Session>, Pending, Answer)> {
+        let session = self.shared.session().await.map_err(|e| self.scoped(e))?;
+        let id = format!("{}:{}", session.id, session.next_number());
+        let mut pending = Pending::new(self, &session, Some(id.clone()));
+        session.add_name(&self.keys);
+        let (lock, call_session) = (self.clone(), session.clone());
+        let args = vec![
+            session.id.clone(),
+            id.rsplit_once(':').expect("session:n").1.to_string(),
+            permits.to_string(),
+            self.capacity.to_string(),
+            self.ask(),
+            if try_only { "1" } else { "0" }.to_string(),
+            session.ttl_ms(),
+        ];
+        let call = async move {
+            let _ = call_session;
+            lock.invoke(&lock.shared.scripts.enqueue, &args)
+                .await
+                .map(Answer::parse)
+                .map_err(|e| lock.failed("enqueue", e))
+        };
+        let answer = pending.run(call).await;
+        match answer {
+            Ok(Answer::Busy) | Ok(Answer::Mismatch(_)) | Err(_) => {
+                // Nothing was queued.
+                session.remove_name(&self.keys);
+                pending.id = None;
+            }
+            _ => {}
+        }
+        match answer {
+            Ok(Answer::Mismatch(other)) => Err(self.error(
+                ErrorKind::CapacityMismatch,
+                format!(
+                    "asked for as {}, but it is in use as {}",
+                    describe_capacity(self.capacity),
+                    describe_capacity(other)
+                ),
+            )),
+            Ok(answer) => Ok((session, pending, answer)),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Waits until request `id` holds; `wake` is when to look again for a lapsed holder.
+    async fn wait_turn(&self, session: &Arc<Session>, id: &str, mut wake: Option<Duration>) -> Result<()> {
+        let mut listening = self.shared.notifications.listen(&self.keys.channel).await.map_err(|e| self.scoped(e))?;
+        loop {
+            let answer = self.invoke(&self.shared.scripts.standing, &[id.to_string()]).await;
+            match answer.map(Answer::parse) {
+                Ok(Answer::Holds(_)) => return Ok(()),
+                Ok(Answer::Waits(_, next)) => wake = next,
+                Ok(_) => {
+                    return Err(if session.is_lost() {
+                        self.lost_error("the session lapsed while the request waited")
+                    } else {
+                        self.lost_error("the request was dropped while it waited")
+                    })
+                }
+                // A failure of the network is waited out for as long as the session lives.
+                Err(e) => tracing::debug!(target: "latchkey", "a waiter's look failed: {e}"),
+            }
+            let look_again = wake.map_or(self.shared.config.ttl, |w| w + LAPSE_MARGIN).min(self.shared.config.ttl);
+            tokio::select! {
+                () = listening.notified() => {}
+                () = tokio::time::sleep(look_again) => {}
+                () = session.lost() => return Err(self.lost_error("the session lapsed while the request waited")),
+            }
+        }
+    }
+
+    async fn acquire_on_thread(self: Arc<Self>, permits: u32, deadline: Option<Instant>) -> Result<Lease> {
+        let deadline = deadline.map(|deadline| deadline.max(Instant::now() + FIRST_TRIP_GRACE));
+        let prepared = async {
+            self.shared.driver.wait_background().await;
+            self.enqueue(permits, false).await
+        };
+        let (session, pending, answer) = match deadline {
+            None => prepared.await?,
+            Some(deadline) => tokio::select! {
+                biased;
+                done = prepared => done?,
+                () = tokio::time::sleep_until(deadline.into()) => return Err(self.timeout()),
+            },
+        };
+        let (token, wake) = match answer {
+            Answer::Holds(token) => return Ok(self.lease(permits, token, pending.disarm(), session)),
+            Answer::Waits(token, wake) => (token, wake),
+            other => unreachable!("an enqueue that is not a try answered {other:?}"),
+        };
+        let id = pending.id.clone().expect("queued");
+        let waited = self.wait_turn(&session, &id, wake);
+        let outcome = match deadline {
+            None => waited.await,
+            Some(deadline) => tokio::select! {
+                biased;
+                granted = waited => granted,
+                () = tokio::time::sleep_until(deadline.into()) => Err(self.timeout()),
+            },
+        };
+        let ((), id) = pending.settle(outcome).await?;
+        Ok(self.lease(permits, token, id, session))
+    }
+
+    async fn try_acquire_on_thread(self: Arc<Self>, permits: u32) -> Result<Option<Lease>> {
+        self.shared.driver.wait_background().await;
+        let (session, pending, answer) = self.enqueue(permits, true).await?;
+        match answer {
+            Answer::Holds(token) => Ok(Some(self.lease(permits, token, pending.disarm(), session))),
+            _ => Ok(None),
+        }
+    }
+
+    async fn release_now(&self, id: &str, session: &Arc<Session>) -> Result<()> {
+        if session.is_lost() {
+            return Err(self.lost_error("the session had lapsed: the hold was already lost"));
+        }
+        match self.delete(session, id).await {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(self.lost_error("the request was already gone: the hold had been lost")),
+            Err(e) => {
+                let (lock, session, id) = (self.clone_arc(), session.clone(), id.to_string());
+                self.shared.driver.background(async move { lock.withdraw(&session, &id).await });
+                Err(self.failed("release", e))
+            }
+        }
+    }
+
+    async fn cede_on_thread(self: Arc<Self>, mut pending: Pending, permits: u32, token: u64) -> Result<Lease> {
+        let (old, session) = (pending.id.clone().expect("held"), pending.session.clone());
+        let new = format!("{}:{}", session.id, session.next_number());
+        let (lock, args) = (
+            self.clone(),
+            vec![
+                old.clone(),
+                session.id.clone(),
+                new.rsplit_once(':').expect("session:n").1.to_string(),
+                self.keys.channel.clone(),
+            ],
+        );
+        let call = async move {
+            lock.invoke(&lock.shared.scripts.cede, &args).await.map(Answer::parse).map_err(|e| lock.failed("cede", e))
+        };
+        let answer = match pending.run(call).await {
+            Ok(answer) => answer,
+            Err(e) => return pending.settle(Err(e)).await.map(|(lease, _)| lease),
+        };
+        match answer {
+            Answer::Kept => Ok(self.lease(permits, token, pending.disarm(), session)),
+            Answer::Holds(token) => {
+                pending.id = Some(new);
+                Ok(self.lease(permits, token, pending.disarm(), session))
+            }
+            Answer::Waits(token, wake) => {
+                pending.id = Some(new.clone());
+                let outcome = self.wait_turn(&session, &new, wake).await;
+                let ((), id) = pending.settle(outcome).await?;
+                Ok(self.lease(permits, token, id, session))
+            }
+            _ => {
+                pending.id = None;
+                Err(self.lost_error("the request was gone: the hold had been lost"))
+            }
+        }
+    }
+
+    fn on_thread<T: Send + 'static>(
+        &self,
+        work: impl std::future::Future<Output = Result<T>> + Send + 'static,
+    ) -> BoxFuture<'static, Result<T>> {
+        let (driver, url, name) = (self.shared.driver.clone(), self.shared.url.clone(), self.name.clone());
+        Box::pin(async move {
+            driver.run(work).await.map_err(|e| e.with_name(name.as_str()).with_scope(url)).and_then(|r| r)
+        })
+    }
+
+    fn clone_arc(&self) -> Arc<RedisLock> {
+        Arc::new(RedisLock {
+            shared: self.shared.clone(),
+            name: self.name.clone(),
+            capacity: self.capacity,
+            keys: self.keys.clone(),
+        })
+    }
+}
+
+/// The snapshot of `name` from the `live` script's answer: `id token ask holds`, in queue
+/// order.
+fn state(name: Name, value: Value) -> State {
+    let words = flatten(value);
+    let mut state = State::idle(name);
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+    for row in words.chunks(4) {
+        let [id, token, ask, holds] = row else { continue };
+        let mut fields = ask.splitn(5, ' ');
+        let mut number = || fields.next().and_then(|f| f.parse::<u64>().ok()).unwrap_or(0);
+        let (permits, capacity, pid, since) = (number() as u32, number() as u32, number() as u32, number());
+        let host = ask.splitn(5, ' ').nth(4).unwrap_or("").to_string();
+        let held_for = Some(Duration::from_millis(now.saturating_sub(since)));
+        let session = id.split(':').next().unwrap_or("").to_string();
+        let identity = Identity::default().with_host(host).with_session(session);
+        state.capacity = capacity;
+        if holds == "1" {
+            state.in_use += permits;
+            state.last_token = state.last_token.max(token.parse::<f64>().map_or(0, |t| t as u64));
+            state.holders.push(Holder::new(pid, permits).held_for(held_for).with_identity(identity));
+        } else {
+            state.waiters += 1;
+            if permits == capacity {
+                state.waiting_exclusive += 1;
+            }
+            state.queue.push(Waiter::new(pid, permits).waiting_for(held_for).with_identity(identity));
+        }
+    }
+    state
+}
+
+/// The snapshot of `name`, on the scope's thread.
+pub(crate) async fn inspect(shared: &Shared, name: Name) -> Result<State> {
+    shared.driver.wait_background().await;
+    let keys = NameKeys::new(&shared.config.prefix, name.as_str());
+    let mut invocation = shared.scripts.live.prepare_invoke();
+    for key in keys.script_keys() {
+        invocation.key(key);
+    }
+    let value: Value = invocation
+        .invoke_async(&mut shared.connection.clone())
+        .await
+        .map_err(|e| shared.error(ErrorKind::Unavailable, format!("Redis inspect failed: {e}"), Some(name.as_str())))?;
+    Ok(state(name, value))
+}
+
+impl RawLock for RedisLock {
+    fn name(&self) -> &Name {
+        &self.name
+    }
+
+    fn scope_url(&self) -> &str {
+        &self.shared.url
+    }
+
+    fn capacity(&self) -> u32 {
+        self.capacity
+    }
+
+    fn try_acquire(&self, permits: u32) -> Result<Option<Lease>> {
+        block_on_until(self.try_acquire_async(permits), None).expect("no deadline")
+    }
+
+    fn try_acquire_async(&self, permits: u32) -> BoxFuture<'_, Result<Option<Lease>>> {
+        if let Err(e) = self.check_request(permits) {
+            return Box::pin(std::future::ready(Err(e)));
+        }
+        let lock = self.clone_arc();
+        let granted = self.on_thread(async move {
+            let lease = lock.clone().try_acquire_on_thread(permits).await?;
+            Ok(lease.map(|lease| Unclaimed::new(lease, lock)))
+        });
+        Box::pin(async move { Ok(granted.await?.map(Unclaimed::claim)) })
+    }
+
+    fn acquire(&self, permits: u32, deadline: Option<Instant>) -> BoxFuture<'_, Result<Lease>> {
+        if let Err(e) = self.check_request(permits) {
+            return Box::pin(std::future::ready(Err(e)));
+        }
+        let lock = self.clone_arc();
+        let granted = self.on_thread(async move {
+            let lease = lock.clone().acquire_on_thread(permits, deadline).await?;
+            Ok(Unclaimed::new(lease, lock))
+        });
+        Box::pin(async move { Ok(granted.await?.claim()) })
+    }
+
+    fn acquire_blocking(&self, permits: u32, deadline: Option<Instant>) -> Result<Lease> {
+        block_on_until(self.acquire(permits, deadline), None).expect("no deadline")
+    }
+
+    fn release(&self, lease: Lease) -> Result<()> {
+        block_on_until(self.release_async(lease), None).expect("no deadline")
+    }
+
+    fn release_async(&self, lease: Lease) -> BoxFuture<'_, Result<()>> {
+        let grant = match self.grant(&lease) {
+            Ok(grant) => grant,
+            Err(e) => return Box::pin(std::future::ready(Err(e))),
+        };
+        let lock = self.clone_arc();
+        let held = Pending::new(&lock, &grant.session, Some(grant.id.clone()));
+        self.on_thread(async move {
+            let (id, session) = (held.id.clone().expect("held"), held.session.clone());
+            let released = lock.release_now(&id, &session).await;
+            held.disarm();
+            released
+        })
+    }
+
+    fn release_in_background(&self, lease: Lease) {
+        let Ok(grant) = self.grant(&lease) else { return };
+        let (id, session, lock) = (grant.id.clone(), grant.session.clone(), self.clone_arc());
+        self.shared.driver.background(async move {
+            if let Err(e) = lock.release_now(&id, &session).await {
+                tracing::warn!(target: "latchkey", id, "releasing a dropped guard failed: {e}");
+            }
+        });
+    }
+
+    fn inspect(&self) -> Result<State> {
+        block_on_until(self.inspect_async(), None).expect("no deadline")
+    }
+
+    fn inspect_async(&self) -> BoxFuture<'_, Result<State>> {
+        let (shared, name) = (self.shared.clone(), self.name.clone());
+        self.on_thread(async move { inspect(&shared, name).await })
+    }
+
+    fn check(&self, lease: &Lease) -> Result<()> {
+        block_on_until(self.check_async(lease), None).expect("no deadline")
+    }
+
+    fn check_async<'a>(&'a self, lease: &'a Lease) -> BoxFuture<'a, Result<()>> {
+        let grant = match self.grant(lease) {
+            Ok(grant) => grant,
+            Err(e) => return Box::pin(std::future::ready(Err(e))),
+        };
+        if grant.session.is_lost() {
+            return Box::pin(std::future::ready(Err(self.lost_error("the session lapsed: the hold is lost"))));
+        }
+        let (lock, id, gone) = (self.clone_arc(), grant.id.clone(), grant.gone.clone());
+        let lost = self.lost_error("the request is gone: the hold is lost");
+        self.on_thread(async move {
+            let answer =
+                lock.invoke(&lock.shared.scripts.standing, &[id]).await.map_err(|e| lock.failed("check", e))?;
+            match Answer::parse(answer) {
+                Answer::Holds(_) => Ok(()),
+                _ => {
+                    gone.store(true, Ordering::Release);
+                    Err(lost)
+                }
+            }
+        })
+    }
+
+    fn is_lost(&self, lease: &Lease) -> bool {
+        match self.grant(lease) {
+            Ok(grant) => grant.gone.load(Ordering::Acquire) || grant.session.is_lost(),
+            Err(_) => true,
+        }
+    }
+
+    fn lost(&self, lease: &Lease) -> BoxFuture<'static, ()> {
+        let Ok(grant) = self.grant(lease) else { return Box::pin(std::future::ready(())) };
+        let session = grant.session.clone();
+        Box::pin(async move { session.lost().await })
+    }
+
+    fn as_cede(&self) -> Option<&dyn RawCede> {
+        Some(self)
+    }
+}
+
+impl RawCede for RedisLock {
+    fn cede(&self, lease: Lease) -> BoxFuture<'_, Result<Lease>> {
+        let grant = match self.grant(&lease) {
+            Ok(grant) => grant,
+            Err(e) => return Box::pin(std::future::ready(Err(e))),
+        };
+        let lock = self.clone_arc();
+        let held = Pending::new(&lock, &grant.session, Some(grant.id.clone()));
+        let (permits, token) = (lease.permits(), lease.token());
+        let granted = self.on_thread(async move {
+            let lease = lock.clone().cede_on_thread(held, permits, token).await?;
+            Ok(Unclaimed::new(lease, lock))
+        });
+        Box::pin(async move { Ok(granted.await?.claim()) })
+    }
+
+    fn cede_blocking(&self, lease: Lease) -> Result<Lease> {
+        block_on_until(self.cede(lease), None).expect("no deadline")
+    }
+}
