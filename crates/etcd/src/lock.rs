@@ -356,12 +356,7 @@ impl EtcdLock {
         &self,
         work: impl std::future::Future<Output = Result<T>> + Send + 'static,
     ) -> BoxFuture<'static, Result<T>> {
-        let driver = self.shared.driver.clone();
-        let url = self.shared.url.clone();
-        let name = self.name.clone();
-        Box::pin(async move {
-            driver.run(work).await.map_err(|e| e.with_name(name.as_str()).with_scope(url)).and_then(|r| r)
-        })
+        self.shared.driver.call(&self.name, &self.shared.url, work)
     }
 
     fn this(&self) -> Arc<EtcdLock> {

@@ -12,9 +12,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use etcd_client::Client;
-use tokio::sync::watch;
-
-use latchkey_model::sleep_until;
+use latchkey_remote::Life;
 
 /// One lease and what is known of its life.
 #[derive(Debug)]
@@ -22,31 +20,16 @@ pub(crate) struct Session {
     /// The etcd lease id.
     pub lease: i64,
     ttl: Duration,
-    life: Mutex<Life>,
-    /// Sends `true` once the session is lost.
-    lost_tx: watch::Sender<bool>,
+    life: Life,
     numbers: AtomicU64,
     /// Request keys whose put was sent more than once: deleted once more, later.
     unsure: Mutex<std::collections::HashSet<String>>,
 }
 
-#[derive(Debug)]
-struct Life {
-    valid_until: Instant,
-    lost: bool,
-}
-
 impl Session {
     /// A session for the lease `lease`, granted with `ttl` by a request sent at `sent`.
     pub fn new(lease: i64, ttl: Duration, sent: Instant) -> Session {
-        Session {
-            lease,
-            ttl,
-            life: Mutex::new(Life { valid_until: sent + ttl, lost: false }),
-            lost_tx: watch::Sender::new(false),
-            numbers: AtomicU64::new(0),
-            unsure: Mutex::default(),
-        }
+        Session { lease, ttl, life: Life::new(sent + ttl), numbers: AtomicU64::new(0), unsure: Mutex::default() }
     }
 
     /// Records that the put of `key` was sent more than once.
@@ -69,55 +52,30 @@ impl Session {
         self.ttl
     }
 
-    fn life(&self) -> std::sync::MutexGuard<'_, Life> {
-        self.life.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
     /// Whether the session is lost: cheap, and true from the instant its validity ends.
     pub fn is_lost(&self) -> bool {
-        let mut life = self.life();
-        if !life.lost && Instant::now() >= life.valid_until {
-            life.lost = true;
-            drop(life);
-            self.lost_tx.send_replace(true);
-            return true;
-        }
-        life.lost
+        self.life.is_lost()
     }
 
     /// Until when the session is valid without another keep-alive answer.
     pub fn valid_until(&self) -> Instant {
-        self.life().valid_until
+        self.life.valid_until()
     }
 
     /// Records a keep-alive answer to a request sent at `sent`, granting `ttl`. An answer
     /// that comes after the validity ended does not revive a lost session.
     pub fn renewed(&self, sent: Instant, ttl: Duration) {
-        let mut life = self.life();
-        if !life.lost && Instant::now() < life.valid_until {
-            life.valid_until = life.valid_until.max(sent + ttl);
-        }
+        self.life.extend_to(sent + ttl);
     }
 
     /// Marks the session lost (the server said the lease is gone, or the scope closed).
     pub fn mark_lost(&self) {
-        self.life().lost = true;
-        self.lost_tx.send_replace(true);
+        self.life.mark_lost();
     }
 
     /// Completes once the session is lost; on any executor.
     pub async fn lost(&self) {
-        let mut changed = self.lost_tx.subscribe();
-        loop {
-            if self.is_lost() {
-                return;
-            }
-            let valid_until = self.valid_until();
-            tokio::select! {
-                _ = changed.changed() => {}
-                () = sleep_until(valid_until) => {}
-            }
-        }
+        self.life.lost().await
     }
 }
 

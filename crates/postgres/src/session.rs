@@ -22,11 +22,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures_util::future::poll_fn;
+use latchkey_remote::Life;
 use tokio::sync::{watch, Notify};
 use tokio_postgres::error::Severity;
 use tokio_postgres::{AsyncMessage, Client, Statement};
 
-use latchkey_model::{sleep_until, Error, ErrorKind, Result};
+use latchkey_model::{Error, ErrorKind, Result};
 
 use crate::schema::{self, Schema};
 use crate::Config;
@@ -61,9 +62,7 @@ pub(crate) struct Session {
     pub statements: Statements,
     schema: Schema,
     ttl: Duration,
-    life: Mutex<Life>,
-    /// Sends `true` once the session is lost.
-    lost_tx: watch::Sender<bool>,
+    life: Life,
     channels: Arc<Channels>,
     /// Serializes `LISTEN` and `UNLISTEN`, so that they reach the server in the order of
     /// the decisions to send them.
@@ -72,11 +71,6 @@ pub(crate) struct Session {
     next_waiter: AtomicU64,
     /// Wakes the keep-alive when a waiter starts to wait behind another session.
     monitor: Notify,
-}
-
-struct Life {
-    valid_until: Instant,
-    lost: bool,
 }
 
 /// The channels the session listens on, each with a counter of notifications.
@@ -103,16 +97,16 @@ impl Session {
         let (client, mut connection) =
             config.connection.connect(tls.clone()).await.map_err(|e| connect_error(config, e))?;
         let channels = Arc::new(Channels::default());
-        let (lost_tx, _) = watch::channel(false);
+        let life = Life::new(sent + validity(config.ttl));
         // The connection runs in its own task from here on; it hands notifications out.
         let (gone_tx, mut gone_rx) = watch::channel(false);
         let messages = channels.clone();
-        let mut lost_rx = lost_tx.subscribe();
+        let (ended_tx, mut ended) = tokio::sync::oneshot::channel::<()>();
         tokio::spawn(async move {
             loop {
                 let message = tokio::select! {
                     message = poll_fn(|cx| connection.poll_message(cx)) => message,
-                    _ = lost_rx.changed() => break,
+                    _ = &mut ended => break,
                 };
                 match message {
                     Some(Ok(AsyncMessage::Notification(note))) => messages.notify(note.channel()),
@@ -144,8 +138,7 @@ impl Session {
             statements,
             schema,
             ttl: config.ttl,
-            life: Mutex::new(Life { valid_until: sent + validity(config.ttl), lost: false }),
-            lost_tx,
+            life,
             channels,
             listen_order: tokio::sync::Mutex::new(()),
             waiters: Mutex::default(),
@@ -154,11 +147,17 @@ impl Session {
         });
         let watched = session.clone();
         tokio::spawn(async move {
-            let _ = gone_rx.wait_for(|gone| *gone).await;
+            // The connection task ends with the connection, or when the session is lost
+            // (which closes the connection: the server ends the session).
+            tokio::select! {
+                _ = gone_rx.wait_for(|gone| *gone) => {}
+                () = watched.lost() => {}
+            }
             if !watched.is_lost() {
                 tracing::warn!(target: "latchkey", session = watched.id, "the PostgreSQL session ended: its locks are lost");
             }
             watched.mark_lost();
+            let _ = ended_tx.send(());
         });
         tokio::spawn(keep_alive(session.clone()));
         Ok(session)
@@ -169,55 +168,30 @@ impl Session {
         self.ttl
     }
 
-    fn life(&self) -> std::sync::MutexGuard<'_, Life> {
-        self.life.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
     /// Whether the session is lost: cheap, and true from the instant its validity ends.
     pub fn is_lost(&self) -> bool {
-        let mut life = self.life();
-        if !life.lost && Instant::now() >= life.valid_until {
-            life.lost = true;
-            drop(life);
-            self.lost_tx.send_replace(true);
-            return true;
-        }
-        life.lost
+        self.life.is_lost()
     }
 
     fn valid_until(&self) -> Instant {
-        self.life().valid_until
+        self.life.valid_until()
     }
 
     /// Records an answer to a statement sent at `sent`. An answer that comes after the
     /// validity ended does not revive a lost session.
     fn renewed(&self, sent: Instant) {
-        let mut life = self.life();
-        if !life.lost && Instant::now() < life.valid_until {
-            life.valid_until = life.valid_until.max(sent + validity(self.ttl));
-        }
+        self.life.extend_to(sent + validity(self.ttl));
     }
 
     /// Marks the session lost (its connection ended, or the scope closed); closes the
     /// connection.
     pub fn mark_lost(&self) {
-        self.life().lost = true;
-        self.lost_tx.send_replace(true);
+        self.life.mark_lost();
     }
 
     /// Completes once the session is lost; on any executor.
     pub async fn lost(&self) {
-        let mut changed = self.lost_tx.subscribe();
-        loop {
-            if self.is_lost() {
-                return;
-            }
-            let valid_until = self.valid_until();
-            tokio::select! {
-                _ = changed.changed() => {}
-                () = sleep_until(valid_until) => {}
-            }
-        }
+        self.life.lost().await
     }
 
     /// An error for a statement of this session that failed.

@@ -131,6 +131,20 @@ impl Driver {
         answer.map_err(|_| Error::new(ErrorKind::Closed, format!("the {what} scope's thread has stopped")))
     }
 
+    /// [`run`](Driver::run) for a lock's work: runs `work` on the thread from anywhere, its
+    /// errors (and the thread's) naming the lock `name` and the scope `url`.
+    pub fn call<T: Send + 'static>(
+        self: &Arc<Self>,
+        name: &latchkey_model::Name,
+        url: &str,
+        work: impl Future<Output = Result<T>> + Send + 'static,
+    ) -> latchkey_model::BoxFuture<'static, Result<T>> {
+        let (driver, name, url) = (self.clone(), name.clone(), url.to_string());
+        Box::pin(async move {
+            driver.run(work).await.map_err(|e| e.with_name(name.as_str()).with_scope(url)).and_then(|r| r)
+        })
+    }
+
     /// Spawns `work` on the thread; [`wait_background`](Driver::wait_background) waits for it.
     pub fn background(&self, work: impl Future<Output = ()> + Send + 'static) {
         self.background.started();
