@@ -422,10 +422,7 @@ impl RedisLock {
         &self,
         work: impl std::future::Future<Output = Result<T>> + Send + 'static,
     ) -> BoxFuture<'static, Result<T>> {
-        let (driver, url, name) = (self.shared.driver.clone(), self.shared.url.clone(), self.name.clone());
-        Box::pin(async move {
-            driver.run(work).await.map_err(|e| e.with_name(name.as_str()).with_scope(url)).and_then(|r| r)
-        })
+        self.shared.driver.call(&self.name, &self.shared.url, work)
     }
 
     fn clone_arc(&self) -> Arc<RedisLock> {

@@ -13,10 +13,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use latchkey_remote::Life;
 use redis::aio::ConnectionManager;
-use tokio::sync::watch;
-
-use latchkey_model::sleep_until;
 
 use crate::keys::NameKeys;
 use crate::scripts::Scripts;
@@ -29,15 +27,9 @@ pub(crate) struct Session {
     pub scripts: Arc<Scripts>,
     ttl: Duration,
     numbers: AtomicU64,
-    life: Mutex<Life>,
-    lost_tx: watch::Sender<bool>,
+    life: Life,
     /// The names the session has requests on, with how many: what the keep-alive renews.
     names: Mutex<HashMap<String, (NameKeys, usize)>>,
-}
-
-struct Life {
-    valid_until: Instant,
-    lost: bool,
 }
 
 impl Session {
@@ -49,8 +41,7 @@ impl Session {
             scripts,
             ttl,
             numbers: AtomicU64::new(0),
-            life: Mutex::new(Life { valid_until: Instant::now() + validity(ttl), lost: false }),
-            lost_tx: watch::Sender::new(false),
+            life: Life::new(Instant::now() + validity(ttl)),
             names: Mutex::default(),
         });
         tokio::spawn(keep_alive(session.clone()));
@@ -67,52 +58,27 @@ impl Session {
         self.numbers.fetch_add(1, Ordering::Relaxed) + 1
     }
 
-    fn life(&self) -> std::sync::MutexGuard<'_, Life> {
-        self.life.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
     /// Whether the session is lost: cheap, and true from the instant its validity ends.
     pub fn is_lost(&self) -> bool {
-        let mut life = self.life();
-        if !life.lost && Instant::now() >= life.valid_until {
-            life.lost = true;
-            drop(life);
-            self.lost_tx.send_replace(true);
-            return true;
-        }
-        life.lost
+        self.life.is_lost()
     }
 
     fn valid_until(&self) -> Instant {
-        self.life().valid_until
+        self.life.valid_until()
     }
 
     fn renewed(&self, sent: Instant) {
-        let mut life = self.life();
-        if !life.lost && Instant::now() < life.valid_until {
-            life.valid_until = life.valid_until.max(sent + validity(self.ttl));
-        }
+        self.life.extend_to(sent + validity(self.ttl));
     }
 
     /// Marks the session lost.
     pub fn mark_lost(&self) {
-        self.life().lost = true;
-        self.lost_tx.send_replace(true);
+        self.life.mark_lost();
     }
 
     /// Completes once the session is lost; on any executor.
     pub async fn lost(&self) {
-        let mut changed = self.lost_tx.subscribe();
-        loop {
-            if self.is_lost() {
-                return;
-            }
-            let valid_until = self.valid_until();
-            tokio::select! {
-                _ = changed.changed() => {}
-                () = sleep_until(valid_until) => {}
-            }
-        }
+        self.life.lost().await
     }
 
     /// Records a request of the session on the name of `keys` (the keep-alive renews it).
