@@ -223,7 +223,9 @@ impl RedisLock {
         let released: i64 = redis::from_redis_value(
             &self.invoke(&self.shared.scripts.release, &[id.to_string(), self.keys.channel.clone()]).await?,
         )?;
-        session.remove_name(&self.keys);
+        if released == 1 {
+            session.remove_name(&self.keys);
+        }
         Ok(released == 1)
     }
 
@@ -255,7 +257,6 @@ impl RedisLock {
         let session = self.shared.session().await.map_err(|e| self.scoped(e))?;
         let id = format!("{}:{}", session.id, session.next_number());
         let mut pending = Pending::new(self, &session, Some(id.clone()));
-        session.add_name(&self.keys);
         let (lock, call_session) = (self.clone(), session.clone());
         let args = vec![
             session.id.clone(),
@@ -267,20 +268,20 @@ impl RedisLock {
             session.ttl_ms(),
         ];
         let call = async move {
-            let _ = call_session;
-            lock.invoke(&lock.shared.scripts.enqueue, &args)
-                .await
-                .map(Answer::parse)
-                .map_err(|e| lock.failed("enqueue", e))
+            let answer = lock.invoke(&lock.shared.scripts.enqueue, &args).await;
+            let answer = answer.map(Answer::parse).map_err(|e| lock.failed("enqueue", e))?;
+            if let Answer::Holds(_) | Answer::Waits(..) = answer {
+                // From now on the keep-alive renews the session on this name (not before:
+                // a renewal ahead of the request would find the session unknown there).
+                call_session.add_name(&lock.keys);
+            }
+            Ok(answer)
         };
         let answer = pending.run(call).await;
-        match answer {
-            Ok(Answer::Busy) | Ok(Answer::Mismatch(_)) | Err(_) => {
-                // Nothing was queued.
-                session.remove_name(&self.keys);
-                pending.id = None;
-            }
-            _ => {}
+        if let Ok(Answer::Busy | Answer::Mismatch(_)) = answer {
+            // Nothing was queued. (After a failure the request may have been queued: the
+            // pending request withdraws it.)
+            pending.id = None;
         }
         match answer {
             Ok(Answer::Mismatch(other)) => Err(self.error(
@@ -413,6 +414,7 @@ impl RedisLock {
             }
             _ => {
                 pending.id = None;
+                session.remove_name(&self.keys);
                 Err(self.lost_error("the request was gone: the hold had been lost"))
             }
         }

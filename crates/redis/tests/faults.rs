@@ -1,0 +1,14 @@
+//! The fault tests of the Redis scope (issue 12), each on a server of its own
+//! (`latchkey_testkit::RedisServer`), through latchkey's API:
+//!
+//! - `processes`: a holder process SIGKILLed;
+//! - `server`: the scope's connection killed (`CLIENT KILL`), the server restarted without
+//!   persistence;
+//! - `worker`: the jobs of worker processes (this binary run again).
+
+#[path = "faults/processes.rs"]
+mod processes;
+#[path = "faults/server.rs"]
+mod server;
+#[path = "faults/worker.rs"]
+mod worker;
