@@ -91,13 +91,15 @@ struct Pending {
     session: Arc<Session>,
     /// The request's id, once it may be queued.
     id: Option<String>,
+    /// For a cede: the id the request moves to if the answer says it was moved.
+    moved_to: Option<String>,
     /// The script that may queue (or move) it, still running.
     in_flight: Option<JoinHandle<Result<Answer>>>,
 }
 
 impl Pending {
     fn new(lock: &Arc<RedisLock>, session: &Arc<Session>, id: Option<String>) -> Pending {
-        Pending { lock: lock.clone(), session: session.clone(), id, in_flight: None }
+        Pending { lock: lock.clone(), session: session.clone(), id, moved_to: None, in_flight: None }
     }
 
     /// Runs `call` as a task of its own and waits for it.
@@ -138,16 +140,24 @@ impl Pending {
 
 impl Drop for Pending {
     fn drop(&mut self) {
-        let (id, in_flight) = (self.id.take(), self.in_flight.take());
+        let (id, moved_to, in_flight) = (self.id.take(), self.moved_to.take(), self.in_flight.take());
         if id.is_none() {
             return;
         }
         let (lock, session) = (self.lock.clone(), self.session.clone());
         self.lock.shared.driver.background(async move {
-            if let Some(call) = in_flight {
-                let _ = call.await;
-            }
-            if let Some(id) = id {
+            // What the script still running leaves queued: the request where it is, where it
+            // moved, nothing (a try refused, a request gone), or either after a failure.
+            let left: Vec<String> = match in_flight {
+                None => id.into_iter().collect(),
+                Some(call) => match call.await {
+                    Ok(Ok(Answer::Holds(_) | Answer::Waits(..))) => moved_to.or(id).into_iter().collect(),
+                    Ok(Ok(Answer::Kept)) => id.into_iter().collect(),
+                    Ok(Ok(_)) => Vec::new(),
+                    _ => id.into_iter().chain(moved_to).collect(),
+                },
+            };
+            for id in left {
                 lock.withdraw(&session, &id).await;
             }
         });
@@ -384,6 +394,7 @@ impl RedisLock {
     async fn cede_on_thread(self: Arc<Self>, mut pending: Pending, permits: u32, token: u64) -> Result<Lease> {
         let (old, session) = (pending.id.clone().expect("held"), pending.session.clone());
         let new = format!("{}:{}", session.id, session.next_number());
+        pending.moved_to = Some(new.clone());
         let (lock, args) = (
             self.clone(),
             vec![

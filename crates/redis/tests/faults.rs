@@ -1,11 +1,14 @@
 //! The fault tests of the Redis scope (issue 12), each on a server of its own
 //! (`latchkey_testkit::RedisServer`), through latchkey's API:
 //!
+//! - `cancel`: futures dropped at every await point leave nothing on the server;
 //! - `processes`: a holder process SIGKILLed;
 //! - `server`: the scope's connection killed (`CLIENT KILL`), the server restarted without
 //!   persistence;
 //! - `worker`: the jobs of worker processes (this binary run again).
 
+#[path = "faults/cancel.rs"]
+mod cancel;
 #[path = "faults/processes.rs"]
 mod processes;
 #[path = "faults/server.rs"]

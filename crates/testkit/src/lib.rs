@@ -8,6 +8,7 @@
 //!   unprivileged user, that a test can restart or query with `psql`.
 //! - [`RedisServer`]: a throwaway Redis server on a loopback port, persistence off, that a
 //!   test can restart (emptied) or query with `redis-cli`.
+//! - [`cancel`]: futures dropped at random cancellation points.
 //! - [`worker`]: worker processes for fault tests (the test binary run again), bounded
 //!   waits and seeded randomness.
 //! - [`Proxy`]: a TCP forwarder that a test can cut, to play a network partition between
@@ -16,6 +17,7 @@
 //! Everything a test starts here dies with the value that started it, and with the test
 //! process.
 
+pub mod cancel;
 mod certs;
 mod counts;
 mod etcd;
