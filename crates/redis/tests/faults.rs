@@ -5,6 +5,7 @@
 //! - `processes`: a holder process SIGKILLed;
 //! - `server`: the scope's connection killed (`CLIENT KILL`), the server restarted without
 //!   persistence;
+//! - `waiting`: a waiter's commands counted; readers against a waiting writer;
 //! - `worker`: the jobs of worker processes (this binary run again).
 
 #[path = "faults/cancel.rs"]
@@ -13,5 +14,7 @@ mod cancel;
 mod processes;
 #[path = "faults/server.rs"]
 mod server;
+#[path = "faults/waiting.rs"]
+mod waiting;
 #[path = "faults/worker.rs"]
 mod worker;
