@@ -2,7 +2,9 @@
 //! (`latchkey_testkit::RedisServer`), through latchkey's API:
 //!
 //! - `cancel`: futures dropped at every await point leave nothing on the server;
-//! - `processes`: a holder process SIGKILLed;
+//! - `processes`: a holder process SIGKILLed, one stopped (SIGSTOP) past its TTL;
+//! - `jepsen`: a fenced counter incremented by worker processes under faults;
+//! - `fenced`: the fenced resources, on a server of their own;
 //! - `server`: the scope's connection killed (`CLIENT KILL`), the server restarted without
 //!   persistence;
 //! - `waiting`: a waiter's commands counted; readers against a waiting writer;
@@ -10,6 +12,10 @@
 
 #[path = "faults/cancel.rs"]
 mod cancel;
+#[path = "faults/fenced.rs"]
+mod fenced;
+#[path = "faults/jepsen.rs"]
+mod jepsen;
 #[path = "faults/processes.rs"]
 mod processes;
 #[path = "faults/server.rs"]
