@@ -30,7 +30,7 @@ fn a_fenced_counter_loses_no_update_under_faults() {
     let spawn = || Worker::spawn(&job);
     let mut workers: Vec<Worker> = (0..WORKERS).map(|_| spawn()).collect();
     let (mut accepted, mut rejected, mut kills, mut cuts) = (Vec::<i64>::new(), 0, 0, 0);
-    let mut done = vec![false; WORKERS];
+    let mut done = [false; WORKERS];
     let began = Instant::now();
     while done.iter().any(|d| !d) {
         assert!(began.elapsed() < 4 * PATIENCE, "the workers did not finish");
