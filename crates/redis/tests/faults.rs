@@ -1,6 +1,7 @@
 //! The fault tests of the Redis scope (issue 12), each on a server of its own
 //! (`latchkey_testkit::RedisServer`), through latchkey's API:
 //!
+//! - `clock`: a client whose clock is an hour off (libfaketime);
 //! - `cancel`: futures dropped at every await point leave nothing on the server;
 //! - `processes`: a holder process SIGKILLed, one stopped (SIGSTOP) past its TTL;
 //! - `jepsen`: a fenced counter incremented by worker processes under faults;
@@ -12,6 +13,8 @@
 
 #[path = "faults/cancel.rs"]
 mod cancel;
+#[path = "faults/clock.rs"]
+mod clock;
 #[path = "faults/fenced.rs"]
 mod fenced;
 #[path = "faults/jepsen.rs"]

@@ -36,7 +36,14 @@ impl Worker {
     /// Starts the test binary as a worker on `job`; it dies with the thread that started
     /// it (`PR_SET_PDEATHSIG`), so a test that fails leaves none behind.
     pub fn spawn(job: &[&str]) -> Worker {
+        Worker::spawn_with(job, &[])
+    }
+
+    /// [`spawn`](Worker::spawn) with environment variables `env` set for the worker (a
+    /// preloaded library, a fake clock).
+    pub fn spawn_with(job: &[&str], env: &[(&str, &str)]) -> Worker {
         let mut command = Command::new(std::env::current_exe().expect("the test binary"));
+        command.envs(env.iter().copied());
         command
             .args(["--exact", "worker::run", "--nocapture", "--test-threads=1"])
             .env(JOB, job.join("\u{1f}"))
