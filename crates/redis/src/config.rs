@@ -24,22 +24,36 @@ pub struct Config {
 }
 
 impl Config {
-    /// The connection, as the `redis` crate takes it.
-    pub fn connection_info(&self) -> Result<redis::ConnectionInfo> {
-        if self.tls.is_some() {
-            return Err(Error::new(ErrorKind::Unsupported, "rediss:// (TLS) is not built yet"));
-        }
+    /// The client of the server, as the `redis` crate takes it: with TLS for `rediss://`,
+    /// trusting the CA file `ca=` if given, else the system's CAs.
+    pub fn client(&self) -> Result<redis::Client> {
+        let info = self.connection_info();
+        let client = match &self.tls {
+            Some(Some(ca)) => {
+                let pem = std::fs::read(ca)
+                    .map_err(|e| Error::new(ErrorKind::InvalidScope, format!("cannot read the CA file {ca:?}: {e}")))?;
+                let certificates = redis::TlsCertificates { client_tls: None, root_cert: Some(pem) };
+                redis::Client::build_with_tls(info, certificates)
+            }
+            _ => redis::Client::open(info),
+        };
+        client.map_err(|e| Error::new(ErrorKind::InvalidScope, format!("Redis at {}: {e}", self.address)))
+    }
+
+    fn connection_info(&self) -> redis::ConnectionInfo {
         let (host, port) = self.address.rsplit_once(':').expect("an address has a port");
         let port: u16 = port.parse().expect("checked when parsed");
+        let host = host.trim_start_matches('[').trim_end_matches(']').to_string();
         let (username, password) = match &self.credentials {
             Some((user, password)) => (user.clone(), Some(password.clone())),
             None => (None, None),
         };
         let redis = redis::RedisConnectionInfo { db: i64::from(self.db), username, password, ..Default::default() };
-        Ok(redis::ConnectionInfo {
-            addr: redis::ConnectionAddr::Tcp(host.trim_start_matches('[').trim_end_matches(']').to_string(), port),
-            redis,
-        })
+        let addr = match self.tls {
+            Some(_) => redis::ConnectionAddr::TcpTls { host, port, insecure: false, tls_params: None },
+            None => redis::ConnectionAddr::Tcp(host, port),
+        };
+        redis::ConnectionInfo { addr, redis }
     }
 }
 

@@ -35,7 +35,7 @@ impl Shared {
         let unreachable = |e: redis::RedisError| {
             Error::new(ErrorKind::Unavailable, format!("cannot reach Redis at {}: {e}", config.address))
         };
-        let client = redis::Client::open(config.connection_info()?).map_err(unreachable)?;
+        let client = config.client()?;
         let timeout = (config.ttl / 3).max(Duration::from_millis(500));
         let manager = ConnectionManagerConfig::new()
             .set_connection_timeout(timeout)

@@ -34,6 +34,8 @@ pub struct RedisServer {
     dir: PathBuf,
     port: u16,
     child: Option<Child>,
+    /// Whether the server takes TLS (only) on its port, with the kit's certificates.
+    tls: bool,
 }
 
 impl RedisServer {
@@ -44,6 +46,16 @@ impl RedisServer {
     /// If the binary is missing (the message says what to install), or the server does
     /// not answer within 30 s (the message quotes its log).
     pub fn start() -> RedisServer {
+        Self::start_with(false)
+    }
+
+    /// [`start`](Self::start), with TLS only on its port, on a certificate for 127.0.0.1
+    /// signed by a CA of the kit's ([`ca_file`](Self::ca_file)). Needs `openssl(1)`.
+    pub fn start_tls() -> RedisServer {
+        Self::start_with(true)
+    }
+
+    fn start_with(tls: bool) -> RedisServer {
         static SERVERS: AtomicU64 = AtomicU64::new(0);
         let dir = std::env::temp_dir().join(format!(
             "latchkey-testkit-redis-{}-{}",
@@ -52,7 +64,10 @@ impl RedisServer {
         ));
         let _ = fs::remove_dir_all(&dir);
         fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("testkit: cannot create {}: {e}", dir.display()));
-        let mut server = RedisServer { dir, port: free_ports(1)[0], child: None };
+        let mut server = RedisServer { dir, port: free_ports(1)[0], child: None, tls };
+        if tls {
+            crate::certs::make(&server.dir);
+        }
         server.launch();
         server
     }
@@ -63,8 +78,17 @@ impl RedisServer {
 
     fn launch(&mut self) {
         let mut command = Command::new("redis-server");
+        let port = self.port.to_string();
+        if self.tls {
+            let file = |name: &str| self.dir.join(name).display().to_string();
+            command.args(["--port", "0", "--tls-port", &port, "--tls-auth-clients", "no"]);
+            command.args(["--tls-cert-file", &file("server.pem"), "--tls-key-file", &file("server.key")]);
+            command.args(["--tls-ca-cert-file", &file("ca.pem")]);
+        } else {
+            command.args(["--port", &port]);
+        }
         command
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
             .arg("--dir")
             .arg(&self.dir)
             .arg("--logfile")
@@ -98,7 +122,11 @@ impl RedisServer {
     }
 
     fn try_cli(&self, args: &[&str]) -> Option<String> {
-        let out = Command::new("redis-cli")
+        let mut command = Command::new("redis-cli");
+        if self.tls {
+            command.arg("--tls").arg("--cacert").arg(self.ca_file());
+        }
+        let out = command
             .args(["-h", "127.0.0.1", "-p", &self.port.to_string()])
             .args(args)
             .stderr(Stdio::null())
@@ -121,9 +149,16 @@ impl RedisServer {
         self.port
     }
 
-    /// A scope URL of database 0, with extra query parameters `query` (empty for none).
+    /// The CA certificate (PEM) that signed the server's certificate ([`start_tls`](Self::start_tls)).
+    pub fn ca_file(&self) -> PathBuf {
+        self.dir.join("ca.pem")
+    }
+
+    /// A scope URL of database 0 (`rediss://` for a TLS server), with extra query
+    /// parameters `query` (empty for none).
     pub fn url(&self, query: &str) -> String {
-        let base = format!("redis://127.0.0.1:{}/0", self.port);
+        let scheme = if self.tls { "rediss" } else { "redis" };
+        let base = format!("{scheme}://127.0.0.1:{}/0", self.port);
         if query.is_empty() {
             base
         } else {
