@@ -13,6 +13,7 @@
 //!   its directory, and no hidden limit on holders;
 //! - `etcd`: `run` and `status` on the etcd scope, a hold lost with the network;
 //! - `postgres`: the same on the PostgreSQL scope, a hold lost with its server session;
+//! - `redis`: the same on the Redis scope, a hold lost with the server's keys;
 //! - `support`: the namespace, the binary and the helpers the suites share.
 
 mod support;
@@ -20,6 +21,7 @@ mod support;
 mod demo;
 mod etcd;
 mod postgres;
+mod redis;
 mod run;
 mod shell;
 mod status;
