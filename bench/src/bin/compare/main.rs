@@ -1,7 +1,7 @@
 //! `compare SUITE [--json]`: latchkey against its peers in the same run.
 //!
-//! Suites: `process`, `host`, `cluster`, `etcd`, `postgres`. Each line is one case: ours
-//! and one peer in ns per operation, measured in alternating rounds (median of 7).
+//! Suites: `process`, `host`, `cluster`, `etcd`, `postgres`, `redis`. Each line is one case:
+//! ours and one peer in ns per operation, measured in alternating rounds (median of 7).
 
 use latchkey_bench::Row;
 
@@ -10,17 +10,19 @@ mod etcd_suite;
 mod host_suite;
 mod postgres_suite;
 mod process_suite;
+mod redis_suite;
 
 fn main() {
     // A process worker of the cluster suite: this binary again, run by the cluster.
     latchkey_cluster::child_main(cluster_suite::cluster_builder());
     let args: Vec<String> = std::env::args().skip(1).collect();
-    // The child processes of the host, cluster, etcd and postgres suites: this binary
-    // again, with a hidden first argument.
+    // The child processes of the host, cluster, etcd, postgres and redis suites: this
+    // binary again, with a hidden first argument.
     if host_suite::child_main(&args)
         || cluster_suite::child_main(&args)
         || etcd_suite::child_main(&args)
         || postgres_suite::child_main(&args)
+        || redis_suite::child_main(&args)
     {
         return;
     }
@@ -39,8 +41,9 @@ fn main() {
         "cluster" => cluster_suite::run(&emit),
         "etcd" => etcd_suite::run(&emit),
         "postgres" => postgres_suite::run(&emit),
+        "redis" => redis_suite::run(&emit),
         other => {
-            eprintln!("compare: unknown suite {other:?}; suites: process, host, cluster, etcd, postgres");
+            eprintln!("compare: unknown suite {other:?}; suites: process, host, cluster, etcd, postgres, redis");
             std::process::exit(64);
         }
     }
