@@ -167,7 +167,7 @@ impl Drop for Pending {
 /// How long the first round trip of a request may take past a deadline already near.
 const FIRST_TRIP_GRACE: Duration = Duration::from_millis(250);
 /// How long after the first session ahead would lapse a waiter looks again.
-const LAPSE_MARGIN: Duration = Duration::from_millis(20);
+const LAPSE_MARGIN: Duration = Duration::from_millis(5);
 
 impl RedisLock {
     pub(crate) fn new(shared: Arc<Shared>, name: Name, capacity: u32) -> RedisLock {

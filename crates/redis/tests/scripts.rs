@@ -151,3 +151,17 @@ fn a_cede_moves_the_holder_behind_its_waiters_or_keeps_it() {
     assert_eq!(live.len(), 8, "{live:?}");
     assert_eq!((live[0].as_str(), live[3].as_str(), live[4].as_str(), live[7].as_str()), ("b:1", "1", "a:2", "0"));
 }
+
+#[test]
+fn a_names_keys_go_once_nobody_uses_it() {
+    let server = RedisServer::start();
+    let mut c = Client::new(&server, "once");
+    assert_eq!(c.enqueue("s1", 1, 1, 1, false, 500)[0], "holds");
+    assert!(c.release("s1:1"));
+    // The queue and the asks go with their last request; the marks within twice the TTL,
+    // the counter within a day.
+    let ttl = |key: &str| server.cli(&["PTTL", key]).parse::<i64>().unwrap();
+    assert_eq!(server.cli(&["EXISTS", &c.keys.queue, &c.keys.asks]), "0");
+    assert!((1..=1000).contains(&ttl(&c.keys.sessions)), "marks: {}", ttl(&c.keys.sessions));
+    assert!((1..=86_400_000).contains(&ttl(&c.keys.counter)), "counter: {}", ttl(&c.keys.counter));
+}

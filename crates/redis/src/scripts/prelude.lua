@@ -68,6 +68,8 @@ end
 -- The name's next fencing token: the counter plus one, but never below the server's time
 -- in ms times 1000, so that tokens keep increasing after a restart that lost the counter
 -- (while the server's clock does not go back, and under 1000 grants a ms on average).
+-- The counter expires a day after its last use: a counter made again starts at the floor,
+-- above every token of before, so that names used once leave no key for good.
 local function next_token()
   local token = redis.call('INCR', counter)
   local floor = now * 1000
@@ -75,10 +77,15 @@ local function next_token()
     redis.call('SET', counter, string.format('%.0f', floor))
     token = floor
   end
+  redis.call('PEXPIRE', counter, 86400000)
   return token
 end
 
--- Marks `session` alive for this name until `ttl` ms from now.
+-- Marks `session` alive for this name until `ttl` ms from now. The marks of a name go
+-- with its last live session (twice its TTL later at the latest).
 local function renew(session, ttl)
   redis.call('HSET', sessions, session, string.format('%.0f', now + tonumber(ttl)))
+  if redis.call('PTTL', sessions) < 2 * tonumber(ttl) then
+    redis.call('PEXPIRE', sessions, 2 * tonumber(ttl))
+  end
 end
