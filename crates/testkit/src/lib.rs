@@ -6,6 +6,7 @@
 //!   (Debian and Ubuntu: `apt-get install etcd-server`).
 //! - [`PostgresServer`]: a throwaway PostgreSQL server on a loopback port, run as an
 //!   unprivileged user, that a test can restart or query with `psql`.
+//! - [`cancel`]: futures dropped at random cancellation points.
 //! - [`worker`]: worker processes for fault tests (the test binary run again), bounded
 //!   waits and seeded randomness.
 //! - [`Proxy`]: a TCP forwarder that a test can cut, to play a network partition between
@@ -14,6 +15,7 @@
 //! Everything a test starts here dies with the value that started it, and with the test
 //! process.
 
+pub mod cancel;
 mod certs;
 mod counts;
 mod etcd;

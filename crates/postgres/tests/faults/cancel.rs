@@ -1,77 +1,19 @@
 //! Futures of the scope dropped at every await point leave nothing behind on the server.
 
-use std::future::Future;
-use std::pin::Pin;
-use std::task::Poll;
 use std::time::Duration;
 
 use latchkey::Scope;
+use latchkey_testkit::cancel::{granted, poll_once, Canceller};
 use latchkey_testkit::PostgresServer;
 use tokio_postgres::{Client, NoTls};
 
-use crate::support::{advisory_locks, url, wait_until, Rng, PATIENCE};
+use crate::support::{advisory_locks, url, wait_until, PATIENCE};
 
 const NAME: &str = "job";
 /// The scope's schema.
 const SCHEMA: &str = "cancel";
 /// Dropped futures per phase.
 const ROUNDS: usize = 60;
-
-/// Polls `future` once, if it is not done.
-async fn poll_once<F: Future>(mut future: Pin<&mut F>) -> Option<F::Output> {
-    std::future::poll_fn(|cx| {
-        Poll::Ready(match future.as_mut().poll(cx) {
-            Poll::Ready(output) => Some(output),
-            Poll::Pending => None,
-        })
-    })
-    .await
-}
-
-/// Drops futures at cancellation points picked at random, and says where.
-struct Canceller {
-    rng: Rng,
-    /// Where the last future was dropped.
-    point: String,
-}
-
-impl Canceller {
-    /// Runs `future` to a cancellation point, and drops it there unless it completed:
-    /// polled once, then given a random time of up to 10 ms on the scope's thread (this
-    /// thread sleeps), then dropped (as when another branch of a `select!` wins) or polled
-    /// once more first; or awaited with a timeout of 0 to 30 ms.
-    async fn run<T>(&mut self, future: impl Future<Output = T>) -> Option<T> {
-        let mut future = std::pin::pin!(future);
-        let rng = &mut self.rng;
-        if rng.below(3) < 2 {
-            let micros = [0, 1, 10, 100, 1000, rng.below(10_000)][rng.below(6) as usize];
-            let again = rng.below(2) == 0;
-            self.point = format!("{micros} µs after its first poll{}", if again { ", polled again" } else { "" });
-            if let Some(output) = poll_once(future.as_mut()).await {
-                return Some(output);
-            }
-            std::thread::sleep(Duration::from_micros(micros));
-            match again {
-                true => poll_once(future.as_mut()).await,
-                false => None,
-            }
-        } else {
-            let millis = [0, 1, 2, 5, rng.below(30)][rng.below(5) as usize];
-            self.point = format!("at a timeout of {millis} ms");
-            tokio::time::timeout(Duration::from_millis(millis), future).await.ok()
-        }
-    }
-}
-
-/// Whether a lock call that ran to its end was granted; a failure other than a timeout
-/// fails the test.
-fn granted<G>(outcome: Option<latchkey::Result<G>>) -> Option<G> {
-    match outcome? {
-        Ok(guard) => Some(guard),
-        Err(e) if e.kind() == latchkey::ErrorKind::Timeout => None,
-        Err(e) => panic!("a lock call failed: {e}"),
-    }
-}
 
 /// The requests in the schema, as `session/token`, in token order.
 async fn keys(client: &Client) -> Vec<String> {
@@ -118,7 +60,7 @@ fn dropped_futures_leave_nothing_behind() {
     let url = url(&server, SCHEMA, "3s", "");
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     runtime.block_on(async {
-        let mut cancel = Canceller { rng: Rng::from_clock("cancel"), point: String::new() };
+        let mut cancel = Canceller::from_clock("cancel");
         let (client, connection) = tokio_postgres::connect(&server.url(""), NoTls).await.unwrap();
         tokio::spawn(connection);
         let scope = Scope::connect(&url).await.unwrap();
