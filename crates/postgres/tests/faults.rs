@@ -18,6 +18,8 @@
 
 #[path = "faults/cancel.rs"]
 mod cancel;
+#[path = "common/mod.rs"]
+mod common;
 #[path = "faults/fenced.rs"]
 mod fenced;
 #[path = "faults/jepsen.rs"]

@@ -31,35 +31,10 @@ use std::time::{Duration, Instant};
 use latchkey::{ErrorKind, Scope};
 use latchkey_testkit::worker::{wait_until, Rng, PATIENCE};
 use latchkey_testkit::{PostgresServer, Proxy};
-use tokio_postgres::NoTls;
 
-/// The URL of a scope in schema `schema` of `server`, with a TTL and extra parameters.
-fn url(server: &PostgresServer, schema: &str, ttl: &str, extra: &str) -> String {
-    let query = format!("ttl={ttl}&schema={schema}");
-    server.url(&if extra.is_empty() { query } else { format!("{query}&{extra}") })
-}
+mod common;
 
-/// Another client of the server, outside latchkey, that can hold a transaction open.
-struct Outsider {
-    runtime: tokio::runtime::Runtime,
-    client: tokio_postgres::Client,
-}
-
-impl Outsider {
-    fn connect(server: &PostgresServer) -> Outsider {
-        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-        let client = runtime.block_on(async {
-            let (client, connection) = tokio_postgres::connect(&server.url(""), NoTls).await.unwrap();
-            tokio::spawn(connection);
-            client
-        });
-        Outsider { runtime, client }
-    }
-
-    fn run(&self, sql: &str) {
-        self.runtime.block_on(self.client.batch_execute(sql)).unwrap_or_else(|e| panic!("{sql}: {e}"));
-    }
-}
+use common::{url, Outsider};
 
 /// The state of the server sessions whose `application_name` is `app`.
 fn activity(server: &PostgresServer, app: &str) -> String {

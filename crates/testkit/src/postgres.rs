@@ -103,7 +103,18 @@ impl PostgresServer {
     }
 
     /// Starts (or starts again) the server on its data directory and port.
+    ///
+    /// # Panics
+    ///
+    /// If the server exits or does not answer within 30 s (the message quotes its log).
     fn launch(&mut self) {
+        if let Err(log) = self.try_launch() {
+            panic!("testkit: postgres exited:\n{log}");
+        }
+    }
+
+    /// [`launch`](Self::launch), returning the log's tail if the server exits at once.
+    fn try_launch(&mut self) -> Result<(), String> {
         let log = fs::File::options().create(true).append(true).open(self.log()).expect("testkit: open the log");
         fs::set_permissions(self.log(), fs::Permissions::from_mode(0o666)).expect("testkit: chmod the log");
         let mut command = Command::new(pg_bin("postgres"));
@@ -138,11 +149,11 @@ impl PostgresServer {
             Err(e) if e.kind() == io::ErrorKind::NotFound => panic!("testkit: cannot run postgres: {e}; {INSTALL}"),
             Err(e) => panic!("testkit: cannot run postgres: {e}"),
         }
-        self.wait_ready();
+        self.wait_ready()
     }
 
-    /// Waits until the server answers `pg_isready`.
-    fn wait_ready(&mut self) {
+    /// Waits until the server answers `pg_isready`; the log's tail if it exits first.
+    fn wait_ready(&mut self) -> Result<(), String> {
         let start = Instant::now();
         loop {
             let ready = Command::new(pg_bin("pg_isready"))
@@ -152,12 +163,13 @@ impl PostgresServer {
                 .status()
                 .map(|s| s.success());
             match ready {
-                Ok(true) => return,
+                Ok(true) => return Ok(()),
                 Err(e) => panic!("testkit: cannot run pg_isready: {e}; {INSTALL}"),
                 Ok(false) => {}
             }
             if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
-                panic!("testkit: postgres exited ({status}):\n{}", self.log_tail());
+                self.child = None;
+                return Err(format!("({status})\n{}", self.log_tail()));
             }
             assert!(start.elapsed() < TIMEOUT, "testkit: postgres did not start in {TIMEOUT:?}:\n{}", self.log_tail());
             std::thread::sleep(Duration::from_millis(50));
@@ -221,8 +233,19 @@ impl PostgresServer {
     pub fn restart(&mut self) {
         self.kill();
         // A postmaster killed outright leaves its shared memory and pid file: postgres
-        // cleans up after a dead postmaster by itself when it starts again.
-        self.launch();
+        // cleans up after a dead postmaster by itself when it starts again, but refuses to
+        // while a backend of the old one has not yet noticed and exited (it still holds the
+        // shared memory). Start again until the old backends are gone.
+        let start = Instant::now();
+        loop {
+            match self.try_launch() {
+                Ok(()) => return,
+                Err(log) if log.contains("is still in use") && start.elapsed() < TIMEOUT => {
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                Err(log) => panic!("testkit: postgres exited after a crash:\n{log}"),
+            }
+        }
     }
 
     /// Stops the server as an administrator would (a fast shutdown: SIGINT, every session

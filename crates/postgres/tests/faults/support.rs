@@ -4,12 +4,7 @@
 pub use latchkey_testkit::worker::*;
 use latchkey_testkit::PostgresServer;
 
-/// The URL of the scope in schema `schema` of `server`, with a TTL of `ttl` and extra
-/// parameters `extra` (`&`-joined, may be empty).
-pub fn url(server: &PostgresServer, schema: &str, ttl: &str, extra: &str) -> String {
-    let query = format!("ttl={ttl}&schema={schema}");
-    server.url(&if extra.is_empty() { query } else { format!("{query}&{extra}") })
-}
+pub use crate::common::url;
 
 /// The requests left in `schema` (rows, dead sessions' too).
 pub fn rows(server: &PostgresServer, schema: &str) -> i64 {
