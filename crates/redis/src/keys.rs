@@ -51,6 +51,19 @@ fn escape(name: &str) -> String {
     name.replace('%', "%25").replace('{', "%7B").replace('}', "%7D")
 }
 
+/// `text` with the characters that `SCAN MATCH` patterns give a meaning (`*?[]\`)
+/// escaped, to match itself only.
+pub fn glob_escape(text: &str) -> String {
+    let mut escaped = String::with_capacity(text.len());
+    for c in text.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            escaped.push('\\');
+        }
+        escaped.push(c);
+    }
+    escaped
+}
+
 /// The name whose queue key is `key` under `prefix`, if it is one.
 pub fn name_of_queue(prefix: &str, key: &str) -> Option<String> {
     let tagged = key.strip_prefix(prefix)?.strip_prefix(":{")?.strip_suffix("}:q")?;

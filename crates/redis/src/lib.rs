@@ -13,6 +13,7 @@ mod config;
 pub mod keys;
 mod lock;
 mod notify;
+mod requests;
 mod scope;
 pub mod scripts;
 mod session;

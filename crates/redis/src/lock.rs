@@ -39,7 +39,8 @@ pub struct RedisLock {
 struct Grant {
     /// The name's queue key.
     queue: String,
-    id: String,
+    /// The request's number in its session.
+    n: u64,
     session: Arc<Session>,
     /// Set once the request is known to be gone.
     gone: Arc<AtomicBool>,
@@ -89,17 +90,17 @@ fn flatten(value: Value) -> Vec<String> {
 struct Pending {
     lock: Arc<RedisLock>,
     session: Arc<Session>,
-    /// The request's id, once it may be queued.
-    id: Option<String>,
-    /// For a cede: the id the request moves to if the answer says it was moved.
-    moved_to: Option<String>,
+    /// The request's number, once it may be queued.
+    n: Option<u64>,
+    /// For a cede: the number the request moves to if the answer says it was moved.
+    moved_to: Option<u64>,
     /// The script that may queue (or move) it, still running.
     in_flight: Option<JoinHandle<Result<Answer>>>,
 }
 
 impl Pending {
-    fn new(lock: &Arc<RedisLock>, session: &Arc<Session>, id: Option<String>) -> Pending {
-        Pending { lock: lock.clone(), session: session.clone(), id, moved_to: None, in_flight: None }
+    fn new(lock: &Arc<RedisLock>, session: &Arc<Session>, n: Option<u64>) -> Pending {
+        Pending { lock: lock.clone(), session: session.clone(), n, moved_to: None, in_flight: None }
     }
 
     /// Runs `call` as a task of its own and waits for it.
@@ -113,21 +114,28 @@ impl Pending {
         answer
     }
 
-    fn disarm(mut self) -> String {
-        self.id.take().expect("armed until disarmed")
+    fn disarm(mut self) -> u64 {
+        self.moved_to = None;
+        self.n.take().expect("armed until disarmed")
     }
 
-    /// Withdraws the request now; if that fails, or this is dropped half way, the drop
-    /// withdraws it in the background.
+    /// Withdraws the request now (and where a cede whose answer is unknown may have moved
+    /// it); if that fails, or this is dropped half way, the drop withdraws it in the
+    /// background.
     async fn withdraw(mut self) {
-        if let Some(id) = self.id.clone() {
-            if self.lock.delete(&self.session, &id).await.is_ok() {
-                self.id = None;
+        if let Some(n) = self.n {
+            if self.session.delete(&self.lock.keys, n).await.is_ok() {
+                self.n = None;
+            }
+        }
+        if let Some(n) = self.moved_to {
+            if self.session.delete(&self.lock.keys, n).await.is_ok() {
+                self.moved_to = None;
             }
         }
     }
 
-    async fn settle<T>(self, outcome: Result<T>) -> Result<(T, String)> {
+    async fn settle<T>(self, outcome: Result<T>) -> Result<(T, u64)> {
         match outcome {
             Ok(granted) => Ok((granted, self.disarm())),
             Err(e) => {
@@ -140,25 +148,25 @@ impl Pending {
 
 impl Drop for Pending {
     fn drop(&mut self) {
-        let (id, moved_to, in_flight) = (self.id.take(), self.moved_to.take(), self.in_flight.take());
-        if id.is_none() {
+        let (n, moved_to, in_flight) = (self.n.take(), self.moved_to.take(), self.in_flight.take());
+        if n.is_none() && moved_to.is_none() {
             return;
         }
         let (lock, session) = (self.lock.clone(), self.session.clone());
         self.lock.shared.driver.background(async move {
             // What the script still running leaves queued: the request where it is, where it
             // moved, nothing (a try refused, a request gone), or either after a failure.
-            let left: Vec<String> = match in_flight {
-                None => id.into_iter().collect(),
+            let left: Vec<u64> = match in_flight {
+                None => n.into_iter().chain(moved_to).collect(),
                 Some(call) => match call.await {
-                    Ok(Ok(Answer::Holds(_) | Answer::Waits(..))) => moved_to.or(id).into_iter().collect(),
-                    Ok(Ok(Answer::Kept)) => id.into_iter().collect(),
+                    Ok(Ok(Answer::Holds(_) | Answer::Waits(..))) => moved_to.or(n).into_iter().collect(),
+                    Ok(Ok(Answer::Kept)) => n.into_iter().collect(),
                     Ok(Ok(_)) => Vec::new(),
-                    _ => id.into_iter().chain(moved_to).collect(),
+                    _ => n.into_iter().chain(moved_to).collect(),
                 },
             };
-            for id in left {
-                lock.withdraw(&session, &id).await;
+            for n in left {
+                lock.withdraw(&session, n).await;
             }
         });
     }
@@ -212,8 +220,8 @@ impl RedisLock {
         self.error(ErrorKind::Timeout, "not granted before the deadline")
     }
 
-    fn lease(&self, permits: u32, token: u64, id: String, session: Arc<Session>) -> Lease {
-        let grant = Grant { queue: self.keys.queue.clone(), id, session, gone: Arc::new(AtomicBool::new(false)) };
+    fn lease(&self, permits: u32, token: u64, n: u64, session: Arc<Session>) -> Lease {
+        let grant = Grant { queue: self.keys.queue.clone(), n, session, gone: Arc::new(AtomicBool::new(false)) };
         Lease::new(permits, token, 0).with_data(grant)
     }
 
@@ -228,25 +236,15 @@ impl RedisLock {
         invocation.invoke_async(&mut self.shared.connection.clone()).await
     }
 
-    /// Deletes request `id` once; `Ok(true)` if it was there.
-    async fn delete(&self, session: &Session, id: &str) -> std::result::Result<bool, redis::RedisError> {
-        let released: i64 = redis::from_redis_value(
-            &self.invoke(&self.shared.scripts.release, &[id.to_string(), self.keys.channel.clone()]).await?,
-        )?;
-        if released == 1 {
-            session.remove_name(&self.keys);
-        }
-        Ok(released == 1)
-    }
-
-    /// Deletes request `id`, trying again for half a TTL; then ends the session (its
-    /// requests lapse with it).
-    async fn withdraw(&self, session: &Session, id: &str) {
+    /// Deletes request `n` of `session`, trying again for half a TTL; then ends the session
+    /// (its requests lapse with it).
+    async fn withdraw(&self, session: &Session, n: u64) {
         let give_up = Instant::now() + self.shared.config.ttl / 2;
         let mut pause = Duration::from_millis(100);
         loop {
-            let Err(e) = self.delete(session, id).await else { return };
+            let Err(e) = session.delete(&self.keys, n).await else { return };
             if Instant::now() + pause > give_up {
+                let id = session.request_id(n);
                 tracing::warn!(target: "latchkey", id, "a Redis request could not be deleted; ending its session: {e}");
                 session.mark_lost();
                 return;
@@ -261,29 +259,46 @@ impl RedisLock {
         format!("{} {since} {}", std::process::id(), self.shared.host)
     }
 
-    /// Queues a request on the live session (once more on a new session if the last one
-    /// had just lapsed); the pending request withdraws it.
+    /// Queues a request on the live session (once more on a new session if that one was
+    /// lost by the time the answer came); the pending request withdraws it.
     async fn enqueue(self: &Arc<Self>, permits: u32, try_only: bool) -> Result<(Arc<Session>, Pending, Answer)> {
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let (session, pending, answer) = self.enqueue_once(permits, try_only).await?;
+            if !session.is_lost() || attempts == 2 || matches!(answer, Answer::Busy) {
+                return Ok((session, pending, answer));
+            }
+            // The session lapsed while the script ran: its mark may outlive it, but nobody
+            // renews it; the pending request withdraws the request.
+            drop(pending);
+        }
+    }
+
+    async fn enqueue_once(self: &Arc<Self>, permits: u32, try_only: bool) -> Result<(Arc<Session>, Pending, Answer)> {
         let session = self.shared.session().await.map_err(|e| self.scoped(e))?;
-        let id = format!("{}:{}", session.id, session.next_number());
-        let mut pending = Pending::new(self, &session, Some(id.clone()));
+        let n = session.next_number();
+        let mut pending = Pending::new(self, &session, Some(n));
         let (lock, call_session) = (self.clone(), session.clone());
         let args = vec![
             session.id.clone(),
-            id.rsplit_once(':').expect("session:n").1.to_string(),
+            n.to_string(),
             permits.to_string(),
             self.capacity.to_string(),
             self.ask(),
             if try_only { "1" } else { "0" }.to_string(),
             session.ttl_ms(),
         ];
+        // Known to the keep-alive before it may be queued: a renewal keeps what it finds.
+        session.requests().adding(&self.keys, n);
         let call = async move {
+            let sent = Instant::now();
             let answer = lock.invoke(&lock.shared.scripts.enqueue, &args).await;
             let answer = answer.map(Answer::parse).map_err(|e| lock.failed("enqueue", e))?;
-            if let Answer::Holds(_) | Answer::Waits(..) = answer {
-                // From now on the keep-alive renews the session on this name (not before:
-                // a renewal ahead of the request would find the session unknown there).
-                call_session.add_name(&lock.keys);
+            match answer {
+                Answer::Holds(_) | Answer::Waits(..) => call_session.queued(&lock.keys, n, sent),
+                // Nothing was queued.
+                _ => call_session.requests().removed(&lock.keys, n, true),
             }
             Ok(answer)
         };
@@ -291,7 +306,7 @@ impl RedisLock {
         if let Ok(Answer::Busy | Answer::Mismatch(_)) = answer {
             // Nothing was queued. (After a failure the request may have been queued: the
             // pending request withdraws it.)
-            pending.id = None;
+            pending.n = None;
         }
         match answer {
             Ok(Answer::Mismatch(other)) => Err(self.error(
@@ -307,11 +322,12 @@ impl RedisLock {
         }
     }
 
-    /// Waits until request `id` holds; `wake` is when to look again for a lapsed holder.
-    async fn wait_turn(&self, session: &Arc<Session>, id: &str, mut wake: Option<Duration>) -> Result<()> {
-        let mut listening = self.shared.notifications.listen(&self.keys.channel).await.map_err(|e| self.scoped(e))?;
+    /// Waits until request `n` holds; `wake` is when to look again for a lapsed holder.
+    async fn wait_turn(&self, session: &Arc<Session>, n: u64, mut wake: Option<Duration>) -> Result<()> {
+        let mut listening = self.shared.notifications.listen(&self.keys.channel).await;
+        let id = session.request_id(n);
         loop {
-            let answer = self.invoke(&self.shared.scripts.standing, &[id.to_string()]).await;
+            let answer = self.invoke(&self.shared.scripts.standing, std::slice::from_ref(&id)).await;
             match answer.map(Answer::parse) {
                 Ok(Answer::Holds(_)) => return Ok(()),
                 Ok(Answer::Waits(_, next)) => wake = next,
@@ -353,8 +369,8 @@ impl RedisLock {
             Answer::Waits(token, wake) => (token, wake),
             other => unreachable!("an enqueue that is not a try answered {other:?}"),
         };
-        let id = pending.id.clone().expect("queued");
-        let waited = self.wait_turn(&session, &id, wake);
+        let n = pending.n.expect("queued");
+        let waited = self.wait_turn(&session, n, wake);
         let outcome = match deadline {
             None => waited.await,
             Some(deadline) => tokio::select! {
@@ -363,8 +379,8 @@ impl RedisLock {
                 () = tokio::time::sleep_until(deadline.into()) => Err(self.timeout()),
             },
         };
-        let ((), id) = pending.settle(outcome).await?;
-        Ok(self.lease(permits, token, id, session))
+        let ((), n) = pending.settle(outcome).await?;
+        Ok(self.lease(permits, token, n, session))
     }
 
     async fn try_acquire_on_thread(self: Arc<Self>, permits: u32) -> Result<Option<Lease>> {
@@ -376,56 +392,74 @@ impl RedisLock {
         }
     }
 
-    async fn release_now(&self, id: &str, session: &Arc<Session>) -> Result<()> {
+    async fn release_now(&self, n: u64, session: &Arc<Session>) -> Result<()> {
         if session.is_lost() {
+            // Its requests are given back by the session's end.
             return Err(self.lost_error("the session had lapsed: the hold was already lost"));
         }
-        match self.delete(session, id).await {
+        match session.delete(&self.keys, n).await {
             Ok(true) => Ok(()),
             Ok(false) => Err(self.lost_error("the request was already gone: the hold had been lost")),
             Err(e) => {
-                let (lock, session, id) = (self.clone_arc(), session.clone(), id.to_string());
-                self.shared.driver.background(async move { lock.withdraw(&session, &id).await });
+                let (lock, session) = (self.clone_arc(), session.clone());
+                self.shared.driver.background(async move { lock.withdraw(&session, n).await });
                 Err(self.failed("release", e))
             }
         }
     }
 
     async fn cede_on_thread(self: Arc<Self>, mut pending: Pending, permits: u32, token: u64) -> Result<Lease> {
-        let (old, session) = (pending.id.clone().expect("held"), pending.session.clone());
-        let new = format!("{}:{}", session.id, session.next_number());
-        pending.moved_to = Some(new.clone());
-        let (lock, args) = (
-            self.clone(),
-            vec![
-                old.clone(),
-                session.id.clone(),
-                new.rsplit_once(':').expect("session:n").1.to_string(),
-                self.keys.channel.clone(),
-            ],
-        );
+        let (old, session) = (pending.n.expect("held"), pending.session.clone());
+        let new = session.next_number();
+        pending.moved_to = Some(new);
+        {
+            let mut requests = session.requests();
+            requests.removing(&self.keys, old);
+            requests.adding(&self.keys, new);
+        }
+        let args = vec![session.request_id(old), session.id.clone(), new.to_string()];
+        let (lock, call_session) = (self.clone(), session.clone());
         let call = async move {
-            lock.invoke(&lock.shared.scripts.cede, &args).await.map(Answer::parse).map_err(|e| lock.failed("cede", e))
+            let answer = lock.invoke(&lock.shared.scripts.cede, &args).await;
+            let answer = answer.map(Answer::parse).map_err(|e| lock.failed("cede", e))?;
+            let mut requests = call_session.requests();
+            match answer {
+                Answer::Kept => {
+                    requests.kept(&lock.keys, old);
+                    requests.removed(&lock.keys, new, true);
+                }
+                Answer::Holds(_) | Answer::Waits(..) => {
+                    requests.removed(&lock.keys, old, true);
+                    requests.added(&lock.keys, new, None);
+                }
+                _ => {
+                    requests.removed(&lock.keys, old, true);
+                    requests.removed(&lock.keys, new, true);
+                }
+            }
+            Ok(answer)
         };
         let answer = match pending.run(call).await {
             Ok(answer) => answer,
+            // Where the request is is unknown: both are withdrawn.
             Err(e) => return pending.settle(Err(e)).await.map(|(lease, _)| lease),
         };
         match answer {
             Answer::Kept => Ok(self.lease(permits, token, pending.disarm(), session)),
             Answer::Holds(token) => {
-                pending.id = Some(new);
+                pending.n = Some(new);
                 Ok(self.lease(permits, token, pending.disarm(), session))
             }
             Answer::Waits(token, wake) => {
-                pending.id = Some(new.clone());
-                let outcome = self.wait_turn(&session, &new, wake).await;
-                let ((), id) = pending.settle(outcome).await?;
-                Ok(self.lease(permits, token, id, session))
+                pending.n = Some(new);
+                pending.moved_to = None;
+                let outcome = self.wait_turn(&session, new, wake).await;
+                let ((), n) = pending.settle(outcome).await?;
+                Ok(self.lease(permits, token, n, session))
             }
             _ => {
-                pending.id = None;
-                session.remove_name(&self.keys);
+                pending.n = None;
+                pending.moved_to = None;
                 Err(self.lost_error("the request was gone: the hold had been lost"))
             }
         }
@@ -549,10 +583,10 @@ impl RawLock for RedisLock {
             Err(e) => return Box::pin(std::future::ready(Err(e))),
         };
         let lock = self.clone_arc();
-        let held = Pending::new(&lock, &grant.session, Some(grant.id.clone()));
+        let held = Pending::new(&lock, &grant.session, Some(grant.n));
         self.on_thread(async move {
-            let (id, session) = (held.id.clone().expect("held"), held.session.clone());
-            let released = lock.release_now(&id, &session).await;
+            let (n, session) = (held.n.expect("held"), held.session.clone());
+            let released = lock.release_now(n, &session).await;
             held.disarm();
             released
         })
@@ -560,9 +594,10 @@ impl RawLock for RedisLock {
 
     fn release_in_background(&self, lease: Lease) {
         let Ok(grant) = self.grant(&lease) else { return };
-        let (id, session, lock) = (grant.id.clone(), grant.session.clone(), self.clone_arc());
+        let (n, session, lock) = (grant.n, grant.session.clone(), self.clone_arc());
         self.shared.driver.background(async move {
-            if let Err(e) = lock.release_now(&id, &session).await {
+            if let Err(e) = lock.release_now(n, &session).await {
+                let id = session.request_id(n);
                 tracing::warn!(target: "latchkey", id, "releasing a dropped guard failed: {e}");
             }
         });
@@ -589,7 +624,7 @@ impl RawLock for RedisLock {
         if grant.session.is_lost() {
             return Box::pin(std::future::ready(Err(self.lost_error("the session lapsed: the hold is lost"))));
         }
-        let (lock, id, gone) = (self.clone_arc(), grant.id.clone(), grant.gone.clone());
+        let (lock, id, gone) = (self.clone_arc(), grant.session.request_id(grant.n), grant.gone.clone());
         let lost = self.lost_error("the request is gone: the hold is lost");
         self.on_thread(async move {
             let answer =
@@ -629,7 +664,7 @@ impl RawCede for RedisLock {
             Err(e) => return Box::pin(std::future::ready(Err(e))),
         };
         let lock = self.clone_arc();
-        let held = Pending::new(&lock, &grant.session, Some(grant.id.clone()));
+        let held = Pending::new(&lock, &grant.session, Some(grant.n));
         let (permits, token) = (lease.permits(), lease.token());
         let granted = self.on_thread(async move {
             let lease = lock.clone().cede_on_thread(held, permits, token).await?;

@@ -94,7 +94,7 @@ impl RawScope for RedisScope {
             driver
                 .run(async move {
                     shared.driver.wait_background().await;
-                    let pattern = format!("{}:{{*}}:q", shared.config.prefix);
+                    let pattern = format!("{}:{{*}}:q", keys::glob_escape(&shared.config.prefix));
                     let mut connection = shared.connection.clone();
                     let mut names = Vec::new();
                     let mut cursor = 0u64;

@@ -1,5 +1,5 @@
 //! The scope's server-side steps: one Lua script each (`scripts/*.lua`, after the shared
-//! `prelude.lua`), so that no interleaving of clients can break a queue. Each takes one
+//! `prelude.lua`, but `release.lua` which needs none of it), so that no interleaving of clients can break a queue. Each takes one
 //! name's four keys ([`NameKeys::script_keys`](crate::keys::NameKeys::script_keys)).
 
 use redis::Script;
@@ -7,6 +7,9 @@ use redis::Script;
 macro_rules! script {
     ($file:literal) => {
         Script::new(concat!(include_str!("scripts/prelude.lua"), "\n", include_str!($file)))
+    };
+    (bare $file:literal) => {
+        Script::new(include_str!($file))
     };
 }
 
@@ -32,7 +35,7 @@ impl Scripts {
         Scripts {
             enqueue: script!("scripts/enqueue.lua"),
             standing: script!("scripts/standing.lua"),
-            release: script!("scripts/release.lua"),
+            release: script!(bare "scripts/release.lua"),
             renew: script!("scripts/renew.lua"),
             cede: script!("scripts/cede.lua"),
             live: script!("scripts/live.lua"),

@@ -8,15 +8,16 @@
 //! lapsed there, the session is lost for good: `lost()` fires and a new session is made for
 //! new requests. A reconnect alone (a killed connection) loses nothing.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use latchkey_remote::Life;
 use redis::aio::ConnectionManager;
+use redis::Value;
 
 use crate::keys::NameKeys;
+use crate::requests::{Renewal, Requests};
 use crate::scripts::Scripts;
 
 /// One session and what is known of its life.
@@ -28,8 +29,8 @@ pub(crate) struct Session {
     ttl: Duration,
     numbers: AtomicU64,
     life: Life,
-    /// The names the session has requests on, with how many: what the keep-alive renews.
-    names: Mutex<HashMap<String, (NameKeys, usize)>>,
+    /// The session's requests by name: what the keep-alive renews and checks.
+    requests: Mutex<Requests>,
 }
 
 impl Session {
@@ -42,7 +43,7 @@ impl Session {
             ttl,
             numbers: AtomicU64::new(0),
             life: Life::new(Instant::now() + validity(ttl)),
-            names: Mutex::default(),
+            requests: Mutex::default(),
         });
         tokio::spawn(keep_alive(session.clone()));
         Ok(session)
@@ -58,6 +59,11 @@ impl Session {
         self.numbers.fetch_add(1, Ordering::Relaxed) + 1
     }
 
+    /// The id of request `n` of this session.
+    pub fn request_id(&self, n: u64) -> String {
+        format!("{}:{n}", self.id)
+    }
+
     /// Whether the session is lost: cheap, and true from the instant its validity ends.
     pub fn is_lost(&self) -> bool {
         self.life.is_lost()
@@ -65,10 +71,6 @@ impl Session {
 
     fn valid_until(&self) -> Instant {
         self.life.valid_until()
-    }
-
-    fn renewed(&self, sent: Instant) {
-        self.life.extend_to(sent + validity(self.ttl));
     }
 
     /// Marks the session lost.
@@ -81,25 +83,44 @@ impl Session {
         self.life.lost().await
     }
 
-    /// Records a request of the session on the name of `keys` (the keep-alive renews it).
-    pub fn add_name(&self, keys: &NameKeys) {
-        let mut names = self.names.lock().unwrap_or_else(|e| e.into_inner());
-        names.entry(keys.queue.clone()).or_insert_with(|| (keys.clone(), 0)).1 += 1;
+    /// The session's requests.
+    pub fn requests(&self) -> MutexGuard<'_, Requests> {
+        self.requests.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Records that a request of the session on the name of `keys` is gone.
-    pub fn remove_name(&self, keys: &NameKeys) {
-        let mut names = self.names.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(entry) = names.get_mut(&keys.queue) {
-            entry.1 -= 1;
-            if entry.1 == 0 {
-                names.remove(&keys.queue);
-            }
+    /// Records that a script sent at `sent`, which renewed the session's mark on the name of
+    /// `keys`, answered that request `n` is queued there.
+    pub fn queued(&self, keys: &NameKeys, n: u64, sent: Instant) {
+        if let Some(renewed) = self.requests().added(keys, n, Some(sent)) {
+            self.life.cap(renewed + validity(self.ttl));
         }
     }
 
-    fn names(&self) -> Vec<NameKeys> {
-        self.names.lock().unwrap_or_else(|e| e.into_inner()).values().map(|(keys, _)| keys.clone()).collect()
+    /// Deletes request `n` on the name of `keys` once (and publishes if anyone is left);
+    /// `Ok(true)` if it was there.
+    pub async fn delete(&self, keys: &NameKeys, n: u64) -> Result<bool, redis::RedisError> {
+        self.requests().removing(keys, n);
+        let mut invocation = self.scripts.release.prepare_invoke();
+        for key in keys.script_keys() {
+            invocation.key(key);
+        }
+        invocation.arg(self.request_id(n)).arg(&keys.channel);
+        let found: i64 = invocation.invoke_async(&mut self.connection.clone()).await?;
+        self.requests().removed(keys, n, found == 1);
+        Ok(found == 1)
+    }
+
+    /// Deletes every request of the session (once it is lost: its holds are lost already,
+    /// and others need not wait for them to lapse).
+    pub async fn give_back(&self) {
+        let all = self.requests().all();
+        for (keys, numbers) in all {
+            for n in numbers {
+                if let Err(e) = self.delete(&keys, n).await {
+                    tracing::debug!(target: "latchkey", session = self.id, "giving back a lost request failed: {e}");
+                }
+            }
+        }
     }
 }
 
@@ -109,50 +130,109 @@ fn validity(ttl: Duration) -> Duration {
     ttl.saturating_sub((ttl / 20).max(Duration::from_millis(50)))
 }
 
+/// How soon the keep-alive tries again after a renewal failed.
+const RETRY_PAUSE: Duration = Duration::from_millis(100);
+
+/// What a name answered to a renewal.
+#[derive(Debug, PartialEq, Eq)]
+enum Renewed {
+    /// The session lives there; these requests that had to be there were not.
+    Yes { missing: Vec<u64> },
+    /// The session had lapsed there (its requests there are gone).
+    Lapsed,
+}
+
+impl Renewed {
+    fn parse(value: Value) -> Renewed {
+        let words: Vec<String> = redis::from_redis_value(&value).unwrap_or_default();
+        match words.first().map(String::as_str) {
+            Some("renewed") => Renewed::Yes { missing: words[1..].iter().filter_map(|n| n.parse().ok()).collect() },
+            _ => Renewed::Lapsed,
+        }
+    }
+}
+
+/// Renews the session on every name of `renewals`, in one pipeline (the script loaded
+/// again if the server lost it).
+async fn renew(session: &Session, renewals: &[Renewal]) -> Result<Vec<Renewed>, redis::RedisError> {
+    let mut connection = session.connection.clone();
+    if renewals.is_empty() {
+        let _: String = redis::cmd("PING").query_async(&mut connection).await?;
+        return Ok(Vec::new());
+    }
+    let numbers = |ns: &[u64]| ns.iter().map(u64::to_string).collect::<Vec<_>>().join(" ");
+    let mut pipe = redis::pipe();
+    for renewal in renewals {
+        let mut invocation = session.scripts.renew.prepare_invoke();
+        for key in renewal.keys.script_keys() {
+            invocation.key(key);
+        }
+        invocation.arg(&session.id).arg(session.ttl_ms()).arg(numbers(&renewal.queued)).arg(numbers(&renewal.ghosts));
+        pipe.invoke_script(&invocation);
+    }
+    let answers: Vec<Value> = match pipe.query_async(&mut connection).await {
+        Err(e) if e.kind() == redis::ErrorKind::NoScriptError => {
+            session.scripts.renew.prepare_invoke().load_async(&mut connection).await?;
+            pipe.query_async(&mut connection).await?
+        }
+        answers => answers?,
+    };
+    Ok(answers.into_iter().map(Renewed::parse).collect())
+}
+
 /// Renews `session` on every name it has requests on, every third of its TTL, until it is
-/// lost. A name that answers that the session had lapsed there loses the session.
+/// lost. A name that answers that the session had lapsed there, or that a request the
+/// session holds or awaits there is gone, loses the session; its requests are then given
+/// back.
 async fn keep_alive(session: Arc<Session>) {
     let interval = session.ttl / 3;
     loop {
         let sent = Instant::now();
-        let names = session.names();
-        let mut connection = session.connection.clone();
-        let renewals = async {
-            let mut all = true;
-            for keys in &names {
-                let mut invocation = session.scripts.renew.prepare_invoke();
-                for key in keys.script_keys() {
-                    invocation.key(key);
-                }
-                invocation.arg(&session.id).arg(session.ttl_ms());
-                let answer: i64 = invocation.invoke_async(&mut connection).await?;
-                all &= answer == 1;
-            }
-            if names.is_empty() {
-                let _: String = redis::cmd("PING").query_async(&mut connection).await?;
-            }
-            Ok::<bool, redis::RedisError>(all)
-        };
+        let renewals = session.requests().renewals();
         let remaining = session.valid_until().saturating_duration_since(Instant::now());
-        match tokio::time::timeout(remaining, renewals).await {
-            Ok(Ok(true)) => session.renewed(sent),
-            Ok(Ok(false)) => {
-                tracing::warn!(target: "latchkey", session = session.id, "the Redis session had lapsed: its locks are lost");
-                session.mark_lost();
-                return;
+        let mut next = sent + interval;
+        match tokio::time::timeout(remaining, renew(&session, &renewals)).await {
+            Ok(Ok(answers)) => {
+                let mut requests = session.requests();
+                let mut lost = false;
+                for (renewal, answer) in renewals.iter().zip(answers) {
+                    let queue = &renewal.keys.queue;
+                    // Only what is still queued counts: a request released meanwhile is gone
+                    // as it should be.
+                    match answer {
+                        Renewed::Yes { missing } => {
+                            lost |= missing.iter().any(|n| requests.is_queued(queue, *n));
+                            requests.renewed(queue, sent);
+                        }
+                        Renewed::Lapsed => lost |= renewal.queued.iter().any(|n| requests.is_queued(queue, *n)),
+                    }
+                }
+                if lost {
+                    drop(requests);
+                    tracing::warn!(target: "latchkey", session = session.id, "the Redis session had lapsed: its locks are lost");
+                    session.mark_lost();
+                    break;
+                }
+                session.life.extend_to(requests.sure_since(sent) + validity(session.ttl));
             }
-            Ok(Err(e)) => tracing::debug!(target: "latchkey", session = session.id, "a Redis renewal failed: {e}"),
+            Ok(Err(e)) => {
+                // Most often a connection killed or dropped: the connection manager connects
+                // again at once; try again soon rather than a third of a TTL later.
+                tracing::debug!(target: "latchkey", session = session.id, "a Redis renewal failed: {e}");
+                next = next.min(Instant::now() + RETRY_PAUSE);
+            }
             Err(_) => {}
         }
         if session.is_lost() {
             tracing::warn!(target: "latchkey", session = session.id, "the Redis session lapsed: its locks are lost");
-            return;
+            break;
         }
         tokio::select! {
-            () = tokio::time::sleep_until((sent + interval).into()) => {}
-            () = session.lost() => return,
+            () = tokio::time::sleep_until(next.into()) => {}
+            () = session.lost() => break,
         }
     }
+    session.give_back().await;
 }
 
 /// 16 random hex digits.

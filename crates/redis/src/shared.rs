@@ -47,6 +47,7 @@ impl Shared {
                 Error::new(ErrorKind::Unavailable, format!("cannot reach Redis at {}: no answer", config.address))
             })?
             .map_err(unreachable)?;
+        check_server(&mut connection.clone(), &config).await?;
         let notifications = Notifications::start(client).await?;
         let host =
             std::fs::read_to_string("/proc/sys/kernel/hostname").map_or_else(|_| "?".into(), |h| h.trim().into());
@@ -93,14 +94,60 @@ impl Shared {
         Ok(session)
     }
 
-    /// Ends the session (its requests lapse with it, or are given back first by the
-    /// caller) and refuses new work.
+    /// Ends the session, gives back what it still has queued, and refuses new work.
     pub async fn close(&self) {
         self.closed.store(true, Ordering::Release);
         if let Some(session) = self.session.lock().await.take() {
             session.mark_lost();
+            session.give_back().await;
         }
     }
+}
+
+/// Refuses a server the scope cannot keep its promises on: older than Redis 5 (scripts
+/// that read `TIME`, then write, need the replication of effects), or one that may evict
+/// keys (a lock's keys evicted would let two holders hold it). A server that does not let
+/// its configuration be read (`CONFIG` renamed or denied, as on some managed services) is
+/// taken as it is, with a warning.
+async fn check_server(connection: &mut ConnectionManager, config: &Config) -> Result<()> {
+    let refuse = |why: String| Error::new(ErrorKind::Unsupported, format!("Redis at {}: {why}", config.address));
+    let info: String = redis::cmd("INFO")
+        .arg("server")
+        .query_async(connection)
+        .await
+        .map_err(|e| Error::new(ErrorKind::Unavailable, format!("Redis INFO at {} failed: {e}", config.address)))?;
+    let version = info.lines().find_map(|line| line.strip_prefix("redis_version:")).unwrap_or("0").trim();
+    let major: u32 = version.split('.').next().and_then(|m| m.parse().ok()).unwrap_or(0);
+    if major < 5 {
+        return Err(refuse(format!("version {version}; the scope needs Redis 5 or later")));
+    }
+    let settings: std::result::Result<Vec<String>, _> =
+        redis::cmd("CONFIG").arg("GET").arg("maxmemory*").query_async(connection).await;
+    match settings {
+        Ok(settings) => {
+            let setting = |name: &str| {
+                settings
+                    .chunks(2)
+                    .find(|pair| pair[0] == name)
+                    .and_then(|pair| pair.get(1))
+                    .cloned()
+                    .unwrap_or_default()
+            };
+            let (limit, policy) = (setting("maxmemory"), setting("maxmemory-policy"));
+            if limit != "0" && !limit.is_empty() && policy != "noeviction" {
+                return Err(refuse(format!(
+                    "it may evict keys (maxmemory {limit}, maxmemory-policy {policy}): a lock's keys evicted would \
+                     let two holders hold it; set maxmemory-policy noeviction (or maxmemory 0)"
+                )));
+            }
+        }
+        Err(e) => tracing::warn!(
+            target: "latchkey",
+            "cannot read the eviction policy of Redis at {} ({e}): make sure it is noeviction",
+            config.address
+        ),
+    }
+    Ok(())
 }
 
 impl Drop for Shared {

@@ -8,6 +8,8 @@
 //! - `fenced`: the fenced resources, on a server of their own;
 //! - `server`: the scope's connection killed (`CLIENT KILL`), the server restarted without
 //!   persistence;
+//! - `review`: what an adversarial review found (answers lost after the script ran, a
+//!   lost session's requests, `list` under a glob-like prefix, a server that may evict);
 //! - `waiting`: a waiter's commands counted; readers against a waiting writer;
 //! - `worker`: the jobs of worker processes (this binary run again).
 
@@ -21,6 +23,8 @@ mod fenced;
 mod jepsen;
 #[path = "faults/processes.rs"]
 mod processes;
+#[path = "faults/review.rs"]
+mod review;
 #[path = "faults/server.rs"]
 mod server;
 #[path = "faults/waiting.rs"]

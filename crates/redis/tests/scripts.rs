@@ -121,8 +121,38 @@ fn the_requests_of_a_lapsed_session_are_dropped_by_whoever_looks_next() {
     assert!((0..=200).contains(&wake), "look again when the holder's session lapses: {wake} ms");
     std::thread::sleep(std::time::Duration::from_millis(300));
     assert_eq!(c.standing("live:1"), "holds", "the lapsed holder is gone");
-    assert_eq!(c.run(|s| &s.renew, &["dead", "1000"]), ["0"], "a lapsed session learns it when it renews");
-    assert_eq!(c.run(|s| &s.renew, &["live", "1000"]), ["1"]);
+    assert_eq!(
+        c.run(|s| &s.renew, &["dead", "1000", "1", ""]),
+        ["lapsed"],
+        "a lapsed session learns it when it renews"
+    );
+    assert_eq!(c.run(|s| &s.renew, &["live", "1000", "1", ""]), ["renewed"]);
+    assert_eq!(c.run(|s| &s.renew, &["live", "1000", "1 7", ""]), ["renewed", "7"], "request live:7 is not there");
+}
+
+/// A renewal drops the session's ghosts (requests withdrawn while the script that queued
+/// them was under way) and keeps the rest.
+#[test]
+fn a_renewal_drops_the_ghosts_it_is_given() {
+    let server = RedisServer::start();
+    let mut c = Client::new(&server, "ghost");
+    assert_eq!(c.enqueue("s", 1, 1, 1, false, TTL)[0], "holds");
+    assert_eq!(c.enqueue("s", 2, 1, 1, false, TTL)[0], "waits");
+    assert_eq!(c.run(|s| &s.renew, &["s", "1000", "1", "2"]), ["renewed"]);
+    assert_eq!(c.standing("s:2"), "gone", "the ghost was dropped");
+    assert_eq!(c.standing("s:1"), "holds", "the rest is kept");
+}
+
+/// A request whose ask is missing (keys deleted by hand, or evicted) is dropped by the next
+/// look instead of failing every script on the name.
+#[test]
+fn a_request_without_its_ask_is_dropped_not_an_error() {
+    let server = RedisServer::start();
+    let mut c = Client::new(&server, "noask");
+    assert_eq!(c.enqueue("a", 1, 1, 1, false, TTL)[0], "holds");
+    let asks = latchkey_redis::keys::NameKeys::new("lk", "noask").asks;
+    server.cli(&["DEL", &asks]);
+    assert_eq!(c.enqueue("b", 1, 1, 1, false, TTL)[0], "holds");
 }
 
 #[test]

@@ -60,6 +60,19 @@ impl Life {
         }
     }
 
+    /// Records that the session is sure to live no later than `until` (a request whose
+    /// server-side renewal was sent earlier than the last renewal counted): shortens the
+    /// validity if it ends later.
+    pub fn cap(&self, until: Instant) {
+        let mut state = self.state();
+        if until < state.valid_until {
+            state.valid_until = until;
+            drop(state);
+            // Wake whoever sleeps until the old end (`lost`).
+            self.lost_tx.send_modify(|_| {});
+        }
+    }
+
     /// Marks the session lost.
     pub fn mark_lost(&self) {
         self.state().lost = true;
@@ -106,6 +119,17 @@ mod tests {
         life.extend_to(start + Duration::from_secs(1));
         assert_eq!(life.valid_until(), start + Duration::from_secs(3));
         life.mark_lost();
+        assert!(life.is_lost());
+    }
+
+    #[test]
+    fn a_cap_shortens_the_validity_and_wakes_whoever_waits_for_the_loss() {
+        let life = std::sync::Arc::new(Life::new(Instant::now() + Duration::from_secs(60)));
+        let waiter = life.clone();
+        let lost = std::thread::spawn(move || latchkey_model::block_on_until(waiter.lost(), None).unwrap());
+        std::thread::sleep(Duration::from_millis(50));
+        life.cap(Instant::now() + Duration::from_millis(20));
+        lost.join().unwrap();
         assert!(life.is_lost());
     }
 }

@@ -94,6 +94,8 @@ impl RedisServer {
             .arg("--logfile")
             .arg(self.log())
             .args(["--daemonize", "no", "--protected-mode", "no"])
+            // DEBUG SLEEP plays a server that stalls (tests of answers lost after a script ran).
+            .args(["--enable-debug-command", "local"])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null());

@@ -3,14 +3,13 @@
 -- the session's TTL in ms. Answers {'holds', token}, {'waits', token, wake_ms},
 -- {'busy'} (a try that would wait) or {'mismatch', capacity in use}.
 local session, permits, capacity = ARGV[1], tonumber(ARGV[3]), tonumber(ARGV[4])
-sweep()
+local live = live_requests()
 local total = 0
-for _, id in ipairs(redis.call('ZRANGE', queue, 0, -1)) do
-  local p, c = ask_of(id)
-  if c ~= capacity then
-    return {'mismatch', c}
+for _, request in ipairs(live) do
+  if request[3] ~= capacity then
+    return {'mismatch', request[3]}
   end
-  total = total + p
+  total = total + request[2]
 end
 if ARGV[6] == '1' and total + permits > capacity then
   return {'busy'}
@@ -23,5 +22,6 @@ renew(session, ARGV[7])
 if total + permits <= capacity then
   return {'holds', token}
 end
-local _, wake = standing(id)
+live[#live + 1] = {id, permits, capacity, session}
+local _, wake = standing(live, id)
 return {'waits', token, wake or -1}

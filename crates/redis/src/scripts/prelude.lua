@@ -1,63 +1,65 @@
--- What every script of the Redis scope starts with. KEYS are one name's keys, all of one
--- hash tag (see keys.rs): the queue (a sorted set of request ids by token), what each
--- request asks (a hash: id -> "permits capacity pid since_ms host"), the token counter,
--- and until when each session lives for this name (a hash: session -> server ms).
--- Time is the server's (TIME), never a client's.
+-- What every script of the Redis scope but `release.lua` starts with. KEYS are one name's
+-- keys, all of one hash tag (see keys.rs): the queue (a sorted set of request ids by
+-- token), what each request asks (a hash: id -> "permits capacity pid since_ms host"), the
+-- token counter, and until when each session lives for this name (a hash: session ->
+-- server ms). Time is the server's (TIME), never a client's.
 local queue, asks, counter, sessions = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local clock = redis.call('TIME')
 local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
+-- The name's channel: the queue's key with `c` for `q`.
+local channel = string.sub(queue, 1, -2) .. 'c'
 
--- A request id is "session:n".
-local function session_of(id)
-  return string.match(id, '^([^:]+):')
+-- Until when each session lives here (server ms; 0 if it has no mark), read once a script.
+local lives = {}
+local function life_of(session)
+  local until_ms = lives[session]
+  if until_ms == nil then
+    until_ms = tonumber(redis.call('HGET', sessions, session) or '0') or 0
+    lives[session] = until_ms
+  end
+  return until_ms
 end
 
-local function alive(session)
-  local until_ms = redis.call('HGET', sessions, session)
-  return until_ms ~= false and tonumber(until_ms) > now
-end
-
--- Deletes the requests of sessions that lapsed, and the lapsed sessions; true if a request went.
-local function sweep()
-  local gone = false
+-- The live requests in queue order, as {id, permits, capacity}. Deletes on the way the
+-- requests of sessions that lapsed, and any whose ask is missing or malformed (keys
+-- deleted by hand or evicted); publishes if some went and some are left, so that the
+-- waiters look again.
+local function live_requests()
+  local live, gone = {}, false
   for _, id in ipairs(redis.call('ZRANGE', queue, 0, -1)) do
-    if not alive(session_of(id)) then
+    local session, permits, capacity = string.match(id, '^([^:]+):'), nil, nil
+    if session and life_of(session) > now then
+      permits, capacity = string.match(redis.call('HGET', asks, id) or '', '^(%d+) (%d+)')
+    end
+    if permits then
+      live[#live + 1] = {id, tonumber(permits), tonumber(capacity), session}
+    else
       redis.call('ZREM', queue, id)
       redis.call('HDEL', asks, id)
       gone = true
     end
   end
-  local marks = redis.call('HGETALL', sessions)
-  for i = 1, #marks, 2 do
-    if tonumber(marks[i + 1]) <= now then
-      redis.call('HDEL', sessions, marks[i])
-    end
+  if gone and #live > 0 then
+    redis.call('PUBLISH', channel, '')
   end
-  return gone
+  return live
 end
 
--- The permits and capacity request `id` asks for.
-local function ask_of(id)
-  local permits, capacity = string.match(redis.call('HGET', asks, id), '^(%d+) (%d+)')
-  return tonumber(permits), tonumber(capacity)
-end
-
--- Where request `id` stands, by the one rule of every scope: it holds when the permits of
--- the requests before it plus its own fit the capacity (FIFO, no barging). Answers
--- 'holds', 'waits' (and in how many ms the first session ahead of it lapses unless it
--- renews: when to look again for a holder that died) or 'gone'.
-local function standing(id)
+-- Where request `id` stands among `live`, by the one rule of every scope: it holds when
+-- the permits of the requests before it plus its own fit the capacity (FIFO, no
+-- barging). Answers 'holds', 'waits' (and in how many ms the first session ahead of it
+-- lapses unless it renews: when to look again for a holder that died) or 'gone'.
+local function standing(live, id)
   local before, wake = 0, nil
-  for _, other in ipairs(redis.call('ZRANGE', queue, 0, -1)) do
-    local permits, capacity = ask_of(other)
-    if other == id then
-      if before + permits <= capacity then
+  for _, request in ipairs(live) do
+    if request[1] == id then
+      if before + request[2] <= request[3] then
         return 'holds', nil
       end
       return 'waits', wake
     end
-    before = before + permits
-    local left = tonumber(redis.call('HGET', sessions, session_of(other)) or 0) - now
+    before = before + request[2]
+    local left = lives[request[4]] - now
     if wake == nil or left < wake then
       wake = left
     end
@@ -85,6 +87,7 @@ end
 -- with its last live session (twice its TTL later at the latest).
 local function renew(session, ttl)
   redis.call('HSET', sessions, session, string.format('%.0f', now + tonumber(ttl)))
+  lives[session] = now + tonumber(ttl)
   if redis.call('PTTL', sessions) < 2 * tonumber(ttl) then
     redis.call('PEXPIRE', sessions, 2 * tonumber(ttl))
   end

@@ -49,11 +49,26 @@ impl Fence {
         value.unwrap_or(0)
     }
 
-    /// Reads the value and writes it plus one with `token` (a read-modify-write that only
-    /// mutual exclusion keeps whole): the value written, if the resource took it.
-    pub fn increment(&self, token: u64) -> Option<i64> {
-        let next = self.value() + 1;
+    /// Reads the value with `token` (the resource then refuses every lower token, as a fenced
+    /// store checks the token at every access), waits, and unless `lost()` says the hold is
+    /// lost by then, writes it plus one with `token` (a read-modify-write that only mutual
+    /// exclusion keeps whole): the value written, if the resource took it.
+    pub fn increment(&self, token: u64, lost: impl Fn() -> bool) -> Option<i64> {
+        let read = Script::new(
+            "local last = tonumber(redis.call('GET', KEYS[2]) or '0')
+             if last > tonumber(ARGV[1]) then return false end
+             redis.call('SET', KEYS[2], ARGV[1])
+             return tonumber(redis.call('GET', KEYS[1]) or '0')",
+        );
+        let mut connection = self.connection.clone();
+        let mut invocation = read.key(&self.name);
+        invocation.key(format!("{}:token", self.name)).arg(token.to_string());
+        let value: Option<i64> = self.rt.block_on(invocation.invoke_async(&mut connection)).expect("a fenced read");
         std::thread::sleep(std::time::Duration::from_millis(10));
+        let next = value? + 1;
+        if lost() {
+            return None;
+        }
         self.write(token, next).then_some(next)
     }
 }

@@ -43,6 +43,8 @@ fn a_fenced_counter_loses_no_update_under_faults() {
                     rejected += 1;
                 } else if line == "done" {
                     done[i] = true;
+                } else {
+                    println!("jepsen: worker {i}: {line}");
                 }
             }
         }

@@ -52,7 +52,8 @@ fn act(scope: &Scope, name: &str, fence: &Fence) {
 }
 
 /// `count URL NAME FENCE_URL KEY N`: N times, takes the mutex and increments the fenced
-/// value (`inc VALUE` when the resource took it, `rejected` when it did not); a lock that
+/// value as a careful holder does (`inc VALUE` when the resource took it, `rejected` when it
+/// did not or the hold was lost before the write); a lock that
 /// fails is taken again (`retry ERROR`). Reports `done` at the end.
 fn count(scope: &Scope, name: &str, fence: &Fence, n: usize) {
     let mut done = 0;
@@ -65,7 +66,7 @@ fn count(scope: &Scope, name: &str, fence: &Fence, n: usize) {
                 continue;
             }
         };
-        match fence.increment(guard.fencing_token()) {
+        match fence.increment(guard.fencing_token(), || guard.is_lost()) {
             Some(value) => {
                 say(format!("inc {value}"));
                 done += 1;
