@@ -23,6 +23,7 @@ use latchkey_remote::Unclaimed;
 use redis::Value;
 use tokio::task::JoinHandle;
 
+use crate::direct::Failure;
 use crate::keys::NameKeys;
 use crate::session::Session;
 use crate::shared::Shared;
@@ -280,15 +281,7 @@ impl RedisLock {
         let n = session.next_number();
         let mut pending = Pending::new(self, &session, Some(n));
         let (lock, call_session) = (self.clone(), session.clone());
-        let args = vec![
-            session.id.clone(),
-            n.to_string(),
-            permits.to_string(),
-            self.capacity.to_string(),
-            self.ask(),
-            if try_only { "1" } else { "0" }.to_string(),
-            session.ttl_ms(),
-        ];
+        let args = self.enqueue_args(&session, n, permits, try_only);
         // Known to the keep-alive before it may be queued: a renewal keeps what it finds.
         session.requests().adding(&self.keys, n);
         let call = async move {
@@ -309,17 +302,116 @@ impl RedisLock {
             pending.n = None;
         }
         match answer {
-            Ok(Answer::Mismatch(other)) => Err(self.error(
-                ErrorKind::CapacityMismatch,
-                format!(
-                    "asked for as {}, but it is in use as {}",
-                    describe_capacity(self.capacity),
-                    describe_capacity(other)
-                ),
-            )),
+            Ok(Answer::Mismatch(other)) => Err(self.mismatch(other)),
             Ok(answer) => Ok((session, pending, answer)),
             Err(e) => Err(e),
         }
+    }
+
+    fn mismatch(&self, other: u32) -> Error {
+        self.error(
+            ErrorKind::CapacityMismatch,
+            format!(
+                "asked for as {}, but it is in use as {}",
+                describe_capacity(self.capacity),
+                describe_capacity(other)
+            ),
+        )
+    }
+
+    /// The arguments of `enqueue.lua` for request `n` of `session`.
+    fn enqueue_args(&self, session: &Session, n: u64, permits: u32, try_only: bool) -> Vec<String> {
+        vec![
+            session.id.clone(),
+            n.to_string(),
+            permits.to_string(),
+            self.capacity.to_string(),
+            self.ask(),
+            if try_only { "1" } else { "0" }.to_string(),
+            session.ttl_ms(),
+        ]
+    }
+
+    /// An enqueue on the caller's thread (see `direct.rs`), if nothing in the background
+    /// must come first and a session lives; `None` to take the scope's thread instead.
+    fn enqueue_direct(&self, permits: u32, try_only: bool) -> Option<Result<(Arc<Session>, u64, Answer)>> {
+        if !self.shared.driver.is_idle() {
+            return None;
+        }
+        let session = self.shared.current_session()?;
+        let n = session.next_number();
+        let args = self.enqueue_args(&session, n, permits, try_only);
+        let mut invocation = self.shared.scripts.enqueue.prepare_invoke();
+        for key in self.keys.script_keys() {
+            invocation.key(key);
+        }
+        for arg in &args {
+            invocation.arg(arg);
+        }
+        session.requests().adding(&self.keys, n);
+        let sent = Instant::now();
+        let answer = self.shared.direct.invoke(&invocation).map(Answer::parse);
+        if let Err(Failure { stale: true, .. }) = answer {
+            // It may have been queued: the scope's thread tries again once it is withdrawn.
+            self.withdraw_in_background(&session, n);
+            return None;
+        }
+        Some(match answer {
+            Ok(answer @ (Answer::Holds(_) | Answer::Waits(..))) => {
+                session.queued(&self.keys, n, sent);
+                if session.is_lost() {
+                    // Lapsed while the script ran: the scope's thread tries on a new session
+                    // once this request is withdrawn.
+                    self.withdraw_in_background(&session, n);
+                    return None;
+                }
+                Ok((session, n, answer))
+            }
+            Ok(answer) => {
+                // Nothing was queued.
+                session.requests().removed(&self.keys, n, true);
+                match answer {
+                    Answer::Mismatch(other) => Err(self.mismatch(other)),
+                    answer => Ok((session, n, answer)),
+                }
+            }
+            Err(failure) => {
+                // It may have been queued.
+                self.withdraw_in_background(&session, n);
+                Err(self.failed("enqueue", failure.error))
+            }
+        })
+    }
+
+    fn withdraw_in_background(&self, session: &Arc<Session>, n: u64) {
+        let (lock, session) = (self.clone_arc(), session.clone());
+        self.shared.driver.background(async move { lock.withdraw(&session, n).await });
+    }
+
+    /// Waits on the scope's thread for request `n`, queued on the caller's thread, to hold.
+    fn wait_queued(
+        &self,
+        session: Arc<Session>,
+        n: u64,
+        (permits, token, wake): (u32, u64, Option<Duration>),
+        deadline: Option<Instant>,
+    ) -> Result<Lease> {
+        let lock = self.clone_arc();
+        let granted = self.on_thread(async move {
+            let pending = Pending::new(&lock, &session, Some(n));
+            let waited = lock.wait_turn(&session, n, wake);
+            let outcome = match deadline {
+                None => waited.await,
+                Some(deadline) => tokio::select! {
+                    biased;
+                    granted = waited => granted,
+                    () = tokio::time::sleep_until(deadline.into()) => Err(lock.timeout()),
+                },
+            };
+            let ((), n) = pending.settle(outcome).await?;
+            Ok(Unclaimed::new(lock.lease(permits, token, n, session), lock.clone()))
+        });
+        block_on_until(granted, None).expect("no deadline").map(Unclaimed::claim)
     }
 
     /// Waits until request `n` holds; `wake` is when to look again for a lapsed holder.
@@ -401,8 +493,7 @@ impl RedisLock {
             Ok(true) => Ok(()),
             Ok(false) => Err(self.lost_error("the request was already gone: the hold had been lost")),
             Err(e) => {
-                let (lock, session) = (self.clone_arc(), session.clone());
-                self.shared.driver.background(async move { lock.withdraw(&session, n).await });
+                self.withdraw_in_background(session, n);
                 Err(self.failed("release", e))
             }
         }
@@ -542,7 +633,13 @@ impl RawLock for RedisLock {
     }
 
     fn try_acquire(&self, permits: u32) -> Result<Option<Lease>> {
-        block_on_until(self.try_acquire_async(permits), None).expect("no deadline")
+        self.check_request(permits)?;
+        match self.enqueue_direct(permits, true) {
+            None => block_on_until(self.try_acquire_async(permits), None).expect("no deadline"),
+            Some(Err(e)) => Err(e),
+            Some(Ok((session, n, Answer::Holds(token)))) => Ok(Some(self.lease(permits, token, n, session))),
+            Some(Ok(_)) => Ok(None),
+        }
     }
 
     fn try_acquire_async(&self, permits: u32) -> BoxFuture<'_, Result<Option<Lease>>> {
@@ -570,11 +667,34 @@ impl RawLock for RedisLock {
     }
 
     fn acquire_blocking(&self, permits: u32, deadline: Option<Instant>) -> Result<Lease> {
-        block_on_until(self.acquire(permits, deadline), None).expect("no deadline")
+        self.check_request(permits)?;
+        match self.enqueue_direct(permits, false) {
+            None => block_on_until(self.acquire(permits, deadline), None).expect("no deadline"),
+            Some(Err(e)) => Err(e),
+            Some(Ok((session, n, Answer::Holds(token)))) => Ok(self.lease(permits, token, n, session)),
+            Some(Ok((session, n, Answer::Waits(token, wake)))) => {
+                self.wait_queued(session, n, (permits, token, wake), deadline)
+            }
+            Some(Ok((_, _, other))) => unreachable!("an enqueue that is not a try answered {other:?}"),
+        }
     }
 
     fn release(&self, lease: Lease) -> Result<()> {
-        block_on_until(self.release_async(lease), None).expect("no deadline")
+        let grant = self.grant(&lease)?;
+        let session = &grant.session;
+        if session.is_lost() {
+            return Err(self.lost_error("the session had lapsed: the hold was already lost"));
+        }
+        // On the caller's thread (see `direct.rs`); on the scope's if a kept connection broke.
+        match session.delete_direct(&self.shared.direct, &self.keys, grant.n) {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(self.lost_error("the request was already gone: the hold had been lost")),
+            Err(Failure { stale: true, .. }) => block_on_until(self.release_async(lease), None).expect("no deadline"),
+            Err(failure) => {
+                self.withdraw_in_background(session, grant.n);
+                Err(self.failed("release", failure.error))
+            }
+        }
     }
 
     fn release_async(&self, lease: Lease) -> BoxFuture<'_, Result<()>> {

@@ -16,6 +16,7 @@ use latchkey_remote::Life;
 use redis::aio::ConnectionManager;
 use redis::Value;
 
+use crate::direct::{Direct, Failure};
 use crate::keys::NameKeys;
 use crate::requests::{Renewal, Requests};
 use crate::scripts::Scripts;
@@ -100,14 +101,28 @@ impl Session {
     /// `Ok(true)` if it was there.
     pub async fn delete(&self, keys: &NameKeys, n: u64) -> Result<bool, redis::RedisError> {
         self.requests().removing(keys, n);
+        let found: i64 = self.release(keys, n).invoke_async(&mut self.connection.clone()).await?;
+        self.requests().removed(keys, n, found == 1);
+        Ok(found == 1)
+    }
+
+    /// [`delete`](Self::delete) on the caller's thread.
+    pub fn delete_direct(&self, direct: &Direct, keys: &NameKeys, n: u64) -> Result<bool, Failure> {
+        self.requests().removing(keys, n);
+        let answer = direct.invoke(&self.release(keys, n))?;
+        let found: i64 = redis::from_redis_value(&answer).map_err(|error| Failure { error, stale: false })?;
+        self.requests().removed(keys, n, found == 1);
+        Ok(found == 1)
+    }
+
+    /// The release script for request `n` on the name of `keys`.
+    fn release(&self, keys: &NameKeys, n: u64) -> redis::ScriptInvocation<'_> {
         let mut invocation = self.scripts.release.prepare_invoke();
         for key in keys.script_keys() {
             invocation.key(key);
         }
         invocation.arg(self.request_id(n)).arg(&keys.channel);
-        let found: i64 = invocation.invoke_async(&mut self.connection.clone()).await?;
-        self.requests().removed(keys, n, found == 1);
-        Ok(found == 1)
+        invocation
     }
 
     /// Deletes every request of the session (once it is lost: its holds are lost already,

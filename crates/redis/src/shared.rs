@@ -10,6 +10,7 @@ use latchkey_model::{Error, ErrorKind, Result};
 use latchkey_remote::Driver;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
+use crate::direct::Direct;
 use crate::notify::Notifications;
 use crate::scripts::Scripts;
 use crate::session::Session;
@@ -25,6 +26,8 @@ pub(crate) struct Shared {
     pub connection: ConnectionManager,
     pub scripts: Arc<Scripts>,
     pub notifications: Arc<Notifications>,
+    /// The connections of blocking callers (their uncontended calls run on their thread).
+    pub direct: Direct,
     session: tokio::sync::Mutex<Option<Arc<Session>>>,
     closed: AtomicBool,
 }
@@ -48,6 +51,7 @@ impl Shared {
             })?
             .map_err(unreachable)?;
         check_server(&mut connection.clone(), &config).await?;
+        let direct = Direct::new(client.clone(), timeout);
         let notifications = Notifications::start(client).await?;
         let host =
             std::fs::read_to_string("/proc/sys/kernel/hostname").map_or_else(|_| "?".into(), |h| h.trim().into());
@@ -59,6 +63,7 @@ impl Shared {
             connection,
             scripts: Arc::new(Scripts::new()),
             notifications,
+            direct,
             session: tokio::sync::Mutex::new(None),
             closed: AtomicBool::new(false),
         };
@@ -92,6 +97,15 @@ impl Shared {
             .map_err(|e| self.error(ErrorKind::Unavailable, format!("cannot make a session id: {e}"), None))?;
         *current = Some(session.clone());
         Ok(session)
+    }
+
+    /// The live session, if there is one and nobody is making a new one: for calls on the
+    /// caller's thread, which cannot make one.
+    pub fn current_session(&self) -> Option<Arc<Session>> {
+        if self.closed.load(Ordering::Acquire) {
+            return None;
+        }
+        self.session.try_lock().ok()?.clone().filter(|session| !session.is_lost())
     }
 
     /// Ends the session, gives back what it still has queued, and refuses new work.

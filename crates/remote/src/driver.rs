@@ -168,6 +168,12 @@ impl Driver {
         }
     }
 
+    /// Whether no background work is under way (what [`wait_background`](Self::wait_background)
+    /// would wait for): a call that needs none may then run on its caller's thread.
+    pub fn is_idle(&self) -> bool {
+        self.background.count.load(Ordering::Acquire) == 0
+    }
+
     /// Spawns `work` on the thread, not waited for.
     pub fn spawn(&self, work: impl Future<Output = ()> + Send + 'static) {
         self.handle.spawn(work);

@@ -44,3 +44,27 @@ fn a_restart_without_persistence_loses_every_hold_and_tokens_keep_increasing() {
     assert!(again.fencing_token() > before, "token {} after {before}", again.fencing_token());
     again.release().unwrap();
 }
+
+/// The blocking calls run on connections of the caller's thread, kept idle between calls:
+/// one killed while idle (`CLIENT KILL`) is noticed on its next use and the call is made
+/// again on the scope's thread, without an error and without leaving a request behind.
+#[test]
+fn a_blocking_call_on_a_connection_killed_while_idle_goes_through() {
+    let server = RedisServer::start();
+    let url = server.url("ttl=5s&prefix=idlekilled");
+    let scope = Scope::open(&url).unwrap();
+    for round in 0..3 {
+        let guard = scope.lock_blocking_timeout("job", PATIENCE).unwrap();
+        server.cli(&["CLIENT", "KILL", "TYPE", "normal"]);
+        // The scope's own connection notices with the next renewal; give it that long.
+        std::thread::sleep(Duration::from_millis(2000));
+        guard.release().unwrap_or_else(|e| panic!("round {round}: the release: {e}"));
+        server.cli(&["CLIENT", "KILL", "TYPE", "normal"]);
+        std::thread::sleep(Duration::from_millis(2000));
+        let again = scope.try_lock("job").unwrap_or_else(|e| panic!("round {round}: the try: {e}"));
+        assert!(again.is_some(), "round {round}: the lock is free");
+        drop(again);
+    }
+    let state = scope.inspect("job").unwrap();
+    assert_eq!((state.holders.len(), state.waiters), (0, 0));
+}
