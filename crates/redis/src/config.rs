@@ -21,13 +21,50 @@ pub struct Config {
     pub prefix: String,
     /// Whether to connect with TLS, and the CA file to trust, if not the system's.
     pub tls: Option<Option<String>>,
+    /// Whether the server is a node of a Redis Cluster (`cluster=1`): the scope finds the
+    /// others from it and sends each name's scripts to the node of its slot.
+    pub cluster: bool,
 }
 
 impl Config {
     /// The client of the server, as the `redis` crate takes it: with TLS for `rediss://`,
     /// trusting the CA file `ca=` if given, else the system's CAs.
     pub fn client(&self) -> Result<redis::Client> {
-        let info = self.connection_info();
+        self.client_of(self.connection_info())
+    }
+
+    /// A client of node `host:port` of the cluster, with the URL's credentials and TLS.
+    pub fn node_client(&self, host: &str, port: u16) -> Result<redis::Client> {
+        let mut info = self.connection_info();
+        info.addr = match info.addr {
+            redis::ConnectionAddr::TcpTls { insecure, tls_params, .. } => {
+                redis::ConnectionAddr::TcpTls { host: host.to_string(), port, insecure, tls_params }
+            }
+            _ => redis::ConnectionAddr::Tcp(host.to_string(), port),
+        };
+        self.client_of(info)
+    }
+
+    /// The cluster's client, seeded with the URL's node.
+    pub fn cluster_client(&self, timeout: std::time::Duration) -> Result<redis::cluster::ClusterClient> {
+        let mut builder = redis::cluster::ClusterClientBuilder::new(vec![self.connection_info()])
+            .connection_timeout(timeout)
+            .response_timeout(timeout)
+            .retries(2);
+        if let Some(ca) = self.tls.as_ref() {
+            builder = builder.tls(redis::cluster::TlsMode::Secure);
+            if let Some(ca) = ca {
+                let pem = std::fs::read(ca)
+                    .map_err(|e| Error::new(ErrorKind::InvalidScope, format!("cannot read the CA file {ca:?}: {e}")))?;
+                builder = builder.certs(redis::TlsCertificates { client_tls: None, root_cert: Some(pem) });
+            }
+        }
+        builder
+            .build()
+            .map_err(|e| Error::new(ErrorKind::InvalidScope, format!("Redis Cluster at {}: {e}", self.address)))
+    }
+
+    fn client_of(&self, info: redis::ConnectionInfo) -> Result<redis::Client> {
         let client = match &self.tls {
             Some(Some(ca)) => {
                 let pem = std::fs::read(ca)
@@ -98,7 +135,7 @@ impl Config {
             "" => 0,
             db => db.parse::<u32>().map_err(|_| invalid(format!("names database {db:?}, not a number")))?,
         };
-        let (mut ttl, mut prefix, mut ca) = (DEFAULT_TTL, "lk".to_string(), None);
+        let (mut ttl, mut prefix, mut ca, mut cluster) = (DEFAULT_TTL, "lk".to_string(), None, false);
         for pair in query.split('&').filter(|p| !p.is_empty()) {
             let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
             match key {
@@ -107,10 +144,24 @@ impl Config {
                 "prefix" => return Err(invalid(format!("has prefix={value:?}: not empty, and no braces"))),
                 "ca" if tls => ca = Some(decode(value)),
                 "ca" => return Err(invalid("gives ca= without TLS: use rediss://".into())),
-                other => return Err(invalid(format!("has an unknown parameter {other:?} (known: ttl, prefix, ca)"))),
+                "cluster" => {
+                    cluster = match value {
+                        "1" | "true" | "yes" | "on" => true,
+                        "0" | "false" | "no" | "off" => false,
+                        _ => return Err(invalid(format!("has cluster={value:?}: expected 1 or 0"))),
+                    }
+                }
+                other => {
+                    return Err(invalid(format!(
+                        "has an unknown parameter {other:?} (known: ttl, prefix, ca, cluster)"
+                    )))
+                }
             }
         }
-        Ok(Config { address, db, credentials, ttl, prefix, tls: tls.then_some(ca) })
+        if cluster && db != 0 {
+            return Err(invalid(format!("names database {db} of a cluster: a Redis Cluster has database 0 only")));
+        }
+        Ok(Config { address, db, credentials, ttl, prefix, tls: tls.then_some(ca), cluster })
     }
 }
 

@@ -10,6 +10,7 @@
 //!   own thread (`latchkey_remote::Driver`).
 
 mod config;
+mod connection;
 mod direct;
 pub mod keys;
 mod lock;

@@ -335,6 +335,7 @@ impl RedisLock {
     /// An enqueue on the caller's thread (see `direct.rs`), if nothing in the background
     /// must come first and a session lives; `None` to take the scope's thread instead.
     fn enqueue_direct(&self, permits: u32, try_only: bool) -> Option<Result<(Arc<Session>, u64, Answer)>> {
+        let direct = self.shared.direct.as_ref()?;
         if !self.shared.driver.is_idle() {
             return None;
         }
@@ -350,7 +351,7 @@ impl RedisLock {
         }
         session.requests().adding(&self.keys, n);
         let sent = Instant::now();
-        let answer = self.shared.direct.invoke(&invocation).map(Answer::parse);
+        let answer = direct.invoke(&invocation).map(Answer::parse);
         if let Err(Failure { stale: true, .. }) = answer {
             // It may have been queued: the scope's thread tries again once it is withdrawn.
             self.withdraw_in_background(&session, n);
@@ -685,8 +686,11 @@ impl RawLock for RedisLock {
         if session.is_lost() {
             return Err(self.lost_error("the session had lapsed: the hold was already lost"));
         }
+        let Some(direct) = self.shared.direct.as_ref() else {
+            return block_on_until(self.release_async(lease), None).expect("no deadline");
+        };
         // On the caller's thread (see `direct.rs`); on the scope's if a kept connection broke.
-        match session.delete_direct(&self.shared.direct, &self.keys, grant.n) {
+        match session.delete_direct(direct, &self.keys, grant.n) {
             Ok(true) => Ok(()),
             Ok(false) => Err(self.lost_error("the request was already gone: the hold had been lost")),
             Err(Failure { stale: true, .. }) => block_on_until(self.release_async(lease), None).expect("no deadline"),

@@ -13,9 +13,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use latchkey_remote::Life;
-use redis::aio::ConnectionManager;
 use redis::Value;
 
+use crate::connection::Connection;
 use crate::direct::{Direct, Failure};
 use crate::keys::NameKeys;
 use crate::requests::{Renewal, Requests};
@@ -25,7 +25,7 @@ use crate::scripts::Scripts;
 pub(crate) struct Session {
     /// The session's id: random, 16 hex digits.
     pub id: String,
-    pub connection: ConnectionManager,
+    pub connection: Connection,
     pub scripts: Arc<Scripts>,
     ttl: Duration,
     numbers: AtomicU64,
@@ -36,7 +36,7 @@ pub(crate) struct Session {
 
 impl Session {
     /// A new session on `connection`, valid from `sent` (just before its first use).
-    pub fn new(connection: ConnectionManager, scripts: Arc<Scripts>, ttl: Duration) -> std::io::Result<Arc<Session>> {
+    pub fn new(connection: Connection, scripts: Arc<Scripts>, ttl: Duration) -> std::io::Result<Arc<Session>> {
         let session = Arc::new(Session {
             id: random_id()?,
             connection,
@@ -167,32 +167,24 @@ impl Renewed {
     }
 }
 
-/// Renews the session on every name of `renewals`, in one pipeline (the script loaded
-/// again if the server lost it).
+/// Renews the session on every name of `renewals`, all sent at once (the connection
+/// pipelines them; on a cluster each goes to its name's node).
 async fn renew(session: &Session, renewals: &[Renewal]) -> Result<Vec<Renewed>, redis::RedisError> {
-    let mut connection = session.connection.clone();
     if renewals.is_empty() {
-        let _: String = redis::cmd("PING").query_async(&mut connection).await?;
+        let _: String = redis::cmd("PING").query_async(&mut session.connection.clone()).await?;
         return Ok(Vec::new());
     }
     let numbers = |ns: &[u64]| ns.iter().map(u64::to_string).collect::<Vec<_>>().join(" ");
-    let mut pipe = redis::pipe();
-    for renewal in renewals {
+    let calls = renewals.iter().map(|renewal| {
         let mut invocation = session.scripts.renew.prepare_invoke();
         for key in renewal.keys.script_keys() {
             invocation.key(key);
         }
         invocation.arg(&session.id).arg(session.ttl_ms()).arg(numbers(&renewal.queued)).arg(numbers(&renewal.ghosts));
-        pipe.invoke_script(&invocation);
-    }
-    let answers: Vec<Value> = match pipe.query_async(&mut connection).await {
-        Err(e) if e.kind() == redis::ErrorKind::NoScriptError => {
-            session.scripts.renew.prepare_invoke().load_async(&mut connection).await?;
-            pipe.query_async(&mut connection).await?
-        }
-        answers => answers?,
-    };
-    Ok(answers.into_iter().map(Renewed::parse).collect())
+        let mut connection = session.connection.clone();
+        async move { invocation.invoke_async::<Value>(&mut connection).await.map(Renewed::parse) }
+    });
+    futures_util::future::join_all(calls).await.into_iter().collect()
 }
 
 /// Renews `session` on every name it has requests on, every third of its TTL, until it is

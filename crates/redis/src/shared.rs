@@ -8,8 +8,9 @@ use std::time::Duration;
 
 use latchkey_model::{Error, ErrorKind, Result};
 use latchkey_remote::Driver;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 
+use crate::connection::Connection;
 use crate::direct::Direct;
 use crate::notify::Notifications;
 use crate::scripts::Scripts;
@@ -23,11 +24,12 @@ pub(crate) struct Shared {
     /// This machine's name, recorded in each request for `inspect`.
     pub host: String,
     pub driver: Arc<Driver>,
-    pub connection: ConnectionManager,
+    pub connection: Connection,
     pub scripts: Arc<Scripts>,
     pub notifications: Arc<Notifications>,
-    /// The connections of blocking callers (their uncontended calls run on their thread).
-    pub direct: Direct,
+    /// The connections of blocking callers (their uncontended calls run on their thread);
+    /// none on a cluster.
+    pub direct: Option<Direct>,
     session: tokio::sync::Mutex<Option<Arc<Session>>>,
     closed: AtomicBool,
 }
@@ -40,18 +42,35 @@ impl Shared {
         };
         let client = config.client()?;
         let timeout = (config.ttl / 3).max(Duration::from_millis(500));
-        let manager = ConnectionManagerConfig::new()
-            .set_connection_timeout(timeout)
-            .set_response_timeout(timeout)
-            .set_number_of_retries(2);
-        let connection = tokio::time::timeout(timeout * 2, ConnectionManager::new_with_config(client.clone(), manager))
-            .await
-            .map_err(|_| {
-                Error::new(ErrorKind::Unavailable, format!("cannot reach Redis at {}: no answer", config.address))
-            })?
-            .map_err(unreachable)?;
-        check_server(&mut connection.clone(), &config).await?;
-        let direct = Direct::new(client.clone(), timeout);
+        let no_answer =
+            |_| Error::new(ErrorKind::Unavailable, format!("cannot reach Redis at {}: no answer", config.address));
+        let (connection, direct) = if config.cluster {
+            // The seed node answers for the cluster's settings.
+            let mut seed = tokio::time::timeout(timeout * 2, client.get_multiplexed_async_connection())
+                .await
+                .map_err(no_answer)?
+                .map_err(unreachable)?;
+            check_server(&mut seed, &config).await?;
+            let cluster = config.cluster_client(timeout)?;
+            let connection = tokio::time::timeout(timeout * 2, cluster.get_async_connection())
+                .await
+                .map_err(no_answer)?
+                .map_err(unreachable)?;
+            // Blocking calls take the scope's thread: its connection knows the slots.
+            (Connection::Cluster(connection), None)
+        } else {
+            let manager = ConnectionManagerConfig::new()
+                .set_connection_timeout(timeout)
+                .set_response_timeout(timeout)
+                .set_number_of_retries(2);
+            let mut connection =
+                tokio::time::timeout(timeout * 2, ConnectionManager::new_with_config(client.clone(), manager))
+                    .await
+                    .map_err(no_answer)?
+                    .map_err(unreachable)?;
+            check_server(&mut connection, &config).await?;
+            (Connection::Single(connection), Some(Direct::new(client.clone(), timeout)))
+        };
         let notifications = Notifications::start(client).await?;
         let host =
             std::fs::read_to_string("/proc/sys/kernel/hostname").map_or_else(|_| "?".into(), |h| h.trim().into());
@@ -123,7 +142,7 @@ impl Shared {
 /// keys (a lock's keys evicted would let two holders hold it). A server that does not let
 /// its configuration be read (`CONFIG` renamed or denied, as on some managed services) is
 /// taken as it is, with a warning.
-async fn check_server(connection: &mut ConnectionManager, config: &Config) -> Result<()> {
+async fn check_server(connection: &mut impl ConnectionLike, config: &Config) -> Result<()> {
     let refuse = |why: String| Error::new(ErrorKind::Unsupported, format!("Redis at {}: {why}", config.address));
     let info: String = redis::cmd("INFO")
         .arg("server")

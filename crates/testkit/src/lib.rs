@@ -6,6 +6,7 @@
 //!   (Debian and Ubuntu: `apt-get install etcd-server`).
 //! - [`PostgresServer`]: a throwaway PostgreSQL server on a loopback port, run as an
 //!   unprivileged user, that a test can restart or query with `psql`.
+//! - [`RedisCluster`]: a throwaway Redis Cluster of a few primaries on loopback ports.
 //! - [`RedisServer`]: a throwaway Redis server on a loopback port, persistence off, that a
 //!   test can restart (emptied) or query with `redis-cli`.
 //! - [`cancel`]: futures dropped at random cancellation points.
@@ -25,6 +26,7 @@ mod http;
 mod postgres;
 mod proxy;
 mod redis;
+mod redis_cluster;
 mod spawn;
 pub mod worker;
 
@@ -33,3 +35,4 @@ pub use etcd::EtcdCluster;
 pub use postgres::PostgresServer;
 pub use proxy::Proxy;
 pub use redis::RedisServer;
+pub use redis_cluster::RedisCluster;

@@ -36,6 +36,8 @@ pub struct RedisServer {
     child: Option<Child>,
     /// Whether the server takes TLS (only) on its port, with the kit's certificates.
     tls: bool,
+    /// Whether the server is a node of a Redis Cluster ([`RedisCluster`](crate::RedisCluster)).
+    cluster: bool,
 }
 
 impl RedisServer {
@@ -46,16 +48,21 @@ impl RedisServer {
     /// If the binary is missing (the message says what to install), or the server does
     /// not answer within 30 s (the message quotes its log).
     pub fn start() -> RedisServer {
-        Self::start_with(false)
+        Self::start_with(false, false)
+    }
+
+    /// [`start`](Self::start) with `--cluster-enabled yes`: a node, not yet in a cluster.
+    pub(crate) fn start_cluster_node() -> RedisServer {
+        Self::start_with(false, true)
     }
 
     /// [`start`](Self::start), with TLS only on its port, on a certificate for 127.0.0.1
     /// signed by a CA of the kit's ([`ca_file`](Self::ca_file)). Needs `openssl(1)`.
     pub fn start_tls() -> RedisServer {
-        Self::start_with(true)
+        Self::start_with(true, false)
     }
 
-    fn start_with(tls: bool) -> RedisServer {
+    fn start_with(tls: bool, cluster: bool) -> RedisServer {
         static SERVERS: AtomicU64 = AtomicU64::new(0);
         let dir = std::env::temp_dir().join(format!(
             "latchkey-testkit-redis-{}-{}",
@@ -64,7 +71,7 @@ impl RedisServer {
         ));
         let _ = fs::remove_dir_all(&dir);
         fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("testkit: cannot create {}: {e}", dir.display()));
-        let mut server = RedisServer { dir, port: free_ports(1)[0], child: None, tls };
+        let mut server = RedisServer { dir, port: free_ports(1)[0], child: None, tls, cluster };
         if tls {
             crate::certs::make(&server.dir);
         }
@@ -96,6 +103,18 @@ impl RedisServer {
             .args(["--daemonize", "no", "--protected-mode", "no"])
             // DEBUG SLEEP plays a server that stalls (tests of answers lost after a script ran).
             .args(["--enable-debug-command", "local"])
+            .args(if self.cluster {
+                vec![
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-config-file",
+                    "nodes.conf",
+                    "--cluster-node-timeout",
+                    "5000",
+                ]
+            } else {
+                Vec::new()
+            })
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null());

@@ -24,6 +24,7 @@ macro_rules! for_each_scope {
         $suite!(etcd, $crate::support::etcd);
         $suite!(postgres, $crate::support::postgres);
         $suite!(redis, $crate::support::redis);
+        $suite!(redis_cluster, $crate::support::redis_cluster);
     };
 }
 
@@ -166,6 +167,30 @@ pub fn redis_url() -> String {
     }
     let prefix = format!("test{}", NEXT.fetch_add(1, Ordering::Relaxed));
     server.as_ref().expect("started above").url(&format!("ttl=3s&prefix={prefix}"))
+}
+
+/// The Redis scope on a Redis Cluster of three primaries (`cluster=1`), under a key prefix
+/// of its own, on a cluster that this test process starts once and stops when it exits
+/// (see `latchkey_testkit::RedisCluster`).
+pub fn redis_cluster() -> Scope {
+    use std::sync::Mutex;
+    static CLUSTER: Mutex<Option<latchkey_testkit::RedisCluster>> = Mutex::new(None);
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    extern "C" fn stop() {
+        if let Ok(mut cluster) = CLUSTER.lock() {
+            drop(cluster.take());
+        }
+    }
+    OVER_A_NETWORK.store(true, Ordering::Relaxed);
+    let mut cluster = CLUSTER.lock().unwrap();
+    if cluster.is_none() {
+        *cluster = Some(latchkey_testkit::RedisCluster::start(3));
+        // SAFETY: registers a plain function to run at exit.
+        unsafe { libc::atexit(stop) };
+    }
+    let prefix = format!("test{}", NEXT.fetch_add(1, Ordering::Relaxed));
+    let url = cluster.as_ref().expect("started above").url(&format!("ttl=3s&prefix={prefix}"));
+    Scope::open(&url).expect("the Redis scope opens on the test's cluster")
 }
 
 /// Whether this test process tests a scope over a network, set by its factory. The
