@@ -16,6 +16,9 @@ use latchkey_model::{Error, ErrorKind, Result};
 /// The subscriptions of a scope.
 pub(crate) struct Notifications {
     client: redis::Client,
+    /// Signalled when the connection stopped answering (a half-open connection never ends
+    /// by itself): the reader connects again.
+    broken: tokio::sync::Notify,
     sink: tokio::sync::Mutex<Option<PubSubSink>>,
     channels: Arc<Mutex<HashMap<String, Channel>>>,
 }
@@ -28,15 +31,25 @@ struct Channel {
 }
 
 impl Notifications {
-    /// Connects the pub/sub connection and starts its reader on the current runtime.
-    pub async fn start(client: redis::Client) -> Result<Arc<Notifications>> {
-        let notifications =
-            Arc::new(Notifications { client, sink: tokio::sync::Mutex::new(None), channels: Arc::default() });
+    /// Connects the pub/sub connection and starts its reader on the current runtime, and a
+    /// check that the connection answers a `PING` every `every`.
+    pub async fn start(client: redis::Client, every: Duration) -> Result<Arc<Notifications>> {
+        let notifications = Arc::new(Notifications {
+            client,
+            broken: tokio::sync::Notify::new(),
+            sink: tokio::sync::Mutex::new(None),
+            channels: Arc::default(),
+        });
         let mut stream = notifications.connect().await?;
         let this = notifications.clone();
         tokio::spawn(async move {
             loop {
-                while let Some(message) = stream.next().await {
+                loop {
+                    let message = tokio::select! {
+                        message = stream.next() => message,
+                        () = this.broken.notified() => None,
+                    };
+                    let Some(message) = message else { break };
                     if let Some(channel) = this.channels().get(message.get_channel_name()) {
                         channel.notified.send_modify(|n| *n += 1);
                     }
@@ -57,6 +70,7 @@ impl Notifications {
                 };
             }
         });
+        tokio::spawn(check(Arc::downgrade(&notifications), every));
         Ok(notifications)
     }
 
@@ -162,6 +176,24 @@ impl Drop for Listening {
                     }
                 }
             });
+        }
+    }
+}
+
+/// Every `every`, asks the pub/sub connection for a `PING`; one that does not answer within
+/// `every` is dropped for a new one. (Review finding: a half-open connection, cut by a
+/// firewall or a NAT, lost every wake-up until each waiter's own re-check, a TTL later.)
+async fn check(notifications: std::sync::Weak<Notifications>, every: Duration) {
+    loop {
+        tokio::time::sleep(every).await;
+        let Some(notifications) = notifications.upgrade() else { return };
+        let mut sink = notifications.sink.lock().await;
+        let Some(live) = sink.as_mut() else { continue };
+        let answered = tokio::time::timeout(every, live.ping::<redis::Value>()).await;
+        if !matches!(answered, Ok(Ok(_))) {
+            tracing::debug!(target: "latchkey", "the Redis pub/sub connection did not answer a PING: connecting again");
+            *sink = None;
+            notifications.broken.notify_one();
         }
     }
 }

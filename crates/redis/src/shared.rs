@@ -71,7 +71,7 @@ impl Shared {
             check_server(&mut connection, &config).await?;
             (Connection::Single(connection), Some(Direct::new(client.clone(), timeout)))
         };
-        let notifications = Notifications::start(client).await?;
+        let notifications = Notifications::start(client, timeout).await?;
         let host =
             std::fs::read_to_string("/proc/sys/kernel/hostname").map_or_else(|_| "?".into(), |h| h.trim().into());
         let shared = Shared {
