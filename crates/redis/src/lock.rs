@@ -25,6 +25,7 @@ use tokio::task::JoinHandle;
 
 use crate::direct::Failure;
 use crate::keys::NameKeys;
+use crate::notify::Wake;
 use crate::session::Session;
 use crate::shared::Shared;
 
@@ -416,28 +417,39 @@ impl RedisLock {
     }
 
     /// Waits until request `n` holds; `wake` is when to look again for a lapsed holder.
+    /// A release's message that names the request grants it without a look; one that does
+    /// not leaves it asleep; anything else (a cede, a sweep, a reconnect) makes it look.
     async fn wait_turn(&self, session: &Arc<Session>, n: u64, mut wake: Option<Duration>) -> Result<()> {
         let mut listening = self.shared.notifications.listen(&self.keys.channel).await;
         let id = session.request_id(n);
+        let mut look = true;
+        let mut look_at = Instant::now();
         loop {
-            let answer = self.invoke(&self.shared.scripts.standing, std::slice::from_ref(&id)).await;
-            match answer.map(Answer::parse) {
-                Ok(Answer::Holds(_)) => return Ok(()),
-                Ok(Answer::Waits(_, next)) => wake = next,
-                Ok(_) => {
-                    return Err(if session.is_lost() {
-                        self.lost_error("the session lapsed while the request waited")
-                    } else {
-                        self.lost_error("the request was dropped while it waited")
-                    })
+            if look {
+                let answer = self.invoke(&self.shared.scripts.standing, std::slice::from_ref(&id)).await;
+                match answer.map(Answer::parse) {
+                    Ok(Answer::Holds(_)) => return Ok(()),
+                    Ok(Answer::Waits(_, next)) => wake = next,
+                    Ok(_) => {
+                        return Err(if session.is_lost() {
+                            self.lost_error("the session lapsed while the request waited")
+                        } else {
+                            self.lost_error("the request was dropped while it waited")
+                        })
+                    }
+                    // A failure of the network is waited out for as long as the session lives.
+                    Err(e) => tracing::debug!(target: "latchkey", "a waiter's look failed: {e}"),
                 }
-                // A failure of the network is waited out for as long as the session lives.
-                Err(e) => tracing::debug!(target: "latchkey", "a waiter's look failed: {e}"),
+                let ttl = self.shared.config.ttl;
+                look_at = Instant::now() + wake.map_or(ttl, |w| w + LAPSE_MARGIN).min(ttl);
             }
-            let look_again = wake.map_or(self.shared.config.ttl, |w| w + LAPSE_MARGIN).min(self.shared.config.ttl);
             tokio::select! {
-                () = listening.notified() => {}
-                () = tokio::time::sleep(look_again) => {}
+                wake = listening.notified() => match wake {
+                    Wake::Holders(ids) if ids.contains(&id) => return Ok(()),
+                    Wake::Holders(_) => look = false,
+                    Wake::LookAgain => look = true,
+                },
+                () = tokio::time::sleep_until(look_at.into()) => look = true,
                 () = session.lost() => return Err(self.lost_error("the session lapsed while the request waited")),
             }
         }

@@ -27,7 +27,8 @@ struct Channel {
     users: usize,
     /// Whether the connection of now is subscribed (set under the sink's lock).
     subscribed: bool,
-    notified: watch::Sender<u64>,
+    /// The last message (or an empty one after a reconnect).
+    notified: watch::Sender<Arc<str>>,
 }
 
 impl Notifications {
@@ -51,7 +52,8 @@ impl Notifications {
                     };
                     let Some(message) = message else { break };
                     if let Some(channel) = this.channels().get(message.get_channel_name()) {
-                        channel.notified.send_modify(|n| *n += 1);
+                        let text: String = message.get_payload().unwrap_or_default();
+                        channel.notified.send_replace(text.into());
                     }
                 }
                 // The connection ended: connect again (with a pause after a failure).
@@ -87,7 +89,7 @@ impl Notifications {
         *slot = Some(sink);
         for (name, channel) in self.channels().iter_mut() {
             channel.subscribed = names.contains(name);
-            channel.notified.send_modify(|n| *n += 1);
+            channel.notified.send_replace("".into());
         }
         Ok(stream)
     }
@@ -105,7 +107,7 @@ impl Notifications {
             let entry = channels.entry(channel.to_string()).or_insert_with(|| Channel {
                 users: 0,
                 subscribed: false,
-                notified: watch::Sender::new(0),
+                notified: watch::Sender::new("".into()),
             });
             entry.users += 1;
             entry.notified.subscribe()
@@ -136,14 +138,35 @@ impl Notifications {
 pub(crate) struct Listening {
     notifications: Arc<Notifications>,
     channel: String,
-    notified: watch::Receiver<u64>,
+    notified: watch::Receiver<Arc<str>>,
 }
 
 impl Listening {
-    /// Completes at the next message on the channel (or reconnect) after the last call.
-    pub async fn notified(&mut self) {
+    /// Completes at the next message on the channel (or reconnect) after the last call:
+    /// what it says.
+    pub async fn notified(&mut self) -> Wake {
         if self.notified.changed().await.is_err() {
             std::future::pending::<()>().await;
+        }
+        Wake::parse(&self.notified.borrow_and_update())
+    }
+}
+
+/// What a message on a name's channel says.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Wake {
+    /// The requests that hold now (`h id id…`, sent by a release): a waiter among them
+    /// holds; the others wait on, with no need to look.
+    Holders(Vec<String>),
+    /// Anything else (a cede, a sweep, a reconnect): every waiter looks where it stands.
+    LookAgain,
+}
+
+impl Wake {
+    fn parse(text: &str) -> Wake {
+        match text.strip_prefix("h ") {
+            Some(ids) => Wake::Holders(ids.split(' ').map(str::to_string).collect()),
+            None => Wake::LookAgain,
         }
     }
 }

@@ -21,7 +21,7 @@ local token = next_token()
 local id = ARGV[2] .. ':' .. ARGV[3]
 redis.call('ZADD', queue, token, id)
 redis.call('HSET', asks, id, ask)
-redis.call('PUBLISH', channel, '')
 live[#live + 1] = {id, moved[2], moved[3], moved[4]}
+publish_holders(live)
 local where, wake = standing(live, id)
 return {where, token, wake or -1}

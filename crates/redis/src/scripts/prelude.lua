@@ -20,10 +20,26 @@ local function life_of(session)
   return until_ms
 end
 
+-- Publishes on the name's channel who holds among `live` ('h id id…', as release.lua).
+local function publish_holders(live)
+  local message, used = {'h'}, 0
+  for i, request in ipairs(live) do
+    if i > 64 then
+      message = {''}
+      break
+    end
+    used = used + request[2]
+    if used > request[3] then
+      break
+    end
+    message[#message + 1] = request[1]
+  end
+  redis.call('PUBLISH', channel, table.concat(message, ' '))
+end
+
 -- The live requests in queue order, as {id, permits, capacity}. Deletes on the way the
 -- requests of sessions that lapsed, and any whose ask is missing or malformed (keys
--- deleted by hand or evicted); publishes if some went and some are left, so that the
--- waiters look again.
+-- deleted by hand or evicted); publishes who holds if some went and some are left.
 local function live_requests()
   local live, gone = {}, false
   for _, id in ipairs(redis.call('ZRANGE', queue, 0, -1)) do
@@ -40,7 +56,7 @@ local function live_requests()
     end
   end
   if gone and #live > 0 then
-    redis.call('PUBLISH', channel, '')
+    publish_holders(live)
   end
   return live
 end
