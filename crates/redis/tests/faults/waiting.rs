@@ -94,3 +94,39 @@ fn a_stream_of_readers_does_not_pass_a_waiting_writer() {
         assert!(reader.join().unwrap() > writer_token, "a reader that came after the writer got in before it");
     }
 }
+
+/// Review finding 9: each release woke every waiter of the name, and each looked where it
+/// stood (a script over the whole queue): with N waiters, N² scripts for N hand-offs. A
+/// release now says who holds: the one it names is granted without a look, the others
+/// sleep on. Counted on the server once the waiters are queued: the releases, and few looks.
+#[test]
+fn a_release_wakes_only_the_waiter_it_grants() {
+    const WAITERS: u64 = 10;
+    let server = RedisServer::start();
+    let url = server.url("ttl=10s&prefix=herd");
+    let scope = std::sync::Arc::new(Scope::open(&url).unwrap());
+    let holder = scope.lock_blocking_timeout("job", PATIENCE).unwrap();
+    let waiters: Vec<_> = (0..WAITERS)
+        .map(|_| {
+            let scope = scope.clone();
+            std::thread::spawn(move || {
+                let guard = scope.lock_blocking_timeout("job", PATIENCE).unwrap();
+                guard.release().unwrap();
+            })
+        })
+        .collect();
+    wait_until("every waiter is queued", || scope.inspect("job").unwrap().waiters == WAITERS as usize);
+    // Each waiter's first look comes right after its request: let them all be done.
+    std::thread::sleep(Duration::from_millis(300));
+    let before = sent(&server);
+    holder.release().unwrap();
+    for waiter in waiters {
+        waiter.join().unwrap();
+    }
+    let after = sent(&server);
+    let count = |name: &str| after.get(name).copied().unwrap_or(0) - before.get(name).copied().unwrap_or(0);
+    let scripts = count("evalsha") - count("script|load");
+    println!("{WAITERS} waiters after the holder's release: {scripts} scripts");
+    // The holder's release and each waiter's: 11; one look per waiter and release was 55 more.
+    assert!(scripts <= 2 * WAITERS + 1, "{scripts} scripts for {WAITERS} hand-offs");
+}
