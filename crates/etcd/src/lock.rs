@@ -17,8 +17,6 @@ use std::time::{Duration, Instant};
 
 use latchkey_model::{block_on_until, BoxFuture, ErrorKind, Lease, Name, RawCede, RawLock, Result, State};
 
-use latchkey_remote::Unclaimed;
-
 use crate::keys;
 use crate::queue::{Ask, Queue, Standing};
 use crate::session::Session;
@@ -395,11 +393,7 @@ impl RawLock for EtcdLock {
             return Box::pin(std::future::ready(Err(e)));
         }
         let lock = self.this();
-        let granted = self.on_thread(async move {
-            let lease = lock.clone().try_acquire_on_thread(permits).await?;
-            Ok(lease.map(|lease| Unclaimed::new(lease, lock)))
-        });
-        Box::pin(async move { Ok(granted.await?.map(Unclaimed::claim)) })
+        self.shared.driver.try_grant(lock.clone(), lock.try_acquire_on_thread(permits))
     }
 
     fn acquire(&self, permits: u32, deadline: Option<Instant>) -> BoxFuture<'_, Result<Lease>> {
@@ -407,11 +401,7 @@ impl RawLock for EtcdLock {
             return Box::pin(std::future::ready(Err(e)));
         }
         let lock = self.this();
-        let granted = self.on_thread(async move {
-            let lease = lock.clone().acquire_on_thread(permits, deadline).await?;
-            Ok(Unclaimed::new(lease, lock))
-        });
-        Box::pin(async move { Ok(granted.await?.claim()) })
+        self.shared.driver.grant(lock.clone(), lock.acquire_on_thread(permits, deadline))
     }
 
     fn acquire_blocking(&self, permits: u32, deadline: Option<Instant>) -> Result<Lease> {
@@ -514,11 +504,10 @@ impl RawCede for EtcdLock {
         // the contract says), and kept if it comes back granted or was moved.
         let lock = self.this();
         let give_up = KeyGuard::new(&self.shared, &session, &key);
-        let granted = self.on_thread(async move {
-            let ceded = lock.clone().cede_on_thread(key, revision, permits, session).await;
-            Ok(Unclaimed::new(give_up.settle(ceded).await?.0, lock))
-        });
-        Box::pin(async move { Ok(granted.await?.claim()) })
+        self.shared.driver.grant(lock.clone(), async move {
+            let ceded = lock.cede_on_thread(key, revision, permits, session).await;
+            Ok(give_up.settle(ceded).await?.0)
+        })
     }
 
     fn cede_blocking(&self, lease: Lease) -> Result<Lease> {

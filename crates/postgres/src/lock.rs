@@ -18,7 +18,6 @@ use latchkey_model::{
     block_on_until, describe_capacity, BoxFuture, Error, ErrorKind, Holder, Identity, Lease, Name, RawCede, RawLock,
     Result, State, Waiter,
 };
-use latchkey_remote::Unclaimed;
 use tokio::task::JoinHandle;
 use tokio_postgres::Row;
 
@@ -473,11 +472,7 @@ impl RawLock for PostgresLock {
             return Box::pin(std::future::ready(Err(e)));
         }
         let lock = self.this();
-        let granted = self.on_thread(async move {
-            let lease = lock.clone().try_acquire_on_thread(permits).await?;
-            Ok(lease.map(|lease| Unclaimed::new(lease, lock)))
-        });
-        Box::pin(async move { Ok(granted.await?.map(Unclaimed::claim)) })
+        self.shared.driver.try_grant(lock.clone(), lock.try_acquire_on_thread(permits))
     }
 
     fn acquire(&self, permits: u32, deadline: Option<Instant>) -> BoxFuture<'_, Result<Lease>> {
@@ -485,11 +480,7 @@ impl RawLock for PostgresLock {
             return Box::pin(std::future::ready(Err(e)));
         }
         let lock = self.this();
-        let granted = self.on_thread(async move {
-            let lease = lock.clone().acquire_on_thread(permits, deadline).await?;
-            Ok(Unclaimed::new(lease, lock))
-        });
-        Box::pin(async move { Ok(granted.await?.claim()) })
+        self.shared.driver.grant(lock.clone(), lock.acquire_on_thread(permits, deadline))
     }
 
     fn acquire_blocking(&self, permits: u32, deadline: Option<Instant>) -> Result<Lease> {
@@ -583,11 +574,7 @@ impl RawCede for PostgresLock {
         };
         let held = Pending::new(&self.shared, &grant.session, self.name.as_str(), Some(grant.token));
         let (lock, permits) = (self.this(), lease.permits());
-        let granted = self.on_thread(async move {
-            let lease = lock.clone().cede_on_thread(held, permits).await?;
-            Ok(Unclaimed::new(lease, lock))
-        });
-        Box::pin(async move { Ok(granted.await?.claim()) })
+        self.shared.driver.grant(lock.clone(), lock.cede_on_thread(held, permits))
     }
 
     fn cede_blocking(&self, lease: Lease) -> Result<Lease> {

@@ -19,7 +19,6 @@ use latchkey_model::{
     block_on_until, describe_capacity, BoxFuture, Error, ErrorKind, Holder, Identity, Lease, Name, RawCede, RawLock,
     Result, State, Waiter,
 };
-use latchkey_remote::Unclaimed;
 use redis::Value;
 use tokio::task::JoinHandle;
 
@@ -399,7 +398,7 @@ impl RedisLock {
         deadline: Option<Instant>,
     ) -> Result<Lease> {
         let lock = self.clone_arc();
-        let granted = self.on_thread(async move {
+        let granted = self.shared.driver.grant(lock.clone(), async move {
             let pending = Pending::new(&lock, &session, Some(n));
             let waited = lock.wait_turn(&session, n, wake);
             let outcome = match deadline {
@@ -411,9 +410,9 @@ impl RedisLock {
                 },
             };
             let ((), n) = pending.settle(outcome).await?;
-            Ok(Unclaimed::new(lock.lease(permits, token, n, session), lock.clone()))
+            Ok(lock.lease(permits, token, n, session))
         });
-        block_on_until(granted, None).expect("no deadline").map(Unclaimed::claim)
+        block_on_until(granted, None).expect("no deadline")
     }
 
     /// Waits until request `n` holds; `wake` is when to look again for a lapsed holder.
@@ -660,11 +659,7 @@ impl RawLock for RedisLock {
             return Box::pin(std::future::ready(Err(e)));
         }
         let lock = self.clone_arc();
-        let granted = self.on_thread(async move {
-            let lease = lock.clone().try_acquire_on_thread(permits).await?;
-            Ok(lease.map(|lease| Unclaimed::new(lease, lock)))
-        });
-        Box::pin(async move { Ok(granted.await?.map(Unclaimed::claim)) })
+        self.shared.driver.try_grant(lock.clone(), lock.try_acquire_on_thread(permits))
     }
 
     fn acquire(&self, permits: u32, deadline: Option<Instant>) -> BoxFuture<'_, Result<Lease>> {
@@ -672,11 +667,7 @@ impl RawLock for RedisLock {
             return Box::pin(std::future::ready(Err(e)));
         }
         let lock = self.clone_arc();
-        let granted = self.on_thread(async move {
-            let lease = lock.clone().acquire_on_thread(permits, deadline).await?;
-            Ok(Unclaimed::new(lease, lock))
-        });
-        Box::pin(async move { Ok(granted.await?.claim()) })
+        self.shared.driver.grant(lock.clone(), lock.acquire_on_thread(permits, deadline))
     }
 
     fn acquire_blocking(&self, permits: u32, deadline: Option<Instant>) -> Result<Lease> {
@@ -802,11 +793,7 @@ impl RawCede for RedisLock {
         let lock = self.clone_arc();
         let held = Pending::new(&lock, &grant.session, Some(grant.n));
         let (permits, token) = (lease.permits(), lease.token());
-        let granted = self.on_thread(async move {
-            let lease = lock.clone().cede_on_thread(held, permits, token).await?;
-            Ok(Unclaimed::new(lease, lock))
-        });
-        Box::pin(async move { Ok(granted.await?.claim()) })
+        self.shared.driver.grant(lock.clone(), lock.cede_on_thread(held, permits, token))
     }
 
     fn cede_blocking(&self, lease: Lease) -> Result<Lease> {

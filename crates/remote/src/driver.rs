@@ -8,7 +8,9 @@ use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use latchkey_model::{Error, ErrorKind, Result};
+use latchkey_model::{BoxFuture, Error, ErrorKind, Lease, RawLock, Result};
+
+use crate::Unclaimed;
 use tokio::runtime::Handle;
 use tokio::sync::{oneshot, Notify};
 
@@ -143,6 +145,29 @@ impl Driver {
         Box::pin(async move {
             driver.run(work).await.map_err(|e| e.with_name(name.as_str()).with_scope(url)).and_then(|r| r)
         })
+    }
+
+    /// [`call`](Driver::call) for `work` that grants a lease of `lock`: a lease whose
+    /// caller is gone by the time it comes is given back (see [`Unclaimed`]).
+    pub fn grant(
+        self: &Arc<Self>,
+        lock: Arc<dyn RawLock>,
+        work: impl Future<Output = Result<Lease>> + Send + 'static,
+    ) -> BoxFuture<'static, Result<Lease>> {
+        let (name, url) = (lock.name().clone(), lock.scope_url().to_string());
+        let granted = self.call(&name, &url, async move { Ok(Unclaimed::new(work.await?, lock)) });
+        Box::pin(async move { Ok(granted.await?.claim()) })
+    }
+
+    /// [`grant`](Driver::grant) for a try, which may grant nothing.
+    pub fn try_grant(
+        self: &Arc<Self>,
+        lock: Arc<dyn RawLock>,
+        work: impl Future<Output = Result<Option<Lease>>> + Send + 'static,
+    ) -> BoxFuture<'static, Result<Option<Lease>>> {
+        let (name, url) = (lock.name().clone(), lock.scope_url().to_string());
+        let granted = self.call(&name, &url, async move { Ok(work.await?.map(|lease| Unclaimed::new(lease, lock))) });
+        Box::pin(async move { Ok(granted.await?.map(Unclaimed::claim)) })
     }
 
     /// Spawns `work` on the thread; [`wait_background`](Driver::wait_background) waits for it.
