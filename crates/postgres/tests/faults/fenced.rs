@@ -78,16 +78,23 @@ impl Fence {
         }) == 1
     }
 
-    /// Reads the value, waits `pause`, and writes it plus one with `token` (a
-    /// read-modify-write that only mutual exclusion keeps whole): the value written if the
-    /// resource took it; `Err` if the connection failed on the way (nothing written).
-    pub fn increment(&self, token: u64, pause: Duration) -> Result<Option<i64>, Error> {
-        let value: i64 = self.once(|client, table| {
+    /// Reads the value with `token` (the resource then refuses every lower token, as a
+    /// fenced store checks the token at every access), waits `pause`, and unless `lost()`
+    /// says the hold is lost by then, writes it plus one with `token` (a read-modify-write
+    /// that only mutual exclusion keeps whole): the value written if the resource took it;
+    /// `Err` if the connection failed on the way (nothing written).
+    pub fn increment(&self, token: u64, pause: Duration, lost: impl Fn() -> bool) -> Result<Option<i64>, Error> {
+        let value: Option<i64> = self.once(|client, table| {
             Box::pin(async move {
-                Ok(client.query_one(&format!("SELECT value FROM {table} WHERE id = 1"), &[]).await?.get(0))
+                let sql = format!("UPDATE {table} SET token = $1 WHERE id = 1 AND token <= $1 RETURNING value");
+                Ok(client.query_opt(&sql, &[&(token as i64)]).await?.map(|row| row.get(0)))
             })
         })?;
+        let Some(value) = value else { return Ok(None) };
         std::thread::sleep(pause);
+        if lost() {
+            return Ok(None);
+        }
         let written = self.once(|client, table| {
             Box::pin(async move {
                 let sql = format!("UPDATE {table} SET token = $1, value = $2 WHERE id = 1 AND token <= $1");

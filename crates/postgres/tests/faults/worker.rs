@@ -62,7 +62,8 @@ fn act(scope: &Scope, name: &str, fence: &Fence) {
 }
 
 /// `count URL NAME FENCE_URL TABLE N`: N times, takes the mutex and increments the fenced
-/// counter (a read, a pause of 20 ms, a fenced write of the value plus one), reporting
+/// counter as a careful holder does (a fenced read, a pause of 20 ms, a look at whether the
+/// hold is lost, a fenced write of the value plus one), reporting
 /// `inc VALUE` for each write the resource took and `rejected` for each it refused; a lock
 /// that fails (a session ended under it) is taken again, and so is an increment whose
 /// connection failed. Reports `done` at the end.
@@ -77,7 +78,7 @@ fn count(scope: &Scope, name: &str, fence: &Fence, n: usize) {
                 continue;
             }
         };
-        match fence.increment(guard.fencing_token(), Duration::from_millis(20)) {
+        match fence.increment(guard.fencing_token(), Duration::from_millis(20), || guard.is_lost()) {
             Ok(Some(value)) => {
                 say(format!("inc {value}"));
                 done += 1;
