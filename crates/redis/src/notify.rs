@@ -19,6 +19,9 @@ pub(crate) struct Notifications {
     /// Signalled when the connection stopped answering (a half-open connection never ends
     /// by itself): the reader connects again.
     broken: tokio::sync::Notify,
+    /// How long a call on the connection may take (a third of the TTL, at least 0.5 s):
+    /// one that takes longer means the connection is broken.
+    patience: Duration,
     sink: tokio::sync::Mutex<Option<PubSubSink>>,
     channels: Arc<Mutex<HashMap<String, Channel>>>,
 }
@@ -38,6 +41,7 @@ impl Notifications {
         let notifications = Arc::new(Notifications {
             client,
             broken: tokio::sync::Notify::new(),
+            patience: every,
             sink: tokio::sync::Mutex::new(None),
             channels: Arc::default(),
         });
@@ -79,12 +83,12 @@ impl Notifications {
     /// A new pub/sub connection, subscribed to every channel in use, that wakes every
     /// waiter (what was published while there was none is lost): its messages.
     async fn connect(&self) -> Result<PubSubStream> {
-        let pubsub = self.client.get_async_pubsub().await.map_err(|e| unavailable("pub/sub", e))?;
+        let pubsub = self.patiently(self.client.get_async_pubsub()).await.map_err(|e| unavailable("pub/sub", e))?;
         let (mut sink, stream) = pubsub.split();
         let mut slot = self.sink.lock().await;
         let names: Vec<String> = self.channels().keys().cloned().collect();
         for channel in &names {
-            sink.subscribe(channel).await.map_err(|e| unavailable("SUBSCRIBE", e))?;
+            self.patiently(sink.subscribe(channel)).await.map_err(|e| unavailable("SUBSCRIBE", e))?;
         }
         *slot = Some(sink);
         for (name, channel) in self.channels().iter_mut() {
@@ -92,6 +96,21 @@ impl Notifications {
             channel.notified.send_replace("".into());
         }
         Ok(stream)
+    }
+
+    /// `call` on the connection, failed with a timeout after [`patience`](Self::patience).
+    async fn patiently<T>(&self, call: impl std::future::Future<Output = redis::RedisResult<T>>) -> redis::RedisResult<T> {
+        match tokio::time::timeout(self.patience, call).await {
+            Ok(answer) => answer,
+            Err(_) => Err(std::io::Error::from(std::io::ErrorKind::TimedOut).into()),
+        }
+    }
+
+    /// Drops the connection for a new one (the reader connects again, subscribes to every
+    /// channel in use and wakes every waiter).
+    fn drop_connection(&self, sink: &mut Option<PubSubSink>) {
+        *sink = None;
+        self.broken.notify_one();
     }
 
     fn channels(&self) -> std::sync::MutexGuard<'_, HashMap<String, Channel>> {
@@ -115,19 +134,23 @@ impl Notifications {
         let listening = Listening { notifications: self.clone(), channel: channel.to_string(), notified };
         // Every listener passes the sink's lock: one that finds the subscription under way
         // waits for it to be in place.
-        let mut sink = self.sink.lock().await;
+        let mut slot = self.sink.lock().await;
         let subscribed = self.channels().get(channel).is_some_and(|c| c.subscribed);
-        if let (false, Some(sink)) = (subscribed, sink.as_mut()) {
-            match sink.subscribe(channel).await {
+        if let (false, Some(sink)) = (subscribed, slot.as_mut()) {
+            match self.patiently(sink.subscribe(channel)).await {
                 Ok(()) => {
                     if let Some(entry) = self.channels().get_mut(channel) {
                         entry.subscribed = true;
                     }
                 }
-                // The connection is going: the reader connects again, subscribes to every
-                // channel in use (this one too) and wakes every waiter. (Review finding: a
-                // waiter failed here instead of waiting the reconnect out.)
-                Err(e) => tracing::debug!(target: "latchkey", "SUBSCRIBE failed, waiting for the reconnect: {e}"),
+                // The connection is going, or half open: a new one subscribes to every
+                // channel in use (this one too) and wakes every waiter. (Review findings: a
+                // waiter failed here instead of waiting the reconnect out; one waited for
+                // good on a half-open connection.)
+                Err(e) => {
+                    tracing::debug!(target: "latchkey", "SUBSCRIBE failed, connecting again: {e}");
+                    self.drop_connection(&mut slot);
+                }
             }
         }
         listening
@@ -189,13 +212,15 @@ impl Drop for Listening {
         let (notifications, channel) = (self.notifications.clone(), self.channel.clone());
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             runtime.spawn(async move {
-                let mut sink = notifications.sink.lock().await;
+                let mut slot = notifications.sink.lock().await;
                 // Only if nobody took it up again meanwhile (under the sink's lock, as listen).
                 let still_unused = notifications.channels().get(&channel).is_some_and(|c| c.users == 0);
                 if still_unused {
                     notifications.channels().remove(&channel);
-                    if let Some(sink) = sink.as_mut() {
-                        let _ = sink.unsubscribe(&channel).await;
+                    if let Some(sink) = slot.as_mut() {
+                        if notifications.patiently(sink.unsubscribe(&channel)).await.is_err() {
+                            notifications.drop_connection(&mut slot);
+                        }
                     }
                 }
             });
@@ -210,17 +235,45 @@ async fn check(notifications: std::sync::Weak<Notifications>, every: Duration) {
     loop {
         tokio::time::sleep(every).await;
         let Some(notifications) = notifications.upgrade() else { return };
-        let mut sink = notifications.sink.lock().await;
-        let Some(live) = sink.as_mut() else { continue };
-        let answered = tokio::time::timeout(every, live.ping::<redis::Value>()).await;
-        if !matches!(answered, Ok(Ok(_))) {
+        let Ok(mut slot) = tokio::time::timeout(every, notifications.sink.lock()).await else {
+            // Someone holds the connection in a call that will time out by itself.
+            continue;
+        };
+        let Some(live) = slot.as_mut() else { continue };
+        if notifications.patiently(live.ping::<redis::Value>()).await.is_err() {
             tracing::debug!(target: "latchkey", "the Redis pub/sub connection did not answer a PING: connecting again");
-            *sink = None;
-            notifications.broken.notify_one();
+            notifications.drop_connection(&mut slot);
         }
     }
 }
 
 fn unavailable(what: &str, e: redis::RedisError) -> Error {
     Error::new(ErrorKind::Unavailable, format!("Redis {what} failed: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use latchkey_testkit::RedisServer;
+
+    /// Review finding: a call on a pub/sub connection that stops answering (half open, or
+    /// its server stopped) hung with the connection's lock held, and every new waiter with
+    /// it. `listen` now gives up on it after its patience and has a new connection made.
+    #[test]
+    fn a_listen_on_a_connection_that_stopped_answering_returns() {
+        let server = RedisServer::start();
+        let info = server.cli(&["INFO", "server"]);
+        let pid: i32 = info.lines().find_map(|l| l.strip_prefix("process_id:")).unwrap().trim().parse().unwrap();
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        runtime.block_on(async {
+            let client = redis::Client::open(server.url("")).unwrap();
+            let notifications = Notifications::start(client, Duration::from_millis(300)).await.unwrap();
+            // SAFETY: kill has no memory-safety preconditions; the pid is the test's server.
+            unsafe { libc::kill(pid, libc::SIGSTOP) };
+            let listened = tokio::time::timeout(Duration::from_secs(5), notifications.listen("x")).await;
+            // SAFETY: as above.
+            unsafe { libc::kill(pid, libc::SIGCONT) };
+            assert!(listened.is_ok(), "listen hung on a connection that stopped answering");
+        });
+    }
 }
