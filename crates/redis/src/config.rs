@@ -50,7 +50,8 @@ impl Config {
         let mut builder = redis::cluster::ClusterClientBuilder::new(vec![self.connection_info()])
             .connection_timeout(timeout)
             .response_timeout(timeout)
-            .retries(2);
+            // Nothing is sent again by the client: see connection.rs.
+            .retries(0);
         if let Some(ca) = self.tls.as_ref() {
             builder = builder.tls(redis::cluster::TlsMode::Secure);
             if let Some(ca) = ca {

@@ -40,13 +40,17 @@ impl Direct {
     }
 
     /// Runs `invocation` (loading its script if the server lacks it) on an idle connection,
-    /// or a new one.
-    pub fn invoke(&self, invocation: &ScriptInvocation<'_>) -> Result<Value, Failure> {
+    /// or a new one, waiting for each answer at most `limit` (if shorter than the scope's
+    /// timeout).
+    pub fn invoke(&self, invocation: &ScriptInvocation<'_>, limit: Option<Duration>) -> Result<Value, Failure> {
+        let failed = |error| Failure { error, stale: false };
+        let patience = limit.map_or(self.timeout, |limit| limit.clamp(Duration::from_millis(1), self.timeout));
         let idle = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
         let (mut connection, reused) = match idle {
             Some(connection) => (connection, true),
-            None => (self.connect().map_err(|error| Failure { error, stale: false })?, false),
+            None => (self.connect(patience).map_err(failed)?, false),
         };
+        connection.set_read_timeout(Some(patience)).map_err(failed)?;
         match invocation.invoke(&mut connection) {
             Ok(answer) => {
                 self.keep(connection);
@@ -57,7 +61,9 @@ impl Direct {
                 if !broken && !error.is_timeout() {
                     self.keep(connection);
                 }
-                Err(Failure { stale: reused && broken, error })
+                // A timeout is no sign of a stale connection: the script may still run
+                // (review finding: a release that ran was retried, and reported lost).
+                Err(Failure { stale: reused && broken && !error.is_timeout(), error })
             }
         }
     }
@@ -69,9 +75,8 @@ impl Direct {
         }
     }
 
-    fn connect(&self) -> RedisResult<redis::Connection> {
-        let connection = self.client.get_connection_with_timeout(self.timeout)?;
-        connection.set_read_timeout(Some(self.timeout))?;
+    fn connect(&self, patience: Duration) -> RedisResult<redis::Connection> {
+        let connection = self.client.get_connection_with_timeout(patience)?;
         connection.set_write_timeout(Some(self.timeout))?;
         Ok(connection)
     }

@@ -334,7 +334,13 @@ impl RedisLock {
 
     /// An enqueue on the caller's thread (see `direct.rs`), if nothing in the background
     /// must come first and a session lives; `None` to take the scope's thread instead.
-    fn enqueue_direct(&self, permits: u32, try_only: bool) -> Option<Result<(Arc<Session>, u64, Answer)>> {
+    /// An answer waited for past `deadline` (plus the first trip's grace) is a timeout.
+    fn enqueue_direct(
+        &self,
+        permits: u32,
+        try_only: bool,
+        deadline: Option<Instant>,
+    ) -> Option<Result<(Arc<Session>, u64, Answer)>> {
         let direct = self.shared.direct.as_ref()?;
         if !self.shared.driver.is_idle() {
             return None;
@@ -351,7 +357,9 @@ impl RedisLock {
         }
         session.requests().adding(&self.keys, n);
         let sent = Instant::now();
-        let answer = direct.invoke(&invocation).map(Answer::parse);
+        // As on the scope's thread, the first trip may take a little past a near deadline.
+        let limit = deadline.map(|deadline| deadline.saturating_duration_since(sent) + FIRST_TRIP_GRACE);
+        let answer = direct.invoke(&invocation, limit).map(Answer::parse);
         if let Err(Failure { stale: true, .. }) = answer {
             // It may have been queued: the scope's thread tries again once it is withdrawn.
             self.withdraw_in_background(&session, n);
@@ -379,7 +387,12 @@ impl RedisLock {
             Err(failure) => {
                 // It may have been queued.
                 self.withdraw_in_background(&session, n);
-                Err(self.failed("enqueue", failure.error))
+                let late = deadline.is_some_and(|deadline| Instant::now() >= deadline);
+                Err(if failure.error.is_timeout() && late {
+                    self.timeout()
+                } else {
+                    self.failed("enqueue", failure.error)
+                })
             }
         })
     }
@@ -443,13 +456,16 @@ impl RedisLock {
                 look_at = Instant::now() + wake.map_or(ttl, |w| w + LAPSE_MARGIN).min(ttl);
             }
             tokio::select! {
+                // A loss first: a release may name a request whose session lapsed meanwhile
+                // (review finding).
+                biased;
+                () = session.lost() => return Err(self.lost_error("the session lapsed while the request waited")),
                 wake = listening.notified() => match wake {
-                    Wake::Holders(ids) if ids.contains(&id) => return Ok(()),
+                    Wake::Holders(ids) if ids.contains(&id) && !session.is_lost() => return Ok(()),
                     Wake::Holders(_) => look = false,
                     Wake::LookAgain => look = true,
                 },
                 () = tokio::time::sleep_until(look_at.into()) => look = true,
-                () = session.lost() => return Err(self.lost_error("the session lapsed while the request waited")),
             }
         }
     }
@@ -646,7 +662,7 @@ impl RawLock for RedisLock {
 
     fn try_acquire(&self, permits: u32) -> Result<Option<Lease>> {
         self.check_request(permits)?;
-        match self.enqueue_direct(permits, true) {
+        match self.enqueue_direct(permits, true, None) {
             None => block_on_until(self.try_acquire_async(permits), None).expect("no deadline"),
             Some(Err(e)) => Err(e),
             Some(Ok((session, n, Answer::Holds(token)))) => Ok(Some(self.lease(permits, token, n, session))),
@@ -672,7 +688,7 @@ impl RawLock for RedisLock {
 
     fn acquire_blocking(&self, permits: u32, deadline: Option<Instant>) -> Result<Lease> {
         self.check_request(permits)?;
-        match self.enqueue_direct(permits, false) {
+        match self.enqueue_direct(permits, false, deadline) {
             None => block_on_until(self.acquire(permits, deadline), None).expect("no deadline"),
             Some(Err(e)) => Err(e),
             Some(Ok((session, n, Answer::Holds(token)))) => Ok(self.lease(permits, token, n, session)),

@@ -99,7 +99,10 @@ impl Notifications {
     }
 
     /// `call` on the connection, failed with a timeout after [`patience`](Self::patience).
-    async fn patiently<T>(&self, call: impl std::future::Future<Output = redis::RedisResult<T>>) -> redis::RedisResult<T> {
+    async fn patiently<T>(
+        &self,
+        call: impl std::future::Future<Output = redis::RedisResult<T>>,
+    ) -> redis::RedisResult<T> {
         match tokio::time::timeout(self.patience, call).await {
             Ok(answer) => answer,
             Err(_) => Err(std::io::Error::from(std::io::ErrorKind::TimedOut).into()),

@@ -18,6 +18,10 @@ use std::time::Instant;
 
 use crate::keys::NameKeys;
 
+/// Ghosts kept per name, the most recent: a script whose answer was lost runs soon or never,
+/// and 64 later failures on the same name are long after it.
+const GHOSTS: usize = 64;
+
 /// The requests of one session, by name (queue key).
 #[derive(Default)]
 pub(crate) struct Requests {
@@ -30,8 +34,8 @@ struct Entry {
     keys: NameKeys,
     queued: BTreeSet<u64>,
     changing: BTreeSet<u64>,
-    /// When the last script that renewed the session's mark here was sent, since the
-    /// first request of `queued` came.
+    /// When the last script that renewed the session's mark here was sent (none since a
+    /// renewal found no mark).
     renewed: Option<Instant>,
 }
 
@@ -66,10 +70,7 @@ impl Requests {
         let entry = self.entry(keys);
         entry.changing.remove(&n);
         if let Some(sent) = sent {
-            entry.renewed = match entry.renewed {
-                Some(renewed) if !entry.queued.is_empty() => Some(renewed.max(sent)),
-                _ => Some(sent),
-            };
+            entry.renewed = Some(entry.renewed.map_or(sent, |renewed| renewed.max(sent)));
         }
         entry.queued.insert(n);
         entry.renewed
@@ -90,7 +91,11 @@ impl Requests {
     /// A delete answered for request `n`: `found` it, or not (then it is a ghost).
     pub fn removed(&mut self, keys: &NameKeys, n: u64, found: bool) {
         if !found {
-            self.ghosts.entry(keys.queue.clone()).or_default().insert(n);
+            let ghosts = self.ghosts.entry(keys.queue.clone()).or_default();
+            ghosts.insert(n);
+            if ghosts.len() > GHOSTS {
+                ghosts.pop_first();
+            }
         }
         let Some(entry) = self.names.get_mut(&keys.queue) else { return };
         entry.queued.remove(&n);
@@ -120,9 +125,14 @@ impl Requests {
     /// A renewal of the name of `queue` sent at `sent` answered that the session lives there.
     pub fn renewed(&mut self, queue: &str, sent: Instant) {
         if let Some(entry) = self.names.get_mut(queue) {
-            if !entry.queued.is_empty() {
-                entry.renewed = Some(entry.renewed.map_or(sent, |renewed| renewed.max(sent)));
-            }
+            entry.renewed = Some(entry.renewed.map_or(sent, |renewed| renewed.max(sent)));
+        }
+    }
+
+    /// A renewal of the name of `queue` found no mark of the session there.
+    pub fn lapsed(&mut self, queue: &str) {
+        if let Some(entry) = self.names.get_mut(queue) {
+            entry.renewed = None;
         }
     }
 
@@ -198,6 +208,35 @@ mod tests {
         assert_eq!(requests.sure_since(round), enqueued);
         requests.renewed(&keys("a").queue, round);
         assert_eq!(requests.sure_since(round), round);
+    }
+
+    #[test]
+    fn a_round_that_renewed_a_name_before_its_request_was_confirmed_counts() {
+        // Review finding: a round that renewed a name whose only request was still being
+        // queued was ignored, and the request's late answer capped the validity at its own
+        // send: a false loss of the whole session after a slow answer.
+        let mut requests = Requests::default();
+        let enqueued = Instant::now();
+        let round = enqueued + Duration::from_secs(5);
+        requests.adding(&keys("a"), 1);
+        requests.renewed(&keys("a").queue, round);
+        assert_eq!(requests.added(&keys("a"), 1, Some(enqueued)), Some(round));
+        // A round that found no mark forgets what came before it.
+        requests.removing(&keys("a"), 1);
+        requests.lapsed(&keys("a").queue);
+        assert_eq!(requests.added(&keys("a"), 1, Some(enqueued)), Some(enqueued));
+    }
+
+    #[test]
+    fn ghosts_are_bounded() {
+        let mut requests = Requests::default();
+        for n in 0..(GHOSTS as u64 + 10) {
+            requests.removed(&keys("a"), n, false);
+        }
+        requests.adding(&keys("a"), 1000);
+        let ghosts = &requests.renewals()[0].ghosts;
+        assert_eq!(ghosts.len(), GHOSTS);
+        assert_eq!(ghosts[0], 10, "the oldest go first");
     }
 
     #[test]

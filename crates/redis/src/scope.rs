@@ -8,7 +8,7 @@ use latchkey_model::{
 };
 use latchkey_remote::Driver;
 
-use crate::connection::Connection;
+use crate::connection::{primaries, Connection};
 use crate::keys;
 use crate::lock::{inspect, RedisLock};
 use crate::shared::Shared;
@@ -139,7 +139,10 @@ async fn scan_names(shared: &Shared) -> Result<Vec<String>> {
     };
     let mut connections = Vec::new();
     match &shared.connection {
-        Connection::Single(connection) => connections.push(Connection::Single(connection.clone())),
+        Connection::Single(connection) => {
+            let mut connection = connection.clone();
+            return scan(&mut connection, shared).await;
+        }
         Connection::Cluster(connection) => {
             let nodes: String = redis::cmd("CLUSTER")
                 .arg("NODES")
@@ -148,48 +151,40 @@ async fn scan_names(shared: &Shared) -> Result<Vec<String>> {
                 .map_err(|e| failed("CLUSTER NODES", e))?;
             for (host, port) in primaries(&nodes) {
                 let client = shared.config.node_client(&host, port)?;
-                let node = client.get_connection_manager().await.map_err(|e| failed("a connection to a node", e))?;
-                connections.push(Connection::Single(node));
+                let node = tokio::time::timeout(shared.config.ttl, client.get_multiplexed_async_connection())
+                    .await
+                    .map_err(|_| shared.error(ErrorKind::Unavailable, format!("no answer from {host}:{port}"), None))?
+                    .map_err(|e| failed("a connection to a node", e))?;
+                connections.push(node);
             }
         }
     }
-    let pattern = format!("{}:{{*}}:q", keys::glob_escape(&shared.config.prefix));
     let mut names = Vec::new();
     for mut connection in connections {
-        let mut cursor = 0u64;
-        loop {
-            let (next, found): (u64, Vec<String>) = redis::cmd("SCAN")
-                .arg(cursor)
-                .arg("MATCH")
-                .arg(&pattern)
-                .arg("COUNT")
-                .arg(1000)
-                .query_async(&mut connection)
-                .await
-                .map_err(|e| failed("SCAN", e))?;
-            names.extend(found.iter().filter_map(|key| keys::name_of_queue(&shared.config.prefix, key)));
-            if next == 0 {
-                break;
-            }
-            cursor = next;
-        }
+        names.extend(scan(&mut connection, shared).await?);
     }
     Ok(names)
 }
 
-/// The primaries that serve slots, as `(host, port)`, from `CLUSTER NODES`.
-fn primaries(nodes: &str) -> Vec<(String, u16)> {
-    nodes
-        .lines()
-        .filter_map(|line| {
-            let fields: Vec<&str> = line.split_whitespace().collect();
-            // id, address, flags, master, ping, pong, epoch, link state, slots...
-            let flags = fields.get(2)?;
-            if fields.len() <= 8 || !flags.split(',').any(|f| f == "master") || flags.contains("fail") {
-                return None;
-            }
-            let (host, port) = fields[1].split(['@', ',']).next()?.rsplit_once(':')?;
-            Some((host.to_string(), port.parse().ok()?))
-        })
-        .collect()
+/// The names with a queue key in the scope on the server of `connection`.
+async fn scan(connection: &mut impl redis::aio::ConnectionLike, shared: &Shared) -> Result<Vec<String>> {
+    let pattern = format!("{}:{{*}}:q", keys::glob_escape(&shared.config.prefix));
+    let mut names = Vec::new();
+    let mut cursor = 0u64;
+    loop {
+        let (next, found): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(&pattern)
+            .arg("COUNT")
+            .arg(1000)
+            .query_async(connection)
+            .await
+            .map_err(|e| shared.error(ErrorKind::Unavailable, format!("Redis SCAN failed: {e}"), None))?;
+        names.extend(found.iter().filter_map(|key| keys::name_of_queue(&shared.config.prefix, key)));
+        if next == 0 {
+            return Ok(names);
+        }
+        cursor = next;
+    }
 }

@@ -109,7 +109,7 @@ impl Session {
     /// [`delete`](Self::delete) on the caller's thread.
     pub fn delete_direct(&self, direct: &Direct, keys: &NameKeys, n: u64) -> Result<bool, Failure> {
         self.requests().removing(keys, n);
-        let answer = direct.invoke(&self.release(keys, n))?;
+        let answer = direct.invoke(&self.release(keys, n), None)?;
         let found: i64 = redis::from_redis_value(&answer).map_err(|error| Failure { error, stale: false })?;
         self.requests().removed(keys, n, found == 1);
         Ok(found == 1)
@@ -211,7 +211,10 @@ async fn keep_alive(session: Arc<Session>) {
                             lost |= missing.iter().any(|n| requests.is_queued(queue, *n));
                             requests.renewed(queue, sent);
                         }
-                        Renewed::Lapsed => lost |= renewal.queued.iter().any(|n| requests.is_queued(queue, *n)),
+                        Renewed::Lapsed => {
+                            lost |= renewal.queued.iter().any(|n| requests.is_queued(queue, *n));
+                            requests.lapsed(queue);
+                        }
                     }
                 }
                 if lost {

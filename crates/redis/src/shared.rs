@@ -10,7 +10,7 @@ use latchkey_model::{Error, ErrorKind, Result};
 use latchkey_remote::Driver;
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 
-use crate::connection::Connection;
+use crate::connection::{primaries, Connection};
 use crate::direct::Direct;
 use crate::notify::Notifications;
 use crate::scripts::Scripts;
@@ -45,17 +45,21 @@ impl Shared {
         let no_answer =
             |_| Error::new(ErrorKind::Unavailable, format!("cannot reach Redis at {}: no answer", config.address));
         let (connection, direct) = if config.cluster {
-            // The seed node answers for the cluster's settings.
-            let mut seed = tokio::time::timeout(timeout * 2, client.get_multiplexed_async_connection())
-                .await
-                .map_err(no_answer)?
-                .map_err(unreachable)?;
-            check_server(&mut seed, &config).await?;
             let cluster = config.cluster_client(timeout)?;
-            let connection = tokio::time::timeout(timeout * 2, cluster.get_async_connection())
+            let mut connection = tokio::time::timeout(timeout * 2, cluster.get_async_connection())
                 .await
                 .map_err(no_answer)?
                 .map_err(unreachable)?;
+            // Every primary, not only the seed, must keep the scope's keys (review finding).
+            let nodes: String =
+                redis::cmd("CLUSTER").arg("NODES").query_async(&mut connection).await.map_err(unreachable)?;
+            for (host, port) in primaries(&nodes) {
+                let client = config.node_client(&host, port)?;
+                let node = client.get_multiplexed_async_connection();
+                let mut node =
+                    tokio::time::timeout(timeout * 2, node).await.map_err(no_answer)?.map_err(unreachable)?;
+                check_server(&mut node, &format!("{host}:{port}")).await?;
+            }
             // Blocking calls take the scope's thread: its connection knows the slots.
             (Connection::Cluster(connection), None)
         } else {
@@ -68,7 +72,7 @@ impl Shared {
                     .await
                     .map_err(no_answer)?
                     .map_err(unreachable)?;
-            check_server(&mut connection, &config).await?;
+            check_server(&mut connection, &config.address).await?;
             (Connection::Single(connection), Some(Direct::new(client.clone(), timeout)))
         };
         let notifications = Notifications::start(client, timeout).await?;
@@ -142,13 +146,13 @@ impl Shared {
 /// keys (a lock's keys evicted would let two holders hold it). A server that does not let
 /// its configuration be read (`CONFIG` renamed or denied, as on some managed services) is
 /// taken as it is, with a warning.
-async fn check_server(connection: &mut impl ConnectionLike, config: &Config) -> Result<()> {
-    let refuse = |why: String| Error::new(ErrorKind::Unsupported, format!("Redis at {}: {why}", config.address));
+async fn check_server(connection: &mut impl ConnectionLike, address: &str) -> Result<()> {
+    let refuse = |why: String| Error::new(ErrorKind::Unsupported, format!("Redis at {address}: {why}"));
     let info: String = redis::cmd("INFO")
         .arg("server")
         .query_async(connection)
         .await
-        .map_err(|e| Error::new(ErrorKind::Unavailable, format!("Redis INFO at {} failed: {e}", config.address)))?;
+        .map_err(|e| Error::new(ErrorKind::Unavailable, format!("Redis INFO at {address} failed: {e}")))?;
     let version = info.lines().find_map(|line| line.strip_prefix("redis_version:")).unwrap_or("0").trim();
     let major: u32 = version.split('.').next().and_then(|m| m.parse().ok()).unwrap_or(0);
     if major < 5 {
@@ -176,8 +180,7 @@ async fn check_server(connection: &mut impl ConnectionLike, config: &Config) -> 
         }
         Err(e) => tracing::warn!(
             target: "latchkey",
-            "cannot read the eviction policy of Redis at {} ({e}): make sure it is noeviction",
-            config.address
+            "cannot read the eviction policy of Redis at {address} ({e}): make sure it is noeviction"
         ),
     }
     Ok(())

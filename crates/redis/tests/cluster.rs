@@ -64,3 +64,54 @@ fn the_scope_works_on_a_cluster_with_each_name_on_its_slots_node() {
         assert!(later > held, "job-{i}: token {later} after {held}");
     }
 }
+
+/// The port of the node that serves `slot`, from `CLUSTER NODES`.
+fn node_serving(cluster: &RedisCluster, slot: u16) -> u16 {
+    let nodes = cluster.node(0).cli(&["CLUSTER", "NODES"]);
+    for line in nodes.lines() {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        for range in fields.iter().skip(8) {
+            let (low, high) = range.split_once('-').unwrap_or((range, range));
+            if let (Ok(low), Ok(high)) = (low.parse::<u16>(), high.parse::<u16>()) {
+                if (low..=high).contains(&slot) {
+                    return fields[1].split(['@', ':']).nth(1).unwrap().parse().unwrap();
+                }
+            }
+        }
+    }
+    panic!("no node serves slot {slot}: {nodes}");
+}
+
+/// Review finding: the cluster client sent a script again after its answer was lost (a
+/// timeout), and scripts are not idempotent: a try that held, run again, answered busy,
+/// and its request held the lock, unknown to anyone, until its mark lapsed (a TTL). Now
+/// the try fails, its request is withdrawn, and the lock is free at once.
+#[test]
+fn a_script_whose_answer_is_lost_is_not_run_again_on_a_cluster() {
+    let cluster = RedisCluster::start(3);
+    let url = cluster.url("ttl=10s&prefix=once");
+    let (scope, other) = (Scope::open(&url).unwrap(), Scope::open(&url).unwrap());
+    let port = node_serving(&cluster, slot(&NameKeys::new("once", "job").queue));
+    // Past the response timeout (a third of the TTL).
+    let stalled = std::thread::spawn(move || {
+        let status = std::process::Command::new("redis-cli")
+            .args(["-h", "127.0.0.1", "-p", &port.to_string(), "DEBUG", "SLEEP", "4"])
+            .stdout(std::process::Stdio::null())
+            .status()
+            .expect("run redis-cli");
+        assert!(status.success(), "DEBUG SLEEP failed");
+    });
+    std::thread::sleep(Duration::from_millis(100));
+    let tried = scope.try_lock("job");
+    assert!(tried.is_err(), "a try past the response timeout answered: {:?}", tried.map(|g| g.is_some()));
+    stalled.join().unwrap();
+    // Without the fix the lock stays taken for the rest of the request's 10-s mark.
+    let start = Instant::now();
+    loop {
+        match other.try_lock("job").unwrap() {
+            Some(_) => break,
+            None => assert!(start.elapsed() < Duration::from_secs(5), "the lock stayed taken"),
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

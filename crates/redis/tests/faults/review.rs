@@ -139,3 +139,21 @@ fn a_server_that_may_evict_keys_is_refused() {
     server.cli(&["CONFIG", "SET", "maxmemory-policy", "noeviction"]);
     Scope::open(&server.url("ttl=5s")).expect("a server that evicts nothing");
 }
+
+/// Second review: a blocking lock on the caller's thread waited for its answer as long as
+/// the scope's response timeout (a third of the TTL), whatever its own deadline. Now the
+/// first trip may take the deadline plus a quarter of a second, as on the scope's thread.
+#[test]
+fn a_blocking_lock_keeps_its_deadline_on_a_stalled_server() {
+    let server = RedisServer::start();
+    let scope = Scope::open(&server.url("ttl=30s&prefix=deadline")).unwrap();
+    // A connection of this thread's, kept for the next call.
+    scope.lock_blocking_timeout("warm", PATIENCE).unwrap().release().unwrap();
+    let stalled = stall(&server, 5000);
+    let began = Instant::now();
+    let locked = scope.lock_blocking_timeout("job", Duration::from_millis(100));
+    let took = began.elapsed();
+    stalled.join().unwrap();
+    assert_eq!(locked.unwrap_err().kind(), ErrorKind::Timeout);
+    assert!(took < Duration::from_secs(3), "a 100-ms lock took {took:?} on a server stalled for 5 s");
+}
