@@ -36,8 +36,10 @@ pub struct RedisServer {
     child: Option<Child>,
     /// Whether the server takes TLS (only) on its port, with the kit's certificates.
     tls: bool,
-    /// Whether the server is a node of a Redis Cluster ([`RedisCluster`](crate::RedisCluster)).
-    cluster: bool,
+    /// For a node of a Redis Cluster ([`RedisCluster`](crate::RedisCluster)), the port of
+    /// its cluster bus (chosen free, not Redis's default of the port + 10000, which another
+    /// test's server may hold: CI saw a node fail to start on it).
+    cluster: Option<u16>,
 }
 
 impl RedisServer {
@@ -71,11 +73,23 @@ impl RedisServer {
         ));
         let _ = fs::remove_dir_all(&dir);
         fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("testkit: cannot create {}: {e}", dir.display()));
-        let mut server = RedisServer { dir, port: free_ports(1)[0], child: None, tls, cluster };
+        let mut server = RedisServer { dir, port: 0, child: None, tls, cluster: None };
         if tls {
             crate::certs::make(&server.dir);
         }
-        server.launch();
+        // A port found free can be taken before the server binds it: try again on others.
+        for attempt in 1.. {
+            let ports = free_ports(2);
+            server.port = ports[0];
+            server.cluster = cluster.then_some(ports[1]);
+            match server.try_launch() {
+                Ok(()) => break,
+                Err(log) if log.contains("Address already in use") && attempt < 5 => {
+                    let _ = fs::remove_file(server.dir.join("nodes.conf"));
+                }
+                Err(log) => panic!("testkit: redis-server exited:\n{log}"),
+            }
+        }
         server
     }
 
@@ -83,7 +97,19 @@ impl RedisServer {
         self.dir.join("redis.log")
     }
 
+    /// Starts (or starts again) the server on its directory and port.
+    ///
+    /// # Panics
+    ///
+    /// If the server exits or does not answer within 30 s (the message quotes its log).
     fn launch(&mut self) {
+        if let Err(log) = self.try_launch() {
+            panic!("testkit: redis-server exited:\n{log}");
+        }
+    }
+
+    /// [`launch`](Self::launch), returning the log's tail if the server exits at once.
+    fn try_launch(&mut self) -> Result<(), String> {
         let mut command = Command::new("redis-server");
         let port = self.port.to_string();
         if self.tls {
@@ -103,17 +129,18 @@ impl RedisServer {
             .args(["--daemonize", "no", "--protected-mode", "no"])
             // DEBUG SLEEP plays a server that stalls (tests of answers lost after a script ran).
             .args(["--enable-debug-command", "local"])
-            .args(if self.cluster {
-                vec![
-                    "--cluster-enabled",
-                    "yes",
-                    "--cluster-config-file",
-                    "nodes.conf",
-                    "--cluster-node-timeout",
-                    "5000",
-                ]
-            } else {
-                Vec::new()
+            .args(match self.cluster {
+                Some(bus) => vec![
+                    "--cluster-enabled".to_string(),
+                    "yes".to_string(),
+                    "--cluster-config-file".to_string(),
+                    "nodes.conf".to_string(),
+                    "--cluster-node-timeout".to_string(),
+                    "5000".to_string(),
+                    "--cluster-port".to_string(),
+                    bus.to_string(),
+                ],
+                None => Vec::new(),
             })
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -126,7 +153,8 @@ impl RedisServer {
         let start = Instant::now();
         while self.try_cli(&["PING"]).as_deref() != Some("PONG") {
             if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
-                panic!("testkit: redis-server exited ({status}):\n{}", self.log_tail());
+                self.child = None;
+                return Err(format!("({status})\n{}", self.log_tail()));
             }
             assert!(
                 start.elapsed() < TIMEOUT,
@@ -135,6 +163,7 @@ impl RedisServer {
             );
             std::thread::sleep(Duration::from_millis(20));
         }
+        Ok(())
     }
 
     fn log_tail(&self) -> String {
