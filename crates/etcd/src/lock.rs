@@ -15,7 +15,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use latchkey_model::{block_on_until, BoxFuture, ErrorKind, Lease, Name, RawCede, RawLock, Result, State};
+use latchkey_model::{
+    block_on_until, with_deadline, BoxFuture, ErrorKind, Lease, Name, RawCede, RawLock, Result, State,
+};
 
 use crate::keys;
 use crate::queue::{Ask, Queue, Standing};
@@ -234,24 +236,10 @@ impl EtcdLock {
             self.shared.driver.wait_background().await;
             self.enqueue_fresh(permits).await
         };
-        let (session, guard, read) = match deadline {
-            None => prepared.await?,
-            Some(deadline) => tokio::select! {
-                biased;
-                done = prepared => done?,
-                () = tokio::time::sleep_until(deadline.into()) => return Err(self.timeout()),
-            },
-        };
+        let (session, guard, read) = with_deadline(prepared, deadline, || self.timeout()).await?;
         let key = guard.key.clone().expect("armed");
         let waited = self.wait_turn(&key, &session, read);
-        let outcome = match deadline {
-            None => waited.await,
-            Some(deadline) => tokio::select! {
-                biased;
-                granted = waited => granted,
-                () = tokio::time::sleep_until(deadline.into()) => Err(self.timeout()),
-            },
-        };
+        let outcome = with_deadline(waited, deadline, || self.timeout()).await;
         let (token, key) = guard.settle(outcome).await?;
         Ok(self.lease(permits, key, token, session))
     }

@@ -15,8 +15,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use latchkey_model::{
-    block_on_until, describe_capacity, BoxFuture, Error, ErrorKind, Holder, Identity, Lease, Name, RawCede, RawLock,
-    Result, State, Waiter,
+    block_on_until, describe_capacity, with_deadline, BoxFuture, Error, ErrorKind, Holder, Identity, Lease, Name,
+    RawCede, RawLock, Result, State, Waiter,
 };
 use tokio::task::JoinHandle;
 use tokio_postgres::Row;
@@ -308,27 +308,13 @@ impl PostgresLock {
             self.shared.driver.wait_background().await;
             self.enqueue(permits, false).await
         };
-        let (session, pending, queued) = match deadline {
-            None => prepared.await?,
-            Some(deadline) => tokio::select! {
-                biased;
-                done = prepared => done?,
-                () = tokio::time::sleep_until(deadline.into()) => return Err(self.timeout()),
-            },
-        };
+        let (session, pending, queued) = with_deadline(prepared, deadline, || self.timeout()).await?;
         let token = pending.token.expect("an enqueue answers a token");
         if queued.holds {
             return Ok(self.lease(permits, pending.disarm(), session));
         }
         let waited = self.wait_turn(&session, token, queued);
-        let outcome = match deadline {
-            None => waited.await,
-            Some(deadline) => tokio::select! {
-                biased;
-                granted = waited => granted,
-                () = tokio::time::sleep_until(deadline.into()) => Err(self.timeout()),
-            },
-        };
+        let outcome = with_deadline(waited, deadline, || self.timeout()).await;
         let ((), token) = pending.settle(outcome).await?;
         Ok(self.lease(permits, token, session))
     }

@@ -16,8 +16,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use latchkey_model::{
-    block_on_until, describe_capacity, BoxFuture, Error, ErrorKind, Holder, Identity, Lease, Name, RawCede, RawLock,
-    Result, State, Waiter,
+    block_on_until, describe_capacity, with_deadline, BoxFuture, Error, ErrorKind, Holder, Identity, Lease, Name,
+    RawCede, RawLock, Result, State, Waiter,
 };
 use redis::Value;
 use tokio::task::JoinHandle;
@@ -414,14 +414,7 @@ impl RedisLock {
         let granted = self.shared.driver.grant(lock.clone(), async move {
             let pending = Pending::new(&lock, &session, Some(n));
             let waited = lock.wait_turn(&session, n, wake);
-            let outcome = match deadline {
-                None => waited.await,
-                Some(deadline) => tokio::select! {
-                    biased;
-                    granted = waited => granted,
-                    () = tokio::time::sleep_until(deadline.into()) => Err(lock.timeout()),
-                },
-            };
+            let outcome = with_deadline(waited, deadline, || lock.timeout()).await;
             let ((), n) = pending.settle(outcome).await?;
             Ok(lock.lease(permits, token, n, session))
         });
@@ -476,14 +469,7 @@ impl RedisLock {
             self.shared.driver.wait_background().await;
             self.enqueue(permits, false).await
         };
-        let (session, pending, answer) = match deadline {
-            None => prepared.await?,
-            Some(deadline) => tokio::select! {
-                biased;
-                done = prepared => done?,
-                () = tokio::time::sleep_until(deadline.into()) => return Err(self.timeout()),
-            },
-        };
+        let (session, pending, answer) = with_deadline(prepared, deadline, || self.timeout()).await?;
         let (token, wake) = match answer {
             Answer::Holds(token) => return Ok(self.lease(permits, token, pending.disarm(), session)),
             Answer::Waits(token, wake) => (token, wake),
@@ -491,14 +477,7 @@ impl RedisLock {
         };
         let n = pending.n.expect("queued");
         let waited = self.wait_turn(&session, n, wake);
-        let outcome = match deadline {
-            None => waited.await,
-            Some(deadline) => tokio::select! {
-                biased;
-                granted = waited => granted,
-                () = tokio::time::sleep_until(deadline.into()) => Err(self.timeout()),
-            },
-        };
+        let outcome = with_deadline(waited, deadline, || self.timeout()).await;
         let ((), n) = pending.settle(outcome).await?;
         Ok(self.lease(permits, token, n, session))
     }
