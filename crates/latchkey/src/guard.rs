@@ -227,8 +227,10 @@ impl<'a> Guard<'a> {
     }
 
     /// If anybody waits, hands the lock to the head of the queue and waits again at the
-    /// back; if nobody waits, keeps it.
-    pub(crate) async fn cede(self) -> Result<Guard<'a>> {
+    /// back; if nobody waits, keeps it: the step of an interval lock
+    /// ([`IntervalGuard::cede`](crate::IntervalGuard::cede)), for guards of a [`Lock`](crate::Lock).
+    /// A new grant has a new fencing token; on an error the lock is given up.
+    pub async fn cede(self) -> Result<Guard<'a>> {
         Ok(Guard::new(match self.into_held() {
             Held::Process(permit) => Held::Process(permit.cede().await),
             Held::Raw(mut raw) => {
@@ -241,7 +243,7 @@ impl<'a> Guard<'a> {
     }
 
     /// The blocking form of [`cede`](Guard::cede).
-    pub(crate) fn cede_blocking(self) -> Result<Guard<'a>> {
+    pub fn cede_blocking(self) -> Result<Guard<'a>> {
         Ok(Guard::new(match self.into_held() {
             Held::Process(permit) => Held::Process(permit.cede_blocking()),
             Held::Raw(mut raw) => {

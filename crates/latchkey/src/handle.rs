@@ -113,6 +113,40 @@ impl Handle {
     }
 }
 
+impl Handle {
+    /// [`try_acquire`](Handle::try_acquire), with a guard that borrows nothing.
+    pub(crate) fn try_acquire_owned(&self, permits: u32) -> Result<Option<Guard<'static>>> {
+        Ok(match self {
+            Handle::Process(handle) => handle.try_acquire(permits)?.map(|p| Guard::new(Held::Process(p))),
+            Handle::Raw(lock) => lock.try_acquire(permits)?.map(|lease| owned_guard(lock, lease)),
+        })
+    }
+
+    /// [`acquire`](Handle::acquire), with a guard that borrows nothing.
+    pub(crate) async fn acquire_owned(&self, permits: u32, timeout: Option<Duration>) -> Result<Guard<'static>> {
+        match self {
+            Handle::Process(handle) => {
+                let permit = with_timeout(handle.acquire(permits), timeout, self.name(), self.scope_url()).await?;
+                Ok(Guard::new(Held::Process(permit)))
+            }
+            Handle::Raw(lock) => Ok(owned_guard(lock, lock.acquire(permits, deadline_after(timeout)).await?)),
+        }
+    }
+
+    /// [`acquire_blocking`](Handle::acquire_blocking), with a guard that borrows nothing.
+    pub(crate) fn acquire_blocking_owned(&self, permits: u32, timeout: Option<Duration>) -> Result<Guard<'static>> {
+        let deadline = deadline_after(timeout);
+        Ok(match self {
+            Handle::Process(handle) => Guard::new(Held::Process(handle.acquire_blocking(permits, deadline)?)),
+            Handle::Raw(lock) => owned_guard(lock, lock.acquire_blocking(permits, deadline)?),
+        })
+    }
+}
+
+fn owned_guard(lock: &Arc<dyn RawLock>, lease: latchkey_model::Lease) -> Guard<'static> {
+    Guard::new(Held::raw(RawRef::Owned(lock.clone()), lease))
+}
+
 fn raw_guard(lock: &dyn RawLock, lease: latchkey_model::Lease) -> Guard<'_> {
     Guard::new(Held::raw(RawRef::Borrowed(lock), lease))
 }

@@ -24,6 +24,7 @@ mod backends;
 mod guard;
 mod handle;
 mod interval;
+mod lock;
 mod mutex;
 mod rwlock;
 mod scope;
@@ -36,6 +37,7 @@ pub use latchkey_model::{
     Error, ErrorKind, Holder, Identity, Name, Result, State, Waiter, MAX_NAME_LEN, MAX_SEMAPHORE_CAPACITY,
     RWLOCK_CAPACITY,
 };
+pub use lock::Lock;
 pub use mutex::Mutex;
 pub use rwlock::RwLock;
 pub use scope::Scope;

@@ -11,7 +11,7 @@ use latchkey_process::ProcessScope;
 
 use crate::guard::{Held, RawRef};
 use crate::handle::{deadline_after, with_timeout, Handle};
-use crate::{Guard, IntervalLock, Mutex, RwLock, ScopeUrl, Semaphore};
+use crate::{Guard, IntervalLock, Lock, Mutex, RwLock, ScopeUrl, Semaphore};
 
 /// A scope: a namespace of lock names, and who is excluded by them. Cheap to clone.
 ///
@@ -314,6 +314,12 @@ impl Scope {
                 Ok(Guard::new(Held::raw(RawRef::Owned(lock), lease)))
             }
         }
+    }
+
+    /// The name `name` with `capacity` permits, as the one model under every primitive:
+    /// see [`Lock`]. Its guards borrow nothing (what bindings for other languages need).
+    pub fn open_lock(&self, name: &str, capacity: u32) -> Result<Lock> {
+        Ok(Lock::new(self.handle(name, capacity)?))
     }
 
     fn handle(&self, name: &str, capacity: u32) -> Result<Handle> {

@@ -22,6 +22,7 @@ mod inspect;
 mod interval;
 mod mixed;
 mod mutex;
+mod owned;
 mod rwlock;
 mod semaphore;
 mod timeouts;
@@ -32,6 +33,7 @@ use inspect::*;
 use interval::*;
 use mixed::*;
 use mutex::*;
+use owned::*;
 use rwlock::*;
 use semaphore::*;
 use timeouts::*;
@@ -75,6 +77,7 @@ macro_rules! conformance_suite {
                 blocked_thread_is_woken_by_an_async_release,
                 async_waiter_is_woken_by_a_blocking_release,
                 handles_guards_and_futures_are_send,
+                owned_guards_outlive_their_lock_and_keep_the_model,
             );
         }
     };
