@@ -1,0 +1,102 @@
+/* Every function of latchkey.h, on the scope given as argv[1] (a fresh host namespace):
+ * exits 0 when every check holds, else prints the failed check and exits 1. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "latchkey.h"
+
+static int failures = 0;
+
+#define CHECK(cond)                                                                 \
+    do {                                                                            \
+        if (!(cond)) {                                                              \
+            fprintf(stderr, "%s:%d: check failed: %s (last error %d: %s)\n",        \
+                    __FILE__, __LINE__, #cond, latchkey_error_code(),                \
+                    latchkey_error_message());                                      \
+            failures++;                                                             \
+        }                                                                           \
+    } while (0)
+
+int main(int argc, char **argv) {
+    if (argc != 2) {
+        fprintf(stderr, "usage: smoke SCOPE_URL\n");
+        return 2;
+    }
+    CHECK(strlen(latchkey_version()) > 0);
+
+    /* Bad input: a clear code and a message naming what was wrong. */
+    latchkey_scope *bad = NULL;
+    CHECK(latchkey_scope_open("nosuch://x", &bad) == LATCHKEY_INVALID_SCOPE);
+    CHECK(latchkey_error_code() == LATCHKEY_INVALID_SCOPE);
+    CHECK(strstr(latchkey_error_message(), "nosuch") != NULL);
+    CHECK(latchkey_scope_open(NULL, &bad) == LATCHKEY_GENERIC);
+
+    latchkey_scope *scope = NULL;
+    CHECK(latchkey_scope_open(argv[1], &scope) == LATCHKEY_OK);
+    CHECK(latchkey_error_code() == 0 && strcmp(latchkey_error_message(), "") == 0);
+    latchkey_lock *invalid = NULL;
+    CHECK(latchkey_lock_open(scope, "", 1, &invalid) == LATCHKEY_INVALID_NAME);
+
+    /* A mutex: try, a timeout while held, release, a greater token. */
+    latchkey_lock *mutex = NULL;
+    CHECK(latchkey_lock_open(scope, "c-mutex", 1, &mutex) == LATCHKEY_OK);
+    latchkey_guard *held = NULL, *other = NULL;
+    CHECK(latchkey_try_acquire(mutex, 1, &held) == LATCHKEY_OK && held != NULL);
+    uint64_t first = latchkey_guard_fencing_token(held);
+    CHECK(first > 0);
+    CHECK(!latchkey_guard_is_lost(held));
+    bool locked = false;
+    CHECK(latchkey_is_locked(scope, "c-mutex", &locked) == LATCHKEY_OK && locked);
+    CHECK(latchkey_try_acquire(mutex, 1, &other) == LATCHKEY_OK && other == NULL);
+    CHECK(latchkey_acquire(mutex, 1, 20, &other) == LATCHKEY_TIMEOUT && other == NULL);
+    CHECK(strstr(latchkey_error_message(), "c-mutex") != NULL);
+    CHECK(latchkey_release(held) == LATCHKEY_OK);
+    CHECK(latchkey_is_locked(scope, "c-mutex", &locked) == LATCHKEY_OK && !locked);
+    CHECK(latchkey_acquire(mutex, 1, LATCHKEY_WAIT_FOREVER, &held) == LATCHKEY_OK);
+    CHECK(latchkey_guard_fencing_token(held) > first);
+    /* A cede with nobody waiting keeps the lock. */
+    CHECK(latchkey_guard_cede(&held) == LATCHKEY_OK && held != NULL);
+    latchkey_guard_free(held); /* releases */
+    CHECK(latchkey_is_locked(scope, "c-mutex", &locked) == LATCHKEY_OK && !locked);
+
+    /* A reader-writer lock: readers share, a writer waits for them. */
+    latchkey_lock *rw = NULL;
+    CHECK(latchkey_lock_open(scope, "c-rw", LATCHKEY_RWLOCK_CAPACITY, &rw) == LATCHKEY_OK);
+    latchkey_guard *r1 = NULL, *r2 = NULL, *w = NULL;
+    CHECK(latchkey_acquire(rw, 1, 1000, &r1) == LATCHKEY_OK);
+    CHECK(latchkey_try_acquire(rw, 1, &r2) == LATCHKEY_OK && r2 != NULL);
+    CHECK(latchkey_try_acquire(rw, LATCHKEY_RWLOCK_CAPACITY, &w) == LATCHKEY_OK && w == NULL);
+    CHECK(latchkey_release(r1) == LATCHKEY_OK && latchkey_release(r2) == LATCHKEY_OK);
+    CHECK(latchkey_try_acquire(rw, LATCHKEY_RWLOCK_CAPACITY, &w) == LATCHKEY_OK && w != NULL);
+    CHECK(latchkey_release(w) == LATCHKEY_OK);
+
+    /* A semaphore of 3: 2 + 1 fit, one more does not; a capacity mismatch is refused. */
+    latchkey_lock *sem = NULL, *wrong = NULL;
+    CHECK(latchkey_lock_open(scope, "c-sem", 3, &sem) == LATCHKEY_OK);
+    latchkey_guard *two = NULL, *one = NULL, *more = NULL;
+    CHECK(latchkey_acquire(sem, 2, 1000, &two) == LATCHKEY_OK);
+    CHECK(latchkey_try_acquire(sem, 1, &one) == LATCHKEY_OK && one != NULL);
+    CHECK(latchkey_try_acquire(sem, 1, &more) == LATCHKEY_OK && more == NULL);
+    CHECK(latchkey_lock_open(scope, "c-sem", 5, &wrong) == LATCHKEY_CAPACITY_MISMATCH);
+    CHECK(latchkey_acquire(sem, 4, 0, &more) == LATCHKEY_CAPACITY_MISMATCH);
+
+    /* Guards outlive their lock and scope handles. */
+    latchkey_lock_free(sem);
+    latchkey_scope_free(scope);
+    CHECK(latchkey_release(two) == LATCHKEY_OK && latchkey_release(one) == LATCHKEY_OK);
+
+    /* NULLs are errors, not crashes. */
+    CHECK(latchkey_release(NULL) == LATCHKEY_GENERIC);
+    CHECK(latchkey_guard_fencing_token(NULL) == 0 && latchkey_guard_is_lost(NULL));
+    latchkey_guard_free(NULL);
+    latchkey_lock_free(NULL);
+    latchkey_scope_free(NULL);
+    latchkey_lock_free(mutex);
+    latchkey_lock_free(rw);
+
+    if (failures == 0) {
+        printf("ok\n");
+    }
+    return failures == 0 ? 0 : 1;
+}
