@@ -1,0 +1,97 @@
+"""Across processes and languages on one host namespace: Ctrl-C withdraws a blocking wait;
+a Python holder excludes the `latchkey` command (conflict code) and keeps a waiting
+command waiting until the Python process is SIGKILLed; the synchronization module."""
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import latchkey
+from latchkey.synchronization import IntervalLock, ReaderWriterLock, RWReadContext, RWWriteContext
+
+
+def python(code, *args):
+    return subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(code), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+
+
+HOLD = """
+    import sys, time, latchkey
+    scope = latchkey.Scope(sys.argv[1])
+    guard = scope.mutex(sys.argv[2]).acquire()
+    print("held", guard.fencing_token, flush=True)
+    time.sleep(600)
+"""
+
+
+def test_ctrl_c_interrupts_a_blocking_wait_and_leaves_nothing_queued(scope, url):
+    held = scope.mutex("busy").acquire()
+    waiter = python(
+        """
+        import sys, latchkey
+        scope = latchkey.Scope(sys.argv[1])
+        print("waiting", flush=True)
+        try:
+            scope.mutex("busy").acquire()
+        except KeyboardInterrupt:
+            print("interrupted", flush=True)
+        """,
+        url,
+    )
+    assert waiter.stdout.readline().strip() == "waiting"
+    while scope.inspect("busy")["waiters"] == 0:
+        time.sleep(0.01)
+    waiter.send_signal(signal.SIGINT)
+    out, err = waiter.communicate(timeout=30)
+    assert out.strip() == "interrupted", err
+    assert scope.inspect("busy")["waiters"] == 0, "the interrupted request stayed queued"
+    held.release()
+
+
+def test_a_python_holder_excludes_the_command_until_it_is_killed(scope, url, cli):
+    holder = python(HOLD, url, "shared")
+    line = holder.stdout.readline().split()
+    assert line[0] == "held", holder.stderr.read()
+    # `latchkey run -n` fails with the conflict code (75) while Python holds the lock.
+    busy = subprocess.run([cli, "run", "--scope", url, "-n", "shared", "--", "true"], capture_output=True)
+    assert busy.returncode == 75, busy.stderr
+    # A waiting command is granted when the Python process dies.
+    waiter = subprocess.Popen([cli, "run", "--scope", url, "-w", "60", "shared", "--", "true"])
+    while scope.inspect("shared")["waiters"] == 0:
+        time.sleep(0.01)
+    os.kill(holder.pid, signal.SIGKILL)
+    holder.wait()
+    assert waiter.wait(timeout=60) == 0
+    assert scope.inspect("shared")["last_token"] > int(line[1])
+
+
+def test_synchronization_names_in_one_process_and_across(url):
+    lock = IntervalLock(interval=0.001)
+    with lock:
+        assert lock.locked()
+        lock.poll()
+        lock.cede()
+    assert not lock.locked()
+    rw = ReaderWriterLock()
+    with RWReadContext(rw):
+        assert rw.readers() == 1 and not rw.writer_locked()
+    with RWWriteContext(rw):
+        assert rw.writer_locked() and rw.readers() == 0
+    assert rw.writers_waiting() == 0
+    # Named: the same lock for another process.
+    shared = ReaderWriterLock(name="shared-rw", scope=url)
+    shared.lock_write()
+    other = python(
+        """
+        import sys, latchkey
+        print(latchkey.Scope(sys.argv[1]).rwlock("shared-rw").read().try_acquire() is None)
+        """,
+        url,
+    )
+    out, err = other.communicate(timeout=60)
+    assert out.strip() == "True", err
+    shared.unlock_write()
