@@ -1,0 +1,245 @@
+//! The native half of the Node.js (and Deno) package: a `Scope`, a `Lock` (permits of a
+//! name's capacity, the one model under every primitive) and a `Guard`, each one call of the
+//! `latchkey` crate; the promises, `AbortSignal`s, primitives and error objects are
+//! JavaScript (`index.js`).
+//!
+//! Nothing blocks the event loop: every call that may wait or reach a server runs on the
+//! module's runtime and answers a Node-style callback `(error, value)`; an error is
+//! `[code] message`, turned into a `LatchkeyError` with `.code` by `index.js`. A wait's
+//! `Pending.cancel()` aborts it and withdraws the request.
+
+#![deny(clippy::all)]
+
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use napi::bindgen_prelude::*;
+use napi::threadsafe_function::{ErrorStrategy, ThreadsafeFunction, ThreadsafeFunctionCallMode};
+use napi_derive::napi;
+use tokio::task::JoinHandle;
+
+/// The module's runtime: where waits and calls to servers run.
+fn runtime() -> &'static tokio::runtime::Runtime {
+    static RUNTIME: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
+    RUNTIME.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("latchkey-node")
+            .enable_time()
+            .build()
+            .expect("latchkey: cannot start the module's runtime")
+    })
+}
+
+/// A latchkey error as a JavaScript error whose message starts with `[code] `.
+fn to_js(error: &latchkey::Error) -> Error {
+    Error::new(Status::GenericFailure, format!("[{}] {error}", error.code()))
+}
+
+/// A Node-style callback, called from the runtime's thread.
+type Callback<T> = ThreadsafeFunction<T, ErrorStrategy::CalleeHandled>;
+
+fn callback<T: ToNapiValue + 'static>(function: JsFunction) -> Result<Callback<T>> {
+    function.create_threadsafe_function(0, |context: napi::threadsafe_function::ThreadSafeCallContext<T>| {
+        Ok(vec![context.value])
+    })
+}
+
+/// Runs `work` on the module's runtime (blocking calls on its blocking threads) and answers
+/// `done(error, value)`.
+fn answer<T: ToNapiValue + Send + 'static>(
+    done: JsFunction,
+    work: impl FnOnce() -> latchkey::Result<T> + Send + 'static,
+) -> Result<()> {
+    let done: Callback<T> = callback(done)?;
+    runtime().spawn_blocking(move || {
+        let result = work().map_err(|e| to_js(&e));
+        done.call(result, ThreadsafeFunctionCallMode::NonBlocking);
+    });
+    Ok(())
+}
+
+/// A scope: the namespace of the locks of a URL (`host:`, `process:`, `etcd://…`,
+/// `postgres://…`, `redis://…`).
+#[napi]
+pub struct Scope(latchkey::Scope);
+
+#[napi]
+impl Scope {
+    /// Opens the scope `url` names; answers `done(error, scope)`.
+    #[napi]
+    pub fn open(url: String, done: JsFunction) -> Result<()> {
+        answer(done, move || latchkey::Scope::open(&url).map(Scope))
+    }
+
+    /// The scope's URL (with any password hidden).
+    #[napi(getter)]
+    pub fn url(&self) -> String {
+        self.0.url().to_string()
+    }
+
+    /// The name `name` with `capacity` permits; answers `done(error, lock)`.
+    #[napi]
+    pub fn open_lock(&self, name: String, capacity: u32, done: JsFunction) -> Result<()> {
+        let scope = self.0.clone();
+        answer(done, move || scope.open_lock(&name, capacity).map(|lock| Lock(Arc::new(lock))))
+    }
+
+    /// Whether anybody holds `name`; answers `done(error, locked)`.
+    #[napi]
+    pub fn is_locked(&self, name: String, done: JsFunction) -> Result<()> {
+        let scope = self.0.clone();
+        answer(done, move || scope.is_locked(&name))
+    }
+
+    /// A snapshot of `name` as JSON (capacity, inUse, holders, waiters, lastToken);
+    /// answers `done(error, json)`.
+    #[napi]
+    pub fn inspect(&self, name: String, done: JsFunction) -> Result<()> {
+        let scope = self.0.clone();
+        answer(done, move || scope.inspect(&name).map(|state| state_json(&state)))
+    }
+
+    /// Closes the scope; answers `done(error)`.
+    #[napi]
+    pub fn close(&self, done: JsFunction) -> Result<()> {
+        let scope = self.0.clone();
+        answer(done, move || scope.close_blocking())
+    }
+}
+
+fn state_json(state: &latchkey::State) -> String {
+    let holders: Vec<String> =
+        state.holders.iter().map(|h| format!("{{\"pid\":{},\"permits\":{}}}", h.pid, h.permits)).collect();
+    format!(
+        "{{\"name\":{:?},\"capacity\":{},\"inUse\":{},\"waiters\":{},\"waitingExclusive\":{},\"lastToken\":\"{}\",\"holders\":[{}]}}",
+        state.name.as_str(),
+        state.capacity,
+        state.in_use,
+        state.waiters,
+        state.waiting_exclusive,
+        state.last_token,
+        holders.join(",")
+    )
+}
+
+/// A name of a scope with its capacity: requests take permits of it, in arrival order.
+#[napi]
+pub struct Lock(Arc<latchkey::Lock>);
+
+#[napi]
+impl Lock {
+    #[napi(getter)]
+    pub fn name(&self) -> String {
+        self.0.name().as_str().to_string()
+    }
+
+    #[napi(getter)]
+    pub fn capacity(&self) -> u32 {
+        self.0.capacity()
+    }
+
+    /// `permits` if they are free and nobody waits; answers `done(error, guard or null)`.
+    #[napi]
+    pub fn try_acquire(&self, permits: u32, done: JsFunction) -> Result<()> {
+        let lock = self.0.clone();
+        answer(done, move || lock.try_acquire(permits).map(|guard| guard.map(Guard::new)))
+    }
+
+    /// Waits for `permits`, at most `timeout_ms` (negative: for good); answers
+    /// `done(error, guard)`. The returned `Pending` gives the wait up.
+    #[napi]
+    pub fn acquire(&self, permits: u32, timeout_ms: f64, done: JsFunction) -> Result<Pending> {
+        let done: Callback<Guard> = callback(done)?;
+        let timeout = (timeout_ms >= 0.0).then(|| Duration::from_secs_f64(timeout_ms / 1000.0));
+        let lock = self.0.clone();
+        let task = runtime().spawn(async move {
+            let granted = lock.acquire(permits, timeout).await;
+            done.call(granted.map(Guard::new).map_err(|e| to_js(&e)), ThreadsafeFunctionCallMode::NonBlocking);
+        });
+        Ok(Pending(Mutex::new(Some(task))))
+    }
+}
+
+/// A wait started by `Lock.acquire`.
+#[napi]
+pub struct Pending(Mutex<Option<JoinHandle<()>>>);
+
+#[napi]
+impl Pending {
+    /// Gives the wait up and withdraws its request (a grant that came first is still
+    /// answered, and the caller gives it back).
+    #[napi]
+    pub fn cancel(&self) {
+        if let Some(task) = self.0.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            task.abort();
+        }
+    }
+}
+
+/// Permits held.
+#[napi]
+pub struct Guard(Arc<Mutex<Option<latchkey::Guard<'static>>>>);
+
+impl Guard {
+    fn new(guard: latchkey::Guard<'static>) -> Guard {
+        Guard(Arc::new(Mutex::new(Some(guard))))
+    }
+
+    fn held(&self) -> std::sync::MutexGuard<'_, Option<latchkey::Guard<'static>>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+fn not_held() -> latchkey::Error {
+    latchkey::Error::new(latchkey::ErrorKind::NotHeld, "the guard was already released")
+}
+
+#[napi]
+impl Guard {
+    /// The grant's fencing token (a decimal string: it may pass 2^53).
+    #[napi(getter)]
+    pub fn fencing_token(&self) -> Result<String> {
+        self.held().as_ref().map(|g| g.fencing_token().to_string()).ok_or_else(|| to_js(&not_held()))
+    }
+
+    #[napi(getter)]
+    pub fn permits(&self) -> Result<u32> {
+        self.held().as_ref().map(|g| g.permits()).ok_or_else(|| to_js(&not_held()))
+    }
+
+    /// Whether the guard still holds.
+    #[napi(getter)]
+    pub fn held_now(&self) -> bool {
+        self.held().is_some()
+    }
+
+    /// Whether the hold is known to be lost.
+    #[napi]
+    pub fn is_lost(&self) -> bool {
+        self.held().as_ref().is_none_or(|g| g.is_lost())
+    }
+
+    /// Gives the permits back; answers `done(error)`.
+    #[napi]
+    pub fn release(&self, done: JsFunction) -> Result<()> {
+        let held = self.held().take();
+        answer(done, move || held.ok_or_else(not_held)?.release())
+    }
+
+    /// If anybody waits, hands over and waits to be granted again at the back; answers
+    /// `done(error)` (on an error the guard is given up).
+    #[napi]
+    pub fn cede(&self, done: JsFunction) -> Result<()> {
+        let (held, slot) = (self.held().take(), self.0.clone());
+        answer(done, move || {
+            let ceded = held.ok_or_else(not_held)?.cede_blocking()?;
+            *slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(ceded);
+            Ok(())
+        })
+    }
+}
+
+/// The capacity of a reader-writer lock: a read takes 1 permit, a write all of them.
+#[napi]
+pub const RWLOCK_CAPACITY: u32 = latchkey::RWLOCK_CAPACITY;
