@@ -146,6 +146,14 @@ impl Lock {
         answer(done, move || lock.try_acquire(permits).map(|guard| guard.map(Guard::new)))
     }
 
+    /// `permits` if they are free and nobody waits, decided on the calling thread: for
+    /// scopes of this machine (`host:`, `process:`), whose try never waits for a holder or
+    /// a server; `index.js` uses it before it waits.
+    #[napi]
+    pub fn try_acquire_now(&self, permits: u32) -> Result<Option<Guard>> {
+        self.0.try_acquire(permits).map(|guard| guard.map(Guard::new)).map_err(|e| to_js(&e))
+    }
+
     /// Waits for `permits`, at most `timeout_ms` (negative: for good); answers
     /// `done(error, guard)`. The returned `Pending` gives the wait up.
     #[napi]
@@ -218,6 +226,14 @@ impl Guard {
     #[napi]
     pub fn is_lost(&self) -> bool {
         self.held().as_ref().is_none_or(|g| g.is_lost())
+    }
+
+    /// Gives the permits back on the calling thread: for scopes of this machine, whose
+    /// release is a few writes to memory.
+    #[napi]
+    pub fn release_now(&self) -> Result<()> {
+        let held = self.held().take();
+        held.ok_or_else(not_held).and_then(|guard| guard.release()).map_err(|e| to_js(&e))
     }
 
     /// Gives the permits back; answers `done(error)`.
