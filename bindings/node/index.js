@@ -114,7 +114,7 @@ class Lock {
   }
   /** Waits until granted (`{ timeout, signal }`); resolves to a Handle. */
   async acquire(options = {}) {
-    const permits = options.permits || this._permits
+    const permits = options.permits ?? this._permits
     if (this._scope._local && !(options.signal && options.signal.aborted)) {
       // A scope of this machine answers a try at once: no wait, no other thread.
       let guard
@@ -129,7 +129,7 @@ class Lock {
   }
   /** A Handle if free and nobody waits, else null. */
   async tryAcquire(options = {}) {
-    const guard = await call(this._lock, 'tryAcquire', options.permits || this._permits)
+    const guard = await call(this._lock, 'tryAcquire', options.permits ?? this._permits)
     return guard ? new Handle(guard, this._scope) : null
   }
   /** Runs `fn` while holding the lock; resolves to what it resolves to. */
@@ -178,7 +178,7 @@ class Scope {
   async _lockOf(name, options) {
     if (options.shared) return (await this.rwlock(name)).read
     if (options.exclusive) return (await this.rwlock(name)).write
-    if (options.capacity) return new Lock(await this._open(name, options.capacity), this, options.permits || 1)
+    if (options.capacity) return new Lock(await this._open(name, options.capacity), this, options.permits ?? 1)
     return this.mutex(name)
   }
   /** Waits for `name` (`{ timeout, signal, shared, exclusive, capacity, permits }`);

@@ -60,7 +60,8 @@ typedef struct LatchkeyGuard latchkey_guard;
 /* Opens the scope `url` names: "host:", "host:/dir", "process:", "etcd://...",
  * "postgres://...", "redis://...". */
 int32_t latchkey_scope_open(const char *url, latchkey_scope **scope_out);
-/* Closes and frees a scope (NULL is ignored); its locks and guards stay usable. */
+/* Frees a scope (NULL is ignored); its locks and guards stay usable (a scope over a
+ * network ends its session once the last of them is gone). */
 void latchkey_scope_free(latchkey_scope *scope);
 
 /* Opens the name `name` of `scope` with `capacity` permits. */

@@ -29,7 +29,8 @@ thread_local! {
 
 fn set_error(code: i32, message: &str) -> i32 {
     let message = CString::new(message.replace('\0', " ")).unwrap_or_default();
-    LAST_ERROR.with(|last| *last.borrow_mut() = (code, message));
+    // During the thread's exit the message has nowhere to go; the code is still returned.
+    let _ = LAST_ERROR.try_with(|last| *last.borrow_mut() = (code, message));
     code
 }
 
@@ -39,12 +40,14 @@ fn fail(error: &Error) -> i32 {
 
 /// Runs `body`, turning its error, a panic, or a null argument into an error code.
 fn call(body: impl FnOnce() -> Result<(), Error>) -> i32 {
-    LAST_ERROR.with(|last| *last.borrow_mut() = (OK, CString::default()));
-    match catch_unwind(AssertUnwindSafe(body)) {
-        Ok(Ok(())) => OK,
-        Ok(Err(error)) => fail(&error),
-        Err(_) => set_error(ErrorKind::Generic.code() as i32, "internal error: a panic in liblatchkey"),
-    }
+    let outcome = catch_unwind(AssertUnwindSafe(|| {
+        let _ = LAST_ERROR.try_with(|last| *last.borrow_mut() = (OK, CString::default()));
+        match body() {
+            Ok(()) => OK,
+            Err(error) => fail(&error),
+        }
+    }));
+    outcome.unwrap_or_else(|_| set_error(ErrorKind::Generic.code() as i32, "internal error: a panic in liblatchkey"))
 }
 
 fn null(what: &str) -> Error {
@@ -56,13 +59,23 @@ fn null(what: &str) -> Error {
 /// # Safety
 ///
 /// `text` is NULL or a NUL-terminated string that lives for the call.
-unsafe fn text<'a>(text: *const c_char, what: &str) -> Result<&'a str, Error> {
+unsafe fn text<'a>(text: *const c_char, what: &str, invalid: ErrorKind) -> Result<&'a str, Error> {
     if text.is_null() {
         return Err(null(what));
     }
     // SAFETY: non-null, and NUL-terminated by the caller's contract.
     let text = unsafe { CStr::from_ptr(text) };
-    text.to_str().map_err(|_| Error::new(ErrorKind::InvalidName, format!("{what} is not UTF-8")))
+    text.to_str().map_err(|_| Error::new(invalid, format!("{what} is not UTF-8")))
+}
+
+/// Fails if `out` is NULL: checked before anything is done, so that nothing is taken that
+/// could not be handed over (review finding: a lock acquired into a NULL out-pointer stayed
+/// held).
+fn writable<T>(out: *mut T) -> Result<(), Error> {
+    if out.is_null() {
+        return Err(null("the out pointer"));
+    }
+    Ok(())
 }
 
 /// `*out = value` if `out` is not NULL.
@@ -89,14 +102,16 @@ unsafe fn put<T>(out: *mut T, value: T) -> Result<(), Error> {
 pub unsafe extern "C" fn latchkey_scope_open(url: *const c_char, scope_out: *mut *mut LatchkeyScope) -> i32 {
     call(|| {
         // SAFETY: the caller's contract.
-        let url = unsafe { text(url, "the URL") }?;
+        writable(scope_out)?;
+        let url = unsafe { text(url, "the URL", ErrorKind::InvalidScope) }?;
         let scope = Scope::open(url)?;
         // SAFETY: the caller's contract.
         unsafe { put(scope_out, Box::into_raw(Box::new(LatchkeyScope(scope)))) }
     })
 }
 
-/// Closes and frees a scope (NULL is ignored). Locks and guards of it stay usable.
+/// Frees a scope (NULL is ignored). Locks and guards of it stay usable; a scope over a
+/// network ends its session once the last of them is gone.
 ///
 /// # Safety
 ///
@@ -126,8 +141,9 @@ pub unsafe extern "C" fn latchkey_lock_open(
     call(|| {
         // SAFETY: the caller's contract.
         let scope = unsafe { scope.as_ref() }.ok_or_else(|| null("the scope"))?;
+        writable(lock_out)?;
         // SAFETY: the caller's contract.
-        let name = unsafe { text(name, "the name") }?;
+        let name = unsafe { text(name, "the name", ErrorKind::InvalidName) }?;
         let lock = scope.0.open_lock(name, capacity)?;
         // SAFETY: the caller's contract.
         unsafe { put(lock_out, Box::into_raw(Box::new(LatchkeyLock(lock)))) }
@@ -163,6 +179,7 @@ pub unsafe extern "C" fn latchkey_acquire(
     call(|| {
         // SAFETY: the caller's contract.
         let lock = unsafe { lock.as_ref() }.ok_or_else(|| null("the lock"))?;
+        writable(guard_out)?;
         let timeout = u64::try_from(timeout_ms).ok().map(Duration::from_millis);
         let guard = lock.0.acquire_blocking(permits, timeout)?;
         // SAFETY: the caller's contract.
@@ -185,6 +202,7 @@ pub unsafe extern "C" fn latchkey_try_acquire(
     call(|| {
         // SAFETY: the caller's contract.
         let lock = unsafe { lock.as_ref() }.ok_or_else(|| null("the lock"))?;
+        writable(guard_out)?;
         let guard = lock.0.try_acquire(permits)?;
         let guard = guard.map_or(ptr::null_mut(), |guard| Box::into_raw(Box::new(LatchkeyGuard(guard))));
         // SAFETY: the caller's contract.
@@ -287,8 +305,9 @@ pub unsafe extern "C" fn latchkey_is_locked(
     call(|| {
         // SAFETY: the caller's contract.
         let scope = unsafe { scope.as_ref() }.ok_or_else(|| null("the scope"))?;
+        writable(locked_out)?;
         // SAFETY: the caller's contract.
-        let name = unsafe { text(name, "the name") }?;
+        let name = unsafe { text(name, "the name", ErrorKind::InvalidName) }?;
         let locked = scope.0.is_locked(name)?;
         // SAFETY: the caller's contract.
         unsafe { put(locked_out, locked) }

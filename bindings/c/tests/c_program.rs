@@ -7,10 +7,25 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// Where cargo put `liblatchkey.so` for this build (the test binary is in its `deps/`).
+/// Where cargo puts `liblatchkey.so` for this build (the test binary is in its `deps/`),
+/// built now: cargo builds no `cdylib` for a package's integration tests.
 fn library_dir() -> PathBuf {
-    let exe = std::env::current_exe().expect("the test's path");
-    exe.parent().and_then(Path::parent).expect("target/<profile>").to_path_buf()
+    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let exe = std::env::current_exe().expect("the test's path");
+            let dir = exe.parent().and_then(Path::parent).expect("target/<profile>").to_path_buf();
+            let target = dir.parent().expect("target/");
+            let mut build = Command::new(env!("CARGO"));
+            build.args(["build", "-p", "latchkey-c", "--target-dir"]).arg(target);
+            if dir.file_name().is_some_and(|profile| profile == "release") {
+                build.arg("--release");
+            }
+            let built = build.status().expect("run cargo");
+            assert!(built.success(), "cargo build -p latchkey-c failed");
+            dir
+        })
+        .clone()
 }
 
 /// Compiles `source` into `out`, failing the test with cc's output.

@@ -8,6 +8,16 @@
 
 static int failures = 0;
 
+/* A scope of `url`, opened once more (the test's own was freed on the way). */
+static latchkey_scope *scope_again(const char *url) {
+    static latchkey_scope *again = NULL;
+    if (again == NULL && latchkey_scope_open(url, &again) != LATCHKEY_OK) {
+        fprintf(stderr, "cannot open %s: %s\n", url, latchkey_error_message());
+        exit(1);
+    }
+    return again;
+}
+
 #define CHECK(cond)                                                                 \
     do {                                                                            \
         if (!(cond)) {                                                              \
@@ -85,6 +95,18 @@ int main(int argc, char **argv) {
     latchkey_lock_free(sem);
     latchkey_scope_free(scope);
     CHECK(latchkey_release(two) == LATCHKEY_OK && latchkey_release(one) == LATCHKEY_OK);
+
+    /* A NULL out-pointer is refused before anything is taken (review finding). */
+    latchkey_lock *nulled = NULL;
+    CHECK(latchkey_lock_open(scope_again(argv[1]), "c-null", 1, &nulled) == LATCHKEY_OK);
+    CHECK(latchkey_acquire(nulled, 1, 1000, NULL) == LATCHKEY_GENERIC);
+    CHECK(latchkey_try_acquire(nulled, 1, NULL) == LATCHKEY_GENERIC);
+    latchkey_guard *free_now = NULL;
+    CHECK(latchkey_try_acquire(nulled, 1, &free_now) == LATCHKEY_OK && free_now != NULL);
+    CHECK(latchkey_release(free_now) == LATCHKEY_OK);
+    latchkey_lock_free(nulled);
+    CHECK(latchkey_scope_open(argv[1], NULL) == LATCHKEY_GENERIC);
+    CHECK(latchkey_scope_open("\xff\xfe", &bad) == LATCHKEY_INVALID_SCOPE);
 
     /* NULLs are errors, not crashes. */
     CHECK(latchkey_release(NULL) == LATCHKEY_GENERIC);

@@ -108,12 +108,29 @@ impl Scope {
     }
 }
 
+/// `text` as a JSON string (review finding: Rust's `{:?}` escapes some characters as
+/// `\u{…}`, which is not JSON).
+fn json_string(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 2);
+    out.push('"');
+    for c in text.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
 fn state_json(state: &latchkey::State) -> String {
     let holders: Vec<String> =
         state.holders.iter().map(|h| format!("{{\"pid\":{},\"permits\":{}}}", h.pid, h.permits)).collect();
     format!(
-        "{{\"name\":{:?},\"capacity\":{},\"inUse\":{},\"waiters\":{},\"waitingExclusive\":{},\"lastToken\":\"{}\",\"holders\":[{}]}}",
-        state.name.as_str(),
+        "{{\"name\":{},\"capacity\":{},\"inUse\":{},\"waiters\":{},\"waitingExclusive\":{},\"lastToken\":\"{}\",\"holders\":[{}]}}",
+        json_string(state.name.as_str()),
         state.capacity,
         state.in_use,
         state.waiters,
@@ -159,7 +176,9 @@ impl Lock {
     #[napi]
     pub fn acquire(&self, permits: u32, timeout_ms: f64, done: JsFunction) -> Result<Pending> {
         let done: Callback<Guard> = callback(done)?;
-        let timeout = (timeout_ms >= 0.0).then(|| Duration::from_secs_f64(timeout_ms / 1000.0));
+        // Negative, infinite or too large for a Duration: for good (review finding:
+        // `Infinity` panicked, which aborts the process).
+        let timeout = (timeout_ms >= 0.0).then(|| Duration::try_from_secs_f64(timeout_ms / 1000.0).ok()).flatten();
         let lock = self.0.clone();
         let task = runtime().spawn(async move {
             let granted = lock.acquire(permits, timeout).await;

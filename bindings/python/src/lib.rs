@@ -9,7 +9,7 @@
 //! call returns.
 
 use std::sync::mpsc;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use pyo3::exceptions::PyValueError;
@@ -20,17 +20,31 @@ use tokio::task::JoinHandle;
 /// How often a blocking wait looks for signals.
 const SIGNAL_CHECK: Duration = Duration::from_millis(50);
 
-/// The module's runtime: where waits run, so that they can be aborted.
-fn runtime() -> &'static tokio::runtime::Runtime {
-    static RUNTIME: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
-    RUNTIME.get_or_init(|| {
+/// The module's runtime: where waits run, so that they can be aborted. A process forked
+/// from one that had started it gets a new one (the old one's thread is not in the child;
+/// review finding: waits hung in children of `multiprocessing`).
+fn runtime() -> Arc<tokio::runtime::Runtime> {
+    static RUNTIME: Mutex<Option<(u32, Arc<tokio::runtime::Runtime>)>> = Mutex::new(None);
+    let mut current = RUNTIME.lock().unwrap_or_else(|e| e.into_inner());
+    let pid = std::process::id();
+    if let Some((owner, runtime)) = current.as_ref() {
+        if *owner == pid {
+            return runtime.clone();
+        }
+    }
+    let runtime = Arc::new(
         tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .thread_name("latchkey-python")
             .enable_time()
             .build()
-            .expect("latchkey: cannot start the module's runtime")
-    })
+            .expect("latchkey: cannot start the module's runtime"),
+    );
+    // The parent's runtime has no thread here: dropping it would wait for one.
+    if let Some((_, inherited)) = current.replace((pid, runtime.clone())) {
+        std::mem::forget(inherited);
+    }
+    runtime
 }
 
 /// A latchkey error as the Python exception of its code (`latchkey.errors.from_native`).
@@ -53,12 +67,13 @@ fn to_py_now(error: &latchkey::Error) -> PyErr {
     Python::with_gil(|py| to_py(py, error))
 }
 
+/// A timeout in seconds: `None`, negative, infinite or too large for a `Duration` waits for
+/// good (review finding: `1e300` panicked); NaN is refused.
 fn timeout_of(seconds: Option<f64>) -> PyResult<Option<Duration>> {
     match seconds {
-        None => Ok(None),
-        Some(s) if s.is_finite() && s >= 0.0 => Ok(Some(Duration::from_secs_f64(s))),
-        Some(s) if s < 0.0 => Ok(None),
-        Some(s) => Err(PyValueError::new_err(format!("timeout must be a number of seconds, not {s}"))),
+        Some(s) if s.is_nan() => Err(PyValueError::new_err("timeout must be a number of seconds, not NaN")),
+        Some(s) if s >= 0.0 => Ok(Duration::try_from_secs_f64(s).ok()),
+        _ => Ok(None),
     }
 }
 
@@ -183,7 +198,8 @@ impl Lock {
                     }
                 }
                 Err(mpsc::RecvTimeoutError::Disconnected) => {
-                    return Err(PyValueError::new_err("latchkey: the wait ended without an answer"))
+                    let ended = latchkey::Error::new(latchkey::ErrorKind::Generic, "the wait ended without an answer");
+                    return Err(to_py(py, &ended));
                 }
             }
         }

@@ -114,8 +114,11 @@ class Permits:
         return self._lock.name
 
     def _took(self, guard: Guard) -> Guard:
-        self._mine.set(self._mine.get() + (guard,))
+        self._mine.set(tuple(g for g in self._mine.get() if g.held) + (guard,))
         with self._all_lock:
+            if len(self._all) >= 64:
+                # Grants released through the guard itself leave no trace here.
+                self._all = [g for g in self._all if g.held]
             self._all.append(guard)
         return guard
 
@@ -136,17 +139,26 @@ class Permits:
         return self._took(await _wait(self._lock, self._permits, timeout))
 
     def release(self) -> None:
-        """Gives back a grant of this lock (see the class); :class:`NotHeld` if none."""
-        mine = self._mine.get()
+        """Gives back the last grant taken in this thread or task; if it took none, the one
+        grant held through this object (:class:`NotHeld` if there is none, or several: then
+        release the guard itself)."""
         with self._all_lock:
+            self._all = [g for g in self._all if g.held]
+            mine = tuple(g for g in self._mine.get() if g.held)
             if mine:
                 guard = mine[-1]
                 self._mine.set(mine[:-1])
-            elif self._all:
+            elif len(self._all) == 1:
                 guard = self._all[0]
-            else:
+            elif not self._all:
                 raise NotHeld(f"lock {self.name!r} is not held through this object", self.name)
-            self._all.remove(guard)
+            else:
+                raise NotHeld(
+                    f"lock {self.name!r} is held {len(self._all)} times, none by this thread or task: "
+                    "release the guard itself",
+                    self.name,
+                )
+            self._all = [g for g in self._all if g is not guard]
         guard.release()
 
     def locked(self) -> bool:
@@ -191,7 +203,12 @@ async def _wait(lock, permits: int, timeout: Optional[float]) -> Guard:
     try:
         return await future
     except asyncio.CancelledError:
+        # Withdraws the request; a grant that came first is given back, whether `settle`
+        # has run (the future holds it) or not (it will find the future cancelled).
         pending.cancel()
+        if future.done() and not future.cancelled() and future.exception() is None:
+            future.result().release()
+        future.cancel()
         raise
 
 
@@ -247,10 +264,12 @@ class IntervalLock(Permits):
         self.interval = interval
         self._granted_at = 0.0
 
-    def lock(self, timeout: Optional[float] = None) -> Guard:
-        guard = self.acquire(timeout)
+    def _took(self, guard: Guard) -> Guard:
         self._granted_at = time.monotonic()
-        return guard
+        return super()._took(guard)
+
+    def lock(self, timeout: Optional[float] = None) -> Guard:
+        return self.acquire(timeout)
 
     def unlock(self) -> None:
         self.release()

@@ -90,8 +90,9 @@ class ReaderWriterLock:
 
     def readers(self) -> int:
         """How many readers hold the lock now."""
-        state = self._scope.inspect(self._name)
-        return 0 if state["in_use"] == _latchkey.RWLOCK_CAPACITY else len(state["holders"])
+        # A reader takes one permit; a writer all of them.
+        in_use = self._scope.inspect(self._name)["in_use"]
+        return 0 if in_use == _latchkey.RWLOCK_CAPACITY else in_use
 
     def writers_waiting(self) -> int:
         """How many writers wait."""
