@@ -213,10 +213,18 @@ async function open(url = 'host:') {
   return new Scope(await call(native.Scope, 'open', url))
 }
 
+/** Scopes opened by `lock`, by URL: one each, kept (a scope over a network is a session). */
+const opened = new Map()
+
 /** The mutex `name` of the host scope (or `options.scope`), in one line. */
 async function lock(name, options = {}) {
-  const scope = await open(options.scope || 'host:')
-  return scope.acquire(name, options)
+  const url = options.scope || 'host:'
+  if (!opened.has(url)) {
+    const scope = open(url)
+    opened.set(url, scope)
+    scope.catch(() => opened.delete(url))
+  }
+  return (await opened.get(url)).acquire(name, options)
 }
 
 module.exports = { open, lock, Scope, Lock, Handle, LatchkeyError, CODES, RWLOCK_CAPACITY }

@@ -294,7 +294,16 @@ class IntervalLock(Permits):
         return self.lock()
 
 
+_OPENED = {}
+_OPENED_LOCK = threading.Lock()
+
+
 async def lock(name: str, scope: str = "host:", timeout: Optional[float] = None) -> Guard:
     """The mutex ``name`` of ``scope``, in one line: ``guard = await latchkey.lock("job")``,
-    then ``guard.release()``."""
-    return await _wait(Scope(scope)._scope.open_lock(name, 1), 1, timeout)
+    then ``guard.release()``. The scope is opened once per URL and kept (a scope over a
+    network is a session)."""
+    with _OPENED_LOCK:
+        opened = _OPENED.get(scope)
+        if opened is None:
+            opened = _OPENED[scope] = Scope(scope)
+    return await _wait(opened._scope.open_lock(name, 1), 1, timeout)
