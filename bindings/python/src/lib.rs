@@ -179,30 +179,8 @@ impl Lock {
         if let Some(guard) = py.allow_threads(|| self.0.try_acquire(permits)).map_err(|e| to_py(py, &e))? {
             return Ok(Guard::new(guard));
         }
-        let (sent, answer) = mpsc::channel();
         let lock = self.0.clone();
-        let task = runtime().spawn(async move {
-            let _ = sent.send(lock.acquire(permits, timeout).await);
-        });
-        let mut answer = answer;
-        loop {
-            // The receiver goes to the GIL-free closure and comes back (it is not `Sync`).
-            let (got, back) = py.allow_threads(move || (answer.recv_timeout(SIGNAL_CHECK), answer));
-            answer = back;
-            match got {
-                Ok(granted) => return granted.map(Guard::new).map_err(|e| to_py(py, &e)),
-                Err(mpsc::RecvTimeoutError::Timeout) => {
-                    if let Err(interrupted) = py.check_signals() {
-                        py.allow_threads(|| give_up(task, answer));
-                        return Err(interrupted);
-                    }
-                }
-                Err(mpsc::RecvTimeoutError::Disconnected) => {
-                    let ended = latchkey::Error::new(latchkey::ErrorKind::Generic, "the wait ended without an answer");
-                    return Err(to_py(py, &ended));
-                }
-            }
-        }
+        wait_interruptibly(py, async move { lock.acquire(permits, timeout).await }).map(Guard::new)
     }
 
     /// Starts waiting for `permits` (at most `timeout` seconds) on the module's runtime and
@@ -233,9 +211,41 @@ impl Lock {
     }
 }
 
+/// Runs `work` on the module's runtime and blocks for its answer with the GIL released,
+/// looking for signals every 50 ms: a signal's exception (KeyboardInterrupt) aborts the work
+/// (which withdraws its request, or gives up a cede) before it is raised.
+fn wait_interruptibly<T: Send + 'static>(
+    py: Python<'_>,
+    work: impl std::future::Future<Output = latchkey::Result<T>> + Send + 'static,
+) -> PyResult<T> {
+    let (sent, answer) = mpsc::channel();
+    let task = runtime().spawn(async move {
+        let _ = sent.send(work.await);
+    });
+    let mut answer = answer;
+    loop {
+        // The receiver goes to the GIL-free closure and comes back (it is not `Sync`).
+        let (got, back) = py.allow_threads(move || (answer.recv_timeout(SIGNAL_CHECK), answer));
+        answer = back;
+        match got {
+            Ok(done) => return done.map_err(|e| to_py(py, &e)),
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                if let Err(interrupted) = py.check_signals() {
+                    py.allow_threads(|| give_up(task, answer));
+                    return Err(interrupted);
+                }
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                let ended = latchkey::Error::new(latchkey::ErrorKind::Generic, "the wait ended without an answer");
+                return Err(to_py(py, &ended));
+            }
+        }
+    }
+}
+
 /// Aborts a waiting task and waits until it is gone, so that its request is withdrawn (a
 /// grant that raced the abort is given back with the answer).
-fn give_up(task: JoinHandle<()>, answer: mpsc::Receiver<latchkey::Result<latchkey::Guard<'static>>>) {
+fn give_up<T>(task: JoinHandle<()>, answer: mpsc::Receiver<T>) {
     task.abort();
     let _ = runtime().block_on(task);
     drop(answer);
@@ -314,10 +324,11 @@ impl Guard {
     }
 
     /// If anybody waits, hands over and blocks until granted again at the back (a new
-    /// fencing token); if nobody waits, keeps the grant. On an error the guard is given up.
+    /// fencing token); if nobody waits, keeps the grant. On an error, or a signal's
+    /// exception (Ctrl-C) while it waits, the guard is given up.
     fn cede(&self, py: Python<'_>) -> PyResult<()> {
         let guard = self.take().ok_or_else(not_held)?;
-        let ceded = py.allow_threads(|| guard.cede_blocking()).map_err(|e| to_py(py, &e))?;
+        let ceded = wait_interruptibly(py, guard.cede())?;
         *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Some(ceded);
         Ok(())
     }

@@ -95,3 +95,30 @@ def test_synchronization_names_in_one_process_and_across(url):
     out, err = other.communicate(timeout=60)
     assert out.strip() == "True", err
     shared.unlock_write()
+
+
+def test_ctrl_c_interrupts_a_cede_and_gives_the_lock_up(url):
+    child = python(
+        """
+        import sys, threading, time, latchkey
+        scope = latchkey.Scope(sys.argv[1])
+        mine = scope.interval_lock("slice", 0.0)
+        guard = mine.lock()
+        theirs = latchkey.Scope(sys.argv[1]).interval_lock("slice", 0.0)
+        threading.Thread(target=theirs.lock, daemon=True).start()  # takes it and keeps it
+        while scope.inspect("slice")["waiters"] == 0:
+            time.sleep(0.01)
+        print("ceding", flush=True)
+        try:
+            mine.cede()
+        except KeyboardInterrupt:
+            state = scope.inspect("slice")
+            print("interrupted", state["waiters"], guard.held, flush=True)
+        """,
+        url,
+    )
+    assert child.stdout.readline().strip() == "ceding"
+    time.sleep(0.3)
+    child.send_signal(signal.SIGINT)
+    out, err = child.communicate(timeout=30)
+    assert out.strip() == "interrupted 0 False", f"{out} {err}"
