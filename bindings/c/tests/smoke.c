@@ -1,8 +1,12 @@
 /* Every function of latchkey.h, on the scope given as argv[1] (a fresh host namespace):
  * exits 0 when every check holds, else prints the failed check and exits 1. */
+#define _POSIX_C_SOURCE 200809L
+
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "latchkey.h"
 
@@ -27,6 +31,18 @@ static latchkey_scope *scope_again(const char *url) {
             failures++;                                                             \
         }                                                                           \
     } while (0)
+
+/* A waiter for the interval lock: granted after the main thread cedes, it releases at once. */
+static uint64_t waiter_token = 0;
+
+static void *wait_for(void *lock) {
+    latchkey_guard *guard = NULL;
+    if (latchkey_acquire((const latchkey_lock *)lock, 1, 30000, &guard) == LATCHKEY_OK) {
+        waiter_token = latchkey_guard_fencing_token(guard);
+        latchkey_release(guard);
+    }
+    return NULL;
+}
 
 int main(int argc, char **argv) {
     if (argc != 2) {
@@ -69,6 +85,31 @@ int main(int argc, char **argv) {
     CHECK(latchkey_guard_cede(&held) == LATCHKEY_OK && held != NULL);
     latchkey_guard_free(held); /* releases */
     CHECK(latchkey_is_locked(scope, "c-mutex", &locked) == LATCHKEY_OK && !locked);
+
+    /* A cede with a waiter hands over, then is granted again behind it. */
+    latchkey_lock *slice = NULL;
+    CHECK(latchkey_lock_open(scope, "c-slice", 1, &slice) == LATCHKEY_OK);
+    latchkey_guard *turn = NULL;
+    CHECK(latchkey_acquire(slice, 1, 1000, &turn) == LATCHKEY_OK);
+    uint64_t before = latchkey_guard_fencing_token(turn);
+    pthread_t waiter;
+    CHECK(pthread_create(&waiter, NULL, wait_for, slice) == 0);
+    /* Nobody waits yet: a cede keeps the grant (same token); once the waiter is queued it
+     * hands over, and comes back after the waiter's release with a greater token. */
+    uint64_t token = before;
+    for (int i = 0; i < 30000 && token == before; i++) {
+        CHECK(latchkey_guard_cede(&turn) == LATCHKEY_OK && turn != NULL);
+        token = latchkey_guard_fencing_token(turn);
+        if (token == before) {
+            struct timespec millisecond = {0, 1000000};
+            nanosleep(&millisecond, NULL);
+        }
+    }
+    CHECK(pthread_join(waiter, NULL) == 0);
+    CHECK(waiter_token > before);
+    CHECK(latchkey_guard_fencing_token(turn) > waiter_token);
+    CHECK(latchkey_release(turn) == LATCHKEY_OK);
+    latchkey_lock_free(slice);
 
     /* A reader-writer lock: readers share, a writer waits for them. */
     latchkey_lock *rw = NULL;
