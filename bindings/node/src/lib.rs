@@ -10,7 +10,8 @@
 
 #![deny(clippy::all)]
 
-use std::sync::{Arc, Mutex, OnceLock};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
 use napi::bindgen_prelude::*;
@@ -158,33 +159,140 @@ impl Lock {
 
     /// `permits` if they are free and nobody waits; answers `done(error, guard or null)`.
     #[napi]
-    pub fn try_acquire(&self, permits: u32, done: JsFunction) -> Result<()> {
-        let lock = self.0.clone();
-        answer(done, move || lock.try_acquire(permits).map(|guard| guard.map(Guard::new)))
+    pub fn try_acquire(&self, env: Env, permits: u32, done: JsFunction) -> Result<()> {
+        let (lock, mailbox) = (self.0.clone(), mailbox(&env)?);
+        answer(done, move || Ok(lock.try_acquire(permits)?.and_then(|guard| Delivery::post(&mailbox, guard))))
     }
 
     /// `permits` if they are free and nobody waits, decided on the calling thread: for
     /// scopes of this machine (`host:`, `process:`), whose try never waits for a holder or
     /// a server; `index.js` uses it before it waits.
     #[napi]
-    pub fn try_acquire_now(&self, permits: u32) -> Result<Option<Guard>> {
-        self.0.try_acquire(permits).map(|guard| guard.map(Guard::new)).map_err(|e| to_js(&e))
+    pub fn try_acquire_now(&self, env: Env, permits: u32) -> Result<Option<Guard>> {
+        let mailbox = mailbox(&env)?;
+        let guard = self.0.try_acquire(permits).map_err(|e| to_js(&e))?;
+        Ok(guard.map(|guard| lock_mailbox(&mailbox).adopt(guard)))
     }
 
     /// Waits for `permits`, at most `timeout_ms` (negative: for good); answers
     /// `done(error, guard)`. The returned `Pending` gives the wait up.
     #[napi]
-    pub fn acquire(&self, permits: u32, timeout_ms: f64, done: JsFunction) -> Result<Pending> {
-        let done: Callback<Guard> = callback(done)?;
+    pub fn acquire(&self, env: Env, permits: u32, timeout_ms: f64, done: JsFunction) -> Result<Pending> {
+        let (mailbox, done): (_, Callback<Delivery>) = (mailbox(&env)?, callback(done)?);
         // Negative, infinite or too large for a Duration: for good (review finding:
         // `Infinity` panicked, which aborts the process).
         let timeout = (timeout_ms >= 0.0).then(|| Duration::try_from_secs_f64(timeout_ms / 1000.0).ok()).flatten();
         let lock = self.0.clone();
         let task = runtime().spawn(async move {
-            let granted = lock.acquire(permits, timeout).await;
-            done.call(granted.map(Guard::new).map_err(|e| to_js(&e)), ThreadsafeFunctionCallMode::NonBlocking);
+            let granted = match lock.acquire(permits, timeout).await {
+                Ok(guard) => match Delivery::post(&mailbox, guard) {
+                    Some(delivery) => Ok(delivery),
+                    None => return,
+                },
+                Err(e) => Err(to_js(&e)),
+            };
+            done.call(granted, ThreadsafeFunctionCallMode::NonBlocking);
         });
         Ok(Pending(Mutex::new(Some(task))))
+    }
+}
+
+/// The grants of one JavaScript environment (the main thread's, or a Worker's): those on
+/// their way to it, by number, and those it holds. When a Worker ends, everything it held
+/// or was sent is given back (the finalizer of the environment's instance data), as when
+/// a process ends. Node.js runs no call queued for an environment that ended (and napi-rs
+/// forgets the call's value), so a grant waits here until JavaScript takes it; Node.js
+/// finalizes the objects of a Worker that ends, but that is not a promise of Node-API.
+#[derive(Default)]
+struct Mailbox {
+    /// The environment has ended: grants are given back at once.
+    closed: bool,
+    next: u64,
+    grants: HashMap<u64, latchkey::Guard<'static>>,
+    /// The guards given to JavaScript (dead ones pruned now and then).
+    held: Vec<Weak<Mutex<Option<latchkey::Guard<'static>>>>>,
+}
+
+impl Mailbox {
+    /// `guard` as the `Guard` JavaScript holds, given back if the environment ends first.
+    fn adopt(&mut self, guard: latchkey::Guard<'static>) -> Guard {
+        if self.held.len() >= 64 && self.held.len().is_power_of_two() {
+            self.held.retain(|held| held.strong_count() > 0);
+        }
+        let adopted = Guard::new(guard);
+        self.held.push(Arc::downgrade(&adopted.0));
+        adopted
+    }
+}
+
+type SharedMailbox = Arc<Mutex<Mailbox>>;
+
+fn lock_mailbox(mailbox: &SharedMailbox) -> std::sync::MutexGuard<'_, Mailbox> {
+    mailbox.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The mailbox of `env`, made on first use.
+fn mailbox(env: &Env) -> Result<SharedMailbox> {
+    if let Some(mailbox) = env.get_instance_data::<SharedMailbox>()? {
+        return Ok(mailbox.clone());
+    }
+    let mailbox = SharedMailbox::default();
+    env.set_instance_data(mailbox.clone(), (), |ended| {
+        let undelivered = {
+            let mut mailbox = lock_mailbox(&ended.value);
+            mailbox.closed = true;
+            (std::mem::take(&mut mailbox.grants), std::mem::take(&mut mailbox.held))
+        };
+        let held = undelivered.1.iter().filter_map(Weak::upgrade);
+        let taken: Vec<_> = held.filter_map(|guard| guard.lock().unwrap_or_else(|e| e.into_inner()).take()).collect();
+        drop((undelivered.0, taken));
+    })?;
+    Ok(mailbox)
+}
+
+/// A grant posted to a mailbox: a `Guard` once JavaScript receives it, given back if it
+/// is dropped on the way.
+struct Delivery {
+    number: u64,
+    mailbox: SharedMailbox,
+}
+
+impl Delivery {
+    /// Posts `guard`; `None` (and the guard given back) if the environment has ended.
+    fn post(mailbox: &SharedMailbox, guard: latchkey::Guard<'static>) -> Option<Delivery> {
+        let mut posted = lock_mailbox(mailbox);
+        if posted.closed {
+            return None;
+        }
+        let number = posted.next;
+        posted.next += 1;
+        posted.grants.insert(number, guard);
+        Some(Delivery { number, mailbox: mailbox.clone() })
+    }
+
+    fn take(&self) -> Option<latchkey::Guard<'static>> {
+        lock_mailbox(&self.mailbox).grants.remove(&self.number)
+    }
+
+    /// The grant as the `Guard` JavaScript holds.
+    fn receive(&self) -> Option<Guard> {
+        let mut mailbox = lock_mailbox(&self.mailbox);
+        let guard = mailbox.grants.remove(&self.number)?;
+        Some(mailbox.adopt(guard))
+    }
+}
+
+impl Drop for Delivery {
+    fn drop(&mut self) {
+        drop(self.take());
+    }
+}
+
+impl ToNapiValue for Delivery {
+    unsafe fn to_napi_value(env: napi::sys::napi_env, delivery: Self) -> Result<napi::sys::napi_value> {
+        let guard = delivery.receive().ok_or_else(|| to_js(&not_held()))?;
+        // SAFETY: called by napi-rs on the JavaScript thread of `env`, as for any value.
+        unsafe { Guard::to_napi_value(env, guard) }
     }
 }
 
@@ -265,10 +373,15 @@ impl Guard {
     /// If anybody waits, hands over and waits to be granted again at the back; answers
     /// `done(error)` (on an error the guard is given up).
     #[napi]
-    pub fn cede(&self, done: JsFunction) -> Result<()> {
-        let (held, slot) = (self.held().take(), self.0.clone());
+    pub fn cede(&self, env: Env, done: JsFunction) -> Result<()> {
+        let (held, slot, mailbox) = (self.held().take(), self.0.clone(), mailbox(&env)?);
         answer(done, move || {
             let ceded = held.ok_or_else(not_held)?.cede_blocking()?;
+            // Given back if the environment ended meanwhile (its guards were given back).
+            let mailbox = lock_mailbox(&mailbox);
+            if mailbox.closed {
+                return Err(latchkey::Error::new(latchkey::ErrorKind::Closed, "the JavaScript environment ended"));
+            }
             *slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(ceded);
             Ok(())
         })

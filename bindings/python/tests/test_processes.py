@@ -122,3 +122,64 @@ def test_ctrl_c_interrupts_a_cede_and_gives_the_lock_up(url):
     child.send_signal(signal.SIGINT)
     out, err = child.communicate(timeout=30)
     assert out.strip() == "interrupted 0 False", f"{out} {err}"
+
+
+def _wait_in_a_forked_child(url, answers):
+    """In a child forked after its parent waited: a fresh scope times out and then waits
+    for the parent's release; the parent's scope refuses; the one-line lock() works."""
+    import asyncio
+
+    mine = latchkey.Scope(url)
+    try:
+        mine.mutex("busy").acquire(timeout=0.1)
+        answers.put("granted while held")
+    except latchkey.Timeout:
+        answers.put("timed out")
+    answers.put(("inherited", _use_the_parents_scope(url)))
+    guard = mine.mutex("busy").acquire(timeout=30)
+    answers.put("granted")
+    guard.release()
+    one_line = asyncio.run(latchkey.lock("busy", scope=url, timeout=30))
+    one_line.release()
+    answers.put("one-line lock")
+
+
+def _use_the_parents_scope(url):
+    try:
+        _PARENT_SCOPES[url].mutex("busy").try_acquire()
+        return "acted for the parent"
+    except latchkey.HandleLost:
+        return "HandleLost"
+
+
+_PARENT_SCOPES = {}
+
+
+def test_a_child_forked_after_its_parent_waited_waits_in_a_scope_of_its_own(scope, url):
+    import asyncio
+    import multiprocessing
+
+    _PARENT_SCOPES[url] = scope
+    held = scope.mutex("busy").acquire()
+    # The parent waits once (its timer and waiter threads run), and opens the one-line
+    # lock's scope: neither is in a forked child.
+    try:
+        scope.mutex("busy").acquire(timeout=0.05)
+    except latchkey.Timeout:
+        pass
+    asyncio.run(latchkey.lock("other", scope=url)).release()
+    fork = multiprocessing.get_context("fork")
+    answers = fork.Queue()
+    child = fork.Process(target=_wait_in_a_forked_child, args=(url, answers))
+    child.start()
+    try:
+        assert answers.get(timeout=30) == "timed out"
+        assert answers.get(timeout=30) == ("inherited", "HandleLost")
+        held.release()
+        assert answers.get(timeout=30) == "granted"
+        assert answers.get(timeout=30) == "one-line lock"
+        child.join(30)
+        assert child.exitcode == 0
+    finally:
+        if child.is_alive():
+            child.kill()

@@ -8,8 +8,8 @@
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Condvar, Mutex, OnceLock};
+use std::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
+use std::sync::{Condvar, Mutex};
 use std::task::{Context, Poll, Waker};
 use std::time::Instant;
 
@@ -17,20 +17,38 @@ use crate::{Error, Result};
 
 /// The sleeping wakers, by deadline; one thread wakes each when its deadline passes.
 struct Timers {
+    /// The process whose thread serves them: a child forked from it has no such thread.
+    pid: u32,
     due: Mutex<BTreeMap<(Instant, u64), Waker>>,
     changed: Condvar,
 }
 
+/// This process's timers, their thread started on first use. A child forked after they
+/// started starts its own (the parent's thread is not in the child, and their lock may
+/// have been held at the fork): no lock guards the choice, only an atomic pointer.
 fn timers() -> &'static Timers {
-    static TIMERS: OnceLock<&'static Timers> = OnceLock::new();
-    TIMERS.get_or_init(|| {
-        let timers: &'static Timers = Box::leak(Box::new(Timers { due: Mutex::default(), changed: Condvar::new() }));
+    static CURRENT: AtomicPtr<Timers> = AtomicPtr::new(std::ptr::null_mut());
+    let pid = std::process::id();
+    loop {
+        let current = CURRENT.load(Ordering::Acquire);
+        // SAFETY: CURRENT is null or a leaked `Timers`, never freed.
+        if let Some(timers) = unsafe { current.as_ref() }.filter(|timers| timers.pid == pid) {
+            return timers;
+        }
+        let fresh = Box::into_raw(Box::new(Timers { pid, due: Mutex::default(), changed: Condvar::new() }));
+        if CURRENT.compare_exchange(current, fresh, Ordering::AcqRel, Ordering::Acquire).is_err() {
+            // SAFETY: `fresh` was never published; another thread's timers won.
+            drop(unsafe { Box::from_raw(fresh) });
+            continue;
+        }
+        // SAFETY: published, so never freed (the parent's, replaced in a child, leak).
+        let timers: &'static Timers = unsafe { &*fresh };
         std::thread::Builder::new()
             .name("latchkey-timer".into())
             .spawn(move || timers.run())
             .expect("cannot start latchkey's timer thread");
-        timers
-    })
+        return timers;
+    }
 }
 
 impl Timers {

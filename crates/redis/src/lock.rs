@@ -684,7 +684,8 @@ impl RawLock for RedisLock {
         if session.is_lost() {
             return Err(self.lost_error("the session had lapsed: the hold was already lost"));
         }
-        let Some(direct) = self.shared.direct.as_ref() else {
+        // (In a forked child, the scope's thread refuses: the parent's connections are not ours.)
+        let Some(direct) = self.shared.direct.as_ref().filter(|_| !self.shared.driver.is_forked()) else {
             return block_on_until(self.release_async(lease), None).expect("no deadline");
         };
         // On the caller's thread (see `direct.rs`); on the scope's if a kept connection broke.

@@ -24,6 +24,9 @@ const FAREWELL_TIME: Duration = Duration::from_secs(2);
 pub struct Driver {
     /// What the scope is, for thread names and errors (`etcd`, `PostgreSQL`).
     what: &'static str,
+    /// The process that started the thread. A child forked from it has no such thread,
+    /// and shares the parent's connections: there the scope refuses every call.
+    pid: u32,
     handle: Handle,
     stop: Mutex<Option<oneshot::Sender<Option<Farewell>>>>,
     /// Tasks that later requests wait for: releases of dropped guards, withdrawals of
@@ -101,12 +104,33 @@ impl Driver {
             .recv()
             .map_err(|_| unavailable(format!("the {what} scope's thread ended at once")))?
             .map_err(|e| unavailable(format!("cannot start the {what} scope's runtime: {e}")))?;
-        Ok(Driver { what, handle, stop: Mutex::new(Some(stop_tx)), background: Arc::default() })
+        let pid = std::process::id();
+        Ok(Driver { what, pid, handle, stop: Mutex::new(Some(stop_tx)), background: Arc::default() })
+    }
+
+    /// Whether this is a child forked (without exec) after the scope was opened: its
+    /// calls would wait for a thread that is not there, on the parent's connections.
+    pub fn is_forked(&self) -> bool {
+        std::process::id() != self.pid
+    }
+
+    /// The error of every call in a forked child.
+    fn forked_error(&self) -> Error {
+        let what = self.what;
+        Error::new(
+            ErrorKind::HandleLost,
+            format!(
+                "this {what} scope was opened before fork(), by the parent process; open the scope again in the child"
+            ),
+        )
     }
 
     /// Runs `work` on the thread and waits for it from any executor (or none). Dropping the
     /// returned future drops `work` on the thread at its next await point.
     pub async fn run<T: Send + 'static>(&self, work: impl Future<Output = T> + Send + 'static) -> Result<T> {
+        if self.is_forked() {
+            return Err(self.forked_error());
+        }
         let (tx, rx) = oneshot::channel();
         let state = Arc::new(AtomicU8::new(RUNNING));
         let (task_state, background) = (state.clone(), self.background.clone());
@@ -172,6 +196,9 @@ impl Driver {
 
     /// Spawns `work` on the thread; [`wait_background`](Driver::wait_background) waits for it.
     pub fn background(&self, work: impl Future<Output = ()> + Send + 'static) {
+        if self.is_forked() {
+            return;
+        }
         self.background.started();
         let background = self.background.clone();
         self.handle.spawn(async move {
@@ -196,16 +223,21 @@ impl Driver {
     /// Whether no background work is under way (what [`wait_background`](Self::wait_background)
     /// would wait for): a call that needs none may then run on its caller's thread.
     pub fn is_idle(&self) -> bool {
-        self.background.count.load(Ordering::Acquire) == 0
+        self.background.count.load(Ordering::Acquire) == 0 && !self.is_forked()
     }
 
     /// Spawns `work` on the thread, not waited for.
     pub fn spawn(&self, work: impl Future<Output = ()> + Send + 'static) {
-        self.handle.spawn(work);
+        if !self.is_forked() {
+            self.handle.spawn(work);
+        }
     }
 
     /// Stops the thread after `farewell` (given at most a couple of seconds).
     pub fn stop(&self, farewell: Option<Farewell>) {
+        if self.is_forked() {
+            return;
+        }
         if let Some(stop) = self.stop.lock().unwrap_or_else(|e| e.into_inner()).take() {
             let _ = stop.send(farewell);
         }

@@ -10,6 +10,7 @@
 //! - [`RedisServer`]: a throwaway Redis server on a loopback port, persistence off, that a
 //!   test can restart (emptied) or query with `redis-cli`.
 //! - [`cancel`]: futures dropped at random cancellation points.
+//! - [`in_a_forked_child`]: a job run in a child forked without exec.
 //! - [`worker`]: worker processes for fault tests (the test binary run again), bounded
 //!   waits and seeded randomness.
 //! - [`Proxy`]: a TCP forwarder that a test can cut, to play a network partition between
@@ -22,6 +23,7 @@ pub mod cancel;
 mod certs;
 mod counts;
 mod etcd;
+mod fork;
 mod http;
 mod postgres;
 mod proxy;
@@ -32,6 +34,7 @@ pub mod worker;
 
 pub use counts::GrpcCounts;
 pub use etcd::EtcdCluster;
+pub use fork::in_a_forked_child;
 pub use postgres::PostgresServer;
 pub use proxy::Proxy;
 pub use redis::RedisServer;

@@ -14,6 +14,7 @@ Errors are exceptions under :class:`LatchkeyError` with a ``code``.
 
 import asyncio
 import contextvars
+import os
 import threading
 import time
 from typing import Callable, List, Optional, TypeVar
@@ -49,7 +50,13 @@ T = TypeVar("T")
 
 
 class Scope:
-    """The namespace of the locks of ``url``."""
+    """The namespace of the locks of ``url``.
+
+    A scope belongs to the process that opened it. In a child forked without exec (the
+    ``fork`` start method of :mod:`multiprocessing`), open the scope again: the parent's
+    refuses there with :class:`HandleLost`, and guards the child inherited are the
+    parent's (releasing them there fails and leaves the parent's hold).
+    """
 
     def __init__(self, url: str = "host:"):
         self._scope = _latchkey.Scope(url)
@@ -296,6 +303,15 @@ class IntervalLock(Permits):
 
 _OPENED = {}
 _OPENED_LOCK = threading.Lock()
+
+
+def _forget_opened_in_child() -> None:
+    """A child forked without exec opens its own scopes: the parent's refuse there."""
+    global _OPENED, _OPENED_LOCK
+    _OPENED, _OPENED_LOCK = {}, threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_opened_in_child)
 
 
 async def lock(name: str, scope: str = "host:", timeout: Optional[float] = None) -> Guard:

@@ -34,3 +34,35 @@ pub(super) fn owned_guards_outlive_their_lock_and_keep_the_model(new_scope: NewS
     kept.release()?;
     Ok(())
 }
+
+/// A copy of a scope in a child forked (without exec) after it was opened acts for
+/// nobody: a scope of this machine or a network refuses there with `HandleLost` (the
+/// child has neither the parent's registration nor its session's thread, and must not
+/// talk on the parent's connections), and a guard dropped there leaves the parent's hold.
+/// (A process scope is the child's own memory: it goes on there, apart from the parent.)
+pub(super) fn a_scope_in_a_forked_child_refuses_and_leaves_the_parents_hold(new_scope: NewScope) -> Result<()> {
+    let scope = new_scope();
+    let lock = scope.open_lock("forked", 1)?;
+    let held = std::sync::Mutex::new(Some(lock.acquire_blocking(1, None)?));
+    let token = held.lock().unwrap().as_ref().map(|g| g.fencing_token());
+    let said = latchkey_testkit::in_a_forked_child(Duration::from_secs(60), || {
+        let kind = |result: Result<()>| result.map_or_else(|e| format!("{:?}", e.kind()), |()| "Ok".into());
+        let opened = kind(scope.open_lock("forked", 1).and_then(|lock| lock.try_acquire(1)).map(drop));
+        let inherited = held.lock().unwrap().take().expect("the child's copy of the guard");
+        let released = kind(inherited.release());
+        format!("open {opened}; release {released}")
+    });
+    let said = said.expect("the forked child answers (it hung)");
+    if scope.url().starts_with("process") {
+        assert_eq!(said, "open Ok; release Ok", "a process scope is the child's own copy");
+    } else {
+        assert_eq!(said, "open HandleLost; release HandleLost", "the parent's scope used in a forked child");
+    }
+    let guard = held.lock().unwrap().take().expect("the parent's guard");
+    assert_eq!(Some(guard.fencing_token()), token);
+    assert!(lock.try_acquire(1)?.is_none(), "the parent still holds `forked` after its child released its copy");
+    assert!(!guard.is_lost());
+    guard.release()?;
+    assert!(lock.try_acquire(1)?.is_some());
+    Ok(())
+}

@@ -12,9 +12,6 @@
 //! mapping, which the fork handler replaced with zeroes: `list()` answers that nothing
 //! is held (an empty list, `Ok`), and `inspect()` calls the namespace file corrupted.
 
-use std::io::Read;
-use std::os::fd::FromRawFd;
-
 use std::time::Duration;
 
 use latchkey::{ErrorKind, Scope};
@@ -23,12 +20,7 @@ use super::{Dirs, Proc};
 
 /// What `list()` and `inspect("m")` say in a child forked while this process holds `m`.
 fn in_a_forked_child(scope: &Scope) -> String {
-    let mut fds = [0i32; 2];
-    // SAFETY: pipe(2) into an array of two descriptors.
-    assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
-    // SAFETY: the child only uses latchkey and writes to the pipe, then _exits.
-    let pid = unsafe { libc::fork() };
-    if pid == 0 {
+    latchkey_testkit::in_a_forked_child(Duration::from_secs(30), || {
         let describe = |kind: Option<ErrorKind>, ok: String| kind.map_or(ok, |kind| format!("{kind:?}"));
         let listed = scope.list();
         let list =
@@ -38,22 +30,9 @@ fn in_a_forked_child(scope: &Scope) -> String {
             inspected.as_ref().err().map(|e| e.kind()),
             format!("Ok(locked: {})", inspected.is_ok_and(|s| s.is_locked())),
         );
-        let line = format!("list {list}; inspect {inspect}");
-        // SAFETY: writes our buffer to the pipe, then ends the child at once.
-        unsafe {
-            libc::write(fds[1], line.as_ptr().cast(), line.len());
-            libc::_exit(0);
-        }
-    }
-    // SAFETY: our write end; the read end becomes a File.
-    unsafe { libc::close(fds[1]) };
-    let mut said = String::new();
-    // SAFETY: `fds[0]` is ours, owned by the File from here.
-    unsafe { std::fs::File::from_raw_fd(fds[0]) }.read_to_string(&mut said).unwrap();
-    let mut status = 0;
-    // SAFETY: reaps our child.
-    unsafe { libc::waitpid(pid, &mut status, 0) };
-    said
+        format!("list {list}; inspect {inspect}")
+    })
+    .expect("the child answers")
 }
 
 #[test]
@@ -67,6 +46,32 @@ fn list_and_inspect_in_a_forked_child_refuse_with_handle_lost() {
         said, "list HandleLost; inspect HandleLost",
         "in a child forked while the parent holds m, the parent's scope must refuse (HandleLost); list() must not \
          answer that nothing is held"
+    );
+}
+
+#[test]
+fn a_child_forked_after_its_parent_waited_can_wait_with_a_deadline() {
+    let dirs = Dirs::new("latchkey-review-forktimer");
+    let scope = Scope::open(&dirs.url()).unwrap();
+    let mutex = scope.mutex("m").unwrap();
+    let _held = mutex.lock_blocking().unwrap();
+    // The parent waits with a deadline once: latchkey's timer thread runs from here on.
+    let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    let waited = runtime.block_on(async { scope.mutex("m")?.lock_timeout(Duration::from_millis(20)).await.map(drop) });
+    assert_eq!(waited.err().map(|e| e.kind()), Some(ErrorKind::Timeout));
+    let url = dirs.url();
+    let said = latchkey_testkit::in_a_forked_child(Duration::from_secs(30), move || {
+        let scope = Scope::open(&url).unwrap();
+        let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        let waited =
+            runtime.block_on(async { scope.mutex("m")?.lock_timeout(Duration::from_millis(100)).await.map(drop) });
+        format!("{:?}", waited.err().map(|e| e.kind()))
+    });
+    assert_eq!(
+        said.as_deref(),
+        Some("Some(Timeout)"),
+        "a child forked after its parent had waited with a deadline must time out too (it hung: the parent's timer \
+         thread is not in the child)"
     );
 }
 
