@@ -10,14 +10,16 @@
 
 #![deny(clippy::all)]
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use napi::bindgen_prelude::*;
 use napi::threadsafe_function::{ErrorStrategy, ThreadsafeFunction, ThreadsafeFunctionCallMode};
 use napi_derive::napi;
 use tokio::task::JoinHandle;
+
+mod holdings;
+use holdings::{Holdings, Owned};
 
 /// The module's runtime: where waits and calls to servers run.
 fn runtime() -> &'static tokio::runtime::Runtime {
@@ -47,65 +49,92 @@ fn callback<T: ToNapiValue + 'static>(function: JsFunction) -> Result<Callback<T
 }
 
 /// Runs `work` on the module's runtime (blocking calls on its blocking threads) and answers
-/// `done(error, value)`.
+/// `done(error, value)`; `work` adopts what it gives JavaScript into the holdings of the
+/// caller's environment (see `holdings.rs`).
 fn answer<T: ToNapiValue + Send + 'static>(
+    env: &Env,
     done: JsFunction,
-    work: impl FnOnce() -> latchkey::Result<T> + Send + 'static,
+    work: impl FnOnce(&Holdings) -> latchkey::Result<T> + Send + 'static,
 ) -> Result<()> {
-    let done: Callback<T> = callback(done)?;
+    let (holdings, done): (_, Callback<T>) = (Holdings::of(env)?, callback(done)?);
     runtime().spawn_blocking(move || {
-        let result = work().map_err(|e| to_js(&e));
+        let result = work(&holdings).map_err(|e| to_js(&e));
         done.call(result, ThreadsafeFunctionCallMode::NonBlocking);
     });
     Ok(())
 }
 
+/// The error of a scope, lock or guard whose environment has ended.
+fn ended(what: &str) -> Error {
+    let error = latchkey::Error::new(
+        latchkey::ErrorKind::Closed,
+        format!("the {what} was given back: its JavaScript environment has ended"),
+    );
+    to_js(&error)
+}
+
 /// A scope: the namespace of the locks of a URL (`host:`, `process:`, `etcd://…`,
 /// `postgres://…`, `redis://…`).
 #[napi]
-pub struct Scope(latchkey::Scope);
+pub struct Scope {
+    url: String,
+    scope: Arc<Owned<latchkey::Scope>>,
+}
+
+impl Scope {
+    fn scope(&self) -> Result<latchkey::Scope> {
+        let scope = self.scope.lock().unwrap_or_else(|e| e.into_inner());
+        scope.clone().ok_or_else(|| ended("scope"))
+    }
+}
 
 #[napi]
 impl Scope {
     /// Opens the scope `url` names; answers `done(error, scope)`.
     #[napi]
-    pub fn open(url: String, done: JsFunction) -> Result<()> {
-        answer(done, move || latchkey::Scope::open(&url).map(Scope))
+    pub fn open(env: Env, url: String, done: JsFunction) -> Result<()> {
+        answer(&env, done, move |holdings| {
+            let scope = latchkey::Scope::open(&url)?;
+            Ok(Scope { url: scope.url().to_string(), scope: holdings.adopt(scope) })
+        })
     }
 
     /// The scope's URL (with any password hidden).
     #[napi(getter)]
     pub fn url(&self) -> String {
-        self.0.url().to_string()
+        self.url.clone()
     }
 
     /// The name `name` with `capacity` permits; answers `done(error, lock)`.
     #[napi]
-    pub fn open_lock(&self, name: String, capacity: u32, done: JsFunction) -> Result<()> {
-        let scope = self.0.clone();
-        answer(done, move || scope.open_lock(&name, capacity).map(|lock| Lock(Arc::new(lock))))
+    pub fn open_lock(&self, env: Env, name: String, capacity: u32, done: JsFunction) -> Result<()> {
+        let scope = self.scope()?;
+        answer(&env, done, move |holdings| {
+            let lock = scope.open_lock(&name, capacity)?;
+            Ok(Lock { name: lock.name().as_str().to_string(), capacity, lock: holdings.adopt(Arc::new(lock)) })
+        })
     }
 
     /// Whether anybody holds `name`; answers `done(error, locked)`.
     #[napi]
-    pub fn is_locked(&self, name: String, done: JsFunction) -> Result<()> {
-        let scope = self.0.clone();
-        answer(done, move || scope.is_locked(&name))
+    pub fn is_locked(&self, env: Env, name: String, done: JsFunction) -> Result<()> {
+        let scope = self.scope()?;
+        answer(&env, done, move |_| scope.is_locked(&name))
     }
 
     /// A snapshot of `name` as JSON (capacity, inUse, holders, waiters, lastToken);
     /// answers `done(error, json)`.
     #[napi]
-    pub fn inspect(&self, name: String, done: JsFunction) -> Result<()> {
-        let scope = self.0.clone();
-        answer(done, move || scope.inspect(&name).map(|state| state_json(&state)))
+    pub fn inspect(&self, env: Env, name: String, done: JsFunction) -> Result<()> {
+        let scope = self.scope()?;
+        answer(&env, done, move |_| scope.inspect(&name).map(|state| state_json(&state)))
     }
 
     /// Closes the scope; answers `done(error)`.
     #[napi]
-    pub fn close(&self, done: JsFunction) -> Result<()> {
-        let scope = self.0.clone();
-        answer(done, move || scope.close_blocking())
+    pub fn close(&self, env: Env, done: JsFunction) -> Result<()> {
+        let scope = self.scope()?;
+        answer(&env, done, move |_| scope.close_blocking())
     }
 }
 
@@ -143,25 +172,36 @@ fn state_json(state: &latchkey::State) -> String {
 
 /// A name of a scope with its capacity: requests take permits of it, in arrival order.
 #[napi]
-pub struct Lock(Arc<latchkey::Lock>);
+pub struct Lock {
+    name: String,
+    capacity: u32,
+    lock: Arc<Owned<Arc<latchkey::Lock>>>,
+}
+
+impl Lock {
+    fn lock(&self) -> Result<Arc<latchkey::Lock>> {
+        let lock = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+        lock.clone().ok_or_else(|| ended("lock"))
+    }
+}
 
 #[napi]
 impl Lock {
     #[napi(getter)]
     pub fn name(&self) -> String {
-        self.0.name().as_str().to_string()
+        self.name.clone()
     }
 
     #[napi(getter)]
     pub fn capacity(&self) -> u32 {
-        self.0.capacity()
+        self.capacity
     }
 
     /// `permits` if they are free and nobody waits; answers `done(error, guard or null)`.
     #[napi]
     pub fn try_acquire(&self, env: Env, permits: u32, done: JsFunction) -> Result<()> {
-        let (lock, mailbox) = (self.0.clone(), mailbox(&env)?);
-        answer(done, move || Ok(lock.try_acquire(permits)?.and_then(|guard| Delivery::post(&mailbox, guard))))
+        let lock = self.lock()?;
+        answer(&env, done, move |holdings| Ok(lock.try_acquire(permits)?.map(|guard| Guard::adopted(holdings, guard))))
     }
 
     /// `permits` if they are free and nobody waits, decided on the calling thread: for
@@ -169,130 +209,26 @@ impl Lock {
     /// a server; `index.js` uses it before it waits.
     #[napi]
     pub fn try_acquire_now(&self, env: Env, permits: u32) -> Result<Option<Guard>> {
-        let mailbox = mailbox(&env)?;
-        let guard = self.0.try_acquire(permits).map_err(|e| to_js(&e))?;
-        Ok(guard.map(|guard| lock_mailbox(&mailbox).adopt(guard)))
+        let holdings = Holdings::of(&env)?;
+        let guard = self.lock()?.try_acquire(permits).map_err(|e| to_js(&e))?;
+        Ok(guard.map(|guard| Guard::adopted(&holdings, guard)))
     }
 
     /// Waits for `permits`, at most `timeout_ms` (negative: for good); answers
     /// `done(error, guard)`. The returned `Pending` gives the wait up.
     #[napi]
     pub fn acquire(&self, env: Env, permits: u32, timeout_ms: f64, done: JsFunction) -> Result<Pending> {
-        let (mailbox, done): (_, Callback<Delivery>) = (mailbox(&env)?, callback(done)?);
+        let (lock, holdings, done): (_, _, Callback<Guard>) = (self.lock()?, Holdings::of(&env)?, callback(done)?);
         // Negative, infinite or too large for a Duration: for good (review finding:
         // `Infinity` panicked, which aborts the process).
         let timeout = (timeout_ms >= 0.0).then(|| Duration::try_from_secs_f64(timeout_ms / 1000.0).ok()).flatten();
-        let lock = self.0.clone();
+        let waiting = holdings.clone();
         let task = runtime().spawn(async move {
-            let granted = match lock.acquire(permits, timeout).await {
-                Ok(guard) => match Delivery::post(&mailbox, guard) {
-                    Some(delivery) => Ok(delivery),
-                    None => return,
-                },
-                Err(e) => Err(to_js(&e)),
-            };
-            done.call(granted, ThreadsafeFunctionCallMode::NonBlocking);
+            let granted = lock.acquire(permits, timeout).await.map(|guard| Guard::adopted(&waiting, guard));
+            done.call(granted.map_err(|e| to_js(&e)), ThreadsafeFunctionCallMode::NonBlocking);
         });
+        holdings.started(task.abort_handle());
         Ok(Pending(Mutex::new(Some(task))))
-    }
-}
-
-/// The grants of one JavaScript environment (the main thread's, or a Worker's): those on
-/// their way to it, by number, and those it holds. When a Worker ends, everything it held
-/// or was sent is given back (the finalizer of the environment's instance data), as when
-/// a process ends. Node.js runs no call queued for an environment that ended (and napi-rs
-/// forgets the call's value), so a grant waits here until JavaScript takes it; Node.js
-/// finalizes the objects of a Worker that ends, but that is not a promise of Node-API.
-#[derive(Default)]
-struct Mailbox {
-    /// The environment has ended: grants are given back at once.
-    closed: bool,
-    next: u64,
-    grants: HashMap<u64, latchkey::Guard<'static>>,
-    /// The guards given to JavaScript (dead ones pruned now and then).
-    held: Vec<Weak<Mutex<Option<latchkey::Guard<'static>>>>>,
-}
-
-impl Mailbox {
-    /// `guard` as the `Guard` JavaScript holds, given back if the environment ends first.
-    fn adopt(&mut self, guard: latchkey::Guard<'static>) -> Guard {
-        if self.held.len() >= 64 && self.held.len().is_power_of_two() {
-            self.held.retain(|held| held.strong_count() > 0);
-        }
-        let adopted = Guard::new(guard);
-        self.held.push(Arc::downgrade(&adopted.0));
-        adopted
-    }
-}
-
-type SharedMailbox = Arc<Mutex<Mailbox>>;
-
-fn lock_mailbox(mailbox: &SharedMailbox) -> std::sync::MutexGuard<'_, Mailbox> {
-    mailbox.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// The mailbox of `env`, made on first use.
-fn mailbox(env: &Env) -> Result<SharedMailbox> {
-    if let Some(mailbox) = env.get_instance_data::<SharedMailbox>()? {
-        return Ok(mailbox.clone());
-    }
-    let mailbox = SharedMailbox::default();
-    env.set_instance_data(mailbox.clone(), (), |ended| {
-        let undelivered = {
-            let mut mailbox = lock_mailbox(&ended.value);
-            mailbox.closed = true;
-            (std::mem::take(&mut mailbox.grants), std::mem::take(&mut mailbox.held))
-        };
-        let held = undelivered.1.iter().filter_map(Weak::upgrade);
-        let taken: Vec<_> = held.filter_map(|guard| guard.lock().unwrap_or_else(|e| e.into_inner()).take()).collect();
-        drop((undelivered.0, taken));
-    })?;
-    Ok(mailbox)
-}
-
-/// A grant posted to a mailbox: a `Guard` once JavaScript receives it, given back if it
-/// is dropped on the way.
-struct Delivery {
-    number: u64,
-    mailbox: SharedMailbox,
-}
-
-impl Delivery {
-    /// Posts `guard`; `None` (and the guard given back) if the environment has ended.
-    fn post(mailbox: &SharedMailbox, guard: latchkey::Guard<'static>) -> Option<Delivery> {
-        let mut posted = lock_mailbox(mailbox);
-        if posted.closed {
-            return None;
-        }
-        let number = posted.next;
-        posted.next += 1;
-        posted.grants.insert(number, guard);
-        Some(Delivery { number, mailbox: mailbox.clone() })
-    }
-
-    fn take(&self) -> Option<latchkey::Guard<'static>> {
-        lock_mailbox(&self.mailbox).grants.remove(&self.number)
-    }
-
-    /// The grant as the `Guard` JavaScript holds.
-    fn receive(&self) -> Option<Guard> {
-        let mut mailbox = lock_mailbox(&self.mailbox);
-        let guard = mailbox.grants.remove(&self.number)?;
-        Some(mailbox.adopt(guard))
-    }
-}
-
-impl Drop for Delivery {
-    fn drop(&mut self) {
-        drop(self.take());
-    }
-}
-
-impl ToNapiValue for Delivery {
-    unsafe fn to_napi_value(env: napi::sys::napi_env, delivery: Self) -> Result<napi::sys::napi_value> {
-        let guard = delivery.receive().ok_or_else(|| to_js(&not_held()))?;
-        // SAFETY: called by napi-rs on the JavaScript thread of `env`, as for any value.
-        unsafe { Guard::to_napi_value(env, guard) }
     }
 }
 
@@ -314,11 +250,12 @@ impl Pending {
 
 /// Permits held.
 #[napi]
-pub struct Guard(Arc<Mutex<Option<latchkey::Guard<'static>>>>);
+pub struct Guard(Arc<Owned<latchkey::Guard<'static>>>);
 
 impl Guard {
-    fn new(guard: latchkey::Guard<'static>) -> Guard {
-        Guard(Arc::new(Mutex::new(Some(guard))))
+    /// `guard`, held by JavaScript in the environment of `holdings`.
+    fn adopted(holdings: &Holdings, guard: latchkey::Guard<'static>) -> Guard {
+        Guard(holdings.adopt(guard))
     }
 
     fn held(&self) -> std::sync::MutexGuard<'_, Option<latchkey::Guard<'static>>> {
@@ -365,24 +302,24 @@ impl Guard {
 
     /// Gives the permits back; answers `done(error)`.
     #[napi]
-    pub fn release(&self, done: JsFunction) -> Result<()> {
+    pub fn release(&self, env: Env, done: JsFunction) -> Result<()> {
         let held = self.held().take();
-        answer(done, move || held.ok_or_else(not_held)?.release())
+        answer(&env, done, move |_| held.ok_or_else(not_held)?.release())
     }
 
     /// If anybody waits, hands over and waits to be granted again at the back; answers
     /// `done(error)` (on an error the guard is given up).
     #[napi]
     pub fn cede(&self, env: Env, done: JsFunction) -> Result<()> {
-        let (held, slot, mailbox) = (self.held().take(), self.0.clone(), mailbox(&env)?);
-        answer(done, move || {
+        let (held, slot) = (self.held().take(), self.0.clone());
+        answer(&env, done, move |holdings| {
             let ceded = held.ok_or_else(not_held)?.cede_blocking()?;
-            // Given back if the environment ended meanwhile (its guards were given back).
-            let mailbox = lock_mailbox(&mailbox);
-            if mailbox.closed {
-                return Err(latchkey::Error::new(latchkey::ErrorKind::Closed, "the JavaScript environment ended"));
-            }
+            // Put back in its slot, which the holdings know; given back if the environment
+            // ended meanwhile (its end found the slot empty).
             *slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(ceded);
+            if holdings.ended() {
+                drop(slot.lock().unwrap_or_else(|e| e.into_inner()).take());
+            }
             Ok(())
         })
     }

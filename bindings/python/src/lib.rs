@@ -201,7 +201,7 @@ impl Lock {
                 }
             });
         });
-        Ok(Pending(Mutex::new(Some(task))))
+        Ok(Pending { pid: std::process::id(), task: Mutex::new(Some(task)) })
     }
 
     /// A snapshot of the name, as `Scope.inspect`.
@@ -253,14 +253,24 @@ fn give_up<T>(task: JoinHandle<()>, answer: mpsc::Receiver<T>) {
 
 /// A wait started by `Lock.start_acquire`.
 #[pyclass(module = "latchkey._latchkey", frozen)]
-struct Pending(Mutex<Option<JoinHandle<()>>>);
+struct Pending {
+    /// The process whose runtime runs the wait: in a child forked since, it does not run
+    /// (review finding: a cancel there waited for it for ever).
+    pid: u32,
+    task: Mutex<Option<JoinHandle<()>>>,
+}
 
 #[pymethods]
 impl Pending {
     /// Gives the wait up and withdraws its request; returns once it is withdrawn. A grant
     /// that came first is still reported to `done`.
     fn cancel(&self, py: Python<'_>) {
-        let task = self.0.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let task = self.task.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if std::process::id() != self.pid {
+            // The parent's wait, which is not in this process: nothing to withdraw here.
+            std::mem::forget(task);
+            return;
+        }
         if let Some(task) = task {
             task.abort();
             py.allow_threads(|| {

@@ -183,3 +183,37 @@ def test_a_child_forked_after_its_parent_waited_waits_in_a_scope_of_its_own(scop
     finally:
         if child.is_alive():
             child.kill()
+
+
+def test_a_wait_inherited_by_a_forked_child_is_cancelled_there_at_once(scope):
+    """Review finding: a Pending of the parent's, cancelled in a forked child, waited for
+    ever for a task of the parent's runtime, which has no thread in the child."""
+    lock = scope._scope.open_lock("inherited", 1)
+    held = lock.try_acquire(1)
+    pending = lock.start_acquire(1, None, lambda guard, error: None)
+    for _ in range(600):
+        if scope.inspect("inherited")["waiters"] == 1:
+            break
+        time.sleep(0.01)
+    done = 0
+    pid = os.fork()
+    if pid == 0:
+        pending.cancel()
+        os._exit(0)
+    try:
+        for _ in range(600):
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+                break
+            time.sleep(0.05)
+        else:
+            raise AssertionError("cancel() of an inherited wait hung in the forked child")
+    finally:
+        if not done:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+    assert scope.inspect("inherited")["waiters"] == 1, "the parent's wait is the parent's"
+    pending.cancel()
+    held.release()
+    assert scope.inspect("inherited")["waiters"] == 0

@@ -10,6 +10,7 @@
 
 mod contract;
 mod error;
+mod fork;
 mod lease;
 mod name;
 mod state;
@@ -19,6 +20,7 @@ mod wait;
 
 pub use contract::{BoxFuture, RawCede, RawLock, RawScope};
 pub use error::{Error, ErrorKind, Result};
+pub use fork::process_copy;
 pub use lease::{describe_capacity, Lease, MAX_SEMAPHORE_CAPACITY, RWLOCK_CAPACITY};
 pub use name::{validate as validate_name, Name, MAX_NAME_LEN};
 pub use state::{Holder, Identity, State, Waiter};

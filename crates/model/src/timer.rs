@@ -8,19 +8,22 @@
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, Ordering};
 use std::sync::{Condvar, Mutex};
 use std::task::{Context, Poll, Waker};
 use std::time::Instant;
 
-use crate::{Error, Result};
+use crate::{process_copy, Error, Result};
 
 /// The sleeping wakers, by deadline; one thread wakes each when its deadline passes.
 struct Timers {
-    /// The process whose thread serves them: a child forked from it has no such thread.
-    pid: u32,
+    /// The copy of the process whose thread serves them (see [`process_copy`]): a child
+    /// forked from it has no such thread.
+    copy: (u32, u64),
     due: Mutex<BTreeMap<(Instant, u64), Waker>>,
     changed: Condvar,
+    /// Another thread's timers were published first: the thread ends.
+    retired: AtomicBool,
 }
 
 /// This process's timers, their thread started on first use. A child forked after they
@@ -28,33 +31,39 @@ struct Timers {
 /// have been held at the fork): no lock guards the choice, only an atomic pointer.
 fn timers() -> &'static Timers {
     static CURRENT: AtomicPtr<Timers> = AtomicPtr::new(std::ptr::null_mut());
-    let pid = std::process::id();
+    let copy = process_copy();
     loop {
         let current = CURRENT.load(Ordering::Acquire);
         // SAFETY: CURRENT is null or a leaked `Timers`, never freed.
-        if let Some(timers) = unsafe { current.as_ref() }.filter(|timers| timers.pid == pid) {
+        if let Some(timers) = unsafe { current.as_ref() }.filter(|timers| timers.copy == copy) {
             return timers;
         }
-        let fresh = Box::into_raw(Box::new(Timers { pid, due: Mutex::default(), changed: Condvar::new() }));
-        if CURRENT.compare_exchange(current, fresh, Ordering::AcqRel, Ordering::Acquire).is_err() {
-            // SAFETY: `fresh` was never published; another thread's timers won.
-            drop(unsafe { Box::from_raw(fresh) });
-            continue;
-        }
-        // SAFETY: published, so never freed (the parent's, replaced in a child, leak).
-        let timers: &'static Timers = unsafe { &*fresh };
+        // Started before they are published: published timers always have a thread.
+        let fresh: &'static Timers = Box::leak(Box::new(Timers {
+            copy,
+            due: Mutex::default(),
+            changed: Condvar::new(),
+            retired: AtomicBool::new(false),
+        }));
         std::thread::Builder::new()
             .name("latchkey-timer".into())
-            .spawn(move || timers.run())
+            .spawn(move || fresh.run())
             .expect("cannot start latchkey's timer thread");
-        return timers;
+        let published = std::ptr::from_ref(fresh).cast_mut();
+        if CURRENT.compare_exchange(current, published, Ordering::AcqRel, Ordering::Acquire).is_ok() {
+            return fresh;
+        }
+        // Another thread's won: this thread ends (its few bytes stay leaked).
+        fresh.retired.store(true, Ordering::Release);
+        let _due = fresh.due.lock().unwrap_or_else(|e| e.into_inner());
+        fresh.changed.notify_one();
     }
 }
 
 impl Timers {
     fn run(&self) {
         let mut due = self.due.lock().unwrap_or_else(|e| e.into_inner());
-        loop {
+        while !self.retired.load(Ordering::Acquire) {
             let now = Instant::now();
             while let Some(entry) = due.first_entry() {
                 if entry.key().0 > now {

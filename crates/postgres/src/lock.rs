@@ -535,14 +535,18 @@ impl RawLock for PostgresLock {
     }
 
     fn is_lost(&self, lease: &Lease) -> bool {
+        // A copy in a forked child is the parent's hold, not the child's.
         match self.grant(lease) {
-            Ok(grant) => grant.gone.load(Ordering::Acquire) || grant.session.is_lost(),
+            Ok(grant) => {
+                grant.gone.load(Ordering::Acquire) || grant.session.is_lost() || self.shared.driver.is_forked()
+            }
             Err(_) => true,
         }
     }
 
     fn lost(&self, lease: &Lease) -> BoxFuture<'static, ()> {
-        let Ok(grant) = self.grant(lease) else { return Box::pin(std::future::ready(())) };
+        let grant = self.grant(lease).ok().filter(|_| !self.shared.driver.is_forked());
+        let Some(grant) = grant else { return Box::pin(std::future::ready(())) };
         let session = grant.session.clone();
         Box::pin(async move { session.lost().await })
     }

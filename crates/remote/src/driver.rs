@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use latchkey_model::{BoxFuture, Error, ErrorKind, Lease, RawLock, Result};
+use latchkey_model::{process_copy, BoxFuture, Error, ErrorKind, Lease, RawLock, Result};
 
 use crate::Unclaimed;
 use tokio::runtime::Handle;
@@ -24,9 +24,10 @@ const FAREWELL_TIME: Duration = Duration::from_secs(2);
 pub struct Driver {
     /// What the scope is, for thread names and errors (`etcd`, `PostgreSQL`).
     what: &'static str,
-    /// The process that started the thread. A child forked from it has no such thread,
-    /// and shares the parent's connections: there the scope refuses every call.
-    pid: u32,
+    /// The copy of the process that started the thread ([`process_copy`]). A child
+    /// forked from it has no such thread, and shares the parent's connections: there the
+    /// scope refuses every call.
+    copy: (u32, u64),
     handle: Handle,
     stop: Mutex<Option<oneshot::Sender<Option<Farewell>>>>,
     /// Tasks that later requests wait for: releases of dropped guards, withdrawals of
@@ -104,14 +105,13 @@ impl Driver {
             .recv()
             .map_err(|_| unavailable(format!("the {what} scope's thread ended at once")))?
             .map_err(|e| unavailable(format!("cannot start the {what} scope's runtime: {e}")))?;
-        let pid = std::process::id();
-        Ok(Driver { what, pid, handle, stop: Mutex::new(Some(stop_tx)), background: Arc::default() })
+        Ok(Driver { what, copy: process_copy(), handle, stop: Mutex::new(Some(stop_tx)), background: Arc::default() })
     }
 
     /// Whether this is a child forked (without exec) after the scope was opened: its
     /// calls would wait for a thread that is not there, on the parent's connections.
     pub fn is_forked(&self) -> bool {
-        std::process::id() != self.pid
+        process_copy() != self.copy
     }
 
     /// The error of every call in a forked child.

@@ -19,7 +19,9 @@ pub fn in_a_forked_child(limit: Duration, job: impl FnOnce() -> String) -> Optio
     let pid = unsafe { libc::fork() };
     assert!(pid >= 0, "fork");
     if pid == 0 {
-        let line = job();
+        // A panic must not unwind into the child's copy of the test harness.
+        let line = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job))
+            .unwrap_or_else(|_| "the job panicked in the child".to_owned());
         // SAFETY: writes our buffer to the pipe, then ends the child at once.
         unsafe {
             libc::write(fds[1], line.as_ptr().cast(), line.len());
@@ -31,9 +33,16 @@ pub fn in_a_forked_child(limit: Duration, job: impl FnOnce() -> String) -> Optio
     // SAFETY: `fds[0]` is ours, owned by the File from here.
     let mut pipe = unsafe { std::fs::File::from_raw_fd(fds[0]) };
     let mut ready = libc::pollfd { fd: fds[0], events: libc::POLLIN, revents: 0 };
-    let millis = i32::try_from(limit.as_millis()).unwrap_or(i32::MAX);
-    // SAFETY: polls one descriptor of ours.
-    let answered = unsafe { libc::poll(&mut ready, 1, millis) } == 1;
+    let deadline = std::time::Instant::now() + limit;
+    let answered = loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let millis = i32::try_from(left.as_millis()).unwrap_or(i32::MAX);
+        // SAFETY: polls one descriptor of ours.
+        let polled = unsafe { libc::poll(&mut ready, 1, millis) };
+        if polled >= 0 || std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted {
+            break polled == 1;
+        }
+    };
     let mut said = String::new();
     if answered {
         pipe.read_to_string(&mut said).expect("read the child's answer");

@@ -24,6 +24,8 @@ pub(crate) struct Mux {
     shared: Arc<Shared>,
     /// Its thread, or why it could not start.
     thread: std::result::Result<std::thread::JoinHandle<()>, String>,
+    /// The copy of the process the thread runs in ([`latchkey_model::process_copy`]).
+    copy: (u32, u64),
 }
 
 #[derive(Default)]
@@ -88,12 +90,18 @@ impl Mux {
         if spawned.is_ok() {
             let _ = shared.ns.set(ns.clone());
         }
-        Mux { shared, thread: spawned.map_err(|e| e.to_string()) }
+        Mux { shared, thread: spawned.map_err(|e| e.to_string()), copy: latchkey_model::process_copy() }
     }
 }
 
 impl Drop for Mux {
     fn drop(&mut self) {
+        if latchkey_model::process_copy() != self.copy {
+            // A forked child's copy: the thread is not here (joining it panics), and the
+            // memory it would wake is the parent's.
+            std::mem::forget(std::mem::replace(&mut self.thread, Err(String::new())));
+            return;
+        }
         self.shared.stop.store(true, std::sync::atomic::Ordering::Release);
         // Wakes the thread through the namespace's alarm, which is this process's own
         // memory (the doorbell, in the mapping, may be gone if the file was cut short).

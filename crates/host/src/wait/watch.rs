@@ -78,6 +78,8 @@ pub(crate) struct Watcher {
     /// Its thread, if it could start: if not (a limit on threads), every wait checks on
     /// what it depends on every [`LIVENESS_PERIOD`] instead.
     thread: Option<std::thread::JoinHandle<()>>,
+    /// The copy of the process the thread runs in ([`latchkey_model::process_copy`]).
+    copy: (u32, u64),
 }
 
 struct Shared {
@@ -122,7 +124,7 @@ impl Watcher {
         if watching && spawned.is_ok() {
             ns.set_watched();
         }
-        Ok(Watcher { shared, thread: spawned.ok() })
+        Ok(Watcher { shared, thread: spawned.ok(), copy: latchkey_model::process_copy() })
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Watched> {
@@ -132,6 +134,12 @@ impl Watcher {
 
 impl Drop for Watcher {
     fn drop(&mut self) {
+        if latchkey_model::process_copy() != self.copy {
+            // A forked child's copy: the thread is not here (joining it panics), and the
+            // event descriptor would wake the parent's.
+            std::mem::forget(self.thread.take());
+            return;
+        }
         self.shared.stop.store(true, Ordering::Release);
         sys::process::signal_event(self.shared.event.as_fd());
         // Joined, so that the namespace it holds is closed when the scope is.

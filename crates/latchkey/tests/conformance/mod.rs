@@ -79,6 +79,7 @@ macro_rules! conformance_suite {
                 handles_guards_and_futures_are_send,
                 owned_guards_outlive_their_lock_and_keep_the_model,
                 a_scope_in_a_forked_child_refuses_and_leaves_the_parents_hold,
+                a_scope_dropped_in_a_forked_child_lets_it_exit,
             );
         }
     };

@@ -49,14 +49,16 @@ pub(super) fn a_scope_in_a_forked_child_refuses_and_leaves_the_parents_hold(new_
         let kind = |result: Result<()>| result.map_or_else(|e| format!("{:?}", e.kind()), |()| "Ok".into());
         let opened = kind(scope.open_lock("forked", 1).and_then(|lock| lock.try_acquire(1)).map(drop));
         let inherited = held.lock().unwrap().take().expect("the child's copy of the guard");
+        let lost = inherited.is_lost();
         let released = kind(inherited.release());
-        format!("open {opened}; release {released}")
+        format!("open {opened}; lost {lost}; release {released}")
     });
     let said = said.expect("the forked child answers (it hung)");
     if scope.url().starts_with("process") {
-        assert_eq!(said, "open Ok; release Ok", "a process scope is the child's own copy");
+        assert_eq!(said, "open Ok; lost false; release Ok", "a process scope is the child's own copy");
     } else {
-        assert_eq!(said, "open HandleLost; release HandleLost", "the parent's scope used in a forked child");
+        let expected = "open HandleLost; lost true; release HandleLost";
+        assert_eq!(said, expected, "the parent's scope and guard used in a forked child");
     }
     let guard = held.lock().unwrap().take().expect("the parent's guard");
     assert_eq!(Some(guard.fencing_token()), token);
@@ -64,5 +66,28 @@ pub(super) fn a_scope_in_a_forked_child_refuses_and_leaves_the_parents_hold(new_
     assert!(!guard.is_lost());
     guard.release()?;
     assert!(lock.try_acquire(1)?.is_some());
+    Ok(())
+}
+
+/// A child forked after a scope was opened and used (its threads run) can drop its copy
+/// of the scope and exit: dropping it there neither joins threads that are not in the
+/// child (which panicked, and aborted the child) nor acts for the parent.
+pub(super) fn a_scope_dropped_in_a_forked_child_lets_it_exit(new_scope: NewScope) -> Result<()> {
+    let slot = std::sync::Mutex::new(Some(new_scope()));
+    let scope = || slot.lock().unwrap().clone().expect("the parent's scope");
+    {
+        let scope = scope();
+        let held = scope.lock_blocking("dropped")?;
+        let waited = scope.lock_blocking_timeout("dropped", SHORT).map(drop).unwrap_err();
+        assert_eq!(waited.kind(), ErrorKind::Timeout);
+        held.release()?;
+    }
+    let said = latchkey_testkit::in_a_forked_child(Duration::from_secs(60), || {
+        drop(slot.lock().unwrap().take());
+        "dropped".to_owned()
+    });
+    assert_eq!(said.as_deref(), Some("dropped"), "the child that dropped its copy of the scope must exit cleanly");
+    let scope = scope();
+    assert!(scope.try_lock("dropped")?.is_some(), "the parent's scope still works");
     Ok(())
 }
