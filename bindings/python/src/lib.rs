@@ -17,6 +17,21 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
 use tokio::task::JoinHandle;
 
+/// Whether the scope at `url` is one of this machine's (`host:`, `process:`): its tries and
+/// releases are a few writes to memory, not worth giving the GIL up for (a scope over a
+/// network waits for its server: the GIL is released then).
+fn is_local(url: &str) -> bool {
+    url.starts_with("host:") || url.starts_with("process:")
+}
+
+/// Runs `f`, with the GIL released unless `local`.
+fn maybe_without_gil<T: Send>(py: Python<'_>, local: bool, f: impl FnOnce() -> T + Send) -> T {
+    match local {
+        true => f(),
+        false => py.allow_threads(f),
+    }
+}
+
 /// How often a blocking wait looks for signals.
 const SIGNAL_CHECK: Duration = Duration::from_millis(50);
 
@@ -98,7 +113,7 @@ impl Scope {
     /// The name `name` with `capacity` permits.
     fn open_lock(&self, py: Python<'_>, name: &str, capacity: u32) -> PyResult<Lock> {
         let lock = py.allow_threads(|| self.0.open_lock(name, capacity)).map_err(|e| to_py(py, &e))?;
-        Ok(Lock(Arc::new(lock)))
+        Ok(Lock(Arc::new(lock), is_local(self.0.url())))
     }
 
     /// Whether anybody holds `name`.
@@ -151,7 +166,8 @@ fn state_dict<'py>(py: Python<'py>, state: &latchkey::State) -> PyResult<Bound<'
 
 /// A name of a scope with its capacity: requests take permits of it, in arrival order.
 #[pyclass(module = "latchkey._latchkey", frozen)]
-struct Lock(Arc<latchkey::Lock>);
+/// The lock, and whether its scope is one of this machine's ([`is_local`]).
+struct Lock(Arc<latchkey::Lock>, bool);
 
 #[pymethods]
 impl Lock {
@@ -167,7 +183,8 @@ impl Lock {
 
     /// `permits` if they are free and nobody waits, else `None`.
     fn try_acquire(&self, py: Python<'_>, permits: u32) -> PyResult<Option<Guard>> {
-        let guard = py.allow_threads(|| self.0.try_acquire(permits)).map_err(|e| to_py(py, &e))?;
+        let local = self.1;
+        let guard = maybe_without_gil(py, local, || self.0.try_acquire(permits)).map_err(|e| to_py(py, &e))?;
         Ok(guard.map(Guard::new))
     }
 
@@ -176,7 +193,8 @@ impl Lock {
     #[pyo3(signature = (permits, timeout=None))]
     fn acquire(&self, py: Python<'_>, permits: u32, timeout: Option<f64>) -> PyResult<Guard> {
         let timeout = timeout_of(timeout)?;
-        if let Some(guard) = py.allow_threads(|| self.0.try_acquire(permits)).map_err(|e| to_py(py, &e))? {
+        let local = self.1;
+        if let Some(guard) = maybe_without_gil(py, local, || self.0.try_acquire(permits)).map_err(|e| to_py(py, &e))? {
             return Ok(Guard::new(guard));
         }
         let lock = self.0.clone();
@@ -330,7 +348,8 @@ impl Guard {
     /// Gives the permits back; a guard released before raises NotHeld.
     fn release(&self, py: Python<'_>) -> PyResult<()> {
         let guard = self.take().ok_or_else(not_held)?;
-        py.allow_threads(|| guard.release()).map_err(|e| to_py(py, &e))
+        let local = is_local(guard.scope());
+        maybe_without_gil(py, local, || guard.release()).map_err(|e| to_py(py, &e))
     }
 
     /// If anybody waits, hands over and blocks until granted again at the back (a new

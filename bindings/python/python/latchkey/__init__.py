@@ -17,7 +17,7 @@ import contextvars
 import os
 import threading
 import time
-from typing import Callable, List, Optional, TypeVar
+from typing import Callable, Dict, Optional, TypeVar
 
 from . import _latchkey
 from ._latchkey import RWLOCK_CAPACITY, Guard
@@ -111,9 +111,10 @@ class Permits:
     def __init__(self, lock, permits: int):
         self._lock = lock
         self._permits = permits
-        # Grants by who took them (a thread, or an asyncio task), and all of them.
+        # Grants by who took them (a thread, or an asyncio task), and all of them by id
+        # (those released through the guard itself are pruned now and then).
         self._mine = contextvars.ContextVar(f"latchkey-{id(self)}", default=())
-        self._all: List[Guard] = []
+        self._all: Dict[int, Guard] = {}
         self._all_lock = threading.Lock()
 
     @property
@@ -121,13 +122,20 @@ class Permits:
         return self._lock.name
 
     def _took(self, guard: Guard) -> Guard:
-        self._mine.set(tuple(g for g in self._mine.get() if g.held) + (guard,))
-        with self._all_lock:
-            if len(self._all) >= 64:
-                # Grants released through the guard itself leave no trace here.
-                self._all = [g for g in self._all if g.held]
-            self._all.append(guard)
+        mine = self._mine.get()
+        if mine and not mine[-1].held:
+            mine = tuple(g for g in mine if g.held)
+        self._mine.set(mine + (guard,))
+        self._all[id(guard)] = guard
+        if len(self._all) > 64:
+            self._prune()
         return guard
+
+    def _prune(self) -> None:
+        with self._all_lock:
+            for key, guard in list(self._all.items()):
+                if not guard.held:
+                    self._all.pop(key, None)
 
     def acquire(self, timeout: Optional[float] = None) -> Guard:
         """Blocks until granted, at most ``timeout`` seconds (then :class:`Timeout`).
@@ -149,24 +157,28 @@ class Permits:
         """Gives back the last grant taken in this thread or task; if it took none, the one
         grant held through this object (:class:`NotHeld` if there is none, or several: then
         release the guard itself)."""
-        with self._all_lock:
-            self._all = [g for g in self._all if g.held]
-            mine = tuple(g for g in self._mine.get() if g.held)
-            if mine:
-                guard = mine[-1]
-                self._mine.set(mine[:-1])
-            elif len(self._all) == 1:
-                guard = self._all[0]
-            elif not self._all:
-                raise NotHeld(f"lock {self.name!r} is not held through this object", self.name)
-            else:
-                raise NotHeld(
-                    f"lock {self.name!r} is held {len(self._all)} times, none by this thread or task: "
-                    "release the guard itself",
-                    self.name,
-                )
-            self._all = [g for g in self._all if g is not guard]
-        guard.release()
+        mine = self._mine.get()
+        while mine and not mine[-1].held:
+            mine = mine[:-1]
+        if mine:
+            # The common case: the last grant this thread or task took.
+            guard = mine[-1]
+            self._mine.set(mine[:-1])
+            self._all.pop(id(guard), None)
+            guard.release()
+            return
+        self._prune()
+        held = list(self._all.values())
+        if not held:
+            raise NotHeld(f"lock {self.name!r} is not held through this object", self.name)
+        if len(held) > 1:
+            raise NotHeld(
+                f"lock {self.name!r} is held {len(held)} times, none by this thread or task: "
+                "release the guard itself",
+                self.name,
+            )
+        self._all.pop(id(held[0]), None)
+        held[0].release()
 
     def locked(self) -> bool:
         """Whether anybody holds the name."""
@@ -175,7 +187,7 @@ class Permits:
     def __enter__(self) -> Guard:
         return self.acquire()
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, exc_type, exc, traceback) -> None:
         self.release()
 
     async def __aenter__(self) -> Guard:
