@@ -9,9 +9,10 @@ use std::sync::Arc;
 use latchkey::Scope;
 use parking_lot::Mutex;
 
-use crate::cluster::Shared;
 use crate::entry::{self, EntryFn};
+use crate::local::Local;
 use crate::registry::Registry;
+use crate::shared::Shared;
 use crate::{Cluster, Context, Error, ErrorKind, Message, Result};
 
 /// How many messages a mailbox holds unless [`Builder::mailbox_capacity`] says otherwise.
@@ -25,8 +26,15 @@ pub struct Builder<M> {
     child_args: Vec<OsString>,
 }
 
+impl<M: Message> Cluster<M> {
+    /// A builder for a new cluster.
+    pub fn builder() -> Builder<M> {
+        Builder::new()
+    }
+}
+
 impl<M: Message> Builder<M> {
-    pub(crate) fn new() -> Self {
+    fn new() -> Self {
         Builder { scope: None, entries: Vec::new(), mailbox: DEFAULT_MAILBOX_CAPACITY, child_args: Vec::new() }
     }
 
@@ -95,7 +103,8 @@ impl<M: Message> Builder<M> {
         };
         let registry = Mutex::new(Registry::new());
         let child_args = self.child_args;
-        let shared = Shared { scope, entries, mailbox: self.mailbox, runtime, registry, hub: None, child_args };
+        let spawner = Arc::new(Local);
+        let shared = Shared { scope, entries, mailbox: self.mailbox, runtime, registry, spawner, child_args };
         Ok(Cluster::new(Arc::new(shared)))
     }
 

@@ -6,8 +6,9 @@
 //! credits allow, so it never waits), hands answers to the worker's asks, and keeps a
 //! copy of the registry from the membership events: lookups answer at once, and the
 //! workers found there are reached through the parent, which also spawns for the child
-//! (see `spawn.rs`). When the entry ends, the child sends how it ended in its last frame
-//! and exits.
+//! (its spawner, [`ViaParent`], sends the requests of `child_spawns.rs`). When the entry
+//! ends, the child sends how it ended in its last frame and exits. (`parent.rs` is the
+//! other end of the link.)
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
@@ -17,20 +18,38 @@ use std::sync::{Arc, OnceLock};
 use parking_lot::Mutex;
 
 use crate::cell::Cell;
-use crate::cluster::Shared;
-use crate::entry::EntryFn;
+use crate::child_spawns::Spawns;
+use crate::entry::{EntryFn, Start};
 use crate::link::{End, Link, Reader};
 use crate::registry::Registry;
+use crate::shared::{Registered, Shared, SpawnOf, Spawner, Spawning};
 use crate::signal::Signal;
-use crate::spawn::Spawns;
 use crate::wire::{self, Init, Spawned, ToChild, ToParent, MAX_FRAME};
-use crate::{sys, task, Builder, Cluster, Context, Envelope, Error, Message, Reason, Reply};
+use crate::{sys, task, Builder, Cluster, Context, Envelope, Error, ErrorKind, Message, Props, Reason, Reply, Result};
 
-/// Inside a process worker: the parent, the hub of the cluster, as the child reaches it.
-pub(crate) struct Hub<M> {
-    pub(crate) link: Arc<Link<M>>,
+/// Inside a process worker: spawns go to the parent, which runs the cluster.
+struct ViaParent<M> {
+    link: Arc<Link<M>>,
     /// The spawns asked of the parent that await its answer.
-    pub(crate) spawns: Arc<Spawns<M>>,
+    spawns: Arc<Spawns<M>>,
+}
+
+impl<M: Message> Spawner<M> for ViaParent<M> {
+    fn spawn<'a>(&'a self, _: &'a Arc<Shared<M>>, spawn: SpawnOf<'a>, _: Registered<M>) -> Spawning<'a, M> {
+        // Registered in the parent: this process learns of it from the parent's `Up`.
+        let SpawnOf { kind, path, props, entry } = spawn;
+        Box::pin(self.spawns.request(&self.link, kind, path, props, entry))
+    }
+
+    fn spawn_fn(&self, _: &Arc<Shared<M>>, path: &str, _: Props, _: Start<M>) -> Result<Arc<Cell<M>>> {
+        let message = "a process worker cannot spawn a worker from a closure, which cannot cross to the parent \
+                       process that spawns for it; register an entry and use spawn or spawn_process";
+        Err(Error::new(ErrorKind::Unsupported, message).with_path(path))
+    }
+
+    fn runs_the_cluster(&self) -> bool {
+        false
+    }
 }
 
 /// Runs this process as a process worker, and exits, if it was started as one by
@@ -127,7 +146,12 @@ fn read_init(socket: &mut UnixStream) -> Result<Init, String> {
 }
 
 /// Runs the entry named by the parent; how it ended.
-async fn run<M: Message>(builder: Builder<M>, init: Init, link: Arc<Link<M>>, reader: Reader) -> Result<(), String> {
+async fn run<M: Message>(
+    builder: Builder<M>,
+    init: Init,
+    link: Arc<Link<M>>,
+    reader: Reader,
+) -> std::result::Result<(), String> {
     let entries = builder.into_entries().map_err(|e| e.to_string())?;
     let scope = latchkey::Scope::open(&init.scope).map_err(|e| format!("cannot open the scope {}: {e}", init.scope))?;
     let capacity = link.capacity();
@@ -139,7 +163,7 @@ async fn run<M: Message>(builder: Builder<M>, init: Init, link: Arc<Link<M>>, re
         mailbox: capacity,
         runtime: tokio::runtime::Handle::current(),
         registry: Mutex::new(Registry::new()),
-        hub: Some(Hub { link: link.clone(), spawns: spawns.clone() }),
+        spawner: Arc::new(ViaParent { link: link.clone(), spawns: spawns.clone() }),
         child_args: Vec::new(),
     });
     let (cell, inbox) = Cell::task(init.id, init.path.clone(), init.props, capacity);

@@ -1,22 +1,14 @@
 //! The cluster handle: spawn workers, find them, subscribe to membership.
 
-use std::collections::HashMap;
-use std::ffi::OsString;
-use std::fmt::{self, Display};
-use std::future::Future;
+use std::fmt;
 use std::sync::Arc;
 
 use latchkey::Scope;
-use parking_lot::Mutex;
 
-use crate::cell::{self, Cell};
-use crate::child::Hub;
-use crate::entry::{self, EntryFn, Start};
-use crate::registry::Registry;
+use crate::cell::Cell;
+use crate::shared::{Shared, SpawnOf};
 use crate::wire::WorkerKind;
-use crate::{
-    process, task, Builder, Context, Error, ErrorKind, Events, Group, Message, Props, Reason, Result, WorkerRef,
-};
+use crate::{Events, Group, Message, Props, Result, WorkerRef};
 
 /// A cluster of workers that message each other, addressed by [`Path`](crate::Path). A
 /// cheap handle to clone and share.
@@ -65,27 +57,7 @@ pub struct Cluster<M> {
     me: Option<crate::Path>,
 }
 
-/// What every handle of one cluster shares.
-pub(crate) struct Shared<M> {
-    pub(crate) scope: Scope,
-    pub(crate) entries: HashMap<String, EntryFn<M>>,
-    pub(crate) mailbox: usize,
-    pub(crate) runtime: tokio::runtime::Handle,
-    /// In the parent: every worker. In a process worker: a copy kept by the events the
-    /// parent sends, whose workers are reached through the parent.
-    pub(crate) registry: Mutex<Registry<M>>,
-    /// In a process worker: the parent, the hub of the cluster.
-    pub(crate) hub: Option<Hub<M>>,
-    /// The arguments a child process is started with.
-    pub(crate) child_args: Vec<OsString>,
-}
-
 impl<M: Message> Cluster<M> {
-    /// A builder for a new cluster.
-    pub fn builder() -> Builder<M> {
-        Builder::new()
-    }
-
     pub(crate) fn new(shared: Arc<Shared<M>>) -> Self {
         Cluster { shared, me: None }
     }
@@ -168,73 +140,10 @@ impl<M: Message> Cluster<M> {
         self.spawn_kind(WorkerKind::Process, path, props.into(), entry).await
     }
 
-    /// Spawns a task worker at `path` that runs `f`, like [`spawn`](Cluster::spawn) but
-    /// from a closure instead of a registered entry. Such a worker can only be a task of
-    /// this process: inside a process worker, whose parent spawns for it, this fails with
-    /// [`Unsupported`](ErrorKind::Unsupported).
-    pub async fn spawn_fn<F, Fut, E>(&self, path: &str, props: impl Into<Props>, f: F) -> Result<WorkerRef<M>>
-    where
-        F: FnOnce(Context<M>) -> Fut + Send + 'static,
-        Fut: Future<Output = Result<(), E>> + Send + 'static,
-        E: Display,
-    {
-        if self.shared.hub.is_some() {
-            let message = "a process worker cannot spawn a worker from a closure, which cannot cross to the parent \
-                           process that spawns for it; register an entry and use spawn or spawn_process";
-            return Err(Error::new(ErrorKind::Unsupported, message).with_path(path));
-        }
-        let props = props.into();
-        props.check_size(path)?;
-        self.start(path, props, entry::start_fn(f), |_| {})
-    }
-
-    /// Spawns a worker of `kind`: here, or through the parent inside a process worker.
+    /// Spawns a worker of `kind`, with the cluster's spawner (see `shared.rs`).
     async fn spawn_kind(&self, kind: WorkerKind, path: &str, props: Props, entry: &str) -> Result<WorkerRef<M>> {
-        match &self.shared.hub {
-            None => self.spawn_here(kind, path, props, entry, |_| {}).await,
-            Some(hub) => {
-                let cell = hub.spawns.request(&hub.link, kind, path, props, entry).await?;
-                Ok(self.reference(cell))
-            }
-        }
-    }
-
-    /// Spawns a worker of `kind` in this process, the hub. `registered` is called under
-    /// the registry lock once the worker is registered and its `Up` published: nothing
-    /// else about the worker is published before it returns.
-    pub(crate) async fn spawn_here(
-        &self,
-        kind: WorkerKind,
-        path: &str,
-        props: Props,
-        entry: &str,
-        registered: impl FnOnce(&Arc<Cell<M>>) + Send,
-    ) -> Result<WorkerRef<M>> {
-        props.check_size(path)?;
-        match kind {
-            WorkerKind::Task => {
-                let f = self.shared.check_entry(path, entry)?.clone();
-                self.start(path, props, Box::new(move |ctx| f(ctx)), registered)
-            }
-            WorkerKind::Process => process::start(self, path, props, entry, registered).await,
-        }
-    }
-
-    fn start(
-        &self,
-        path: &str,
-        props: Props,
-        start: Start<M>,
-        registered: impl FnOnce(&Arc<Cell<M>>),
-    ) -> Result<WorkerRef<M>> {
-        let mut registry = self.shared.registry.lock();
-        let path = registry.claim(path)?;
-        let (cell, inbox) = Cell::task(cell::next_id(), path, props, self.shared.mailbox);
-        let cell = Arc::new(cell);
-        registry.insert(cell.clone());
-        registered(&cell);
-        drop(registry);
-        task::start(self, cell.clone(), inbox, start);
+        let spawn = SpawnOf { kind, path, props, entry };
+        let cell = self.shared.spawner.spawn(&self.shared, spawn, Box::new(|_| {})).await?;
         Ok(self.reference(cell))
     }
 
@@ -263,33 +172,9 @@ impl<M: Message> Cluster<M> {
         Group::new(prefix, self.events())
     }
 
+    /// A reference to `cell` that sends as the worker this handle acts for.
     pub(crate) fn reference(&self, cell: Arc<Cell<M>>) -> WorkerRef<M> {
         WorkerRef { cell, from: self.me.clone() }
-    }
-}
-
-impl<M: Message> Shared<M> {
-    /// The entry registered as `entry`, for a worker at `path`.
-    pub(crate) fn check_entry(&self, path: &str, entry: &str) -> Result<&EntryFn<M>> {
-        self.entries.get(entry).ok_or_else(|| {
-            let mut known: Vec<&str> = self.entries.keys().map(String::as_str).collect();
-            known.sort_unstable();
-            let message = format!("no entry is registered as {entry:?} (registered: {})", known.join(", "));
-            Error::new(ErrorKind::UnknownEntry, message).with_path(path)
-        })
-    }
-
-    /// The live worker at `path` whose id is `id`.
-    pub(crate) fn find(&self, path: &str, id: u64) -> Option<Arc<Cell<M>>> {
-        self.registry.lock().get(path).filter(|cell| cell.id == id).cloned()
-    }
-
-    /// Records that a worker of any kind has ended, once its locks are free: closes its
-    /// intake, unregisters it, publishes its `Down`, then wakes whoever waits for its end.
-    pub(crate) fn ended(&self, cell: &Arc<Cell<M>>, reason: Reason) {
-        cell.set_reason(reason.clone());
-        self.registry.lock().remove(cell, &reason);
-        cell.done.fire();
     }
 }
 

@@ -1,11 +1,11 @@
-//! Entry functions: what a worker runs.
+//! Entry functions: what a worker runs, registered by name or given as a closure.
 
 use std::fmt::Display;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use crate::{Context, Error, ErrorKind, Message, Result};
+use crate::{Cluster, Context, Error, ErrorKind, Message, Props, Result, WorkerRef};
 
 /// The longest entry name, in bytes.
 const MAX_ENTRY_LEN: usize = 64;
@@ -19,6 +19,22 @@ pub(crate) type EntryFn<M> = Arc<dyn Fn(Context<M>) -> WorkerFuture + Send + Syn
 /// What starts one worker.
 pub(crate) type Start<M> = Box<dyn FnOnce(Context<M>) -> WorkerFuture + Send>;
 
+impl<M: Message> Cluster<M> {
+    /// Spawns a task worker at `path` that runs `f`, like [`spawn`](Cluster::spawn) but
+    /// from a closure instead of a registered entry. Such a worker can only be a task of
+    /// this process: inside a process worker, whose parent spawns for it, this fails with
+    /// [`Unsupported`](ErrorKind::Unsupported).
+    pub async fn spawn_fn<F, Fut, E>(&self, path: &str, props: impl Into<Props>, f: F) -> Result<WorkerRef<M>>
+    where
+        F: FnOnce(Context<M>) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<(), E>> + Send + 'static,
+        E: Display,
+    {
+        let start = start_fn(f);
+        self.shared.spawner.spawn_fn(&self.shared, path, props.into(), start).map(|cell| self.reference(cell))
+    }
+}
+
 /// Boxes an entry function for registration.
 pub(crate) fn entry_fn<M, F, Fut, E>(f: F) -> EntryFn<M>
 where
@@ -31,7 +47,7 @@ where
 }
 
 /// Boxes a one-off worker function.
-pub(crate) fn start_fn<M, F, Fut, E>(f: F) -> Start<M>
+fn start_fn<M, F, Fut, E>(f: F) -> Start<M>
 where
     M: Message,
     F: FnOnce(Context<M>) -> Fut + Send + 'static,

@@ -2,10 +2,9 @@
 
 use std::fmt;
 
-use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
-use crate::{Path, WorkerRef};
+use crate::{Path, Reason, WorkerRef};
 
 /// A change of membership.
 #[non_exhaustive]
@@ -50,36 +49,6 @@ impl<M> fmt::Debug for Event<M> {
         match self {
             Event::Up(worker) => f.debug_tuple("Up").field(&worker.cell.path).finish(),
             Event::Down(worker, reason) => f.debug_tuple("Down").field(&worker.cell.path).field(reason).finish(),
-        }
-    }
-}
-
-/// Why a worker went down.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[non_exhaustive]
-pub enum Reason {
-    /// Its entry function returned `Ok`.
-    Normal,
-    /// Its entry function returned `Err` or panicked; the error or panic message. A
-    /// process worker also fails when a frame it sent or was sent cannot be decoded, or
-    /// when its process exits without reporting how its entry ended.
-    Failed(String),
-    /// It was stopped by force: [`kill`](WorkerRef::kill), or a stop or shutdown whose
-    /// grace period ran out. A process worker that dies by a signal (SIGKILL from
-    /// anyone, the out-of-memory killer, an abort) is `Killed` too.
-    Killed,
-    /// The node it ran on can no longer be reached. Reserved for clusters that span
-    /// machines; not produced yet.
-    NodeLost,
-}
-
-impl fmt::Display for Reason {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Reason::Normal => f.write_str("returned normally"),
-            Reason::Failed(message) => write!(f, "failed: {message}"),
-            Reason::Killed => f.write_str("killed"),
-            Reason::NodeLost => f.write_str("its node was lost"),
         }
     }
 }

@@ -58,6 +58,13 @@
 //! ```
 //!
 //! # Architecture
+//! - **Roles** (`shared.rs`, `local.rs`, `parent.rs`, `child.rs`): a cluster handle does
+//!   not know which kind of process it is in. It spawns through the cluster's spawner,
+//!   the one interface a spawn goes through: in the process that runs the cluster
+//!   (`local.rs`) the spawner starts a task or a child process; inside a process worker
+//!   (`child.rs`) it asks the parent, whose supervisor of that child (`parent.rs`) serves
+//!   the request with its own spawner. The roles share the wire format (`wire.rs`,
+//!   `link.rs`) and the registry, and no role module imports another.
 //! - **Registry** (`registry.rs`): live workers in a map ordered by path, behind one
 //!   lock, so a prefix lookup is a range scan and no lookup ever waits on a worker. A
 //!   path ending in `/` gets a last segment from a counter of the cluster; a path that a
@@ -86,7 +93,7 @@
 //!   queued, then returns `None`), wait until the deadline, kill the rest, wait for every
 //!   `Down`, then end the subscriptions.
 //!
-//! - **Process workers** (`process.rs` in the parent, `child.rs` in the child): the child
+//! - **Process workers** (`parent.rs` in the parent, `child.rs` in the child): the child
 //!   is this executable run with [`Builder::child_args`], its end of a Unix socketpair
 //!   passed as an fd number in the `LATCHKEY_CLUSTER_CHILD` variable with the parent's
 //!   pid. [`child_main`] finds the variable, asks for SIGKILL when the parent dies
@@ -115,7 +122,7 @@
 //!   once; a reference found there sends through the parent, whose forwarder task per
 //!   child places the messages in order. Workers on other nodes will be one more
 //!   mailbox variant.
-//! - **Spawns from a child** (`spawn.rs`): a child's `spawn` and `spawn_process` send a
+//! - **Spawns from a child** (`child_spawns.rs`, `parent.rs`): a child's `spawn` and `spawn_process` send a
 //!   `Spawn` frame (request id, path, properties, entry, task or process) and wait; the
 //!   parent spawns with its own cluster, so the checks, the numbering of a path that
 //!   ends in `/` and the errors are the parent's, and answers with a `Spawned` frame:
@@ -130,6 +137,7 @@
 mod builder;
 mod cell;
 mod child;
+mod child_spawns;
 mod cluster;
 mod context;
 mod entry;
@@ -137,14 +145,16 @@ mod error;
 mod event;
 mod group;
 mod link;
+mod local;
 mod message;
+mod parent;
 mod path;
-mod process;
 mod props;
+mod reason;
 mod registry;
+mod shared;
 mod shutdown;
 mod signal;
-mod spawn;
 mod sys;
 mod task;
 mod wire;
@@ -155,10 +165,11 @@ pub use child::child_main;
 pub use cluster::Cluster;
 pub use context::Context;
 pub use error::{Error, ErrorKind, Result};
-pub use event::{Event, Events, Reason};
+pub use event::{Event, Events};
 pub use group::Group;
 pub use message::{Envelope, Message, Reply};
 pub use path::{Path, MAX_PATH_LEN};
 pub use props::{Props, MAX_PROPS_BYTES};
+pub use reason::Reason;
 pub use shutdown::ShutdownReport;
 pub use worker::WorkerRef;

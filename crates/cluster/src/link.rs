@@ -22,8 +22,8 @@ use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::UnixStream;
 use tokio::sync::{mpsc, oneshot, Semaphore, TryAcquireError};
 
-use crate::wire::{self, Frames, ToChild, ToParent};
-use crate::{Envelope, Error, ErrorKind, Message, Reply, Result};
+use crate::wire::{self, Frames, Outbox, ToChild, ToParent};
+use crate::{Envelope, Message, Reply, Result};
 
 /// Which end of the link this is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -74,6 +74,12 @@ impl<M> Link<M> {
     }
 }
 
+impl<M: Send> Outbox for Link<M> {
+    fn push(&self, bytes: Vec<u8>) -> bool {
+        Link::push(self, bytes)
+    }
+}
+
 impl<M: Message> Link<M> {
     /// A link over `stream` with a window of `capacity` messages, and the read half.
     /// Must be called within the runtime, where the writer task runs.
@@ -102,8 +108,7 @@ impl<M: Message> Link<M> {
 
     /// Encodes and queues a frame that is not flow controlled.
     pub(crate) fn send<T: Serialize>(&self, frame: &T) -> Result<()> {
-        let bytes = wire::encode(frame)?;
-        self.push(bytes).then_some(()).ok_or_else(gone)
+        wire::send(self, frame)
     }
 
     /// Encodes a message frame (given the ask id, if the envelope is an ask): the first
@@ -186,10 +191,6 @@ impl<M: Message> Link<M> {
         self.window.close();
         drop(self.asks.lock().take());
     }
-}
-
-fn gone() -> Error {
-    Error::new(ErrorKind::Closed, "the other process of the link is gone")
 }
 
 /// Writes what is queued, in batches, until the link is dropped or the socket fails.

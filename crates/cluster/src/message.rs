@@ -7,8 +7,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio::sync::oneshot;
 
-use crate::link::Link;
-use crate::wire::{self, ToParent};
+use crate::wire::{self, Outbox, ToParent};
 use crate::{Error, ErrorKind, Path, Result};
 
 /// What workers of a cluster send each other: any `Serialize + DeserializeOwned + Send`
@@ -90,12 +89,12 @@ enum ReplyTo<M> {
     /// The asker is in this process.
     Local(oneshot::Sender<Result<M>>),
     /// The asker is reached through the parent process: the reply is a frame.
-    Remote(Remote<M>),
+    Remote(Remote),
 }
 
 /// An ask that came from the parent process, by its id on the link.
-struct Remote<M> {
-    link: Arc<Link<M>>,
+struct Remote {
+    link: Arc<dyn Outbox>,
     ask: u64,
     answered: bool,
 }
@@ -116,7 +115,7 @@ impl<M> Reply<M> {
 
 impl<M: Message> Reply<M> {
     /// A reply handle for ask `ask` that came over `link` from the parent process.
-    pub(crate) fn remote(link: Arc<Link<M>>, ask: u64, asker: Option<Path>) -> Reply<M> {
+    pub(crate) fn remote(link: Arc<dyn Outbox>, ask: u64, asker: Option<Path>) -> Reply<M> {
         Reply { to: ReplyTo::Remote(Remote { link, ask, answered: false }), asker }
     }
 
@@ -132,7 +131,7 @@ impl<M: Message> Reply<M> {
                 .send(Ok(message))
                 .map_err(|_| Error::new(ErrorKind::Closed, "the asker stopped waiting for the reply")),
             ReplyTo::Remote(mut remote) => {
-                let sent = remote.link.send(&ToParent::Reply { ask: remote.ask, message: &message });
+                let sent = wire::send(&*remote.link, &ToParent::Reply { ask: remote.ask, message: &message });
                 remote.answered = sent.is_ok();
                 sent
             }
@@ -156,7 +155,7 @@ impl<M: Message> Reply<M> {
     }
 }
 
-impl<M> Drop for Remote<M> {
+impl Drop for Remote {
     fn drop(&mut self) {
         if !self.answered {
             let frame = wire::encode(&ToParent::<()>::NoReply { ask: self.ask });

@@ -32,7 +32,7 @@ impl<M: Message> Cluster<M> {
     /// for itself until it is killed. Inside a process worker it does nothing and reports
     /// nothing: the parent shuts the cluster down.
     pub async fn shutdown(&self, grace: Duration) -> ShutdownReport {
-        if self.shared.hub.is_some() {
+        if !self.shared.spawner.runs_the_cluster() {
             return ShutdownReport::default();
         }
         let workers = self.shared.registry.lock().close();

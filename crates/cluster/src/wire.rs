@@ -132,6 +132,21 @@ impl From<WireError> for Error {
     }
 }
 
+/// Where encoded frames are queued to be written: the writer of a link.
+pub(crate) trait Outbox: Send + Sync {
+    /// Queues an encoded frame; false if the link is closed or gone.
+    fn push(&self, frame: Vec<u8>) -> bool;
+}
+
+/// Encodes `frame` and queues it in `out`.
+pub(crate) fn send<T: Serialize>(out: &dyn Outbox, frame: &T) -> Result<()> {
+    let bytes = encode(frame)?;
+    match out.push(bytes) {
+        true => Ok(()),
+        false => Err(Error::new(ErrorKind::Closed, "the other process of the link is gone")),
+    }
+}
+
 /// Encodes `frame` with its length prefix.
 pub(crate) fn encode<T: Serialize>(frame: &T) -> Result<Vec<u8>> {
     let fail = |detail: String| Error::new(ErrorKind::Codec, format!("cannot encode a message: {detail}"));

@@ -1,4 +1,5 @@
 //! Process workers, seen from the parent: a child process of this executable per worker.
+//! (`child.rs` is the other end of the link.)
 //!
 //! A supervisor task per child reads its frames, sends it a `Stop` frame when it is
 //! asked to stop and SIGKILL when it is killed, and learns of its end through its pidfd.
@@ -6,7 +7,8 @@
 //! by then), reaps it, and calls the shared end step: so a child's `Down` follows its
 //! death at once, and its locks (in a `host:` scope) died with its process. Membership
 //! events reach the child as frames queued by the registry itself (see `registry.rs`).
-//! The spawns a child asks for are served by tasks of their own (see `spawn.rs`).
+//! The spawns a child asks for are served by tasks of their own, with this process's
+//! spawner (see [`serve_spawn`]).
 //!
 //! A forwarder task per child places the messages the child sends to other workers, in
 //! order, waiting for room in their mailboxes without holding up the child's other
@@ -23,22 +25,21 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use crate::cell::Cell;
-use crate::cluster::Shared;
 use crate::link::{End, Link, Reader};
+use crate::shared::{Registered, Shared, SpawnOf};
 use crate::sys::Child;
-use crate::wire::{Init, ToChild, ToParent, WireError};
-use crate::{path, spawn, Cluster, Envelope, Error, ErrorKind, Message, Path, Props, Reason, Reply, Result, WorkerRef};
+use crate::wire::{self, Init, SpawnRequest, Spawned, ToChild, ToParent, WireError};
+use crate::{path, Envelope, Error, ErrorKind, Message, Path, Props, Reason, Reply, Result};
 
 /// Starts a process worker at `path` from the entry registered as `entry`; `registered`
 /// is called under the registry lock once it is registered and its `Up` published.
 pub(crate) async fn start<M: Message>(
-    cluster: &Cluster<M>,
+    shared: &Arc<Shared<M>>,
     path: &str,
     props: Props,
     entry: &str,
-    registered: impl FnOnce(&Arc<Cell<M>>) + Send,
-) -> Result<WorkerRef<M>> {
-    let shared = &cluster.shared;
+    registered: Registered<M>,
+) -> Result<Arc<Cell<M>>> {
     shared.check_entry(path, entry)?;
     path::validate(path, true)?;
     let scope = shared.scope.url().to_owned();
@@ -77,7 +78,7 @@ pub(crate) async fn start<M: Message>(
     let forwarder = tokio::spawn(forward_sends(shared.clone(), link.clone(), cell.path.clone(), forwarded));
     let supervisor = Supervisor { shared: shared.clone(), cell: cell.clone(), link, forward, exit: None, fatal: None };
     tokio::spawn(supervisor.run(child, Reader::new(read), forwarder));
-    Ok(cluster.reference(cell))
+    Ok(cell)
 }
 
 /// A message a child sends to another worker, for the forwarder.
@@ -163,7 +164,7 @@ impl<M: Message> Supervisor<M> {
                 Ok(ToParent::Credit(n)) => self.link.credit(n),
                 Ok(ToParent::Stop { to, id }) => drop(self.shared.find(&to, id).map(|cell| cell.request_stop())),
                 Ok(ToParent::Kill { to, id }) => drop(self.shared.find(&to, id).map(|cell| cell.request_kill())),
-                Ok(ToParent::Spawn(request)) => spawn::serve(self.shared.clone(), self.link.clone(), request),
+                Ok(ToParent::Spawn(request)) => serve_spawn(self.shared.clone(), self.link.clone(), request),
                 Ok(ToParent::Exit(result)) => self.exit = Some(result),
                 Err(e) => self.fatal = Some(format!("its process sent a frame that cannot be decoded: {e}")),
             }
@@ -233,5 +234,52 @@ fn answer<M: Message>(link: &Link<M>, ask: u64, result: Result<M>) {
     if let Err(err) = sent {
         // The reply could not be encoded: the asker learns why.
         let _ = link.send(&ToChild::<&M>::Answer { ask, result: Err(WireError::from(&err)) });
+    }
+}
+
+/// Performs the spawn a child asked for over `link`, with this process's spawner (which
+/// checks it as it checks its own spawns), and answers it:
+///
+/// - a success under the registry lock, right after the new worker's `Up` was queued for
+///   every child, so that the child has applied that `Up` when its spawn returns, and no
+///   `Down` of the worker can come first: the reference it returns is the one a lookup
+///   finds, and can be messaged at once;
+/// - a failure with the error's kind and message.
+fn serve_spawn<M: Message>(shared: Arc<Shared<M>>, link: Arc<Link<M>>, spawn: SpawnRequest) {
+    let SpawnRequest { request, path, props, entry, kind } = spawn;
+    tokio::spawn(async move {
+        let answer = link.clone();
+        let registered: Registered<M> = Box::new(move |cell: &Arc<Cell<M>>| {
+            let spawned = Spawned { id: cell.id, path: cell.path.clone(), props: cell.props.clone(), pid: cell.pid };
+            answer.push(answer_frame(request, Ok(spawned)));
+        });
+        let spawn = SpawnOf { kind, path: &path, props, entry: &entry };
+        if let Err(err) = shared.spawner.spawn(&shared, spawn, registered).await {
+            link.push(answer_frame(request, Err(WireError::from(&err))));
+        }
+    });
+}
+
+/// The frame that answers request `request`; an answer too long for a frame becomes a
+/// [`Codec`](ErrorKind::Codec) error, so that every request is answered.
+fn answer_frame(request: u64, result: std::result::Result<Spawned, WireError>) -> Vec<u8> {
+    wire::encode(&ToChild::<()>::Spawned { request, result }).unwrap_or_else(|err| {
+        let result = Err(WireError::from(&err));
+        wire::encode(&ToChild::<()>::Spawned { request, result }).expect("a short error encodes")
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_answer_too_long_for_a_frame_is_still_an_answer() {
+        let huge = "x".repeat(wire::MAX_FRAME);
+        let err = Error::new(ErrorKind::UnknownEntry, huge);
+        let frame = answer_frame(7, Err(WireError::from(&err)));
+        let answer = wire::decode::<ToChild<u64>>(&frame[4..]).unwrap();
+        let ToChild::Spawned { request: 7, result: Err(err) } = answer else { panic!("{answer:?}") };
+        assert_eq!(Error::from(err).kind(), ErrorKind::Codec);
     }
 }

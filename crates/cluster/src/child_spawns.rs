@@ -1,16 +1,11 @@
-//! Spawns from inside a process worker, which its parent performs.
+//! Spawns from inside a process worker, which its parent performs: the child's table of
+//! the requests that await the parent's answer.
 //!
 //! A child cannot start a worker itself: a task worker runs on the parent's runtime, and
 //! process workers are the parent's children, which die with it. So a child's
 //! [`spawn`](crate::Cluster::spawn) and [`spawn_process`](crate::Cluster::spawn_process)
-//! send a [`SpawnRequest`] and wait for the answer. The parent spawns with its own
-//! cluster, which checks the request as it checks its own spawns, and answers:
-//!
-//! - a success under its registry lock, right after the new worker's `Up` was queued
-//!   for every child, so that the child has applied that `Up` when its spawn returns,
-//!   and no `Down` of the worker can come first: the reference it returns is the one a
-//!   lookup finds, and can be messaged at once;
-//! - a failure with the error's kind and message.
+//! send a [`SpawnRequest`] and wait for the answer, which the parent gives as
+//! `parent.rs` describes.
 //!
 //! If the link to the parent breaks, every request still waiting fails at once with
 //! [`Closed`](crate::ErrorKind::Closed), and so does every later one. A closure
@@ -25,10 +20,9 @@ use parking_lot::Mutex;
 use tokio::sync::oneshot;
 
 use crate::cell::Cell;
-use crate::cluster::Shared;
 use crate::link::Link;
-use crate::wire::{self, SpawnRequest, Spawned, ToChild, ToParent, WireError, WorkerKind};
-use crate::{Cluster, Error, ErrorKind, Message, Props, Result};
+use crate::wire::{SpawnRequest, ToParent, WorkerKind};
+use crate::{Error, ErrorKind, Message, Props, Result};
 
 /// A request's answer, for the caller that waits for it.
 type Answer<M> = oneshot::Sender<Result<Arc<Cell<M>>>>;
@@ -93,34 +87,6 @@ fn broken(path: &str) -> Error {
     Error::new(ErrorKind::Closed, message).with_path(path)
 }
 
-/// In the parent: performs the spawn a child asked for over `link`, and answers it.
-pub(crate) fn serve<M: Message>(shared: Arc<Shared<M>>, link: Arc<Link<M>>, spawn: SpawnRequest) {
-    let SpawnRequest { request, path, props, entry, kind } = spawn;
-    tokio::spawn(async move {
-        let answer = link.clone();
-        // Called under the registry lock, right after the worker's `Up` was queued for
-        // every child, the asker included: the answer follows it on the link, and the
-        // worker's `Down` cannot come between them.
-        let registered = move |cell: &Arc<Cell<M>>| {
-            let spawned = Spawned { id: cell.id, path: cell.path.clone(), props: cell.props.clone(), pid: cell.pid };
-            answer.push(answer_frame(request, Ok(spawned)));
-        };
-        let spawned = Cluster::new(shared).spawn_here(kind, &path, props, &entry, registered).await;
-        if let Err(err) = spawned {
-            link.push(answer_frame(request, Err(WireError::from(&err))));
-        }
-    });
-}
-
-/// The frame that answers request `request`; an answer too long for a frame becomes a
-/// [`Codec`](ErrorKind::Codec) error, so that every request is answered.
-fn answer_frame(request: u64, result: std::result::Result<Spawned, WireError>) -> Vec<u8> {
-    wire::encode(&ToChild::<()>::Spawned { request, result }).unwrap_or_else(|err| {
-        let result = Err(WireError::from(&err));
-        wire::encode(&ToChild::<()>::Spawned { request, result }).expect("a short error encodes")
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use std::os::unix::net::UnixStream;
@@ -146,15 +112,5 @@ mod tests {
         assert_eq!(err.path(), Some("/a"));
         let later = spawns.request(&link, WorkerKind::Process, "/b", Props::new(), "worker").await;
         assert_eq!(later.map(|_| ()).unwrap_err().kind(), ErrorKind::Closed);
-    }
-
-    #[test]
-    fn an_answer_too_long_for_a_frame_is_still_an_answer() {
-        let huge = "x".repeat(wire::MAX_FRAME);
-        let err = Error::new(ErrorKind::UnknownEntry, huge);
-        let frame = answer_frame(7, Err(WireError::from(&err)));
-        let answer = wire::decode::<ToChild<u64>>(&frame[4..]).unwrap();
-        let ToChild::Spawned { request: 7, result: Err(err) } = answer else { panic!("{answer:?}") };
-        assert_eq!(Error::from(err).kind(), ErrorKind::Codec);
     }
 }
