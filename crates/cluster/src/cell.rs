@@ -1,5 +1,7 @@
 //! The record each worker shares with its references and the cluster, and how messages
-//! reach it: one mailbox variant per kind of worker.
+//! reach it: a channel for a task of this process, else a link to the process that has it
+//! (a child, the parent, another node), whose frames the role that owns the link makes
+//! (a [`Route`]). Whatever is on the other side, a reference goes through this.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -9,7 +11,6 @@ use tokio::sync::mpsc;
 
 use crate::link::{Link, Refused};
 use crate::signal::Signal;
-use crate::wire::{self, ToChild, ToParent};
 use crate::{Envelope, Error, ErrorKind, Message, Path, Props, Reason, Result};
 
 /// What a worker shares with its references and the cluster.
@@ -22,6 +23,9 @@ pub(crate) struct Cell<M> {
     /// The process id of a process worker.
     pub(crate) pid: Option<u32>,
     mailbox: Mailbox<M>,
+    /// What the worker holds for as long as it lives (its path's claim in a cluster of
+    /// nodes), dropped when it ends.
+    keeps: parking_lot::Mutex<Option<Box<dyn Send>>>,
     /// Set when the worker is asked to stop, and when it ends: intake is closed.
     pub(crate) stopping: Signal,
     /// Set to end the worker at once.
@@ -31,16 +35,33 @@ pub(crate) struct Cell<M> {
     reason: OnceLock<Reason>,
 }
 
-/// How messages reach a worker: one variant per kind of worker.
+/// How messages reach a worker.
 enum Mailbox<M> {
     /// A task of this process: its bounded channel; messages are moved, not encoded.
     Task(mpsc::Sender<Envelope<M>>),
-    /// A child process, seen from its parent: messages are encoded and written to its
-    /// socket, at most a mailbox's worth of them not yet received by the worker.
-    Process(Arc<Link<M>>),
-    /// A worker of another process, seen from inside a child: messages go to the parent,
-    /// which forwards them.
-    Routed(Arc<Link<M>>),
+    /// A worker of another process, reached over `link` with the frames `route` makes;
+    /// at most a window's worth of messages wait on the other side.
+    Link(Arc<Link<M>>, Route<M>),
+}
+
+/// A stop or a kill, sent over a link.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Control {
+    Stop,
+    Kill,
+}
+
+/// How the role that owns a link reaches the workers behind it.
+pub(crate) struct Route<M> {
+    /// The frame that carries `envelope` (an ask if the id is given) to the worker.
+    pub(crate) deliver: fn(&Cell<M>, Option<u64>, &Envelope<M>) -> Result<Vec<u8>>,
+    /// The frame that stops or kills the worker, if stops and kills travel as frames (a
+    /// parent signals its child itself).
+    pub(crate) control: Option<fn(&Cell<M>, Control) -> Vec<u8>>,
+    /// What the window of the link is, for a `Full` error.
+    pub(crate) window: &'static str,
+    /// Whether the worker is this process's own (its child), rather than another's.
+    pub(crate) ours: bool,
 }
 
 /// A new worker id.
@@ -49,10 +70,25 @@ pub(crate) fn next_id() -> u64 {
     NEXT.fetch_add(1, Ordering::Relaxed)
 }
 
+impl<M> Cell<M> {
+    /// Whether the worker is this process's: a task, or a child process of it.
+    pub(crate) fn is_ours(&self) -> bool {
+        match &self.mailbox {
+            Mailbox::Task(_) => true,
+            Mailbox::Link(_, route) => route.ours,
+        }
+    }
+
+    /// Whether the worker is reached over `link`.
+    pub(crate) fn is_behind(&self, link: &Arc<Link<M>>) -> bool {
+        matches!(&self.mailbox, Mailbox::Link(theirs, _) if Arc::ptr_eq(theirs, link))
+    }
+}
+
 impl<M: Message> Cell<M> {
     fn new(id: u64, path: Path, props: Props, pid: Option<u32>, mailbox: Mailbox<M>) -> Cell<M> {
-        let (stopping, kill, done) = Default::default();
-        Cell { id, path, props, pid, mailbox, stopping, kill, done, reason: OnceLock::new() }
+        let (stopping, kill, done, keeps) = Default::default();
+        Cell { id, path, props, pid, mailbox, keeps, stopping, kill, done, reason: OnceLock::new() }
     }
 
     /// The record of a task worker, and the receiving end of its mailbox.
@@ -61,14 +97,21 @@ impl<M: Message> Cell<M> {
         (Cell::new(id, path, props, None, Mailbox::Task(tx)), rx)
     }
 
-    /// The record of a child process, seen from its parent.
-    pub(crate) fn process(path: Path, props: Props, pid: u32, link: Arc<Link<M>>) -> Cell<M> {
-        Cell::new(next_id(), path, props, Some(pid), Mailbox::Process(link))
+    /// The record of a worker of another process, reached over `link` by `route`.
+    pub(crate) fn linked(
+        id: u64,
+        path: Path,
+        props: Props,
+        pid: Option<u32>,
+        link: Arc<Link<M>>,
+        route: Route<M>,
+    ) -> Cell<M> {
+        Cell::new(id, path, props, pid, Mailbox::Link(link, route))
     }
 
-    /// The record of a worker of another process, seen from inside a child.
-    pub(crate) fn routed(id: u64, path: Path, props: Props, pid: Option<u32>, link: Arc<Link<M>>) -> Cell<M> {
-        Cell::new(id, path, props, pid, Mailbox::Routed(link))
+    /// Keeps `value` until the worker ends.
+    pub(crate) fn keep(&self, value: Box<dyn Send>) {
+        *self.keeps.lock() = Some(value);
     }
 
     /// Puts `envelope` in the mailbox, waiting for room; gives it back if intake is closed.
@@ -78,13 +121,13 @@ impl<M: Message> Cell<M> {
         }
         match &self.mailbox {
             Mailbox::Task(tx) => tx.send(envelope).await.map_err(|e| (self.closed(), e.0)),
-            Mailbox::Process(link) | Mailbox::Routed(link) => {
-                let (ask, bytes) = match link.prepare(&envelope, |ask| self.frame(ask, &envelope)) {
+            Mailbox::Link(link, route) => {
+                let (ask, bytes) = match link.prepare(&envelope, |ask| (route.deliver)(self, ask, &envelope)) {
                     Ok(prepared) => prepared,
                     Err(err) => return Err((err.with_path(self.path.as_str()), envelope)),
                 };
                 if let Err(refused) = link.acquire().await {
-                    return Err((self.refused(refused, link), envelope));
+                    return Err((self.refused(refused, link, route), envelope));
                 }
                 link.commit(ask, bytes, envelope);
                 Ok(())
@@ -102,13 +145,13 @@ impl<M: Message> Cell<M> {
                 mpsc::error::TrySendError::Full(envelope) => (self.full(tx.max_capacity(), "mailbox"), envelope),
                 mpsc::error::TrySendError::Closed(envelope) => (self.closed(), envelope),
             }),
-            Mailbox::Process(link) | Mailbox::Routed(link) => {
-                let (ask, bytes) = match link.prepare(&envelope, |ask| self.frame(ask, &envelope)) {
+            Mailbox::Link(link, route) => {
+                let (ask, bytes) = match link.prepare(&envelope, |ask| (route.deliver)(self, ask, &envelope)) {
                     Ok(prepared) => prepared,
                     Err(err) => return Err((err.with_path(self.path.as_str()), envelope)),
                 };
                 if let Err(refused) = link.try_acquire() {
-                    return Err((self.refused(refused, link), envelope));
+                    return Err((self.refused(refused, link, route), envelope));
                 }
                 link.commit(ask, bytes, envelope);
                 Ok(())
@@ -126,19 +169,10 @@ impl<M: Message> Cell<M> {
         }
     }
 
-    /// The frame that carries `envelope` to this worker's process.
-    fn frame(&self, ask: Option<u64>, envelope: &Envelope<M>) -> Result<Vec<u8>> {
-        let (from, message) = (envelope.sender().cloned(), envelope.message());
-        match &self.mailbox {
-            Mailbox::Routed(_) => wire::encode(&ToParent::Send { to: self.path.clone(), id: self.id, ask, message }),
-            _ => wire::encode(&ToChild::Deliver { from, ask, message }),
-        }
-    }
-
     /// Asks the worker to stop: closes intake.
     pub(crate) fn request_stop(&self) {
         if self.stopping.fire() {
-            self.route(ToParent::Stop { to: self.path.clone(), id: self.id });
+            self.route(Control::Stop);
         }
     }
 
@@ -149,22 +183,23 @@ impl<M: Message> Cell<M> {
         let first = self.kill.fire();
         self.stopping.fire();
         if first {
-            self.route(ToParent::Kill { to: self.path.clone(), id: self.id });
+            self.route(Control::Kill);
         }
         first
     }
 
-    /// Sends a control frame to the parent, for a worker reached through it.
-    fn route(&self, frame: ToParent<()>) {
-        if let Mailbox::Routed(link) = &self.mailbox {
-            link.push(wire::encode(&frame).expect("a frame without a message encodes"));
+    /// Sends a stop or kill over the link, where they travel as frames.
+    fn route(&self, control: Control) {
+        if let Mailbox::Link(link, Route { control: Some(frame), .. }) = &self.mailbox {
+            link.push(frame(self, control));
         }
     }
 
-    /// Records how the worker ended; closes intake.
+    /// Records how the worker ended; closes intake, drops what it kept.
     pub(crate) fn set_reason(&self, reason: Reason) {
         self.stopping.fire();
         let _ = self.reason.set(reason);
+        drop(self.keeps.lock().take());
     }
 
     /// How the worker ended, once it has.
@@ -187,13 +222,10 @@ impl<M: Message> Cell<M> {
         self.join().await
     }
 
-    fn refused(&self, refused: Refused, link: &Link<M>) -> Error {
+    fn refused(&self, refused: Refused, link: &Link<M>, route: &Route<M>) -> Error {
         match refused {
             Refused::Closed => self.closed(),
-            Refused::Full => match &self.mailbox {
-                Mailbox::Routed(_) => self.full(link.capacity(), "window of sends waiting in the parent"),
-                _ => self.full(link.capacity(), "mailbox"),
-            },
+            Refused::Full => self.full(link.capacity(), route.window),
         }
     }
 

@@ -17,10 +17,10 @@ use std::sync::{Arc, OnceLock};
 
 use parking_lot::Mutex;
 
-use crate::cell::Cell;
+use crate::cell::{Cell, Control, Route};
 use crate::child_spawns::Spawns;
 use crate::entry::{EntryFn, Start};
-use crate::link::{End, Link, Reader};
+use crate::link::{Link, Reader, Tongue};
 use crate::registry::Registry;
 use crate::shared::{Registered, Shared, SpawnOf, Spawner, Spawning};
 use crate::signal::Signal;
@@ -114,7 +114,7 @@ fn serve<M: Message>(builder: Builder<M>, mut socket: UnixStream) -> i32 {
     };
     let code = runtime.block_on(async move {
         let capacity = (init.capacity as usize).max(1);
-        let result = match Link::new(End::Child, socket, capacity) {
+        let result = match Link::new(tongue(), socket, capacity) {
             Ok((link, read)) => {
                 let result = run(builder, init, link.clone(), Reader::new(read)).await;
                 let _ = link.send(&ToParent::<()>::Exit(result.clone()));
@@ -129,6 +129,36 @@ fn serve<M: Message>(builder: Builder<M>, mut socket: UnixStream) -> i32 {
     // learns of the end when the process exits.
     runtime.shutdown_background();
     code
+}
+
+/// What a child's end of its link says of itself: credits for the messages its worker
+/// received, replies to the asks delivered to it.
+fn tongue<M: Message>() -> Tongue<M> {
+    Tongue {
+        credit: |n| wire::encode(&ToParent::<()>::Credit(n)).expect("a credit frame encodes"),
+        reply: |ask, message| wire::encode(&ToParent::Reply { ask, message }),
+        no_reply: |ask| wire::encode(&ToParent::<()>::NoReply { ask }).expect("a frame without a message encodes"),
+    }
+}
+
+/// How a child reaches every other worker: through the parent, which forwards.
+fn route<M: Message>() -> Route<M> {
+    Route {
+        deliver: |cell, ask, envelope| {
+            let (to, id, message) = (cell.path.clone(), cell.id, envelope.message());
+            wire::encode(&ToParent::Send { to, id, ask, message })
+        },
+        control: Some(|cell, control| {
+            let (to, id) = (cell.path.clone(), cell.id);
+            let frame = match control {
+                Control::Stop => ToParent::<()>::Stop { to, id },
+                Control::Kill => ToParent::Kill { to, id },
+            };
+            wire::encode(&frame).expect("a frame without a message encodes")
+        }),
+        window: "window of sends waiting in the parent",
+        ours: false,
+    }
 }
 
 /// Reads the first frame, before anything else uses the socket.
@@ -221,7 +251,7 @@ impl<M: Message> Child<M> {
             }
             ToChild::Answer { ask, result } => self.link.answer(ask, Some(result.map_err(Error::from))),
             ToChild::Up { id, path, props, pid } => {
-                let cell = Cell::routed(id, path, props, pid, self.link.clone());
+                let cell = Cell::linked(id, path, props, pid, self.link.clone(), route());
                 self.shared.registry.lock().insert(Arc::new(cell));
             }
             ToChild::Down { id, path, reason } => {
@@ -246,7 +276,7 @@ impl<M: Message> Child<M> {
         match registry.get(&path) {
             Some(cell) if cell.id == id => cell.clone(),
             _ => {
-                let cell = Arc::new(Cell::routed(id, path, props, pid, self.link.clone()));
+                let cell = Arc::new(Cell::linked(id, path, props, pid, self.link.clone(), route()));
                 registry.insert(cell.clone());
                 cell
             }

@@ -92,12 +92,11 @@ mod tests {
     use std::os::unix::net::UnixStream;
 
     use super::*;
-    use crate::link::End;
 
     #[tokio::test]
     async fn waiting_and_later_requests_fail_when_the_link_breaks() {
         let (ours, _theirs) = UnixStream::pair().unwrap();
-        let (link, _read) = Link::<u64>::new(End::Child, ours, 4).unwrap();
+        let (link, _read) = Link::<u64>::new(crate::parent::tongue(), ours, 4).unwrap();
         let spawns = Arc::new(Spawns::new());
         let waiting = tokio::spawn({
             let (spawns, link) = (spawns.clone(), link.clone());

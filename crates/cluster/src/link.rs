@@ -1,5 +1,6 @@
-//! A link: one end of the socket between a parent and one of its process workers, as
-//! both ends use it.
+//! A link: one end of a socket between two processes of a cluster (a parent and one of
+//! its process workers, or two nodes), as both ends use it. What differs between them is
+//! the set of frames each end speaks, which the link is given as a [`Tongue`].
 //!
 //! Frames are encoded by whoever sends and queued for a writer task, which writes what
 //! has queued up in one go. Messages are flow controlled by credits: a link starts with
@@ -12,27 +13,35 @@
 use std::collections::HashMap;
 use std::io::{self, ErrorKind as IoKind};
 use std::os::unix::net::UnixStream as StdStream;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
 use serde::Serialize;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::net::UnixStream;
+use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{tcp, unix, TcpStream, UnixStream};
 use tokio::sync::{mpsc, oneshot, Semaphore, TryAcquireError};
 
-use crate::wire::{self, Frames, Outbox, ToChild, ToParent};
+use crate::message::ReplyPath;
+use crate::wire::{self, Frames, Outbox};
 use crate::{Envelope, Message, Reply, Result};
 
-/// Which end of the link this is.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum End {
-    /// The parent's end of a link to a child.
-    Parent,
-    /// A child's end of its link to the parent.
-    Child,
+/// The frames a link's own machinery sends, in the language of its other end: the
+/// credits it owes, and the answers to asks that came over it.
+pub(crate) struct Tongue<M> {
+    pub(crate) credit: fn(u32) -> Vec<u8>,
+    pub(crate) reply: fn(u64, &M) -> Result<Vec<u8>>,
+    pub(crate) no_reply: fn(u64) -> Vec<u8>,
 }
+
+/// The read half of a link's socket.
+pub(crate) enum ReadHalf {
+    Unix(unix::OwnedReadHalf),
+    Tcp(tcp::OwnedReadHalf),
+}
+
+type WriteHalf = Pin<Box<dyn AsyncWrite + Send>>;
 
 /// What the writer task is given.
 enum Out {
@@ -64,9 +73,15 @@ pub(crate) struct Link<M> {
     owed: Arc<AtomicU32>,
     /// Set once the other end is gone.
     closed: AtomicBool,
+    tongue: Tongue<M>,
 }
 
 impl<M> Link<M> {
+    /// Whether the link is closed: the other end is gone.
+    pub(crate) fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire) || self.out.is_closed()
+    }
+
     /// Queues an encoded frame that is not flow controlled; false if the link is closed
     /// or gone.
     pub(crate) fn push(&self, bytes: Vec<u8>) -> bool {
@@ -80,16 +95,37 @@ impl<M: Send> Outbox for Link<M> {
     }
 }
 
+impl<M: Send> ReplyPath<M> for Link<M> {
+    fn reply(&self, ask: u64, message: &M) -> Result<()> {
+        let frame = (self.tongue.reply)(ask, message)?;
+        wire::pushed(self, frame)
+    }
+
+    fn no_reply(&self, ask: u64) {
+        self.push((self.tongue.no_reply)(ask));
+    }
+}
+
 impl<M: Message> Link<M> {
-    /// A link over `stream` with a window of `capacity` messages, and the read half.
-    /// Must be called within the runtime, where the writer task runs.
-    pub(crate) fn new(end: End, stream: StdStream, capacity: usize) -> io::Result<(Arc<Link<M>>, OwnedReadHalf)> {
+    /// A link over the Unix socket `stream` with a window of `capacity` messages, and
+    /// the read half. Must be called within the runtime, where the writer task runs.
+    pub(crate) fn new(tongue: Tongue<M>, stream: StdStream, capacity: usize) -> io::Result<(Arc<Link<M>>, ReadHalf)> {
         stream.set_nonblocking(true)?;
         let (read, write) = UnixStream::from_std(stream)?.into_split();
+        Ok((Link::over(tongue, Box::pin(write), capacity), ReadHalf::Unix(read)))
+    }
+
+    /// A link over the TCP connection `stream`, as [`new`](Link::new).
+    pub(crate) fn tcp(tongue: Tongue<M>, stream: TcpStream, capacity: usize) -> (Arc<Link<M>>, ReadHalf) {
+        let (read, write) = stream.into_split();
+        (Link::over(tongue, Box::pin(write), capacity), ReadHalf::Tcp(read))
+    }
+
+    fn over(tongue: Tongue<M>, write: WriteHalf, capacity: usize) -> Arc<Link<M>> {
         let (out, rx) = mpsc::unbounded_channel();
         let owed = Arc::new(AtomicU32::new(0));
-        tokio::spawn(write_frames(end, rx, write, owed.clone()));
-        let link = Link {
+        tokio::spawn(write_frames(tongue.credit, rx, write, owed.clone()));
+        Arc::new(Link {
             out,
             window: Semaphore::new(capacity),
             capacity,
@@ -97,8 +133,8 @@ impl<M: Message> Link<M> {
             next_ask: AtomicU64::new(1),
             owed,
             closed: AtomicBool::new(false),
-        };
-        Ok((Arc::new(link), read))
+            tongue,
+        })
     }
 
     /// The size of the window.
@@ -194,7 +230,12 @@ impl<M: Message> Link<M> {
 }
 
 /// Writes what is queued, in batches, until the link is dropped or the socket fails.
-async fn write_frames(end: End, mut rx: mpsc::UnboundedReceiver<Out>, mut write: OwnedWriteHalf, owed: Arc<AtomicU32>) {
+async fn write_frames(
+    credit: fn(u32) -> Vec<u8>,
+    mut rx: mpsc::UnboundedReceiver<Out>,
+    mut write: WriteHalf,
+    owed: Arc<AtomicU32>,
+) {
     const BATCH: usize = 64 * 1024;
     let mut batch = Vec::with_capacity(BATCH);
     let mut flushes = Vec::new();
@@ -210,11 +251,7 @@ async fn write_frames(end: End, mut rx: mpsc::UnboundedReceiver<Out>, mut write:
         }
         let credits = owed.swap(0, Ordering::AcqRel);
         if credits > 0 {
-            let frame = match end {
-                End::Parent => wire::encode(&ToChild::<()>::Credit(credits)),
-                End::Child => wire::encode(&ToParent::<()>::Credit(credits)),
-            };
-            batch.extend_from_slice(&frame.expect("a credit frame encodes"));
+            batch.extend_from_slice(&credit(credits));
         }
         if write.write_all(&batch).await.is_err() {
             return;
@@ -228,24 +265,34 @@ async fn write_frames(end: End, mut rx: mpsc::UnboundedReceiver<Out>, mut write:
 
 /// Reads frames from the other end.
 pub(crate) struct Reader {
-    read: OwnedReadHalf,
+    read: ReadHalf,
     frames: Frames,
 }
 
 impl Reader {
-    pub(crate) fn new(read: OwnedReadHalf) -> Self {
+    pub(crate) fn new(read: ReadHalf) -> Self {
         Reader { read, frames: Frames::default() }
     }
 
     /// Waits for more bytes; false at the end of the stream. Cancel safe.
     pub(crate) async fn fill(&mut self) -> io::Result<bool> {
-        Ok(self.read.read_buf(self.frames.spare()).await? > 0)
+        let spare = self.frames.spare();
+        let n = match &mut self.read {
+            ReadHalf::Unix(read) => read.read_buf(spare).await?,
+            ReadHalf::Tcp(read) => read.read_buf(spare).await?,
+        };
+        Ok(n > 0)
     }
 
     /// Takes the bytes that have arrived, without waiting; false at the end of the
     /// stream or when none are left.
     pub(crate) fn fill_now(&mut self) -> io::Result<bool> {
-        match self.read.try_read_buf(self.frames.spare()) {
+        let spare = self.frames.spare();
+        let read = match &mut self.read {
+            ReadHalf::Unix(read) => read.try_read_buf(spare),
+            ReadHalf::Tcp(read) => read.try_read_buf(spare),
+        };
+        match read {
             Ok(n) => Ok(n > 0),
             Err(e) if e.kind() == IoKind::WouldBlock => Ok(false),
             Err(e) => Err(e),
@@ -270,7 +317,7 @@ mod tests {
     #[tokio::test]
     async fn asks_whose_askers_gave_up_do_not_pile_up() {
         let (ours, _theirs) = StdStream::pair().unwrap();
-        let (link, _read) = Link::<u64>::new(End::Parent, ours, 16).unwrap();
+        let (link, _read) = Link::<u64>::new(crate::parent::tongue(), ours, 16).unwrap();
         let mut waiting = Vec::new();
         for i in 0..10_000u64 {
             let (reply, answer) = Reply::channel(None);

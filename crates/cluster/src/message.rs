@@ -7,7 +7,6 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio::sync::oneshot;
 
-use crate::wire::{self, Outbox, ToParent};
 use crate::{Error, ErrorKind, Path, Result};
 
 /// What workers of a cluster send each other: any `Serialize + DeserializeOwned + Send`
@@ -88,13 +87,22 @@ pub struct Reply<M> {
 enum ReplyTo<M> {
     /// The asker is in this process.
     Local(oneshot::Sender<Result<M>>),
-    /// The asker is reached through the parent process: the reply is a frame.
-    Remote(Remote),
+    /// The asker is in another process: the reply is a frame on the link it came over.
+    Remote(Remote<M>),
 }
 
-/// An ask that came from the parent process, by its id on the link.
-struct Remote {
-    link: Arc<dyn Outbox>,
+/// Where the answer to an ask that came over a link goes back: the link, which frames it
+/// in the language of its other end.
+pub(crate) trait ReplyPath<M>: Send + Sync {
+    /// Sends the reply to ask `ask`; fails if it cannot be encoded or the link is gone.
+    fn reply(&self, ask: u64, message: &M) -> Result<()>;
+    /// Says that ask `ask` was dropped unanswered.
+    fn no_reply(&self, ask: u64);
+}
+
+/// An ask that came over a link from another process, by its id on the link.
+struct Remote<M> {
+    link: Arc<dyn ReplyPath<M>>,
     ask: u64,
     answered: bool,
 }
@@ -114,8 +122,8 @@ impl<M> Reply<M> {
 }
 
 impl<M: Message> Reply<M> {
-    /// A reply handle for ask `ask` that came over `link` from the parent process.
-    pub(crate) fn remote(link: Arc<dyn Outbox>, ask: u64, asker: Option<Path>) -> Reply<M> {
+    /// A reply handle for ask `ask` that came over `link` from another process.
+    pub(crate) fn remote(link: Arc<dyn ReplyPath<M>>, ask: u64, asker: Option<Path>) -> Reply<M> {
         Reply { to: ReplyTo::Remote(Remote { link, ask, answered: false }), asker }
     }
 
@@ -131,7 +139,7 @@ impl<M: Message> Reply<M> {
                 .send(Ok(message))
                 .map_err(|_| Error::new(ErrorKind::Closed, "the asker stopped waiting for the reply")),
             ReplyTo::Remote(mut remote) => {
-                let sent = wire::send(&*remote.link, &ToParent::Reply { ask: remote.ask, message: &message });
+                let sent = remote.link.reply(remote.ask, &message);
                 remote.answered = sent.is_ok();
                 sent
             }
@@ -155,11 +163,10 @@ impl<M: Message> Reply<M> {
     }
 }
 
-impl Drop for Remote {
+impl<M> Drop for Remote<M> {
     fn drop(&mut self) {
         if !self.answered {
-            let frame = wire::encode(&ToParent::<()>::NoReply { ask: self.ask });
-            self.link.push(frame.expect("a frame without a message encodes"));
+            self.link.no_reply(self.ask);
         }
     }
 }

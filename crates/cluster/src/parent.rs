@@ -24,8 +24,8 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use crate::cell::Cell;
-use crate::link::{End, Link, Reader};
+use crate::cell::{self, Cell, Route};
+use crate::link::{Link, Reader, Tongue};
 use crate::shared::{Registered, Shared, SpawnOf};
 use crate::sys::Child;
 use crate::wire::{self, Init, SpawnRequest, Spawned, ToChild, ToParent, WireError};
@@ -54,7 +54,7 @@ pub(crate) async fn start<M: Message>(
     };
     let (ours, theirs) = UnixStream::pair().map_err(spawn_error)?;
     let child = Child::spawn(&shared.child_args, theirs).await.map_err(spawn_error)?;
-    let (link, read) = Link::new(End::Parent, ours, shared.mailbox).map_err(spawn_error)?;
+    let (link, read) = Link::new(tongue(), ours, shared.mailbox).map_err(spawn_error)?;
 
     let mut registry = shared.registry.lock();
     let path = match registry.claim(path) {
@@ -65,12 +65,13 @@ pub(crate) async fn start<M: Message>(
             return Err(err);
         }
     };
-    let cell = Arc::new(Cell::process(path.clone(), props.clone(), child.pid(), link.clone()));
+    let cell =
+        Arc::new(Cell::linked(cell::next_id(), path.clone(), props.clone(), Some(child.pid()), link.clone(), route()));
     let capacity = u32::try_from(shared.mailbox).unwrap_or(u32::MAX);
     let init = Init { entry: entry.to_owned(), id: cell.id, path, props, scope, capacity };
     link.send(&init)?; // the first frame, before any message can be sent to the worker
     registry.insert(cell.clone());
-    registry.subscribe_child(link.clone());
+    registry.subscribe_link(link.clone(), event_frame, false);
     registered(&cell);
     drop(registry);
 
@@ -79,6 +80,42 @@ pub(crate) async fn start<M: Message>(
     let supervisor = Supervisor { shared: shared.clone(), cell: cell.clone(), link, forward, exit: None, fatal: None };
     tokio::spawn(supervisor.run(child, Reader::new(read), forwarder));
     Ok(cell)
+}
+
+/// What the parent's end of a link to a child says of itself: credits for the child's
+/// forwarded sends, answers to the child's asks.
+pub(crate) fn tongue<M: Message>() -> Tongue<M> {
+    Tongue {
+        credit: |n| wire::encode(&ToChild::<()>::Credit(n)).expect("a credit frame encodes"),
+        reply: |ask, message| wire::encode(&ToChild::Answer { ask, result: Ok(message) }),
+        no_reply: |ask| {
+            let result = Err(WireError::from(&Error::new(ErrorKind::NoReply, "the ask was dropped unanswered")));
+            wire::encode(&ToChild::<()>::Answer { ask, result }).expect("a frame without a message encodes")
+        },
+    }
+}
+
+/// How the parent reaches its child's worker (it signals stops and kills itself).
+fn route<M: Message>() -> Route<M> {
+    Route {
+        deliver: |_, ask, envelope| {
+            let (from, message) = (envelope.sender().cloned(), envelope.message());
+            wire::encode(&ToChild::Deliver { from, ask, message })
+        },
+        control: None,
+        window: "mailbox",
+        ours: true,
+    }
+}
+
+/// The frame that tells a child of the `Up` of `cell`, or its `Down` for `reason`.
+fn event_frame<M>(cell: &Cell<M>, reason: Option<&Reason>) -> Vec<u8> {
+    let (id, path) = (cell.id, cell.path.clone());
+    let frame = match reason {
+        None => ToChild::<()>::Up { id, path, props: cell.props.clone(), pid: cell.pid },
+        Some(reason) => ToChild::Down { id, path, reason: reason.clone() },
+    };
+    wire::encode(&frame).expect("a frame without a message encodes")
 }
 
 /// A message a child sends to another worker, for the forwarder.

@@ -13,8 +13,10 @@ use tokio::sync::mpsc;
 use crate::cell::Cell;
 use crate::link::Link;
 use crate::path;
-use crate::wire::{self, ToChild};
 use crate::{Error, ErrorKind, Event, Events, Path, Reason, Result, WorkerRef};
+
+/// The frame that tells another process of the `Up` of a worker, or its `Down` for a reason.
+pub(crate) type EventFrame<M> = fn(&Cell<M>, Option<&Reason>) -> Vec<u8>;
 
 pub(crate) struct Registry<M> {
     workers: BTreeMap<Path, Arc<Cell<M>>>,
@@ -34,10 +36,12 @@ enum Subscriber<M> {
         /// The worker that subscribed: references in its events send as that worker.
         me: Option<Path>,
     },
-    /// A process worker, told by frames queued on its link. Queued under the registry
-    /// lock, an `Up` goes out before any message sent after the spawn that published it:
-    /// a child knows every worker that a message it receives could mention.
-    Child(Arc<Link<M>>),
+    /// Another process (a child, or another node), told by frames queued on its link.
+    /// Queued under the registry lock, an `Up` goes out before any message sent after the
+    /// spawn that published it: the other process knows every worker that a message it
+    /// receives could mention. `only_ours`: of this process's own workers only (another
+    /// node learns of the rest from their own nodes).
+    Link { link: Arc<Link<M>>, frame: EventFrame<M>, only_ours: bool },
 }
 
 impl<M> Registry<M> {
@@ -115,15 +119,25 @@ impl<M> Registry<M> {
         Events::new(rx)
     }
 
-    /// Subscribes a process worker: frames for `Up` of every live worker now, then for
-    /// every change, until its link is closed.
-    pub(crate) fn subscribe_child(&mut self, link: Arc<Link<M>>) {
+    /// Subscribes another process: `frame`s for the `Up` of every live worker now (of
+    /// ours only, if `only_ours`), then for every change, until its link is closed.
+    pub(crate) fn subscribe_link(&mut self, link: Arc<Link<M>>, frame: EventFrame<M>, only_ours: bool) {
         if !self.ended {
-            for cell in self.workers.values() {
-                link.push(event_frame(cell, None));
+            for cell in self.workers.values().filter(|cell| !only_ours || cell.is_ours()) {
+                link.push(frame(cell, None));
             }
-            self.subscribers.push(Subscriber::Child(link));
+            self.subscribers.push(Subscriber::Link { link, frame, only_ours });
         }
+    }
+
+    /// The live workers reached over `link`.
+    pub(crate) fn behind(&self, link: &Arc<Link<M>>) -> Vec<Arc<Cell<M>>> {
+        self.workers.values().filter(|cell| cell.is_behind(link)).cloned().collect()
+    }
+
+    /// The live workers of this process.
+    pub(crate) fn ours(&self) -> Vec<Arc<Cell<M>>> {
+        self.workers.values().filter(|cell| cell.is_ours()).cloned().collect()
     }
 
     /// Begins shutdown: no new workers from now on. The workers alive now.
@@ -150,17 +164,12 @@ impl<M> Registry<M> {
                 };
                 tx.send(event).is_ok()
             }
-            Subscriber::Child(link) => link.push(event_frame(cell, reason)),
+            Subscriber::Link { link, frame, only_ours } => {
+                if *only_ours && !cell.is_ours() {
+                    return !link.is_closed();
+                }
+                link.push(frame(cell, reason))
+            }
         });
     }
-}
-
-/// The frame that tells a child of the `Up` of `cell`, or its `Down` for `reason`.
-fn event_frame<M>(cell: &Cell<M>, reason: Option<&Reason>) -> Vec<u8> {
-    let (id, path) = (cell.id, cell.path.clone());
-    let frame = match reason {
-        None => ToChild::<()>::Up { id, path, props: cell.props.clone(), pid: cell.pid },
-        Some(reason) => ToChild::Down { id, path, reason: reason.clone() },
-    };
-    wire::encode(&frame).expect("a frame without a message encodes")
 }

@@ -140,8 +140,12 @@ pub(crate) trait Outbox: Send + Sync {
 
 /// Encodes `frame` and queues it in `out`.
 pub(crate) fn send<T: Serialize>(out: &dyn Outbox, frame: &T) -> Result<()> {
-    let bytes = encode(frame)?;
-    match out.push(bytes) {
+    pushed(out, encode(frame)?)
+}
+
+/// Queues the encoded `frame` in `out`; an error if the link is gone.
+pub(crate) fn pushed(out: &dyn Outbox, frame: Vec<u8>) -> Result<()> {
+    match out.push(frame) {
         true => Ok(()),
         false => Err(Error::new(ErrorKind::Closed, "the other process of the link is gone")),
     }
