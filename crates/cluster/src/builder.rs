@@ -11,6 +11,7 @@ use parking_lot::Mutex;
 
 use crate::entry::{self, EntryFn};
 use crate::local::Local;
+use crate::node::{Node, NodeConfig, NodeSpawner};
 use crate::registry::Registry;
 use crate::shared::Shared;
 use crate::{Cluster, Context, Error, ErrorKind, Message, Result};
@@ -24,6 +25,15 @@ pub struct Builder<M> {
     entries: Vec<(String, EntryFn<M>)>,
     mailbox: usize,
     child_args: Vec<OsString>,
+    join: Option<Join>,
+}
+
+/// How a node joins its cluster.
+struct Join {
+    url: String,
+    cluster: String,
+    listen: String,
+    secret: Option<Vec<u8>>,
 }
 
 impl<M: Message> Cluster<M> {
@@ -35,7 +45,13 @@ impl<M: Message> Cluster<M> {
 
 impl<M: Message> Builder<M> {
     fn new() -> Self {
-        Builder { scope: None, entries: Vec::new(), mailbox: DEFAULT_MAILBOX_CAPACITY, child_args: Vec::new() }
+        Builder {
+            scope: None,
+            entries: Vec::new(),
+            mailbox: DEFAULT_MAILBOX_CAPACITY,
+            child_args: Vec::new(),
+            join: None,
+        }
     }
 
     /// The scope whose named locks the workers take. Default: the `host:` scope (every
@@ -87,6 +103,44 @@ impl<M: Message> Builder<M> {
         self
     }
 
+    /// Makes this cluster a node of the cluster `cluster` whose members are kept in the
+    /// distributed scope at `url` (`etcd://…`, `postgres://…`, `redis://…`): nodes with
+    /// the same URL and cluster name form one cluster, whose workers message, ask, look
+    /// up and watch each other wherever they run. Give the shared secret with
+    /// [`secret`](Builder::secret) and the address to listen on with
+    /// [`listen`](Builder::listen). A node joins in the background once built
+    /// ([`Cluster::joined`] waits for it); spawns wait until it has.
+    ///
+    /// A worker's path is claimed in the store, so it is unique across the cluster; a
+    /// node that dies or is cut off from the store leaves it within the store's lease
+    /// (the scope's TTL): its workers go `Down(NodeLost)` everywhere else.
+    pub fn join(mut self, url: &str, cluster: &str) -> Self {
+        let listen = "127.0.0.1:0".to_owned();
+        let secret = self.join.take().and_then(|join| join.secret);
+        self.join = Some(Join { url: url.to_owned(), cluster: cluster.to_owned(), listen, secret });
+        self
+    }
+
+    /// The address this node listens on for other nodes (default `127.0.0.1:0`, a free
+    /// port of the loopback interface); an address the other nodes can reach, not
+    /// `0.0.0.0`. Only for a node ([`join`](Builder::join)).
+    pub fn listen(mut self, addr: &str) -> Self {
+        if let Some(join) = &mut self.join {
+            join.listen = addr.to_owned();
+        }
+        self
+    }
+
+    /// The secret the nodes of the cluster share: a node proves it knows it before any
+    /// other frame is read from it, and refuses (and logs) a connection that does not.
+    /// Required for a node ([`join`](Builder::join)).
+    pub fn secret(mut self, secret: impl AsRef<[u8]>) -> Self {
+        if let Some(join) = &mut self.join {
+            join.secret = Some(secret.as_ref().to_vec());
+        }
+        self
+    }
+
     /// Builds the cluster. Must be called within a Tokio runtime (its workers run there;
     /// it needs the time driver for timeouts). Opens the `host:` scope if none was given.
     pub fn build(self) -> Result<Cluster<M>> {
@@ -103,9 +157,24 @@ impl<M: Message> Builder<M> {
         };
         let registry = Mutex::new(Registry::new());
         let child_args = self.child_args;
-        let spawner = Arc::new(Local);
-        let shared = Shared { scope, entries, mailbox: self.mailbox, runtime, registry, spawner, child_args };
-        Ok(Cluster::new(Arc::new(shared)))
+        let Some(join) = self.join else {
+            let (spawner, nodes) = (Arc::new(Local), None);
+            let shared =
+                Shared { scope, entries, mailbox: self.mailbox, runtime, registry, spawner, nodes, child_args };
+            return Ok(Cluster::new(Arc::new(shared)));
+        };
+        let Some(secret) = join.secret.filter(|secret| !secret.is_empty()) else {
+            return Err(Error::new(ErrorKind::Node, "a node needs the cluster's secret (Builder::secret)"));
+        };
+        let store = (scope.url() == join.url).then(|| scope.clone());
+        let config = NodeConfig { url: join.url, cluster: join.cluster, listen: join.listen, secret, store };
+        let node = Node::new(config);
+        let spawner = Arc::new(NodeSpawner { node: node.clone() });
+        let nodes = Some(node.clone() as Arc<dyn crate::shared::Nodes>);
+        let shared =
+            Arc::new(Shared { scope, entries, mailbox: self.mailbox, runtime, registry, spawner, nodes, child_args });
+        node.start(shared.clone());
+        Ok(Cluster::new(shared))
     }
 
     /// The entries, checked, for a process worker.
@@ -132,6 +201,7 @@ impl<M> fmt::Debug for Builder<M> {
             .field("entries", &self.entries.iter().map(|(name, _)| name).collect::<Vec<_>>())
             .field("mailbox", &self.mailbox)
             .field("child_args", &self.child_args)
+            .field("join", &self.join.as_ref().map(|join| (&join.url, &join.cluster, &join.listen)))
             .finish()
     }
 }

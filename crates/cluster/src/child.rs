@@ -41,10 +41,10 @@ impl<M: Message> Spawner<M> for ViaParent<M> {
         Box::pin(self.spawns.request(&self.link, kind, path, props, entry))
     }
 
-    fn spawn_fn(&self, _: &Arc<Shared<M>>, path: &str, _: Props, _: Start<M>) -> Result<Arc<Cell<M>>> {
+    fn spawn_fn<'a>(&'a self, _: &'a Arc<Shared<M>>, path: &'a str, _: Props, _: Start<M>) -> Spawning<'a, M> {
         let message = "a process worker cannot spawn a worker from a closure, which cannot cross to the parent \
                        process that spawns for it; register an entry and use spawn or spawn_process";
-        Err(Error::new(ErrorKind::Unsupported, message).with_path(path))
+        Box::pin(std::future::ready(Err(Error::new(ErrorKind::Unsupported, message).with_path(path))))
     }
 
     fn runs_the_cluster(&self) -> bool {
@@ -138,6 +138,8 @@ fn tongue<M: Message>() -> Tongue<M> {
         credit: |n| wire::encode(&ToParent::<()>::Credit(n)).expect("a credit frame encodes"),
         reply: |ask, message| wire::encode(&ToParent::Reply { ask, message }),
         no_reply: |ask| wire::encode(&ToParent::<()>::NoReply { ask }).expect("a frame without a message encodes"),
+        // The parent delivers only to the child's worker, which drops what it cannot take.
+        fail: |ask, _| wire::encode(&ToParent::<()>::NoReply { ask }).expect("a frame without a message encodes"),
     }
 }
 
@@ -194,6 +196,7 @@ async fn run<M: Message>(
         runtime: tokio::runtime::Handle::current(),
         registry: Mutex::new(Registry::new()),
         spawner: Arc::new(ViaParent { link: link.clone(), spawns: spawns.clone() }),
+        nodes: None,
         child_args: Vec::new(),
     });
     let (cell, inbox) = Cell::task(init.id, init.path.clone(), init.props, capacity);

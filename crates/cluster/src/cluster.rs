@@ -8,7 +8,7 @@ use latchkey::Scope;
 use crate::cell::Cell;
 use crate::shared::{Shared, SpawnOf};
 use crate::wire::WorkerKind;
-use crate::{Events, Group, Message, Props, Result, WorkerRef};
+use crate::{Events, Group, Message, NodeId, Props, Result, WorkerRef};
 
 /// A cluster of workers that message each other, addressed by [`Path`](crate::Path). A
 /// cheap handle to clone and share.
@@ -170,6 +170,26 @@ impl<M: Message> Cluster<M> {
     /// round-robin and broadcast sends.
     pub fn group(&self, prefix: &str) -> Group<M> {
         Group::new(prefix, self.events())
+    }
+
+    /// This node of a cluster that spans processes, once it has joined
+    /// ([`Builder::join`](crate::Builder::join)); `None` otherwise.
+    pub fn node(&self) -> Option<NodeId> {
+        self.shared.nodes.as_ref().and_then(|nodes| nodes.me())
+    }
+
+    /// The nodes this one knows, itself included, in order; empty if it is not a node.
+    pub fn nodes(&self) -> Vec<NodeId> {
+        self.shared.nodes.as_ref().map_or_else(Vec::new, |nodes| nodes.members())
+    }
+
+    /// Waits until this node has joined its cluster; fails with
+    /// [`Node`](crate::ErrorKind::Node) if it cannot (or is not a node).
+    pub async fn joined(&self) -> Result<NodeId> {
+        match &self.shared.nodes {
+            Some(nodes) => nodes.joined().await,
+            None => Err(crate::Error::new(crate::ErrorKind::Node, "this cluster is not a node (Builder::join)")),
+        }
     }
 
     /// A reference to `cell` that sends as the worker this handle acts for.

@@ -31,7 +31,8 @@ impl<M: Message> Cluster<M> {
         E: Display,
     {
         let start = start_fn(f);
-        self.shared.spawner.spawn_fn(&self.shared, path, props.into(), start).map(|cell| self.reference(cell))
+        let cell = self.shared.spawner.spawn_fn(&self.shared, path, props.into(), start).await?;
+        Ok(self.reference(cell))
     }
 }
 

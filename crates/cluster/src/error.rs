@@ -43,6 +43,9 @@ pub enum ErrorKind {
     /// The operation is not available here (such as spawning a worker from a closure
     /// inside a process worker).
     Unsupported,
+    /// A node could not join its cluster (its store, its listening socket, its
+    /// configuration), or was expelled from it.
+    Node,
 }
 
 impl ErrorKind {
@@ -64,6 +67,7 @@ impl ErrorKind {
             ErrorKind::Spawn => 8512,
             ErrorKind::Codec => 8513,
             ErrorKind::Unsupported => 8514,
+            ErrorKind::Node => 8515,
         }
     }
 
@@ -94,12 +98,13 @@ impl ErrorKind {
             ErrorKind::Spawn => "spawn",
             ErrorKind::Codec => "codec",
             ErrorKind::Unsupported => "unsupported",
+            ErrorKind::Node => "node",
         }
     }
 }
 
 /// Every kind, in code order.
-const ALL: [ErrorKind; 15] = [
+const ALL: [ErrorKind; 16] = [
     ErrorKind::InvalidPath,
     ErrorKind::DuplicatePath,
     ErrorKind::InvalidEntry,
@@ -115,6 +120,7 @@ const ALL: [ErrorKind; 15] = [
     ErrorKind::Spawn,
     ErrorKind::Codec,
     ErrorKind::Unsupported,
+    ErrorKind::Node,
 ];
 
 /// A cluster error: a [kind](ErrorKind), a message, and the worker path it concerns.

@@ -33,6 +33,8 @@ pub(crate) struct Tongue<M> {
     pub(crate) credit: fn(u32) -> Vec<u8>,
     pub(crate) reply: fn(u64, &M) -> Result<Vec<u8>>,
     pub(crate) no_reply: fn(u64) -> Vec<u8>,
+    /// The ask could not be delivered: the worker is gone, or its mailbox closed.
+    pub(crate) fail: fn(u64, &crate::Error) -> Vec<u8>,
 }
 
 /// The read half of a link's socket.
@@ -103,6 +105,10 @@ impl<M: Send> ReplyPath<M> for Link<M> {
 
     fn no_reply(&self, ask: u64) {
         self.push((self.tongue.no_reply)(ask));
+    }
+
+    fn fail(&self, ask: u64, error: &crate::Error) {
+        self.push((self.tongue.fail)(ask, error));
     }
 }
 

@@ -33,9 +33,17 @@ impl<M: Message> Spawner<M> for Local {
         })
     }
 
-    fn spawn_fn(&self, shared: &Arc<Shared<M>>, path: &str, props: Props, start: Start<M>) -> Result<Arc<Cell<M>>> {
-        props.check_size(path)?;
-        start_task(shared, path, props, start, Box::new(|_| {}))
+    fn spawn_fn<'a>(
+        &'a self,
+        shared: &'a Arc<Shared<M>>,
+        path: &'a str,
+        props: Props,
+        start: Start<M>,
+    ) -> Spawning<'a, M> {
+        Box::pin(async move {
+            props.check_size(path)?;
+            start_task(shared, path, props, start, Box::new(|_| {}))
+        })
     }
 
     fn runs_the_cluster(&self) -> bool {
@@ -44,7 +52,7 @@ impl<M: Message> Spawner<M> for Local {
 }
 
 /// Registers a task worker at `path` (publishing its `Up`), then starts it.
-fn start_task<M: Message>(
+pub(crate) fn start_task<M: Message>(
     shared: &Arc<Shared<M>>,
     path: &str,
     props: Props,

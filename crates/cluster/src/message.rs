@@ -98,6 +98,8 @@ pub(crate) trait ReplyPath<M>: Send + Sync {
     fn reply(&self, ask: u64, message: &M) -> Result<()>;
     /// Says that ask `ask` was dropped unanswered.
     fn no_reply(&self, ask: u64);
+    /// Says that ask `ask` failed with `error` before it reached its worker.
+    fn fail(&self, ask: u64, error: &Error);
 }
 
 /// An ask that came over a link from another process, by its id on the link.
@@ -148,6 +150,17 @@ impl<M: Message> Reply<M> {
             Some(path) => err.with_path(path.as_str()),
             None => err,
         })
+    }
+
+    /// Fails the ask with `error`: it could not be delivered.
+    pub(crate) fn fail(self, error: Error) {
+        match self.to {
+            ReplyTo::Local(tx) => drop(tx.send(Err(error))),
+            ReplyTo::Remote(mut remote) => {
+                remote.link.fail(remote.ask, &error);
+                remote.answered = true;
+            }
+        }
     }
 
     /// Hands the asker a result: a reply, or the error that ended the ask.

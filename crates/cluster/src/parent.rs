@@ -89,10 +89,20 @@ pub(crate) fn tongue<M: Message>() -> Tongue<M> {
         credit: |n| wire::encode(&ToChild::<()>::Credit(n)).expect("a credit frame encodes"),
         reply: |ask, message| wire::encode(&ToChild::Answer { ask, result: Ok(message) }),
         no_reply: |ask| {
-            let result = Err(WireError::from(&Error::new(ErrorKind::NoReply, "the ask was dropped unanswered")));
-            wire::encode(&ToChild::<()>::Answer { ask, result }).expect("a frame without a message encodes")
+            let error = Error::new(ErrorKind::NoReply, "the worker dropped the ask without replying");
+            answer_error(ask, &error)
         },
+        fail: answer_error,
     }
+}
+
+/// The frame that fails a child's ask `ask` with `error`.
+fn answer_error(ask: u64, error: &Error) -> Vec<u8> {
+    let result = Err(WireError::from(error));
+    wire::encode(&ToChild::<()>::Answer { ask, result }).unwrap_or_else(|too_long| {
+        let result = Err(WireError::from(&too_long));
+        wire::encode(&ToChild::<()>::Answer { ask, result }).expect("a short error encodes")
+    })
 }
 
 /// How the parent reaches its child's worker (it signals stops and kills itself).

@@ -20,7 +20,7 @@ use crate::cell::Cell;
 use crate::entry::{EntryFn, Start};
 use crate::registry::Registry;
 use crate::wire::WorkerKind;
-use crate::{Error, ErrorKind, Message, Props, Reason, Result};
+use crate::{Error, ErrorKind, Message, NodeId, Props, Reason, Result};
 
 /// Called under the registry lock once a spawned worker is registered and its `Up`
 /// published: nothing else about the worker is published before it returns.
@@ -50,11 +50,29 @@ pub(crate) trait Spawner<M>: Send + Sync {
     ) -> Spawning<'a, M>;
 
     /// Spawns a task worker of this process from a closure, which cannot cross processes.
-    fn spawn_fn(&self, shared: &Arc<Shared<M>>, path: &str, props: Props, start: Start<M>) -> Result<Arc<Cell<M>>>;
+    fn spawn_fn<'a>(
+        &'a self,
+        shared: &'a Arc<Shared<M>>,
+        path: &'a str,
+        props: Props,
+        start: Start<M>,
+    ) -> Spawning<'a, M>;
 
     /// Whether this process runs the cluster (it shuts it down), rather than being one of
     /// its workers.
     fn runs_the_cluster(&self) -> bool;
+}
+
+/// The nodes of a cluster that spans processes (`node/`), as its handles see them.
+pub(crate) trait Nodes: Send + Sync {
+    /// This node, once it has joined.
+    fn me(&self) -> Option<NodeId>;
+    /// Every node this one knows, itself included, in order.
+    fn members(&self) -> Vec<NodeId>;
+    /// Waits until this node has joined: this node, or why it could not.
+    fn joined(&self) -> Pin<Box<dyn Future<Output = Result<NodeId>> + Send + '_>>;
+    /// Leaves the cluster: tells the others, gives the record back.
+    fn leave(&self) -> Pin<Box<dyn Future<Output = ()> + Send + '_>>;
 }
 
 /// What every handle of one cluster shares.
@@ -67,6 +85,8 @@ pub(crate) struct Shared<M> {
     /// kept by the events the parent sends, whose workers are reached through the parent.
     pub(crate) registry: Mutex<Registry<M>>,
     pub(crate) spawner: Arc<dyn Spawner<M>>,
+    /// In a node of a cluster that spans processes: the nodes.
+    pub(crate) nodes: Option<Arc<dyn Nodes>>,
     /// The arguments a child process is started with.
     pub(crate) child_args: Vec<OsString>,
 }

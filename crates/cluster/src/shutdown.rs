@@ -59,6 +59,9 @@ impl<M: Message> Cluster<M> {
                 false => report.stopped.push(cell.path.clone()),
             }
         }
+        if let Some(nodes) = &self.shared.nodes {
+            nodes.leave().await;
+        }
         self.shared.registry.lock().end_subscriptions();
         report
     }

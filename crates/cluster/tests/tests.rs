@@ -9,5 +9,6 @@ mod groups;
 mod locks;
 mod lookup;
 mod messaging;
+mod nodes;
 mod processes;
 mod shutdown;

@@ -28,6 +28,7 @@ pub(crate) struct Me<'a> {
 }
 
 /// The other side, once it has proven that it knows the secret.
+#[derive(Debug)]
 pub(crate) struct Peer {
     pub(crate) node: NodeId,
     pub(crate) started_ms: u64,

@@ -1,0 +1,400 @@
+//! Nodes: a cluster spread over processes that join through a distributed scope (etcd,
+//! PostgreSQL, Redis) and talk to each other over TCP.
+//!
+//! The store keeps membership and nothing else (`membership.rs`): each node holds its
+//! record, whose fencing token is its incarnation, and a lock per worker path. A node
+//! that joins takes the join lock, its record, lists the members and connects to each
+//! (`handshake.rs` proves that both know the cluster's secret). Over each link
+//! (`peer.rs`) the two nodes tell each other of their own workers (`Up`, `Down`) and
+//! carry messages, asks and stops, with the frames and flow control of process workers.
+//!
+//! A node learns that another is gone when the store gives it the other's record (its
+//! session ended: it died, or was cut off from the store past its TTL), or when their link
+//! breaks: the other's workers go `Down(NodeLost)` here, and references to them fail at
+//! once. A node that loses its own record has been expelled: it drops its links, kills its
+//! workers (their paths' claims are gone with its session) and joins again, with a new
+//! incarnation, never as the old one.
+
+mod frames;
+mod handshake;
+mod membership;
+mod peer;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, OnceLock};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use latchkey::Guard;
+use parking_lot::Mutex;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio::task::AbortHandle;
+
+use crate::entry::Start;
+use crate::link::{Link, Reader};
+use crate::local::{self, Local};
+use crate::shared::{Nodes, Registered, Shared, SpawnOf, Spawner, Spawning};
+use crate::signal::Signal;
+use crate::{Error, ErrorKind, Message, Props, Reason, Result};
+pub use frames::NodeId;
+use handshake::{handshake, Me};
+use membership::Membership;
+
+/// What a node is told by its builder.
+pub(crate) struct NodeConfig {
+    /// The store's URL: a distributed scope.
+    pub(crate) url: String,
+    pub(crate) cluster: String,
+    /// The address to listen on, which other nodes connect to.
+    pub(crate) listen: String,
+    pub(crate) secret: Vec<u8>,
+    /// The cluster's lock scope, if it is the store's: the node's record shares its
+    /// session, so that a worker's locks and its node's membership end together.
+    pub(crate) store: Option<latchkey::Scope>,
+}
+
+/// Where joining stands.
+#[derive(Clone, Debug)]
+enum Joined {
+    Not,
+    Yes(NodeId),
+    Failed(String),
+}
+
+/// A node of a cluster.
+pub(crate) struct Node<M> {
+    config: NodeConfig,
+    started_ms: u64,
+    joined: watch::Sender<Joined>,
+    membership: OnceLock<Arc<Membership>>,
+    state: Mutex<State<M>>,
+    leaving: Signal,
+}
+
+struct State<M> {
+    /// This node, once registered.
+    me: Option<NodeId>,
+    /// The other nodes this one has a link to, by address.
+    peers: HashMap<String, Peer<M>>,
+    /// This node's record in the store.
+    record: Option<Guard<'static>>,
+}
+
+struct Peer<M> {
+    node: NodeId,
+    link: Arc<Link<M>>,
+    /// Its reader and the watch of its record.
+    tasks: Vec<AbortHandle>,
+}
+
+impl<M: Message> Node<M> {
+    pub(crate) fn new(config: NodeConfig) -> Arc<Node<M>> {
+        let started_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+        Arc::new(Node {
+            config,
+            started_ms,
+            joined: watch::Sender::new(Joined::Not),
+            membership: OnceLock::new(),
+            state: Mutex::new(State { me: None, peers: HashMap::new(), record: None }),
+            leaving: Signal::default(),
+        })
+    }
+
+    /// Starts joining; runs until the node leaves.
+    pub(crate) fn start(self: &Arc<Self>, shared: Arc<Shared<M>>) {
+        let (node, runtime) = (self.clone(), shared.runtime.clone());
+        runtime.spawn(async move {
+            if let Err(err) = node.clone().serve(shared).await {
+                tracing::warn!("latchkey-cluster: the node could not join the cluster: {err}");
+                node.joined.send_replace(Joined::Failed(err.to_string()));
+            }
+        });
+    }
+
+    async fn serve(self: Arc<Self>, shared: Arc<Shared<M>>) -> Result<()> {
+        let NodeConfig { url, cluster, listen, .. } = &self.config;
+        let membership = Arc::new(match &self.config.store {
+            Some(store) => Membership::over(store.clone(), cluster),
+            None => Membership::open(url, cluster).await?,
+        });
+        let listener =
+            TcpListener::bind(listen).await.map_err(|e| node_error(format!("cannot listen on {listen}: {e}")))?;
+        let addr = listener.local_addr().map_err(|e| node_error(format!("no address to listen on: {e}")))?;
+        if addr.ip().is_unspecified() {
+            return Err(node_error(format!("listen on the address other nodes reach, not {addr}")));
+        }
+        let _ = self.membership.set(membership.clone());
+        let accepting = tokio::spawn(self.clone().accept(shared.clone(), listener));
+        let served = async {
+            loop {
+                let record = self.join(&shared, &membership, &addr.to_string()).await?;
+                let lost = record.lost();
+                self.state.lock().record = Some(record);
+                tokio::select! {
+                    () = lost => self.expel(&shared),
+                    () = self.leaving.wait() => return Ok(()),
+                }
+            }
+        };
+        let result = served.await;
+        accepting.abort();
+        result
+    }
+
+    /// Registers this node and connects to every member; its record.
+    async fn join(
+        self: &Arc<Self>,
+        shared: &Arc<Shared<M>>,
+        membership: &Membership,
+        addr: &str,
+    ) -> Result<Guard<'static>> {
+        let joining = membership.joining().await?;
+        let record = membership.register(addr).await?;
+        let me = NodeId { addr: addr.to_owned(), incarnation: record.fencing_token() };
+        self.state.lock().me = Some(me.clone());
+        for member in membership.members().await? {
+            if member != addr {
+                if let Err(why) = self.connect(shared, &member).await {
+                    // Its record outlives it for a TTL: its watch ends it here.
+                    tracing::warn!("latchkey-cluster: node {me} cannot reach the member {member}: {why}");
+                }
+            }
+        }
+        let _ = joining.release_async().await;
+        tracing::info!("latchkey-cluster: node {me} joined the cluster {:?}", self.config.cluster);
+        self.joined.send_replace(Joined::Yes(me));
+        Ok(record)
+    }
+
+    fn me(&self) -> Option<NodeId> {
+        self.state.lock().me.clone()
+    }
+
+    async fn connect(self: &Arc<Self>, shared: &Arc<Shared<M>>, addr: &str) -> std::result::Result<(), String> {
+        let mut stream = TcpStream::connect(addr).await.map_err(|e| format!("cannot connect: {e}"))?;
+        let _ = stream.set_nodelay(true);
+        let me = self.me().ok_or("not registered")?;
+        let peer = handshake(&mut stream, &self.identity(&me), true).await?;
+        if peer.node.addr != addr {
+            return Err(format!("it says it is the node at {}", peer.node.addr));
+        }
+        self.add_peer(shared, peer.node, stream);
+        Ok(())
+    }
+
+    fn identity<'a>(&'a self, me: &'a NodeId) -> Me<'a> {
+        Me { cluster: &self.config.cluster, node: me, started_ms: self.started_ms, secret: &self.config.secret }
+    }
+
+    async fn accept(self: Arc<Self>, shared: Arc<Shared<M>>, listener: TcpListener) {
+        loop {
+            let Ok((mut stream, from)) = listener.accept().await else { continue };
+            let (node, shared) = (self.clone(), shared.clone());
+            tokio::spawn(async move {
+                let _ = stream.set_nodelay(true);
+                let Some(me) = node.me() else {
+                    return tracing::warn!("latchkey-cluster: refused a connection from {from}: not registered yet");
+                };
+                match handshake(&mut stream, &node.identity(&me), false).await {
+                    Ok(peer) => node.add_peer(&shared, peer.node, stream),
+                    Err(why) => tracing::warn!("latchkey-cluster: node {me} refused a connection from {from}: {why}"),
+                }
+            });
+        }
+    }
+
+    /// Starts using a link to `node`, unless one to it (or to a later incarnation) exists.
+    fn add_peer(self: &Arc<Self>, shared: &Arc<Shared<M>>, node: NodeId, stream: TcpStream) {
+        let older = {
+            let state = self.state.lock();
+            match state.peers.get(&node.addr) {
+                Some(known) if known.node.incarnation >= node.incarnation => return,
+                Some(known) => Some(known.node.clone()),
+                None => None,
+            }
+        };
+        if let Some(older) = older {
+            self.lose(shared, &older, "a later incarnation joined");
+        }
+        let (link, read) = Link::tcp(peer::tongue(), stream, shared.mailbox);
+        self.state
+            .lock()
+            .peers
+            .insert(node.addr.clone(), Peer { node: node.clone(), link: link.clone(), tasks: vec![] });
+        shared.registry.lock().subscribe_link(link.clone(), peer::event_frame, true);
+        let reader = {
+            let (me, shared, link, node) = (self.clone(), shared.clone(), link.clone(), node.clone());
+            tokio::spawn(async move {
+                let why = peer::read(shared.clone(), link, Reader::new(read)).await;
+                me.lose(&shared, &node, &why);
+            })
+        };
+        let watch = {
+            let (me, shared, node) = (self.clone(), shared.clone(), node.clone());
+            let membership = self.membership.get().cloned().expect("set before any link");
+            tokio::spawn(async move {
+                if membership.gone(&node.addr).await.is_ok() {
+                    me.lose(&shared, &node, "its record in the store is gone");
+                }
+            })
+        };
+        if let Some(peer) = self.state.lock().peers.get_mut(&node.addr).filter(|peer| peer.node == node) {
+            peer.tasks = vec![reader.abort_handle(), watch.abort_handle()];
+        }
+        tracing::info!("latchkey-cluster: linked to node {node}");
+    }
+
+    /// The node `node` is gone (or unreachable): its workers go down here.
+    fn lose(&self, shared: &Arc<Shared<M>>, node: &NodeId, why: &str) {
+        let peer = {
+            let mut state = self.state.lock();
+            match state.peers.get(&node.addr) {
+                Some(peer) if peer.node == *node => state.peers.remove(&node.addr),
+                _ => None,
+            }
+        };
+        let Some(peer) = peer else { return };
+        tracing::info!("latchkey-cluster: lost node {node}: {why}");
+        peer.link.close();
+        let workers = shared.registry.lock().behind(&peer.link);
+        for cell in workers {
+            shared.ended(&cell, Reason::NodeLost);
+        }
+        peer.tasks.iter().for_each(AbortHandle::abort);
+    }
+
+    /// This node lost its record: the others have taken it for gone.
+    fn expel(&self, shared: &Arc<Shared<M>>) {
+        let me = self.me();
+        tracing::warn!("latchkey-cluster: node {me:?} lost its record in the store: it joins again");
+        self.joined.send_replace(Joined::Not);
+        let peers: Vec<NodeId> = self.state.lock().peers.values().map(|peer| peer.node.clone()).collect();
+        for peer in peers {
+            self.lose(shared, &peer, "this node was expelled");
+        }
+        let ours = shared.registry.lock().ours();
+        for cell in ours {
+            cell.request_kill();
+        }
+    }
+
+    /// The store, once this node has joined (or why it could not).
+    async fn joined_store(&self) -> Result<(NodeId, Arc<Membership>)> {
+        let mut joined = self.joined.subscribe();
+        loop {
+            match joined.borrow_and_update().clone() {
+                Joined::Yes(me) => return Ok((me, self.membership.get().cloned().expect("set before joining"))),
+                Joined::Failed(why) => return Err(node_error(why)),
+                Joined::Not => {}
+            }
+            if joined.changed().await.is_err() {
+                return Err(node_error("the node has stopped".to_owned()));
+            }
+        }
+    }
+
+    /// Claims `path` (or a numbered path under it) in the store.
+    async fn claim(&self, shared: &Shared<M>, path: &str) -> Result<(String, Guard<'static>)> {
+        let (_, membership) = self.joined_store().await?;
+        loop {
+            let candidate = shared.registry.lock().claim(path)?.as_str().to_owned();
+            match membership.claim(&candidate).await? {
+                Some(claim) => return Ok((candidate, claim)),
+                None if path.ends_with('/') => continue,
+                None => {
+                    let message = format!("a live worker of another node already has the path {candidate}");
+                    return Err(Error::new(ErrorKind::DuplicatePath, message).with_path(path));
+                }
+            }
+        }
+    }
+}
+
+fn node_error(message: String) -> Error {
+    Error::new(ErrorKind::Node, message)
+}
+
+impl<M: Message> Nodes for Node<M> {
+    fn me(&self) -> Option<NodeId> {
+        match &*self.joined.borrow() {
+            Joined::Yes(me) => Some(me.clone()),
+            _ => None,
+        }
+    }
+
+    fn members(&self) -> Vec<NodeId> {
+        let state = self.state.lock();
+        let mut members: Vec<NodeId> = state.peers.values().map(|peer| peer.node.clone()).collect();
+        members.extend(Nodes::me(self));
+        members.sort();
+        members
+    }
+
+    fn joined(&self) -> Pin<Box<dyn Future<Output = Result<NodeId>> + Send + '_>> {
+        Box::pin(async move { self.joined_store().await.map(|(me, _)| me) })
+    }
+
+    fn leave(&self) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
+        Box::pin(async move {
+            self.leaving.fire();
+            let (peers, record) = {
+                let mut state = self.state.lock();
+                (std::mem::take(&mut state.peers), state.record.take())
+            };
+            for peer in peers.into_values() {
+                let _ = peer.link.send(&frames::ToNode::<()>::Leave);
+                peer.link.flush().await;
+                peer.link.close();
+                peer.tasks.iter().for_each(AbortHandle::abort);
+            }
+            if let Some(record) = record {
+                let _ = record.release_async().await;
+            }
+            self.joined.send_replace(Joined::Failed("the node has left the cluster".to_owned()));
+        })
+    }
+}
+
+/// The spawner of a node: workers start here, each with its path claimed in the store.
+pub(crate) struct NodeSpawner<M> {
+    pub(crate) node: Arc<Node<M>>,
+}
+
+impl<M: Message> Spawner<M> for NodeSpawner<M> {
+    fn spawn<'a>(
+        &'a self,
+        shared: &'a Arc<Shared<M>>,
+        spawn: SpawnOf<'a>,
+        registered: Registered<M>,
+    ) -> Spawning<'a, M> {
+        Box::pin(async move {
+            spawn.props.check_size(spawn.path)?;
+            let (path, claim) = self.node.claim(shared, spawn.path).await?;
+            let registered: Registered<M> = Box::new(move |cell| {
+                cell.keep(Box::new(claim));
+                registered(cell)
+            });
+            Local.spawn(shared, SpawnOf { path: &path, ..spawn }, registered).await
+        })
+    }
+
+    fn spawn_fn<'a>(
+        &'a self,
+        shared: &'a Arc<Shared<M>>,
+        path: &'a str,
+        props: Props,
+        start: Start<M>,
+    ) -> Spawning<'a, M> {
+        Box::pin(async move {
+            props.check_size(path)?;
+            let (path, claim) = self.node.claim(shared, path).await?;
+            local::start_task(shared, &path, props, start, Box::new(move |cell| cell.keep(Box::new(claim))))
+        })
+    }
+
+    fn runs_the_cluster(&self) -> bool {
+        true
+    }
+}

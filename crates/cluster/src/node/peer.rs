@@ -1,0 +1,164 @@
+//! A link to another node: what is sent over it ([`tongue`], [`route`], [`event_frame`])
+//! and what is read from it ([`read`]).
+//!
+//! Messages to the other node's workers take credits of the link's window (a mailbox's
+//! worth of messages not yet placed there); the other node places them in order, each
+//! once its receiver's mailbox has room, and returns a credit for each. Replies, events,
+//! credits, stops and kills are not counted.
+
+use std::sync::Arc;
+
+use tokio::sync::mpsc;
+
+use super::frames::ToNode;
+use crate::cell::{Cell, Control, Route};
+use crate::link::{Link, Reader, Tongue};
+use crate::shared::Shared;
+use crate::wire::{self, WireError};
+use crate::{Envelope, Error, ErrorKind, Message, Path, Reason, Reply};
+
+/// What this node's end of a link says of itself.
+pub(crate) fn tongue<M: Message>() -> Tongue<M> {
+    Tongue {
+        credit: |n| wire::encode(&ToNode::<()>::Credit(n)).expect("a credit frame encodes"),
+        reply: |ask, message| wire::encode(&ToNode::Reply { ask, message }),
+        no_reply: |ask| failed(ask, &Error::new(ErrorKind::NoReply, "the worker dropped the ask without replying")),
+        fail: failed,
+    }
+}
+
+fn failed(ask: u64, error: &Error) -> Vec<u8> {
+    wire::encode(&ToNode::<()>::Failed { ask, error: WireError::from(error) }).unwrap_or_else(|too_long| {
+        let error = WireError::from(&too_long);
+        wire::encode(&ToNode::<()>::Failed { ask, error }).expect("a short error encodes")
+    })
+}
+
+/// How this node reaches the workers of another.
+pub(crate) fn route<M: Message>() -> Route<M> {
+    Route {
+        deliver: |cell, ask, envelope| {
+            let (to, id, from) = (cell.path.clone(), cell.id, envelope.sender().cloned());
+            wire::encode(&ToNode::Send { to, id, from, ask, message: envelope.message() })
+        },
+        control: Some(|cell, control| {
+            let (to, id) = (cell.path.clone(), cell.id);
+            let frame = match control {
+                Control::Stop => ToNode::<()>::Stop { to, id },
+                Control::Kill => ToNode::Kill { to, id },
+            };
+            wire::encode(&frame).expect("a frame without a message encodes")
+        }),
+        window: "window of sends to its node",
+        ours: false,
+    }
+}
+
+/// The frame that tells another node of the `Up` of a worker of ours, or its `Down`.
+pub(crate) fn event_frame<M>(cell: &Cell<M>, reason: Option<&Reason>) -> Vec<u8> {
+    let (id, path) = (cell.id, cell.path.clone());
+    let frame = match reason {
+        None => ToNode::<()>::Up { id, path, props: cell.props.clone(), pid: cell.pid },
+        Some(reason) => ToNode::Down { id, path, reason: reason.clone() },
+    };
+    wire::encode(&frame).expect("a frame without a message encodes")
+}
+
+/// A message for one of our workers, for the forwarder.
+struct Forward<M> {
+    to: Path,
+    id: u64,
+    from: Option<Path>,
+    ask: Option<u64>,
+    message: M,
+}
+
+/// Reads the frames of the other node until the link ends; why it ended.
+pub(crate) async fn read<M: Message>(shared: Arc<Shared<M>>, link: Arc<Link<M>>, mut reader: Reader) -> String {
+    let (forward, forwarded) = mpsc::unbounded_channel();
+    let forwarder = tokio::spawn(forward_sends(shared.clone(), link.clone(), forwarded));
+    let why = loop {
+        let mut left = None;
+        while let Some(frame) = reader.next::<ToNode<M>>() {
+            match frame {
+                Ok(ToNode::Leave) => left = Some("it left the cluster".to_owned()),
+                Ok(frame) => take(&shared, &link, &forward, frame),
+                Err(e) => left = Some(format!("it sent a frame that cannot be decoded: {e}")),
+            }
+            if left.is_some() {
+                break;
+            }
+        }
+        if let Some(why) = left {
+            break why;
+        }
+        match reader.fill().await {
+            Ok(true) => {}
+            Ok(false) => break "it closed the connection".to_owned(),
+            Err(e) => break format!("cannot read from it: {e}"),
+        }
+    };
+    forwarder.abort();
+    why
+}
+
+fn take<M: Message>(
+    shared: &Arc<Shared<M>>,
+    link: &Arc<Link<M>>,
+    forward: &mpsc::UnboundedSender<Forward<M>>,
+    frame: ToNode<M>,
+) {
+    match frame {
+        ToNode::Up { id, path, props, pid } => {
+            let mut registry = shared.registry.lock();
+            // Paths are claimed in the store: a path taken here is a worker that is gone
+            // there and whose `Down` has not come yet, which cannot be; keep ours.
+            if registry.get(&path).is_none() {
+                registry.insert(Arc::new(Cell::linked(id, path, props, pid, link.clone(), route())));
+            }
+        }
+        ToNode::Down { id, path, reason } => {
+            if let Some(cell) = shared.find(&path, id).filter(|cell| cell.is_behind(link)) {
+                shared.ended(&cell, reason);
+            }
+        }
+        ToNode::Send { to, id, from, ask, message } => drop(forward.send(Forward { to, id, from, ask, message })),
+        ToNode::Reply { ask, message } => link.answer(ask, Some(Ok(message))),
+        ToNode::Failed { ask, error } => link.answer(ask, Some(Err(Error::from(error)))),
+        ToNode::Credit(n) => link.credit(n),
+        ToNode::Stop { to, id } => drop(ours(shared, &to, id).map(|cell| cell.request_stop())),
+        ToNode::Kill { to, id } => drop(ours(shared, &to, id).map(|cell| cell.request_kill())),
+        ToNode::Spawn(_) | ToNode::Spawned { .. } | ToNode::Leave => {}
+    }
+}
+
+/// Our live worker at `path` whose id is `id`.
+fn ours<M: Message>(shared: &Shared<M>, path: &str, id: u64) -> Option<Arc<Cell<M>>> {
+    shared.find(path, id).filter(|cell| cell.is_ours())
+}
+
+/// Places the other node's messages to our workers, in order, each once its receiver's
+/// mailbox has room; then returns a credit for it.
+async fn forward_sends<M: Message>(
+    shared: Arc<Shared<M>>,
+    link: Arc<Link<M>>,
+    mut forwarded: mpsc::UnboundedReceiver<Forward<M>>,
+) {
+    while let Some(Forward { to, id, from, ask, message }) = forwarded.recv().await {
+        let reply = ask.map(|ask| Reply::remote(link.clone(), ask, from.clone()));
+        let envelope = Envelope::new(message, from, reply);
+        let delivered = match ours(&shared, &to, id) {
+            Some(cell) => cell.deliver(envelope).await,
+            None => {
+                let err = Error::new(ErrorKind::Closed, "the worker has ended; it takes no messages");
+                Err((err.with_path(to.as_str()), envelope))
+            }
+        };
+        if let Err((err, mut envelope)) = delivered {
+            if let Some(reply) = envelope.take_reply() {
+                reply.fail(err);
+            }
+        }
+        link.owe();
+    }
+}
