@@ -1,14 +1,15 @@
 //! Clusters of nodes (issue 14): nodes that join through a store, in this test process
 //! (each its own `Cluster` with its own listening port) or in processes of their own.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use latchkey_cluster::{Cluster, ErrorKind, Event, Props, Reason};
+use latchkey_testkit::worker::Worker;
 use latchkey_testkit::{EtcdCluster, RedisServer};
 
 use crate::support::{worker, Msg, HANG, LONG};
 
-const SECRET: &str = "the cluster's secret";
+pub const SECRET: &str = "the cluster's secret";
 
 /// A node of the cluster `cluster` in the store at `url`, joined.
 async fn node(url: &str, cluster: &str) -> Cluster<Msg> {
@@ -92,4 +93,58 @@ async fn nodes_joined_through_etcd_message_ask_and_watch_each_other() {
 async fn nodes_joined_through_redis_message_ask_and_watch_each_other() {
     let redis = RedisServer::start();
     messaging_across_nodes(&redis.url("prefix=nodes-messaging")).await;
+}
+
+/// Waits for the `Down` of `path` in `events`; its reason.
+async fn down_of(events: &mut latchkey_cluster::Events<Msg>, path: &str) -> Reason {
+    tokio::time::timeout(HANG, async {
+        loop {
+            match events.next().await {
+                Some(Event::Down(worker, reason)) if worker.path().as_str() == path => return reason,
+                Some(_) => {}
+                None => panic!("the events ended before the Down of {path}"),
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("no Down of {path}"))
+}
+
+/// Issue 14: a node killed with SIGKILL: its workers go `Down(NodeLost)` on the others
+/// within the store's lease, messages to them fail at once, and their locks are free.
+async fn a_killed_node_is_lost(url: &str) {
+    let a = node(url, "kill").await;
+    let mut b = Worker::spawn(&["node", url, "kill", "/b/1"]);
+    let joined = b.line("joined");
+    assert!(joined.starts_with("joined 127.0.0.1:"), "{joined}");
+    assert_eq!(b.line("spawned"), "spawned");
+    sees(&a, "/b/1").await;
+    let on_b = a.lookup("/b/1").unwrap();
+    assert_eq!(on_b.ask(Msg::Lock("held-by-b".into()), LONG).await.unwrap(), Msg::Text("locked".into()));
+    let store = latchkey::Scope::connect(url).await.unwrap();
+    assert!(store.try_lock_async("held-by-b").await.unwrap().is_none(), "b's worker holds it");
+    let mut events = a.events();
+    let killed = Instant::now();
+    b.kill();
+    assert_eq!(down_of(&mut events, "/b/1").await, Reason::NodeLost);
+    println!("SIGKILL of a node to the Down(NodeLost) of its worker: {:?} (TTL 2 s)", killed.elapsed());
+    assert_eq!(on_b.send(Msg::Num(1)).await.unwrap_err().kind(), ErrorKind::Closed, "messages to it fail at once");
+    assert_eq!(a.nodes().len(), 1, "{:?}", a.nodes());
+    let lock = store.lock_timeout("held-by-b", LONG).await.expect("the killed node's lock is free");
+    drop(lock);
+    // Its path is free again.
+    a.spawn("/b/1", Props::new(), "worker").await.unwrap();
+    a.shutdown(LONG).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_node_is_lost_through_etcd() {
+    let etcd = EtcdCluster::start(1);
+    a_killed_node_is_lost(&etcd.url_with("/nodes-kill/", "ttl=2s")).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_node_is_lost_through_redis() {
+    let redis = RedisServer::start();
+    a_killed_node_is_lost(&redis.url("prefix=nodes-kill&ttl=2s")).await;
 }

@@ -12,3 +12,4 @@ mod messaging;
 mod nodes;
 mod processes;
 mod shutdown;
+mod worker;
