@@ -148,3 +148,49 @@ async fn a_killed_node_is_lost_through_redis() {
     let redis = RedisServer::start();
     a_killed_node_is_lost(&redis.url("prefix=nodes-kill&ttl=2s")).await;
 }
+
+/// Issue 14: a node stopped (SIGSTOP) past its lease is lost on the others; when it
+/// resumes it learns that it was expelled, ends its workers, and joins again with a new
+/// incarnation, never as the old one.
+async fn a_stopped_node_is_expelled_and_joins_again(url: &str) {
+    let a = node(url, "stop").await;
+    let mut b = Worker::spawn(&["node", url, "stop", "/b/1"]);
+    let joined = b.line("joined");
+    let old: u64 = joined.rsplit_once('#').and_then(|(_, n)| n.parse().ok()).expect("joined ADDR#INCARNATION");
+    assert_eq!(b.line("spawned"), "spawned");
+    sees(&a, "/b/1").await;
+    let mut events = a.events();
+    // SAFETY: a plain system call on our worker's pid.
+    unsafe { libc::kill(b.pid(), libc::SIGSTOP) };
+    let stopped = Instant::now();
+    assert_eq!(down_of(&mut events, "/b/1").await, Reason::NodeLost);
+    println!("SIGSTOP of a node to the Down(NodeLost) of its worker: {:?} (TTL 2 s)", stopped.elapsed());
+    assert_eq!(a.nodes().len(), 1, "{:?}", a.nodes());
+    // SAFETY: as above.
+    unsafe { libc::kill(b.pid(), libc::SIGCONT) };
+    let again = tokio::time::timeout(HANG, async {
+        loop {
+            if let Some(b) = a.nodes().into_iter().find(|node| node != &a.node().unwrap()) {
+                return b;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the stopped node joined again");
+    assert!(again.incarnation > old, "it joined again as {again}, after {old}");
+    assert!(a.lookup("/b/1").is_none(), "its worker ended when it learned it was expelled");
+    a.shutdown(LONG).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_node_is_expelled_and_joins_again_through_etcd() {
+    let etcd = EtcdCluster::start(1);
+    a_stopped_node_is_expelled_and_joins_again(&etcd.url_with("/nodes-stop/", "ttl=2s")).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_node_is_expelled_and_joins_again_through_redis() {
+    let redis = RedisServer::start();
+    a_stopped_node_is_expelled_and_joins_again(&redis.url("prefix=nodes-stop&ttl=2s")).await;
+}
