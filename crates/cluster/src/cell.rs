@@ -51,13 +51,17 @@ pub(crate) enum Control {
     Kill,
 }
 
+/// The frame that carries an envelope (an ask if the id is given) to a worker.
+pub(crate) type DeliverFrame<M> = fn(&Cell<M>, Option<u64>, &Envelope<M>) -> Result<Vec<u8>>;
+
+/// The frame that stops or kills a worker.
+pub(crate) type ControlFrame<M> = fn(&Cell<M>, Control) -> Vec<u8>;
+
 /// How the role that owns a link reaches the workers behind it.
 pub(crate) struct Route<M> {
-    /// The frame that carries `envelope` (an ask if the id is given) to the worker.
-    pub(crate) deliver: fn(&Cell<M>, Option<u64>, &Envelope<M>) -> Result<Vec<u8>>,
-    /// The frame that stops or kills the worker, if stops and kills travel as frames (a
-    /// parent signals its child itself).
-    pub(crate) control: Option<fn(&Cell<M>, Control) -> Vec<u8>>,
+    pub(crate) deliver: DeliverFrame<M>,
+    /// If stops and kills travel as frames (a parent signals its child itself).
+    pub(crate) control: Option<ControlFrame<M>>,
     /// What the window of the link is, for a `Full` error.
     pub(crate) window: &'static str,
     /// Whether the worker is this process's own (its child), rather than another's.

@@ -180,7 +180,7 @@ impl<M: Message> Node<M> {
         if peer.node.addr != addr {
             return Err(format!("it says it is the node at {}", peer.node.addr));
         }
-        self.add_peer(shared, peer.node, stream);
+        self.add_peer(shared, peer, stream);
         Ok(())
     }
 
@@ -198,7 +198,7 @@ impl<M: Message> Node<M> {
                     return tracing::warn!("latchkey-cluster: refused a connection from {from}: not registered yet");
                 };
                 match handshake(&mut stream, &node.identity(&me), false).await {
-                    Ok(peer) => node.add_peer(&shared, peer.node, stream),
+                    Ok(peer) => node.add_peer(&shared, peer, stream),
                     Err(why) => tracing::warn!("latchkey-cluster: node {me} refused a connection from {from}: {why}"),
                 }
             });
@@ -206,7 +206,8 @@ impl<M: Message> Node<M> {
     }
 
     /// Starts using a link to `node`, unless one to it (or to a later incarnation) exists.
-    fn add_peer(self: &Arc<Self>, shared: &Arc<Shared<M>>, node: NodeId, stream: TcpStream) {
+    fn add_peer(self: &Arc<Self>, shared: &Arc<Shared<M>>, peer: handshake::Peer, stream: TcpStream) {
+        let (node, started_ms) = (peer.node, peer.started_ms);
         let older = {
             let state = self.state.lock();
             match state.peers.get(&node.addr) {
@@ -243,7 +244,7 @@ impl<M: Message> Node<M> {
         if let Some(peer) = self.state.lock().peers.get_mut(&node.addr).filter(|peer| peer.node == node) {
             peer.tasks = vec![reader.abort_handle(), watch.abort_handle()];
         }
-        tracing::info!("latchkey-cluster: linked to node {node}");
+        tracing::info!("latchkey-cluster: linked to node {node} (started at {started_ms} ms after the epoch)");
     }
 
     /// The node `node` is gone (or unreachable): its workers go down here.
