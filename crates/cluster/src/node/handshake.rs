@@ -10,8 +10,9 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use super::frames::{Hello, NodeId, Proof};
+use super::frames::{Hello, Proof};
 use crate::wire::{self, MAX_FRAME};
+use crate::NodeId;
 
 /// How long a handshake may take before the connection is dropped.
 pub(crate) const HANDSHAKE_TIME: Duration = Duration::from_secs(10);

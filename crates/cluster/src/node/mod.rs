@@ -37,8 +37,7 @@ use crate::link::{Link, Reader};
 use crate::local::{self, Local};
 use crate::shared::{Nodes, Registered, Shared, SpawnOf, Spawner, Spawning};
 use crate::signal::Signal;
-use crate::{Error, ErrorKind, Message, Props, Reason, Result};
-pub use frames::NodeId;
+use crate::{Error, ErrorKind, Message, NodeId, Props, Reason, Result};
 use handshake::{handshake, Me};
 use membership::Membership;
 
