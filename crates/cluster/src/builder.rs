@@ -170,7 +170,7 @@ impl<M: Message> Builder<M> {
         let config = NodeConfig { url: join.url, cluster: join.cluster, listen: join.listen, secret, store };
         let node = Node::new(config);
         let spawner = Arc::new(NodeSpawner { node: node.clone() });
-        let nodes = Some(node.clone() as Arc<dyn crate::shared::Nodes>);
+        let nodes = Some(node.clone() as Arc<dyn crate::shared::Nodes<M>>);
         let shared =
             Arc::new(Shared { scope, entries, mailbox: self.mailbox, runtime, registry, spawner, nodes, child_args });
         node.start(shared.clone());

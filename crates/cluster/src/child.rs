@@ -6,7 +6,7 @@
 //! credits allow, so it never waits), hands answers to the worker's asks, and keeps a
 //! copy of the registry from the membership events: lookups answer at once, and the
 //! workers found there are reached through the parent, which also spawns for the child
-//! (its spawner, [`ViaParent`], sends the requests of `child_spawns.rs`). When the entry
+//! (its spawner, [`ViaParent`], sends the requests of `spawns.rs`). When the entry
 //! ends, the child sends how it ended in its last frame and exits. (`parent.rs` is the
 //! other end of the link.)
 
@@ -18,13 +18,13 @@ use std::sync::{Arc, OnceLock};
 use parking_lot::Mutex;
 
 use crate::cell::{Cell, Control, Route};
-use crate::child_spawns::Spawns;
 use crate::entry::{EntryFn, Start};
 use crate::link::{Link, Reader, Tongue};
 use crate::registry::Registry;
 use crate::shared::{Registered, Shared, SpawnOf, Spawner, Spawning};
 use crate::signal::Signal;
-use crate::wire::{self, Init, Spawned, ToChild, ToParent, MAX_FRAME};
+use crate::spawns::Spawns;
+use crate::wire::{self, Init, SpawnRequest, Spawned, ToChild, ToParent, MAX_FRAME};
 use crate::{sys, task, Builder, Cluster, Context, Envelope, Error, ErrorKind, Message, Props, Reason, Reply, Result};
 
 /// Inside a process worker: spawns go to the parent, which runs the cluster.
@@ -38,7 +38,8 @@ impl<M: Message> Spawner<M> for ViaParent<M> {
     fn spawn<'a>(&'a self, _: &'a Arc<Shared<M>>, spawn: SpawnOf<'a>, _: Registered<M>) -> Spawning<'a, M> {
         // Registered in the parent: this process learns of it from the parent's `Up`.
         let SpawnOf { kind, path, props, entry } = spawn;
-        Box::pin(self.spawns.request(&self.link, kind, path, props, entry))
+        let frame = |spawn: &SpawnRequest| wire::encode(&ToParent::<()>::Spawn(spawn.clone()));
+        Box::pin(self.spawns.request(&self.link, frame, kind, path, props, entry))
     }
 
     fn spawn_fn<'a>(&'a self, _: &'a Arc<Shared<M>>, path: &'a str, _: Props, _: Start<M>) -> Spawning<'a, M> {

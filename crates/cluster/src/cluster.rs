@@ -8,7 +8,7 @@ use latchkey::Scope;
 use crate::cell::Cell;
 use crate::shared::{Shared, SpawnOf};
 use crate::wire::WorkerKind;
-use crate::{Events, Group, Message, NodeId, Props, Result, WorkerRef};
+use crate::{Events, Group, Message, NodeId, Placement, Props, Result, WorkerRef};
 
 /// A cluster of workers that message each other, addressed by [`Path`](crate::Path). A
 /// cheap handle to clone and share.
@@ -138,6 +138,60 @@ impl<M: Message> Cluster<M> {
     /// ```
     pub async fn spawn_process(&self, path: &str, props: impl Into<Props>, entry: &str) -> Result<WorkerRef<M>> {
         self.spawn_kind(WorkerKind::Process, path, props.into(), entry).await
+    }
+
+    /// Spawns a worker at `path` from the entry registered as `entry`, like
+    /// [`spawn`](Cluster::spawn), as a task of the node `placement` names, in a cluster of
+    /// nodes ([`Builder::join`](crate::Builder::join)); it can then be reached from every
+    /// node. Fails like `spawn` does there (with that node's entries), and with
+    /// [`Node`](crate::ErrorKind::Node) if that node is not a member, or this cluster is
+    /// not a node (where only [`Placement::Here`] works). A closure cannot cross nodes:
+    /// [`spawn_fn`](Cluster::spawn_fn) spawns here only.
+    pub async fn spawn_on(
+        &self,
+        placement: Placement,
+        path: &str,
+        props: impl Into<Props>,
+        entry: &str,
+    ) -> Result<WorkerRef<M>> {
+        self.spawn_placed(WorkerKind::Task, placement, path, props.into(), entry).await
+    }
+
+    /// [`spawn_on`](Cluster::spawn_on) for a process worker of that node
+    /// ([`spawn_process`](Cluster::spawn_process)).
+    pub async fn spawn_process_on(
+        &self,
+        placement: Placement,
+        path: &str,
+        props: impl Into<Props>,
+        entry: &str,
+    ) -> Result<WorkerRef<M>> {
+        self.spawn_placed(WorkerKind::Process, placement, path, props.into(), entry).await
+    }
+
+    async fn spawn_placed(
+        &self,
+        kind: WorkerKind,
+        placement: Placement,
+        path: &str,
+        props: Props,
+        entry: &str,
+    ) -> Result<WorkerRef<M>> {
+        let Some(nodes) = &self.shared.nodes else {
+            if placement == Placement::Here {
+                return self.spawn_kind(kind, path, props, entry).await;
+            }
+            return Err(
+                crate::Error::new(crate::ErrorKind::Node, "this cluster is not a node (Builder::join)").with_path(path)
+            );
+        };
+        let me = nodes.joined().await?;
+        let target = nodes.place(&placement, &self.shared)?;
+        if target == me {
+            return self.spawn_kind(kind, path, props, entry).await;
+        }
+        let cell = nodes.spawn_on(&target, kind, path, props, entry).await?;
+        Ok(self.reference(cell))
     }
 
     /// Spawns a worker of `kind`, with the cluster's spawner (see `shared.rs`).

@@ -122,7 +122,7 @@
 //!   once; a reference found there sends through the parent, whose forwarder task per
 //!   child places the messages in order. Workers on other nodes will be one more
 //!   mailbox variant.
-//! - **Spawns from a child** (`child_spawns.rs`, `parent.rs`): a child's `spawn` and `spawn_process` send a
+//! - **Spawns from a child** (`spawns.rs`, `parent.rs`): a child's `spawn` and `spawn_process` send a
 //!   `Spawn` frame (request id, path, properties, entry, task or process) and wait; the
 //!   parent spawns with its own cluster, so the checks, the numbering of a path that
 //!   ends in `/` and the errors are the parent's, and answers with a `Spawned` frame:
@@ -137,7 +137,6 @@
 mod builder;
 mod cell;
 mod child;
-mod child_spawns;
 mod cluster;
 mod context;
 mod entry;
@@ -157,6 +156,7 @@ mod registry;
 mod shared;
 mod shutdown;
 mod signal;
+mod spawns;
 mod sys;
 mod task;
 mod wire;
@@ -170,7 +170,7 @@ pub use error::{Error, ErrorKind, Result};
 pub use event::{Event, Events};
 pub use group::Group;
 pub use message::{Envelope, Message, Reply};
-pub use node_id::NodeId;
+pub use node_id::{NodeId, Placement};
 pub use path::{Path, MAX_PATH_LEN};
 pub use props::{Props, MAX_PROPS_BYTES};
 pub use reason::Reason;

@@ -18,3 +18,19 @@ impl std::fmt::Display for NodeId {
         write!(f, "{}#{}", self.addr, self.incarnation)
     }
 }
+
+/// Where [`Cluster::spawn_on`](crate::Cluster::spawn_on) starts a worker, in a cluster of
+/// nodes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Placement {
+    /// This node.
+    Here,
+    /// The node given (one of [`Cluster::nodes`](crate::Cluster::nodes)).
+    On(NodeId),
+    /// The members in turn, in the order of [`Cluster::nodes`](crate::Cluster::nodes).
+    RoundRobin,
+    /// The member with the fewest live workers, as this node knows them (ties: the first
+    /// in order).
+    LeastWorkers,
+}

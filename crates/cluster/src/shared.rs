@@ -20,7 +20,7 @@ use crate::cell::Cell;
 use crate::entry::{EntryFn, Start};
 use crate::registry::Registry;
 use crate::wire::WorkerKind;
-use crate::{Error, ErrorKind, Message, NodeId, Props, Reason, Result};
+use crate::{Error, ErrorKind, Message, NodeId, Placement, Props, Reason, Result};
 
 /// Called under the registry lock once a spawned worker is registered and its `Up`
 /// published: nothing else about the worker is published before it returns.
@@ -64,7 +64,18 @@ pub(crate) trait Spawner<M>: Send + Sync {
 }
 
 /// The nodes of a cluster that spans processes (`node/`), as its handles see them.
-pub(crate) trait Nodes: Send + Sync {
+pub(crate) trait Nodes<M>: Send + Sync {
+    /// Spawns a worker of `kind` on the node `node` (another than this one).
+    fn spawn_on<'a>(
+        &'a self,
+        node: &'a NodeId,
+        kind: WorkerKind,
+        path: &'a str,
+        props: Props,
+        entry: &'a str,
+    ) -> Spawning<'a, M>;
+    /// The node that `placement` names, this one included.
+    fn place(&self, placement: &Placement, shared: &Shared<M>) -> Result<NodeId>;
     /// This node, once it has joined.
     fn me(&self) -> Option<NodeId>;
     /// Every node this one knows, itself included, in order.
@@ -86,7 +97,7 @@ pub(crate) struct Shared<M> {
     pub(crate) registry: Mutex<Registry<M>>,
     pub(crate) spawner: Arc<dyn Spawner<M>>,
     /// In a node of a cluster that spans processes: the nodes.
-    pub(crate) nodes: Option<Arc<dyn Nodes>>,
+    pub(crate) nodes: Option<Arc<dyn Nodes<M>>>,
     /// The arguments a child process is started with.
     pub(crate) child_args: Vec<OsString>,
 }

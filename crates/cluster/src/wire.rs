@@ -85,8 +85,9 @@ pub(crate) enum WorkerKind {
     Process,
 }
 
-/// A spawn a child asks the parent for, which spawns with its own cluster.
-#[derive(Debug, Serialize, Deserialize)]
+/// A spawn asked of another process (a child's of its parent, a node's of another), which
+/// spawns with its own cluster.
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub(crate) struct SpawnRequest {
     /// Names the answer, among the child's requests.
     pub(crate) request: u64,

@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use latchkey_cluster::{Cluster, ErrorKind, Event, Props, Reason};
+use latchkey_cluster::{Cluster, ErrorKind, Event, Placement, Props, Reason};
 use latchkey_testkit::worker::Worker;
 use latchkey_testkit::{EtcdCluster, RedisServer};
 
@@ -78,9 +78,47 @@ async fn messaging_across_nodes(url: &str) {
     assert_eq!(from_b.send(Msg::Num(1)).await.unwrap_err().kind(), ErrorKind::Closed);
     // The path is free again, for either node.
     b.spawn("/a/1", Props::new(), "worker").await.unwrap();
+    spawning_on_other_nodes(&a, &b).await;
     for node in [a, b] {
         node.shutdown(LONG).await;
     }
+}
+
+/// Spawns on a chosen node, and by placement.
+async fn spawning_on_other_nodes(a: &Cluster<Msg>, b: &Cluster<Msg>) {
+    let b_id = b.node().unwrap();
+    let remote = a.spawn_on(Placement::On(b_id.clone()), "/remote/", Props::from([("k", "v")]), "worker").await;
+    let remote = remote.unwrap();
+    assert!(remote.path().as_str().starts_with("/remote/"), "{remote:?}");
+    assert_eq!(remote.ask(Msg::Prop("k".into()), LONG).await.unwrap(), Msg::Text("v".into()));
+    let on_b = b.lookup(remote.path().as_str()).expect("b runs it");
+    assert_eq!(on_b.ask(Msg::Count, LONG).await.unwrap(), Msg::Num(0), "a task of b, reached from b");
+    // Errors are the other node's.
+    let unknown = a.spawn_on(Placement::On(b_id.clone()), "/remote/x", Props::new(), "nobody").await.unwrap_err();
+    assert_eq!(unknown.kind(), ErrorKind::UnknownEntry, "{unknown}");
+    let taken = a.spawn_on(Placement::On(b_id), remote.path().as_str(), Props::new(), "worker").await.unwrap_err();
+    assert_eq!(taken.kind(), ErrorKind::DuplicatePath, "{taken}");
+    // Round robin takes the nodes in turn; least workers takes the node with fewer.
+    let mut runs_on = Vec::new();
+    for _ in 0..4 {
+        let worker = a.spawn_on(Placement::RoundRobin, "/rr/", Props::new(), "worker").await.unwrap();
+        runs_on.push(worker.ask(Msg::WhichNode, LONG).await.unwrap());
+    }
+    assert_ne!(runs_on[0], runs_on[1], "{runs_on:?}");
+    assert_eq!((&runs_on[0], &runs_on[1]), (&runs_on[2], &runs_on[3]), "{runs_on:?}");
+    for worker in a.lookup_prefix("/") {
+        sees(b, worker.path().as_str()).await;
+    }
+    assert_eq!(a.lookup_prefix("/").len(), b.lookup_prefix("/").len(), "both see every worker");
+    let mut count = std::collections::BTreeMap::<String, usize>::new();
+    for worker in a.lookup_prefix("/") {
+        let Msg::Text(node) = worker.ask(Msg::WhichNode, LONG).await.unwrap() else { panic!() };
+        *count.entry(node).or_default() += 1;
+    }
+    let fewer = count.iter().min_by_key(|(_, n)| **n).map(|(node, _)| node.clone()).unwrap();
+    assert_ne!(count.values().min(), count.values().max(), "{count:?}: a tie would not tell");
+    let least = a.spawn_on(Placement::LeastWorkers, "/least/", Props::new(), "worker").await.unwrap();
+    assert_eq!(least.ask(Msg::WhichNode, LONG).await.unwrap(), Msg::Text(fewer), "{count:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

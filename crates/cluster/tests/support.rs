@@ -72,6 +72,8 @@ pub enum Msg {
     QuitAndWatch(String),
     /// Ask: kill the worker at this path, and reply with how it ended, as `Text`.
     KillOther(String),
+    /// Ask: the node this worker runs on (`Cluster::node`), as `Text` (empty if none).
+    WhichNode,
 }
 
 /// How [`Msg::Spawn`] spawns.
@@ -108,6 +110,7 @@ pub async fn worker(mut ctx: Context<Msg>) -> Result<(), String> {
             Msg::Count => Msg::Num(log.len() as u64),
             Msg::Seen => Msg::Log(log.iter().filter(|(_, n)| *n != u64::MAX).cloned().collect()),
             Msg::Prop(key) => Msg::Text(ctx.props().get(&key).unwrap_or_default().to_owned()),
+            Msg::WhichNode => Msg::Text(ctx.cluster().node().map(|node| node.to_string()).unwrap_or_default()),
             Msg::Lock(name) => {
                 locks.push(ctx.scope().lock(&name).await.map_err(|e| e.to_string())?);
                 Msg::Text("locked".to_owned())

@@ -37,7 +37,9 @@ use crate::link::{Link, Reader};
 use crate::local::{self, Local};
 use crate::shared::{Nodes, Registered, Shared, SpawnOf, Spawner, Spawning};
 use crate::signal::Signal;
-use crate::{Error, ErrorKind, Message, NodeId, Props, Reason, Result};
+use crate::spawns::Spawns;
+use crate::wire::WorkerKind;
+use crate::{Error, ErrorKind, Message, NodeId, Placement, Props, Reason, Result};
 use handshake::{handshake, Me};
 use membership::Membership;
 
@@ -70,6 +72,8 @@ pub(crate) struct Node<M> {
     membership: OnceLock<Arc<Membership>>,
     state: Mutex<State<M>>,
     leaving: Signal,
+    /// The next turn of [`Placement::RoundRobin`].
+    turn: std::sync::atomic::AtomicUsize,
 }
 
 struct State<M> {
@@ -84,6 +88,8 @@ struct State<M> {
 struct Peer<M> {
     node: NodeId,
     link: Arc<Link<M>>,
+    /// This node's spawns on it that await its answer.
+    spawns: Arc<Spawns<M>>,
     /// Its reader and the watch of its record.
     tasks: Vec<AbortHandle>,
 }
@@ -98,6 +104,7 @@ impl<M: Message> Node<M> {
             membership: OnceLock::new(),
             state: Mutex::new(State { me: None, peers: HashMap::new(), record: None }),
             leaving: Signal::default(),
+            turn: std::sync::atomic::AtomicUsize::new(0),
         })
     }
 
@@ -219,15 +226,14 @@ impl<M: Message> Node<M> {
             self.lose(shared, &older, "a later incarnation joined");
         }
         let (link, read) = Link::tcp(peer::tongue(), stream, shared.mailbox);
-        self.state
-            .lock()
-            .peers
-            .insert(node.addr.clone(), Peer { node: node.clone(), link: link.clone(), tasks: vec![] });
+        let spawns = Arc::new(Spawns::new());
+        let peer = Peer { node: node.clone(), link: link.clone(), spawns: spawns.clone(), tasks: vec![] };
+        self.state.lock().peers.insert(node.addr.clone(), peer);
         shared.registry.lock().subscribe_link(link.clone(), peer::event_frame, true);
         let reader = {
             let (me, shared, link, node) = (self.clone(), shared.clone(), link.clone(), node.clone());
             tokio::spawn(async move {
-                let why = peer::read(shared.clone(), link, Reader::new(read)).await;
+                let why = peer::read(shared.clone(), link, spawns, Reader::new(read)).await;
                 me.lose(&shared, &node, &why);
             })
         };
@@ -258,6 +264,7 @@ impl<M: Message> Node<M> {
         let Some(peer) = peer else { return };
         tracing::info!("latchkey-cluster: lost node {node}: {why}");
         peer.link.close();
+        peer.spawns.close();
         let workers = shared.registry.lock().behind(&peer.link);
         for cell in workers {
             shared.ended(&cell, Reason::NodeLost);
@@ -316,7 +323,56 @@ fn node_error(message: String) -> Error {
     Error::new(ErrorKind::Node, message)
 }
 
-impl<M: Message> Nodes for Node<M> {
+impl<M: Message> Nodes<M> for Node<M> {
+    fn spawn_on<'a>(
+        &'a self,
+        node: &'a NodeId,
+        kind: WorkerKind,
+        path: &'a str,
+        props: Props,
+        entry: &'a str,
+    ) -> Spawning<'a, M> {
+        Box::pin(async move {
+            let peer = {
+                let state = self.state.lock();
+                state
+                    .peers
+                    .get(&node.addr)
+                    .filter(|peer| peer.node == *node)
+                    .map(|peer| (peer.link.clone(), peer.spawns.clone()))
+            };
+            let Some((link, spawns)) = peer else {
+                let message = format!("the node {node} is not a member of the cluster");
+                return Err(Error::new(ErrorKind::Node, message).with_path(path));
+            };
+            spawns.request(&link, peer::spawn_frame, kind, path, props, entry).await
+        })
+    }
+
+    fn place(&self, placement: &Placement, shared: &Shared<M>) -> Result<NodeId> {
+        let me = Nodes::<M>::me(self).ok_or_else(|| node_error("this node has not joined its cluster".to_owned()))?;
+        let members = Nodes::<M>::members(self);
+        Ok(match placement {
+            Placement::Here => me,
+            Placement::On(node) => node.clone(),
+            Placement::RoundRobin => {
+                let turn = self.turn.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                members[turn % members.len()].clone()
+            }
+            Placement::LeastWorkers => {
+                let registry = shared.registry.lock();
+                let links: HashMap<String, Arc<Link<M>>> =
+                    self.state.lock().peers.values().map(|peer| (peer.node.addr.clone(), peer.link.clone())).collect();
+                let count = |node: &NodeId| match links.get(&node.addr) {
+                    _ if *node == me => registry.ours().len(),
+                    Some(link) => registry.behind(link).len(),
+                    None => usize::MAX,
+                };
+                members.iter().min_by_key(|node| count(node)).cloned().unwrap_or(me.clone())
+            }
+        })
+    }
+
     fn me(&self) -> Option<NodeId> {
         match &*self.joined.borrow() {
             Joined::Yes(me) => Some(me.clone()),
@@ -327,7 +383,7 @@ impl<M: Message> Nodes for Node<M> {
     fn members(&self) -> Vec<NodeId> {
         let state = self.state.lock();
         let mut members: Vec<NodeId> = state.peers.values().map(|peer| peer.node.clone()).collect();
-        members.extend(Nodes::me(self));
+        members.extend(Nodes::<M>::me(self));
         members.sort();
         members
     }

@@ -13,8 +13,9 @@ use tokio::sync::mpsc;
 use super::frames::ToNode;
 use crate::cell::{Cell, Control, Route};
 use crate::link::{Link, Reader, Tongue};
-use crate::shared::Shared;
-use crate::wire::{self, WireError};
+use crate::shared::{Registered, Shared, SpawnOf};
+use crate::spawns::Spawns;
+use crate::wire::{self, SpawnRequest, Spawned, WireError};
 use crate::{Envelope, Error, ErrorKind, Message, Path, Reason, Reply};
 
 /// What this node's end of a link says of itself.
@@ -73,8 +74,19 @@ struct Forward<M> {
     message: M,
 }
 
-/// Reads the frames of the other node until the link ends; why it ended.
-pub(crate) async fn read<M: Message>(shared: Arc<Shared<M>>, link: Arc<Link<M>>, mut reader: Reader) -> String {
+/// The frame that asks another node to spawn.
+pub(crate) fn spawn_frame(spawn: &SpawnRequest) -> crate::Result<Vec<u8>> {
+    wire::encode(&ToNode::<()>::Spawn(spawn.clone()))
+}
+
+/// Reads the frames of the other node until the link ends; why it ended. `spawns` are
+/// this node's spawns on the other, which its `Spawned` frames answer.
+pub(crate) async fn read<M: Message>(
+    shared: Arc<Shared<M>>,
+    link: Arc<Link<M>>,
+    spawns: Arc<Spawns<M>>,
+    mut reader: Reader,
+) -> String {
     let (forward, forwarded) = mpsc::unbounded_channel();
     let forwarder = tokio::spawn(forward_sends(shared.clone(), link.clone(), forwarded));
     let why = loop {
@@ -82,7 +94,7 @@ pub(crate) async fn read<M: Message>(shared: Arc<Shared<M>>, link: Arc<Link<M>>,
         while let Some(frame) = reader.next::<ToNode<M>>() {
             match frame {
                 Ok(ToNode::Leave) => left = Some("it left the cluster".to_owned()),
-                Ok(frame) => take(&shared, &link, &forward, frame),
+                Ok(frame) => take(&shared, &link, &spawns, &forward, frame),
                 Err(e) => left = Some(format!("it sent a frame that cannot be decoded: {e}")),
             }
             if left.is_some() {
@@ -105,6 +117,7 @@ pub(crate) async fn read<M: Message>(shared: Arc<Shared<M>>, link: Arc<Link<M>>,
 fn take<M: Message>(
     shared: &Arc<Shared<M>>,
     link: &Arc<Link<M>>,
+    spawns: &Spawns<M>,
     forward: &mpsc::UnboundedSender<Forward<M>>,
     frame: ToNode<M>,
 ) {
@@ -128,8 +141,44 @@ fn take<M: Message>(
         ToNode::Credit(n) => link.credit(n),
         ToNode::Stop { to, id } => drop(ours(shared, &to, id).map(|cell| cell.request_stop())),
         ToNode::Kill { to, id } => drop(ours(shared, &to, id).map(|cell| cell.request_kill())),
-        ToNode::Spawn(_) | ToNode::Spawned { .. } | ToNode::Leave => {}
+        ToNode::Spawn(request) => serve_spawn(shared.clone(), link.clone(), request),
+        ToNode::Spawned { request, result } => {
+            let result = result.map_err(Error::from).and_then(|spawned| {
+                // Its `Up` came first, on this link.
+                let cell = shared.find(spawned.path.as_str(), spawned.id).filter(|cell| cell.is_behind(link));
+                cell.ok_or_else(|| {
+                    let message = "the worker spawned on the other node is already gone";
+                    Error::new(ErrorKind::Closed, message).with_path(spawned.path.as_str())
+                })
+            });
+            spawns.answer(request, result);
+        }
+        ToNode::Leave => {}
     }
+}
+
+/// Performs the spawn the other node asked for, with this node's spawner, and answers it
+/// after the new worker's `Up`, on the same link.
+fn serve_spawn<M: Message>(shared: Arc<Shared<M>>, link: Arc<Link<M>>, spawn: SpawnRequest) {
+    let SpawnRequest { request, path, props, entry, kind } = spawn;
+    tokio::spawn(async move {
+        let answer = link.clone();
+        let registered: Registered<M> = Box::new(move |cell: &Arc<Cell<M>>| {
+            let spawned = Spawned { id: cell.id, path: cell.path.clone(), props: cell.props.clone(), pid: cell.pid };
+            answer.push(spawned_frame(request, Ok(spawned)));
+        });
+        let spawn = SpawnOf { kind, path: &path, props, entry: &entry };
+        if let Err(err) = shared.spawner.spawn(&shared, spawn, registered).await {
+            link.push(spawned_frame(request, Err(WireError::from(&err))));
+        }
+    });
+}
+
+fn spawned_frame(request: u64, result: std::result::Result<Spawned, WireError>) -> Vec<u8> {
+    wire::encode(&ToNode::<()>::Spawned { request, result }).unwrap_or_else(|err| {
+        let result = Err(WireError::from(&err));
+        wire::encode(&ToNode::<()>::Spawned { request, result }).expect("a short error encodes")
+    })
 }
 
 /// Our live worker at `path` whose id is `id`.

@@ -1,11 +1,10 @@
-//! Spawns from inside a process worker, which its parent performs: the child's table of
-//! the requests that await the parent's answer.
+//! Spawns asked of another process: the table of the requests that await its answer.
 //!
-//! A child cannot start a worker itself: a task worker runs on the parent's runtime, and
-//! process workers are the parent's children, which die with it. So a child's
-//! [`spawn`](crate::Cluster::spawn) and [`spawn_process`](crate::Cluster::spawn_process)
-//! send a [`SpawnRequest`] and wait for the answer, which the parent gives as
-//! `parent.rs` describes.
+//! A process worker spawns through its parent (a child cannot start a worker itself: a
+//! task worker runs on the parent's runtime, and process workers are the parent's
+//! children, which die with it), and a node spawns on another node through their link.
+//! Either sends a [`SpawnRequest`] and waits for the answer, which comes after the new
+//! worker's `Up` on the same link (see `parent.rs`, `node/peer.rs`).
 //!
 //! If the link to the parent breaks, every request still waiting fails at once with
 //! [`Closed`](crate::ErrorKind::Closed), and so does every later one. A closure
@@ -21,15 +20,15 @@ use tokio::sync::oneshot;
 
 use crate::cell::Cell;
 use crate::link::Link;
-use crate::wire::{SpawnRequest, ToParent, WorkerKind};
+use crate::wire::{self, SpawnRequest, WorkerKind};
 use crate::{Error, ErrorKind, Message, Props, Result};
 
 /// A request's answer, for the caller that waits for it.
 type Answer<M> = oneshot::Sender<Result<Arc<Cell<M>>>>;
 
-/// Inside a process worker: the spawns asked of the parent that await their answer.
+/// The spawns asked of another process over one link that await their answer.
 pub(crate) struct Spawns<M> {
-    /// By request id; `None` once the link to the parent is broken.
+    /// By request id; `None` once the link is broken.
     pending: Mutex<Option<HashMap<u64, Answer<M>>>>,
     next: AtomicU64,
 }
@@ -39,12 +38,14 @@ impl<M: Message> Spawns<M> {
         Spawns { pending: Mutex::new(Some(HashMap::new())), next: AtomicU64::new(1) }
     }
 
-    /// Asks the parent, over `link`, to spawn a worker of `kind` at `path`; the worker,
-    /// once this process's registry knows it. Dropping the future does not cancel the
-    /// spawn: the parent may still start the worker.
+    /// Asks the process at the other end of `link`, with the frame `frame` makes, to spawn
+    /// a worker of `kind` at `path`; the worker, once this process's registry knows it.
+    /// Dropping the future does not cancel the spawn: the other process may still start
+    /// the worker.
     pub(crate) async fn request(
         &self,
         link: &Link<M>,
+        frame: fn(&SpawnRequest) -> Result<Vec<u8>>,
         kind: WorkerKind,
         path: &str,
         props: Props,
@@ -57,7 +58,7 @@ impl<M: Message> Spawns<M> {
             None => return Err(broken(path)),
         };
         let spawn = SpawnRequest { request, path: path.to_owned(), props, entry: entry.to_owned(), kind };
-        if let Err(err) = link.send(&ToParent::<()>::Spawn(spawn)) {
+        if let Err(err) = frame(&spawn).and_then(|bytes| wire::pushed(link, bytes)) {
             self.take(request);
             return Err(err.with_path(path));
         }
@@ -83,7 +84,7 @@ impl<M: Message> Spawns<M> {
 }
 
 fn broken(path: &str) -> Error {
-    let message = "the link to the parent broke before it answered the spawn; the parent is gone";
+    let message = "the link broke before the other process answered the spawn; it is gone";
     Error::new(ErrorKind::Closed, message).with_path(path)
 }
 
@@ -92,6 +93,11 @@ mod tests {
     use std::os::unix::net::UnixStream;
 
     use super::*;
+    use crate::wire::ToParent;
+
+    fn to_parent(spawn: &SpawnRequest) -> Result<Vec<u8>> {
+        wire::encode(&ToParent::<()>::Spawn(spawn.clone()))
+    }
 
     #[tokio::test]
     async fn waiting_and_later_requests_fail_when_the_link_breaks() {
@@ -100,7 +106,10 @@ mod tests {
         let spawns = Arc::new(Spawns::new());
         let waiting = tokio::spawn({
             let (spawns, link) = (spawns.clone(), link.clone());
-            async move { spawns.request(&link, WorkerKind::Task, "/a", Props::new(), "worker").await.map(|_| ()) }
+            async move {
+                let spawned = spawns.request(&link, to_parent, WorkerKind::Task, "/a", Props::new(), "worker").await;
+                spawned.map(|_| ())
+            }
         });
         while spawns.pending.lock().as_ref().is_some_and(HashMap::is_empty) {
             tokio::task::yield_now().await;
@@ -109,7 +118,7 @@ mod tests {
         let err = waiting.await.unwrap().unwrap_err();
         assert_eq!(err.kind(), ErrorKind::Closed);
         assert_eq!(err.path(), Some("/a"));
-        let later = spawns.request(&link, WorkerKind::Process, "/b", Props::new(), "worker").await;
+        let later = spawns.request(&link, to_parent, WorkerKind::Process, "/b", Props::new(), "worker").await;
         assert_eq!(later.map(|_| ()).unwrap_err().kind(), ErrorKind::Closed);
     }
 }
