@@ -232,3 +232,79 @@ async fn a_stopped_node_is_expelled_and_joins_again_through_redis() {
     let redis = RedisServer::start();
     a_stopped_node_is_expelled_and_joins_again(&redis.url("prefix=nodes-stop&ttl=2s")).await;
 }
+
+/// Issue 14: a node that does not know the cluster's secret joins the store but links to
+/// nobody: the members refuse its connections (and log them), and it sees no worker.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_without_the_secret_links_to_nobody() {
+    let redis = RedisServer::start();
+    let url = redis.url("prefix=nodes-stranger");
+    let (a, b) = (node(&url, "strangers").await, node(&url, "strangers").await);
+    a.spawn("/a/1", Props::new(), "worker").await.unwrap();
+    sees(&b, "/a/1").await;
+    let stranger = Cluster::<Msg>::builder()
+        .scope(latchkey::Scope::isolated())
+        .entry("worker", worker)
+        .join(&url, "strangers")
+        .secret("a guess")
+        .build()
+        .unwrap();
+    let stranger_id = tokio::time::timeout(HANG, stranger.joined()).await.unwrap().unwrap();
+    assert_eq!(stranger.nodes(), vec![stranger_id.clone()], "it linked to nobody");
+    assert!(stranger.lookup("/a/1").is_none());
+    assert_eq!(a.nodes().len(), 2, "{:?}", a.nodes());
+    assert!(!a.nodes().contains(&stranger_id));
+    // The members still talk.
+    assert_eq!(b.lookup("/a/1").unwrap().ask(Msg::Count, LONG).await.unwrap(), Msg::Num(0));
+    for node in [a, b, stranger] {
+        node.shutdown(LONG).await;
+    }
+}
+
+/// Issue 14: a message that its receiving node cannot decode closes that link only: the
+/// two nodes lose each other, and each still talks with a third.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frame_that_cannot_be_decoded_closes_only_its_link() {
+    let redis = RedisServer::start();
+    let url = redis.url("prefix=nodes-decode");
+    let (a, b, c) = (node(&url, "decode").await, node(&url, "decode").await, node(&url, "decode").await);
+    a.spawn("/a/1", Props::new(), "worker").await.unwrap();
+    b.spawn("/b/1", Props::new(), "worker").await.unwrap();
+    for node in [&a, &b, &c] {
+        sees(node, "/a/1").await;
+        sees(node, "/b/1").await;
+    }
+    let mut events = a.events();
+    a.lookup("/b/1").unwrap().send(Msg::Undecodable(0)).await.unwrap();
+    assert_eq!(down_of(&mut events, "/b/1").await, Reason::NodeLost, "a lost b");
+    assert!(c.lookup("/b/1").is_some() && c.lookup("/a/1").is_some(), "c still has both");
+    assert_eq!(c.lookup("/b/1").unwrap().ask(Msg::Count, LONG).await.unwrap(), Msg::Num(0));
+    assert_eq!(c.lookup("/a/1").unwrap().ask(Msg::Count, LONG).await.unwrap(), Msg::Num(0));
+    for node in [a, b, c] {
+        node.shutdown(LONG).await;
+    }
+}
+
+/// Issue 14: a node that shuts down leaves: the others see its workers go down with
+/// their own reasons, then it is no longer a member; its paths are free at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_shuts_down_leaves_the_cluster() {
+    let etcd = EtcdCluster::start(1);
+    let url = etcd.url("/nodes-leave/");
+    let (a, b) = (node(&url, "leave").await, node(&url, "leave").await);
+    b.spawn("/b/1", Props::new(), "worker").await.unwrap();
+    sees(&a, "/b/1").await;
+    let mut events = a.events();
+    let report = b.shutdown(LONG).await;
+    assert_eq!(report.stopped.len(), 1);
+    assert_eq!(down_of(&mut events, "/b/1").await, Reason::Normal, "stopped and drained, not lost");
+    tokio::time::timeout(HANG, async {
+        while a.nodes().len() != 1 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("b left");
+    a.spawn("/b/1", Props::new(), "worker").await.expect("its path is free");
+    a.shutdown(LONG).await;
+}

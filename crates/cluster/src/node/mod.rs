@@ -399,14 +399,18 @@ impl<M: Message> Nodes<M> for Node<M> {
                 let mut state = self.state.lock();
                 (std::mem::take(&mut state.peers), state.record.take())
             };
+            // The record first: the store gives it back after the claims of the paths of
+            // the workers that ended (the scope finishes what it does in the background
+            // first), so a node that sees this one gone finds their paths free.
+            if let Some(record) = record {
+                let _ = record.release_async().await;
+            }
             for peer in peers.into_values() {
                 let _ = peer.link.send(&frames::ToNode::<()>::Leave);
                 peer.link.flush().await;
                 peer.link.close();
+                peer.spawns.close();
                 peer.tasks.iter().for_each(AbortHandle::abort);
-            }
-            if let Some(record) = record {
-                let _ = record.release_async().await;
             }
             self.joined.send_replace(Joined::Failed("the node has left the cluster".to_owned()));
         })
