@@ -9,7 +9,9 @@
 //!
 //! Across processes ([`child`]): an ask to a process worker against the raw Unix-socket
 //! round trip, and the time from `SIGKILL` of a process worker to its `Down` event
-//! against the time to the end of a raw socket.
+//! against the time to the end of a raw socket. Between nodes ([`nodes`]): asks and sends
+//! to a worker of another node against raw TCP on loopback, and the time from `SIGKILL` of
+//! a node to the `Down(NodeLost)` of its worker.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -21,9 +23,15 @@ use tokio::runtime::Runtime;
 use targets::{Floor, Ours, Ractor, Target};
 
 mod child;
+mod nodes;
 mod targets;
 
-pub use child::{child_main, cluster_builder};
+pub use child::cluster_builder;
+
+/// Runs a child process of this suite if `args` name one; `false` otherwise.
+pub fn child_main(args: &[String]) -> bool {
+    child::child_main(args) || nodes::child_main(args)
+}
 
 /// Mailbox bound of ours (the cluster default) and of the raw channel.
 pub const MAILBOX: usize = 1024;
@@ -43,6 +51,7 @@ pub fn run(emit: &dyn Fn(Row)) {
         in_process(emit, flavor);
     }
     child::run(emit);
+    nodes::run(emit);
 }
 
 fn row(case: &str, ours_ns: f64, peer: &str, peer_ns: f64) -> Row {

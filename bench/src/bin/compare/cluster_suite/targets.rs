@@ -52,7 +52,7 @@ impl Ours {
 }
 
 /// Our counter worker.
-async fn counter(mut ctx: Context<u64>) -> Result<(), latchkey_cluster::Error> {
+pub async fn counter(mut ctx: Context<u64>) -> Result<(), latchkey_cluster::Error> {
     let mut count = 0;
     while let Some(envelope) = ctx.recv().await {
         if envelope.is_ask() {
