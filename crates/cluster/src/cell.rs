@@ -23,9 +23,8 @@ pub(crate) struct Cell<M> {
     /// The process id of a process worker.
     pub(crate) pid: Option<u32>,
     mailbox: Mailbox<M>,
-    /// What the worker holds for as long as it lives (its path's claim in a cluster of
-    /// nodes), dropped when it ends.
-    keeps: parking_lot::Mutex<Option<Box<dyn Send>>>,
+    /// Its path's claim in the store of a cluster of nodes, for as long as it lives.
+    claim: parking_lot::Mutex<Option<latchkey::Guard<'static>>>,
     /// Set when the worker is asked to stop, and when it ends: intake is closed.
     pub(crate) stopping: Signal,
     /// Set to end the worker at once.
@@ -91,8 +90,8 @@ impl<M> Cell<M> {
 
 impl<M: Message> Cell<M> {
     fn new(id: u64, path: Path, props: Props, pid: Option<u32>, mailbox: Mailbox<M>) -> Cell<M> {
-        let (stopping, kill, done, keeps) = Default::default();
-        Cell { id, path, props, pid, mailbox, keeps, stopping, kill, done, reason: OnceLock::new() }
+        let (stopping, kill, done, claim) = Default::default();
+        Cell { id, path, props, pid, mailbox, claim, stopping, kill, done, reason: OnceLock::new() }
     }
 
     /// The record of a task worker, and the receiving end of its mailbox.
@@ -113,9 +112,19 @@ impl<M: Message> Cell<M> {
         Cell::new(id, path, props, pid, Mailbox::Link(link, route))
     }
 
-    /// Keeps `value` until the worker ends.
-    pub(crate) fn keep(&self, value: Box<dyn Send>) {
-        *self.keeps.lock() = Some(value);
+    /// Keeps the claim of the worker's path until it ends.
+    pub(crate) fn keep_claim(&self, claim: latchkey::Guard<'static>) {
+        *self.claim.lock() = Some(claim);
+    }
+
+    /// Gives the claim of the worker's path back, and waits until the store has it (at
+    /// most a few seconds: a store that does not answer gets it in the background).
+    pub(crate) async fn release_claim(&self) {
+        const PATIENCE: Duration = Duration::from_secs(5);
+        let claim = self.claim.lock().take();
+        if let Some(claim) = claim {
+            let _ = tokio::time::timeout(PATIENCE, claim.release_async()).await;
+        }
     }
 
     /// Puts `envelope` in the mailbox, waiting for room; gives it back if intake is closed.
@@ -199,11 +208,12 @@ impl<M: Message> Cell<M> {
         }
     }
 
-    /// Records how the worker ended; closes intake, drops what it kept.
+    /// Records how the worker ended; closes intake, drops the claim of its path (given
+    /// back in the background, if [`release_claim`](Cell::release_claim) did not first).
     pub(crate) fn set_reason(&self, reason: Reason) {
         self.stopping.fire();
         let _ = self.reason.set(reason);
-        drop(self.keeps.lock().take());
+        drop(self.claim.lock().take());
     }
 
     /// How the worker ended, once it has.

@@ -53,6 +53,8 @@ enum Out {
     Nudge,
     /// Answer once everything queued before has been written.
     Flush(oneshot::Sender<()>),
+    /// Write what is queued before, then shut the socket down: the other end sees it end.
+    Shutdown,
 }
 
 /// Why a message was not queued on a link.
@@ -227,8 +229,10 @@ impl<M: Message> Link<M> {
         }
     }
 
-    /// Closes the link: waiting and later deliveries fail, and every pending ask fails.
+    /// Closes the link: waiting and later deliveries fail, every pending ask fails, and
+    /// the socket is shut down once what was queued before is written.
     pub(crate) fn close(&self) {
+        let _ = self.out.send(Out::Shutdown);
         self.closed.store(true, Ordering::Release);
         self.window.close();
         drop(self.asks.lock().take());
@@ -245,6 +249,7 @@ async fn write_frames(
     const BATCH: usize = 64 * 1024;
     let mut batch = Vec::with_capacity(BATCH);
     let mut flushes = Vec::new();
+    let mut shutdown = false;
     while let Some(first) = rx.recv().await {
         let mut next = Some(first);
         while let Some(item) = next {
@@ -252,8 +257,9 @@ async fn write_frames(
                 Out::Frame(bytes) => batch.extend_from_slice(&bytes),
                 Out::Nudge => {}
                 Out::Flush(tx) => flushes.push(tx),
+                Out::Shutdown => shutdown = true,
             }
-            next = if batch.len() < BATCH { rx.try_recv().ok() } else { None };
+            next = if batch.len() < BATCH && !shutdown { rx.try_recv().ok() } else { None };
         }
         let credits = owed.swap(0, Ordering::AcqRel);
         if credits > 0 {
@@ -265,6 +271,10 @@ async fn write_frames(
         batch.clear();
         for tx in flushes.drain(..) {
             let _ = tx.send(());
+        }
+        if shutdown {
+            let _ = write.shutdown().await;
+            return;
         }
     }
 }

@@ -195,7 +195,7 @@ impl<M: Message> Supervisor<M> {
             }
         }
         self.link.close();
-        self.shared.ended(&self.cell, reason);
+        self.shared.end(&self.cell, reason).await;
     }
 
     /// Handles the frames that have arrived, until one cannot be decoded.

@@ -140,10 +140,11 @@ impl<M> Registry<M> {
         self.workers.values().filter(|cell| cell.is_ours()).cloned().collect()
     }
 
-    /// Begins shutdown: no new workers from now on. The workers alive now.
+    /// Begins shutdown: no new workers from now on. This process's workers alive now
+    /// (another node's are its own to stop).
     pub(crate) fn close(&mut self) -> Vec<Arc<Cell<M>>> {
         self.closed = true;
-        self.workers.values().cloned().collect()
+        self.workers.values().filter(|cell| cell.is_ours()).cloned().collect()
     }
 
     /// Completes shutdown: every subscription ends after the events it has pending.

@@ -118,6 +118,13 @@ impl<M: Message> Shared<M> {
         self.registry.lock().get(path).filter(|cell| cell.id == id).cloned()
     }
 
+    /// [`ended`](Shared::ended), once the claim of the worker's path is back in the store
+    /// (in a cluster of nodes): a worker seen `Down` has its path free everywhere.
+    pub(crate) async fn end(&self, cell: &Arc<Cell<M>>, reason: Reason) {
+        cell.release_claim().await;
+        self.ended(cell, reason);
+    }
+
     /// Records that a worker of any kind has ended, once its locks are free: closes its
     /// intake, unregisters it, publishes its `Down`, then wakes whoever waits for its end.
     pub(crate) fn ended(&self, cell: &Arc<Cell<M>>, reason: Reason) {

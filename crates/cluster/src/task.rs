@@ -29,7 +29,7 @@ pub(crate) fn start<M: Message>(
     let shared = cluster.shared.clone();
     cluster.shared.runtime.spawn(async move {
         let reason = run(start, ctx, &cell.kill).await;
-        shared.ended(&cell, reason);
+        shared.end(&cell, reason).await;
     });
 }
 

@@ -12,7 +12,7 @@ use crate::support::{worker, Msg, HANG, LONG};
 pub const SECRET: &str = "the cluster's secret";
 
 /// A node of the cluster `cluster` in the store at `url`, joined.
-async fn node(url: &str, cluster: &str) -> Cluster<Msg> {
+pub(crate) async fn node(url: &str, cluster: &str) -> Cluster<Msg> {
     let node = Cluster::builder()
         .scope(latchkey::Scope::isolated())
         .entry("worker", worker)
@@ -25,7 +25,7 @@ async fn node(url: &str, cluster: &str) -> Cluster<Msg> {
 }
 
 /// Waits until `cluster` sees a worker at `path`.
-async fn sees(cluster: &Cluster<Msg>, path: &str) {
+pub(crate) async fn sees(cluster: &Cluster<Msg>, path: &str) {
     tokio::time::timeout(HANG, async {
         while cluster.lookup(path).is_none() {
             tokio::time::sleep(Duration::from_millis(10)).await;
@@ -134,7 +134,7 @@ async fn nodes_joined_through_redis_message_ask_and_watch_each_other() {
 }
 
 /// Waits for the `Down` of `path` in `events`; its reason.
-async fn down_of(events: &mut latchkey_cluster::Events<Msg>, path: &str) -> Reason {
+pub(crate) async fn down_of(events: &mut latchkey_cluster::Events<Msg>, path: &str) -> Reason {
     tokio::time::timeout(HANG, async {
         loop {
             match events.next().await {
@@ -307,4 +307,50 @@ async fn a_node_that_shuts_down_leaves_the_cluster() {
     .expect("b left");
     a.spawn("/b/1", Props::new(), "worker").await.expect("its path is free");
     a.shutdown(LONG).await;
+}
+
+/// The example's binary, built with every store (as the C binding's test builds its
+/// library: cargo builds no example for an integration test).
+fn two_senders_example() -> std::path::PathBuf {
+    let manifest = concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml");
+    let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(
+        || std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target"),
+        std::path::PathBuf::from,
+    );
+    let built = std::process::Command::new(env!("CARGO"))
+        .args(["build", "--quiet", "--example", "two_senders", "--features", "etcd,postgres,redis", "--manifest-path"])
+        .arg(manifest)
+        .arg("--target-dir")
+        .arg(&target)
+        .status()
+        .expect("cargo, to build the two_senders example");
+    assert!(built.success(), "cannot build the two_senders example");
+    target.join("debug/examples/two_senders")
+}
+
+/// Issue 14: the two-senders example with its workers on two node processes, joined
+/// through etcd and through Redis: the receiver on one gets both greetings from the
+/// senders on the other, and both nodes exit cleanly.
+#[test]
+fn the_two_senders_example_runs_on_two_nodes() {
+    let example = two_senders_example();
+    let etcd = EtcdCluster::start(1);
+    let redis = RedisServer::start();
+    for url in [etcd.url("/two-senders/"), redis.url("prefix=two-senders")] {
+        let run = |role: &str| {
+            std::process::Command::new(&example)
+                .args(["--node", &url, role])
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+                .expect("start a node of the example")
+        };
+        let receiver = run("receiver");
+        let senders = run("senders");
+        let (receiver, senders) = (receiver.wait_with_output().unwrap(), senders.wait_with_output().unwrap());
+        let (said, sent) = (String::from_utf8_lossy(&receiver.stdout), String::from_utf8_lossy(&senders.stdout));
+        assert!(receiver.status.success() && senders.status.success(), "{url}:\n{said}\n{sent}");
+        assert_eq!(said.matches("/receiver got Hello").count(), 2, "{url}: the receiver got both greetings:\n{said}");
+        assert!(said.contains("from /senders/1") && said.contains("from /senders/2"), "{said}");
+        assert_eq!(sent.matches("says hello").count(), 2, "{sent}");
+    }
 }

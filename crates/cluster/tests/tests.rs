@@ -10,6 +10,7 @@ mod locks;
 mod lookup;
 mod messaging;
 mod nodes;
+mod nodes_review;
 mod processes;
 mod shutdown;
 mod worker;

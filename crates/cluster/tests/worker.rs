@@ -13,6 +13,7 @@ fn run() {
     let fields: Vec<&str> = job.split('\u{1f}').collect();
     match fields.as_slice() {
         ["node", url, cluster, path] => node(url, cluster, path),
+        ["idle-node", url, cluster] => idle_node(url, cluster),
         other => panic!("unknown job {other:?}"),
     }
 }
@@ -34,6 +35,23 @@ fn node(url: &str, cluster: &str, path: &str) {
         say(format!("joined {me}"));
         node.spawn(path, Props::from([("node", me.to_string().as_str())]), "worker").await.expect("spawned");
         say("spawned");
+        std::future::pending::<()>().await;
+    });
+}
+/// A node of `cluster` in the store at `url` without workers; reports `joined NODE`;
+/// lives until it is killed.
+fn idle_node(url: &str, cluster: &str) {
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    runtime.block_on(async {
+        let node = Cluster::<Msg>::builder()
+            .scope(latchkey::Scope::isolated())
+            .entry("worker", worker)
+            .join(url, cluster)
+            .secret(crate::nodes::SECRET)
+            .build()
+            .unwrap();
+        let me = node.joined().await.expect("joined");
+        say(format!("joined {me}"));
         std::future::pending::<()>().await;
     });
 }

@@ -24,7 +24,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, OnceLock};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use latchkey::Guard;
 use parking_lot::Mutex;
@@ -42,6 +42,13 @@ use crate::wire::WorkerKind;
 use crate::{Error, ErrorKind, Message, NodeId, Placement, Props, Reason, Result};
 use handshake::{handshake, Me};
 use membership::Membership;
+
+/// The first pause before a failed join is tried again; it doubles up to [`RETRY_MOST`].
+const RETRY_FIRST: Duration = Duration::from_millis(100);
+const RETRY_MOST: Duration = Duration::from_secs(2);
+
+/// How long a connection to another node may take.
+const CONNECT_TIME: Duration = Duration::from_secs(5);
 
 /// What a node is told by its builder.
 pub(crate) struct NodeConfig {
@@ -61,7 +68,10 @@ pub(crate) struct NodeConfig {
 enum Joined {
     Not,
     Yes(NodeId),
+    /// Its first join failed (it tries again): waiting for it fails with this.
     Failed(String),
+    /// It was a member, and fails to join again for now: waiting for it waits.
+    Retrying,
 }
 
 /// A node of a cluster.
@@ -133,20 +143,44 @@ impl<M: Message> Node<M> {
         }
         let _ = self.membership.set(membership.clone());
         let accepting = tokio::spawn(self.clone().accept(shared.clone(), listener));
-        let served = async {
-            loop {
-                let record = self.join(&shared, &membership, &addr.to_string()).await?;
-                let lost = record.lost();
-                self.state.lock().record = Some(record);
-                tokio::select! {
-                    () = lost => self.expel(&shared),
-                    () = self.leaving.wait() => return Ok(()),
+        // Joins, and joins again after an expulsion, until the node leaves; a join that
+        // fails (the store is unreachable) is tried again, its error shown meanwhile.
+        let (mut pause, addr) = (RETRY_FIRST, addr.to_string());
+        while !self.leaving.is_fired() {
+            let joined = tokio::select! {
+                joined = self.join(&shared, &membership, &addr) => joined,
+                () = self.leaving.wait() => break,
+            };
+            let record = match joined {
+                Ok(record) => record,
+                Err(err) => {
+                    tracing::warn!("latchkey-cluster: the node could not join, and tries again: {err}");
+                    let was_member = self.state.lock().me.is_some();
+                    let why = err.to_string();
+                    self.joined.send_replace(if was_member { Joined::Retrying } else { Joined::Failed(why) });
+                    tokio::select! {
+                        () = tokio::time::sleep(pause) => {}
+                        () = self.leaving.wait() => break,
+                    }
+                    pause = (pause * 2).min(RETRY_MOST);
+                    continue;
                 }
+            };
+            pause = RETRY_FIRST;
+            if self.leaving.is_fired() {
+                // Shut down while it joined: leave at once.
+                let _ = record.release_async().await;
+                break;
             }
-        };
-        let result = served.await;
+            let lost = record.lost();
+            self.state.lock().record = Some(record);
+            tokio::select! {
+                () = lost => self.expel(&shared),
+                () = self.leaving.wait() => break,
+            }
+        }
         accepting.abort();
-        result
+        Ok(())
     }
 
     /// Registers this node and connects to every member; its record.
@@ -179,7 +213,11 @@ impl<M: Message> Node<M> {
     }
 
     async fn connect(self: &Arc<Self>, shared: &Arc<Shared<M>>, addr: &str) -> std::result::Result<(), String> {
-        let mut stream = TcpStream::connect(addr).await.map_err(|e| format!("cannot connect: {e}"))?;
+        let connecting = tokio::time::timeout(CONNECT_TIME, TcpStream::connect(addr));
+        let mut stream = match connecting.await {
+            Ok(connected) => connected.map_err(|e| format!("cannot connect: {e}"))?,
+            Err(_) => return Err(format!("no connection within {CONNECT_TIME:?}")),
+        };
         let _ = stream.set_nodelay(true);
         let me = self.me().ok_or("not registered")?;
         let peer = handshake(&mut stream, &self.identity(&me), true).await?;
@@ -196,7 +234,15 @@ impl<M: Message> Node<M> {
 
     async fn accept(self: Arc<Self>, shared: Arc<Shared<M>>, listener: TcpListener) {
         loop {
-            let Ok((mut stream, from)) = listener.accept().await else { continue };
+            let (mut stream, from) = match listener.accept().await {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    // Out of descriptors, say: no busy loop.
+                    tracing::warn!("latchkey-cluster: cannot accept a connection: {e}");
+                    tokio::time::sleep(RETRY_FIRST).await;
+                    continue;
+                }
+            };
             let (node, shared) = (self.clone(), shared.clone());
             tokio::spawn(async move {
                 let _ = stream.set_nodelay(true);
@@ -217,13 +263,14 @@ impl<M: Message> Node<M> {
         let older = {
             let state = self.state.lock();
             match state.peers.get(&node.addr) {
-                Some(known) if known.node.incarnation >= node.incarnation => return,
+                // A link to it lives: this one is a duplicate (or from an older incarnation).
+                Some(known) if known.node.incarnation >= node.incarnation && !known.link.is_closed() => return,
                 Some(known) => Some(known.node.clone()),
                 None => None,
             }
         };
         if let Some(older) = older {
-            self.lose(shared, &older, "a later incarnation joined");
+            self.lose(shared, &older, "a later incarnation joined, or its link had broken");
         }
         let (link, read) = Link::tcp(peer::tongue(), stream, shared.mailbox);
         let spawns = Arc::new(Spawns::new());
@@ -234,6 +281,8 @@ impl<M: Message> Node<M> {
             let (me, shared, link, node) = (self.clone(), shared.clone(), link.clone(), node.clone());
             tokio::spawn(async move {
                 let why = peer::read(shared.clone(), link, spawns, Reader::new(read)).await;
+                // Both may still be members: the link is made again (this task ends in `lose`).
+                tokio::spawn(me.clone().reconnect(shared.clone(), node.clone()));
                 me.lose(&shared, &node, &why);
             })
         };
@@ -272,6 +321,34 @@ impl<M: Message> Node<M> {
         peer.tasks.iter().for_each(AbortHandle::abort);
     }
 
+    /// Makes the link to `node` again after it broke, for as long as both are members and
+    /// neither has made it: the node whose address sorts first dials (so that two nodes
+    /// do not cross their links), the other waits for it.
+    async fn reconnect(self: Arc<Self>, shared: Arc<Shared<M>>, node: NodeId) {
+        let (Some(me), Some(membership)) = (self.me(), self.membership.get().cloned()) else { return };
+        if me.addr > node.addr {
+            return;
+        }
+        let mut pause = RETRY_FIRST;
+        loop {
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(RETRY_MOST);
+            let linked = self.state.lock().peers.get(&node.addr).is_some_and(|peer| !peer.link.is_closed());
+            if self.leaving.is_fired() || self.me() != Some(me.clone()) || linked {
+                return;
+            }
+            match membership.members().await {
+                Ok(members) if !members.contains(&node.addr) => return,
+                Ok(_) => {}
+                Err(_) => continue,
+            }
+            match self.connect(&shared, &node.addr).await {
+                Ok(()) => return tracing::info!("latchkey-cluster: node {me} linked to {node} again"),
+                Err(why) => tracing::warn!("latchkey-cluster: node {me} cannot link to {node} again yet: {why}"),
+            }
+        }
+    }
+
     /// This node lost its record: the others have taken it for gone.
     fn expel(&self, shared: &Arc<Shared<M>>) {
         let me = self.me();
@@ -294,7 +371,7 @@ impl<M: Message> Node<M> {
             match joined.borrow_and_update().clone() {
                 Joined::Yes(me) => return Ok((me, self.membership.get().cloned().expect("set before joining"))),
                 Joined::Failed(why) => return Err(node_error(why)),
-                Joined::Not => {}
+                Joined::Not | Joined::Retrying => {}
             }
             if joined.changed().await.is_err() {
                 return Err(node_error("the node has stopped".to_owned()));
@@ -433,7 +510,7 @@ impl<M: Message> Spawner<M> for NodeSpawner<M> {
             spawn.props.check_size(spawn.path)?;
             let (path, claim) = self.node.claim(shared, spawn.path).await?;
             let registered: Registered<M> = Box::new(move |cell| {
-                cell.keep(Box::new(claim));
+                cell.keep_claim(claim);
                 registered(cell)
             });
             Local.spawn(shared, SpawnOf { path: &path, ..spawn }, registered).await
@@ -450,7 +527,7 @@ impl<M: Message> Spawner<M> for NodeSpawner<M> {
         Box::pin(async move {
             props.check_size(path)?;
             let (path, claim) = self.node.claim(shared, path).await?;
-            local::start_task(shared, &path, props, start, Box::new(move |cell| cell.keep(Box::new(claim))))
+            local::start_task(shared, &path, props, start, Box::new(move |cell| cell.keep_claim(claim)))
         })
     }
 

@@ -65,13 +65,11 @@ pub(crate) fn event_frame<M>(cell: &Cell<M>, reason: Option<&Reason>) -> Vec<u8>
     wire::encode(&frame).expect("a frame without a message encodes")
 }
 
-/// A message for one of our workers, for the forwarder.
-struct Forward<M> {
-    to: Path,
-    id: u64,
-    from: Option<Path>,
-    ask: Option<u64>,
-    message: M,
+/// What the forwarder does for one of our workers, in the order the other node sent it:
+/// place a message, or ask the worker to stop after the messages sent before.
+enum Forward<M> {
+    Send { to: Path, id: u64, from: Option<Path>, ask: Option<u64>, message: M },
+    Stop { to: Path, id: u64 },
 }
 
 /// The frame that asks another node to spawn.
@@ -123,9 +121,15 @@ fn take<M: Message>(
 ) {
     match frame {
         ToNode::Up { id, path, props, pid } => {
+            // Paths are claimed in the store: a worker of another node still known at
+            // this path has ended, and its `Down` is still on its way over its own link
+            // (review finding: the new worker was dropped). It goes down now.
+            let stale = shared.registry.lock().get(&path).filter(|cell| !cell.is_ours()).cloned();
+            if let Some(stale) = stale {
+                let why = "it had ended: a worker of another node took its path before its Down came";
+                shared.ended(&stale, Reason::Failed(why.to_owned()));
+            }
             let mut registry = shared.registry.lock();
-            // Paths are claimed in the store: a path taken here is a worker that is gone
-            // there and whose `Down` has not come yet, which cannot be; keep ours.
             if registry.get(&path).is_none() {
                 registry.insert(Arc::new(Cell::linked(id, path, props, pid, link.clone(), route())));
             }
@@ -135,11 +139,11 @@ fn take<M: Message>(
                 shared.ended(&cell, reason);
             }
         }
-        ToNode::Send { to, id, from, ask, message } => drop(forward.send(Forward { to, id, from, ask, message })),
+        ToNode::Send { to, id, from, ask, message } => drop(forward.send(Forward::Send { to, id, from, ask, message })),
         ToNode::Reply { ask, message } => link.answer(ask, Some(Ok(message))),
         ToNode::Failed { ask, error } => link.answer(ask, Some(Err(Error::from(error)))),
         ToNode::Credit(n) => link.credit(n),
-        ToNode::Stop { to, id } => drop(ours(shared, &to, id).map(|cell| cell.request_stop())),
+        ToNode::Stop { to, id } => drop(forward.send(Forward::Stop { to, id })),
         ToNode::Kill { to, id } => drop(ours(shared, &to, id).map(|cell| cell.request_kill())),
         ToNode::Spawn(request) => serve_spawn(shared.clone(), link.clone(), request),
         ToNode::Spawned { request, result } => {
@@ -187,13 +191,23 @@ fn ours<M: Message>(shared: &Shared<M>, path: &str, id: u64) -> Option<Arc<Cell<
 }
 
 /// Places the other node's messages to our workers, in order, each once its receiver's
-/// mailbox has room; then returns a credit for it.
+/// mailbox has room, then returns a credit for it; a stop comes after the messages sent
+/// before it (a kill does not wait).
 async fn forward_sends<M: Message>(
     shared: Arc<Shared<M>>,
     link: Arc<Link<M>>,
     mut forwarded: mpsc::UnboundedReceiver<Forward<M>>,
 ) {
-    while let Some(Forward { to, id, from, ask, message }) = forwarded.recv().await {
+    while let Some(forward) = forwarded.recv().await {
+        let (to, id, from, ask, message) = match forward {
+            Forward::Send { to, id, from, ask, message } => (to, id, from, ask, message),
+            Forward::Stop { to, id } => {
+                if let Some(cell) = ours(&shared, &to, id) {
+                    cell.request_stop();
+                }
+                continue;
+            }
+        };
         let reply = ask.map(|ask| Reply::remote(link.clone(), ask, from.clone()));
         let envelope = Envelope::new(message, from, reply);
         let delivered = match ours(&shared, &to, id) {
@@ -209,5 +223,55 @@ async fn forward_sends<M: Message>(
             }
         }
         link.owe();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use parking_lot::Mutex;
+    use tokio::net::{TcpListener, TcpStream};
+
+    use super::*;
+    use crate::local::Local;
+    use crate::registry::Registry;
+    use crate::Props;
+
+    /// A link over a loopback TCP connection (its other end kept open).
+    async fn tcp_link() -> (Arc<Link<u64>>, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (dialed, accepted) = tokio::join!(TcpStream::connect(addr), listener.accept());
+        let (link, _read) = Link::tcp(tongue(), dialed.unwrap(), 4);
+        (link, accepted.unwrap().0)
+    }
+
+    /// Review: node B's worker at /p ends; node C learns it first (its own link from B),
+    /// claims /p in the store and spawns a worker there; C's `Up` reaches this node (A)
+    /// before B's `Down`, over another TCP link. A drops C's `Up` ("keep ours"), then
+    /// removes B's cell on the `Down`: A never knows C's live worker at /p.
+    #[tokio::test]
+    async fn an_up_over_one_link_before_the_down_of_the_old_holder_over_another_is_kept() {
+        let shared = Arc::new(Shared::<u64> {
+            scope: latchkey::Scope::isolated(),
+            entries: HashMap::new(),
+            mailbox: 4,
+            runtime: tokio::runtime::Handle::current(),
+            registry: Mutex::new(Registry::new()),
+            spawner: Arc::new(Local),
+            nodes: None,
+            child_args: Vec::new(),
+        });
+        let ((b, _b_end), (c, _c_end)) = (tcp_link().await, tcp_link().await);
+        let spawns = Spawns::new();
+        let (forward, _forwarded) = mpsc::unbounded_channel();
+        let p = || Path::from_valid("/p".to_owned());
+        let up = |id| ToNode::Up { id, path: p(), props: Props::new(), pid: None };
+        take(&shared, &b, &spawns, &forward, up(7));
+        take(&shared, &c, &spawns, &forward, up(3));
+        take(&shared, &b, &spawns, &forward, ToNode::Down { id: 7, path: p(), reason: Reason::Normal });
+        let cell = shared.registry.lock().get("/p").cloned();
+        assert!(cell.is_some_and(|cell| cell.is_behind(&c)), "C's live worker at /p is unknown on A");
     }
 }
