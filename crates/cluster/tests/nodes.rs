@@ -354,3 +354,15 @@ fn the_two_senders_example_runs_on_two_nodes() {
         assert_eq!(sent.matches("says hello").count(), 2, "{sent}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_joined_through_postgres_message_ask_and_watch_each_other() {
+    let postgres = latchkey_testkit::PostgresServer::start();
+    messaging_across_nodes(&postgres.url("schema=nodes_messaging")).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_node_is_lost_through_postgres() {
+    let postgres = latchkey_testkit::PostgresServer::start();
+    a_killed_node_is_lost(&postgres.url("schema=nodes_kill&ttl=2s")).await;
+}
