@@ -65,6 +65,14 @@
 //!   (`child.rs`) it asks the parent, whose supervisor of that child (`parent.rs`) serves
 //!   the request with its own spawner. The roles share the wire format (`wire.rs`,
 //!   `link.rs`) and the registry, and no role module imports another.
+//! - **Nodes** (`node/`): a cluster can span processes and machines
+//!   ([`Builder::join`]): nodes keep their membership in a distributed scope (a record per
+//!   node, whose fencing token is its incarnation, and a claim per worker path, all locks
+//!   of the scope), link to each other over TCP after proving that they share the
+//!   cluster's secret, and tell each other of their own workers; a worker on another node
+//!   is a link and a route like a process worker's. A node that dies or is cut off from
+//!   the store goes `Down(`[`Reason::NodeLost`]`)` on the others within the store's lease;
+//!   [`Cluster::spawn_on`] starts a worker on a node a [`Placement`] picks.
 //! - **Registry** (`registry.rs`): live workers in a map ordered by path, behind one
 //!   lock, so a prefix lookup is a range scan and no lookup ever waits on a worker. A
 //!   path ending in `/` gets a last segment from a counter of the cluster; a path that a

@@ -18,8 +18,8 @@ pub enum Reason {
     /// grace period ran out. A process worker that dies by a signal (SIGKILL from
     /// anyone, the out-of-memory killer, an abort) is `Killed` too.
     Killed,
-    /// The node it ran on can no longer be reached. Reserved for clusters that span
-    /// machines; not produced yet.
+    /// The node it ran on died, left the store's lease, or can no longer be reached (a
+    /// cluster of nodes, [`Builder::join`](crate::Builder::join)).
     NodeLost,
 }
 
