@@ -14,8 +14,8 @@ use crate::{Events, Group, Message, NodeId, Placement, Props, Result, WorkerRef}
 /// cheap handle to clone and share.
 ///
 /// Workers are spawned from an entry point registered by name with
-/// [`Builder::entry`] (or, for task workers only, from a closure with
-/// [`spawn_fn`](Cluster::spawn_fn)). Each gets a [`Context`] with its path, properties,
+/// [`Builder::entry`](crate::Builder::entry) (or, for task workers only, from a closure with
+/// [`spawn_fn`](Cluster::spawn_fn)). Each gets a [`Context`](crate::Context) with its path, properties,
 /// mailbox and membership events, and the cluster's lock [`scope`](Cluster::scope).
 ///
 /// Dropping the handles does not stop the workers: [`shutdown`](Cluster::shutdown) does
@@ -75,15 +75,15 @@ impl<M: Message> Cluster<M> {
     /// Spawns a worker at `path` from the entry registered as `entry`.
     ///
     /// A path ending in `/` (`/receivers/`) gets a last segment no worker of this cluster
-    /// had (`/receivers/4`). Fails with [`InvalidPath`](ErrorKind::InvalidPath),
-    /// [`DuplicatePath`](ErrorKind::DuplicatePath) if a live worker has the path,
-    /// [`UnknownEntry`](ErrorKind::UnknownEntry), or [`Closed`](ErrorKind::Closed) once
+    /// had (`/receivers/4`). Fails with [`InvalidPath`](crate::ErrorKind::InvalidPath),
+    /// [`DuplicatePath`](crate::ErrorKind::DuplicatePath) if a live worker has the path,
+    /// [`UnknownEntry`](crate::ErrorKind::UnknownEntry), or [`Closed`](crate::ErrorKind::Closed) once
     /// shutdown has begun. When it returns, the worker is registered and its `Up` event
     /// published; it runs as a task of this process.
     ///
     /// Inside a process worker, the parent spawns it, as a task of the parent, with the
     /// parent's entries: the call fails as it would there, and with
-    /// [`Closed`](ErrorKind::Closed) if the parent goes away first. When it returns, this
+    /// [`Closed`](crate::ErrorKind::Closed) if the parent goes away first. When it returns, this
     /// process knows the worker too: the reference is the one a lookup finds, and takes
     /// messages at once. Dropping the future does not cancel a spawn the parent has begun.
     pub async fn spawn(&self, path: &str, props: impl Into<Props>, entry: &str) -> Result<WorkerRef<M>> {
@@ -94,12 +94,12 @@ impl<M: Message> Cluster<M> {
     /// [`spawn`](Cluster::spawn), as a child process of this executable.
     ///
     /// The child is this executable ([`current_exe`](std::env::current_exe)) run with
-    /// the [`child_args`](Builder::child_args), and must call [`child_main`](crate::child_main)
+    /// the [`child_args`](crate::Builder::child_args), and must call [`child_main`](crate::child_main)
     /// before anything else: that runs the entry, in a process of its own. Its messages
     /// are encoded with serde; its locks are taken in the cluster's scope, which must be a
-    /// `host:` scope (else [`Scope`](ErrorKind::Scope)), and die with its process. It is
+    /// `host:` scope (else [`Scope`](crate::ErrorKind::Scope)), and die with its process. It is
     /// killed with SIGKILL when killed, and when this process dies. Fails like `spawn`,
-    /// and with [`Spawn`](ErrorKind::Spawn) if the process cannot be started. When it
+    /// and with [`Spawn`](crate::ErrorKind::Spawn) if the process cannot be started. When it
     /// returns, the worker is registered and its `Up` published; the child may still be
     /// starting, and messages wait for it in its mailbox. The runtime needs its I/O and
     /// time drivers (`enable_all`).
