@@ -366,3 +366,62 @@ async fn a_killed_node_is_lost_through_postgres() {
     let postgres = latchkey_testkit::PostgresServer::start();
     a_killed_node_is_lost(&postgres.url("schema=nodes_kill&ttl=2s")).await;
 }
+
+/// Issue 14: groups see the workers of every node, and send to them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn groups_span_the_nodes() {
+    let redis = RedisServer::start();
+    let url = redis.url("prefix=nodes-groups");
+    let (a, b) = (node(&url, "groups").await, node(&url, "groups").await);
+    let mut group = a.group("/g");
+    a.spawn("/g/a", Props::new(), "worker").await.unwrap();
+    b.spawn("/g/b", Props::new(), "worker").await.unwrap();
+    tokio::time::timeout(HANG, async {
+        while group.members().len() < 2 {
+            group.changed().await;
+        }
+    })
+    .await
+    .expect("the group sees both nodes' workers");
+    assert_eq!(group.broadcast(Msg::Num(1)).await.unwrap(), 2);
+    let mut sent_to = vec![group.send_round_robin(Msg::Num(2)).await.unwrap().to_string()];
+    sent_to.push(group.send_round_robin(Msg::Num(3)).await.unwrap().to_string());
+    sent_to.sort();
+    assert_eq!(sent_to, ["/g/a", "/g/b"]);
+    for path in ["/g/a", "/g/b"] {
+        assert_eq!(a.lookup(path).unwrap().ask(Msg::Count, LONG).await.unwrap(), Msg::Num(2), "{path}");
+    }
+    for node in [a, b] {
+        node.shutdown(LONG).await;
+    }
+}
+
+/// Issue 14: a node that starts again at the same address, after it was killed, joins with
+/// a greater incarnation; references to the workers of the old one still fail, and the
+/// new one's workers are reached.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_node_is_never_taken_for_the_old_one() {
+    let etcd = EtcdCluster::start(1);
+    let url = etcd.url_with("/nodes-restart/", "ttl=2s");
+    let a = node(&url, "restart").await;
+    let addr = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().to_string();
+    let incarnation = |joined: String| -> u64 { joined.rsplit_once('#').unwrap().1.parse().unwrap() };
+    let mut old = Worker::spawn(&["node-at", &url, "restart", "/b/1", &addr]);
+    let first = incarnation(old.line("joined"));
+    old.line("spawned");
+    sees(&a, "/b/1").await;
+    let old_worker = a.lookup("/b/1").unwrap();
+    let mut events = a.events();
+    old.kill();
+    assert_eq!(down_of(&mut events, "/b/1").await, Reason::NodeLost);
+    let mut new = Worker::spawn(&["node-at", &url, "restart", "/b/1", &addr]);
+    let second = incarnation(new.line_within("joined again", HANG));
+    new.line("spawned");
+    assert!(second > first, "the restarted node joined as #{second}, after #{first}");
+    sees(&a, "/b/1").await;
+    assert_eq!(old_worker.send(Msg::Num(1)).await.unwrap_err().kind(), ErrorKind::Closed, "the old one's worker");
+    assert_eq!(a.lookup("/b/1").unwrap().ask(Msg::Count, LONG).await.unwrap(), Msg::Num(0), "the new one's");
+    let b = a.nodes().into_iter().find(|node| node.addr == addr).expect("b is a member again");
+    assert_eq!(b.incarnation, second);
+    a.shutdown(LONG).await;
+}

@@ -12,15 +12,17 @@ fn run() {
     let Ok(job) = std::env::var(JOB) else { return };
     let fields: Vec<&str> = job.split('\u{1f}').collect();
     match fields.as_slice() {
-        ["node", url, cluster, path] => node(url, cluster, path),
+        ["node", url, cluster, path] => node(url, cluster, path, None),
+        ["node-at", url, cluster, path, listen] => node(url, cluster, path, Some(listen)),
         ["idle-node", url, cluster] => idle_node(url, cluster),
         other => panic!("unknown job {other:?}"),
     }
 }
 
 /// A node of `cluster` in the store at `url`, whose cluster scope is the store, with a
-/// worker at `path`; reports `joined NODE`, then `spawned`; lives until it is killed.
-fn node(url: &str, cluster: &str, path: &str) {
+/// worker at `path`, listening on `listen` if given; reports `joined NODE`, then
+/// `spawned`; lives until it is killed.
+fn node(url: &str, cluster: &str, path: &str, listen: Option<&str>) {
     let scope = latchkey::Scope::open(url).expect("the store");
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     runtime.block_on(async {
@@ -28,6 +30,7 @@ fn node(url: &str, cluster: &str, path: &str) {
             .scope(scope)
             .entry("worker", worker)
             .join(url, cluster)
+            .listen(listen.unwrap_or("127.0.0.1:0"))
             .secret(crate::nodes::SECRET)
             .build()
             .unwrap();
