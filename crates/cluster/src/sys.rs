@@ -22,7 +22,10 @@ use tokio::sync::oneshot;
 /// of its parent.
 pub(crate) const CHILD_ENV: &str = "LATCHKEY_CLUSTER_CHILD";
 
-type Job = (Command, oneshot::Sender<io::Result<Forked>>);
+/// A child to fork: its command, the socket end whose fd number its environment names
+/// (held open until the fork, so that the number names it and nothing else), and where
+/// the answer goes.
+type Job = (Command, UnixStream, oneshot::Sender<io::Result<Forked>>);
 
 /// A child just forked, on its way to the spawn that asked for it. Dropped before the
 /// spawn took it (the spawn was cancelled, even after the reply was sent), it is killed
@@ -74,9 +77,11 @@ impl Child {
             });
         }
         let (tx, rx) = oneshot::channel();
-        spawner().send((command, tx)).map_err(|_| io::ErrorKind::BrokenPipe)?;
+        // The socket goes with the job: a spawn cancelled before the fork must not close
+        // it, or its fd number could name another file by the time the child is forked
+        // (a child left waiting on someone else's socket was seen under load).
+        spawner().send((command, socket, tx)).map_err(|_| io::ErrorKind::BrokenPipe)?;
         let pid = rx.await.map_err(|_| io::Error::other("the spawner thread is gone"))??.into_pid();
-        drop(socket);
         // SAFETY: pidfd_open takes a pid and flags; the pid is our unreaped child, so it
         // names that process and no other.
         let raw = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
@@ -162,9 +167,11 @@ fn spawner() -> &'static mpsc::Sender<Job> {
         std::thread::Builder::new()
             .name("latchkey-cluster-spawner".into())
             .spawn(move || {
-                for (mut command, reply) in rx {
+                for (mut command, socket, reply) in rx {
+                    let spawned = command.spawn();
+                    drop(socket); // the child has its copy
                     // A spawn cancelled meanwhile drops the child, which kills and reaps it.
-                    let _ = reply.send(command.spawn().map(|child| Forked(Some(child))));
+                    let _ = reply.send(spawned.map(|child| Forked(Some(child))));
                 }
             })
             .expect("start the thread that spawns process workers");
