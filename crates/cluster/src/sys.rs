@@ -169,8 +169,9 @@ fn spawner() -> &'static mpsc::Sender<Job> {
             .spawn(move || {
                 for (mut command, socket, reply) in rx {
                     let spawned = command.spawn();
-                    drop(socket); // the child has its copy
-                    // A spawn cancelled meanwhile drops the child, which kills and reaps it.
+                    // The child has its copy. A spawn cancelled meanwhile drops the child,
+                    // which kills and reaps it.
+                    drop(socket);
                     let _ = reply.send(spawned.map(|child| Forked(Some(child))));
                 }
             })
