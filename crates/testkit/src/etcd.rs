@@ -13,8 +13,9 @@ use crate::http::{self, json_field, samples};
 use crate::proxy::Proxy;
 use crate::spawn::{free_ports, spawn};
 
-/// How long a cluster (or a restarted member) may take to answer.
-const TIMEOUT: Duration = Duration::from_secs(20);
+/// How long a cluster (or a restarted member) may take to answer: a guard against hangs
+/// only (a member once took more than 20 s to serve under the load of a full run).
+const TIMEOUT: Duration = Duration::from_secs(60);
 /// How long any other request to a member may take.
 const REQUEST: Duration = Duration::from_secs(5);
 /// How many times `start` picks new ports when another process took one first.
