@@ -26,10 +26,10 @@ use tokio::task::JoinHandle;
 
 use crate::cell::{self, Cell, Route};
 use crate::link::{Link, Reader, Tongue};
-use crate::shared::{Registered, Shared, SpawnOf};
+use crate::shared::{Registered, Shared};
 use crate::sys::Child;
-use crate::wire::{self, Init, SpawnRequest, Spawned, ToChild, ToParent, WireError};
-use crate::{path, Envelope, Error, ErrorKind, Message, Path, Props, Reason, Reply, Result};
+use crate::wire::{self, Init, Spawned, ToChild, ToParent, WireError};
+use crate::{path, spawns, Envelope, Error, ErrorKind, Message, Path, Props, Reason, Reply, Result};
 
 /// Starts a process worker at `path` from the entry registered as `entry`; `registered`
 /// is called under the registry lock once it is registered and its `Up` published.
@@ -211,7 +211,9 @@ impl<M: Message> Supervisor<M> {
                 Ok(ToParent::Credit(n)) => self.link.credit(n),
                 Ok(ToParent::Stop { to, id }) => drop(self.shared.find(&to, id).map(|cell| cell.request_stop())),
                 Ok(ToParent::Kill { to, id }) => drop(self.shared.find(&to, id).map(|cell| cell.request_kill())),
-                Ok(ToParent::Spawn(request)) => serve_spawn(self.shared.clone(), self.link.clone(), request),
+                Ok(ToParent::Spawn(request)) => {
+                    spawns::serve(self.shared.clone(), self.link.clone(), request, answer_frame)
+                }
                 Ok(ToParent::Exit(result)) => self.exit = Some(result),
                 Err(e) => self.fatal = Some(format!("its process sent a frame that cannot be decoded: {e}")),
             }
@@ -282,29 +284,6 @@ fn answer<M: Message>(link: &Link<M>, ask: u64, result: Result<M>) {
         // The reply could not be encoded: the asker learns why.
         let _ = link.send(&ToChild::<&M>::Answer { ask, result: Err(WireError::from(&err)) });
     }
-}
-
-/// Performs the spawn a child asked for over `link`, with this process's spawner (which
-/// checks it as it checks its own spawns), and answers it:
-///
-/// - a success under the registry lock, right after the new worker's `Up` was queued for
-///   every child, so that the child has applied that `Up` when its spawn returns, and no
-///   `Down` of the worker can come first: the reference it returns is the one a lookup
-///   finds, and can be messaged at once;
-/// - a failure with the error's kind and message.
-fn serve_spawn<M: Message>(shared: Arc<Shared<M>>, link: Arc<Link<M>>, spawn: SpawnRequest) {
-    let SpawnRequest { request, path, props, entry, kind } = spawn;
-    tokio::spawn(async move {
-        let answer = link.clone();
-        let registered: Registered<M> = Box::new(move |cell: &Arc<Cell<M>>| {
-            let spawned = Spawned { id: cell.id, path: cell.path.clone(), props: cell.props.clone(), pid: cell.pid };
-            answer.push(answer_frame(request, Ok(spawned)));
-        });
-        let spawn = SpawnOf { kind, path: &path, props, entry: &entry };
-        if let Err(err) = shared.spawner.spawn(&shared, spawn, registered).await {
-            link.push(answer_frame(request, Err(WireError::from(&err))));
-        }
-    });
 }
 
 /// The frame that answers request `request`; an answer too long for a frame becomes a

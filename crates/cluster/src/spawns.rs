@@ -20,7 +20,8 @@ use tokio::sync::oneshot;
 
 use crate::cell::Cell;
 use crate::link::Link;
-use crate::wire::{self, SpawnRequest, WorkerKind};
+use crate::shared::{Registered, Shared, SpawnOf};
+use crate::wire::{self, SpawnRequest, Spawned, WireError, WorkerKind};
 use crate::{Error, ErrorKind, Message, Props, Result};
 
 /// A request's answer, for the caller that waits for it.
@@ -86,6 +87,35 @@ impl<M: Message> Spawns<M> {
 fn broken(path: &str) -> Error {
     let message = "the link broke before the other process answered the spawn; it is gone";
     Error::new(ErrorKind::Closed, message).with_path(path)
+}
+
+/// Performs the spawn the process at the other end of `link` asked for, with this
+/// process's spawner (which checks it as it checks its own spawns), and answers it with
+/// the frames `answer` makes:
+///
+/// - a success under the registry lock, right after the new worker's `Up` was queued for
+///   every subscribed link, so that the asker has applied that `Up` when its spawn
+///   returns, and no `Down` of the worker can come first: the reference it returns is the
+///   one a lookup finds, and can be messaged at once;
+/// - a failure with the error's kind and message.
+pub(crate) fn serve<M: Message>(
+    shared: Arc<Shared<M>>,
+    link: Arc<Link<M>>,
+    spawn: SpawnRequest,
+    answer: fn(u64, std::result::Result<Spawned, WireError>) -> Vec<u8>,
+) {
+    let SpawnRequest { request, path, props, entry, kind } = spawn;
+    tokio::spawn(async move {
+        let answering = link.clone();
+        let registered: Registered<M> = Box::new(move |cell: &Arc<Cell<M>>| {
+            let spawned = Spawned { id: cell.id, path: cell.path.clone(), props: cell.props.clone(), pid: cell.pid };
+            answering.push(answer(request, Ok(spawned)));
+        });
+        let spawn = SpawnOf { kind, path: &path, props, entry: &entry };
+        if let Err(err) = shared.spawner.spawn(&shared, spawn, registered).await {
+            link.push(answer(request, Err(WireError::from(&err))));
+        }
+    });
 }
 
 #[cfg(test)]

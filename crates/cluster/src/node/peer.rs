@@ -13,7 +13,7 @@ use tokio::sync::mpsc;
 use super::frames::ToNode;
 use crate::cell::{Cell, Control, Route};
 use crate::link::{Link, Reader, Tongue};
-use crate::shared::{Registered, Shared, SpawnOf};
+use crate::shared::Shared;
 use crate::spawns::Spawns;
 use crate::wire::{self, SpawnRequest, Spawned, WireError};
 use crate::{Envelope, Error, ErrorKind, Message, Path, Reason, Reply};
@@ -145,7 +145,7 @@ fn take<M: Message>(
         ToNode::Credit(n) => link.credit(n),
         ToNode::Stop { to, id } => drop(forward.send(Forward::Stop { to, id })),
         ToNode::Kill { to, id } => drop(ours(shared, &to, id).map(|cell| cell.request_kill())),
-        ToNode::Spawn(request) => serve_spawn(shared.clone(), link.clone(), request),
+        ToNode::Spawn(request) => crate::spawns::serve(shared.clone(), link.clone(), request, spawned_frame),
         ToNode::Spawned { request, result } => {
             let result = result.map_err(Error::from).and_then(|spawned| {
                 // Its `Up` came first, on this link.
@@ -161,23 +161,7 @@ fn take<M: Message>(
     }
 }
 
-/// Performs the spawn the other node asked for, with this node's spawner, and answers it
-/// after the new worker's `Up`, on the same link.
-fn serve_spawn<M: Message>(shared: Arc<Shared<M>>, link: Arc<Link<M>>, spawn: SpawnRequest) {
-    let SpawnRequest { request, path, props, entry, kind } = spawn;
-    tokio::spawn(async move {
-        let answer = link.clone();
-        let registered: Registered<M> = Box::new(move |cell: &Arc<Cell<M>>| {
-            let spawned = Spawned { id: cell.id, path: cell.path.clone(), props: cell.props.clone(), pid: cell.pid };
-            answer.push(spawned_frame(request, Ok(spawned)));
-        });
-        let spawn = SpawnOf { kind, path: &path, props, entry: &entry };
-        if let Err(err) = shared.spawner.spawn(&shared, spawn, registered).await {
-            link.push(spawned_frame(request, Err(WireError::from(&err))));
-        }
-    });
-}
-
+/// The frame that answers the other node's spawn request `request`.
 fn spawned_frame(request: u64, result: std::result::Result<Spawned, WireError>) -> Vec<u8> {
     wire::encode(&ToNode::<()>::Spawned { request, result }).unwrap_or_else(|err| {
         let result = Err(WireError::from(&err));
