@@ -75,7 +75,8 @@ impl<M: Message> Cluster<M> {
     /// Spawns a worker at `path` from the entry registered as `entry`.
     ///
     /// A path ending in `/` (`/receivers/`) gets a last segment no worker of this cluster
-    /// had (`/receivers/4`). Fails with [`InvalidPath`](crate::ErrorKind::InvalidPath),
+    /// had (`/receivers/4`): counted by the cluster, or in a cluster of nodes by its
+    /// store (increasing, not consecutive). Fails with [`InvalidPath`](crate::ErrorKind::InvalidPath),
     /// [`DuplicatePath`](crate::ErrorKind::DuplicatePath) if a live worker has the path,
     /// [`UnknownEntry`](crate::ErrorKind::UnknownEntry), or [`Closed`](crate::ErrorKind::Closed) once
     /// shutdown has begun. When it returns, the worker is registered and its `Up` event

@@ -75,8 +75,9 @@
 //!   [`Cluster::spawn_on`] starts a worker on a node a [`Placement`] picks.
 //! - **Registry** (`registry.rs`): live workers in a map ordered by path, behind one
 //!   lock, so a prefix lookup is a range scan and no lookup ever waits on a worker. A
-//!   path ending in `/` gets a last segment from a counter of the cluster; a path that a
-//!   live worker holds is refused.
+//!   path ending in `/` gets a last segment from a counter of the cluster (in a cluster
+//!   of nodes, the fencing token of a grant of the store's `numbers` lock, so that no two
+//!   nodes give the same number); a path that a live worker holds is refused.
 //! - **Workers** (`cell.rs`, `worker.rs`, `task.rs`): each worker has a record shared by
 //!   its references: id, path, properties, mailbox sender, and three one-shot signals
 //!   (stop requested, kill, done) plus how it ended. A task worker is one Tokio task that polls

@@ -53,12 +53,7 @@ impl<M> Registry<M> {
     /// followed by a number no worker of this cluster had. Fails if the path is invalid or
     /// taken, or if the cluster is shutting down.
     pub(crate) fn claim(&mut self, path: &str) -> Result<Path> {
-        if self.closed {
-            return Err(
-                Error::new(ErrorKind::Closed, "the cluster is shutting down; it takes no new workers").with_path(path)
-            );
-        }
-        path::validate(path, true)?;
+        self.check_prefix(path)?;
         if !path.ends_with('/') {
             let path = Path::from_valid(path.to_owned());
             return match self.workers.contains_key(&path) {
@@ -75,6 +70,17 @@ impl<M> Registry<M> {
                 return Ok(Path::from_valid(candidate));
             }
         }
+    }
+
+    /// Whether a new worker could be given `path` or, if it ends in `/`, a path under it:
+    /// the path is valid and the cluster is not shutting down.
+    pub(crate) fn check_prefix(&self, path: &str) -> Result<()> {
+        if self.closed {
+            return Err(
+                Error::new(ErrorKind::Closed, "the cluster is shutting down; it takes no new workers").with_path(path)
+            );
+        }
+        path::validate(path, true)
     }
 
     /// Registers a worker whose path was claimed, and publishes its `Up`.

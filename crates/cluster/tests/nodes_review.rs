@@ -230,13 +230,10 @@ async fn respawn_at_once(url: &str) {
 }
 
 /// Finding: `spawn` documents that a path ending in `/` gets "a last segment no worker of
-/// this cluster had"; each node counts on its own, so another node hands it out again.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "known gap (issue 14): each node numbers paths that end in / from its own counter"]
-async fn review_numbered_paths_are_not_given_twice_in_a_cluster_of_nodes() {
-    let etcd = EtcdCluster::start(1);
-    let url = etcd.url("/review-numbers/");
-    let (a, b) = (node(&url, "c").await, node(&url, "c").await);
+/// this cluster had"; each node counted on its own, so another node handed it out again.
+/// Now the store numbers them, through each of the three stores.
+async fn numbered_paths_are_not_given_twice(url: &str) {
+    let (a, b) = (node(url, "c").await, node(url, "c").await);
     let first = a.spawn("/n/", Props::new(), "worker").await.unwrap();
     let first_path = first.path().to_string();
     sees(&b, &first_path).await;
@@ -244,11 +241,29 @@ async fn review_numbered_paths_are_not_given_twice_in_a_cluster_of_nodes() {
     first.send(Msg::Quit).await.unwrap();
     down_of(&mut events, &first_path).await;
     tokio::time::sleep(Duration::from_millis(200)).await; // the claim's release in the background
-    let second = b.spawn("/n/", Props::new(), "worker").await.unwrap();
-    assert_ne!(second.path().as_str(), first_path, "the number of a worker that ended was given again");
+    let mut given = vec![first_path];
+    for node in [&b, &a, &b] {
+        let next = node.spawn("/n/", Props::new(), "worker").await.unwrap().path().to_string();
+        assert!(!given.contains(&next), "the number of {next} was given before: {given:?}");
+        given.push(next);
+    }
     for node in [a, b] {
         node.shutdown(LONG).await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn review_numbered_paths_are_not_given_twice_in_a_cluster_of_nodes() {
+    let etcd = EtcdCluster::start(1);
+    numbered_paths_are_not_given_twice(&etcd.url("/review-numbers/")).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn review_numbered_paths_are_not_given_twice_through_redis_and_postgres() {
+    let redis = RedisServer::start();
+    numbered_paths_are_not_given_twice(&redis.url("prefix=review-numbers")).await;
+    let postgres = latchkey_testkit::PostgresServer::start();
+    numbered_paths_are_not_given_twice(&postgres.url("schema=review_numbers")).await;
 }
 
 /// Checked, fine: the same path spawned at once on two nodes: exactly one wins, in the

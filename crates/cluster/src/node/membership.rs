@@ -10,6 +10,8 @@
 //!   two nodes that join at once find each other.
 //! - `paths/<path>`: held for each worker of the node, so that a path is unique across
 //!   the cluster, decided by the store.
+//! - `numbers`: taken and given back for each path that ends in `/`; the grant's fencing
+//!   token, which the store makes greater at every grant, is the path's last segment.
 //!
 //! A node learns that another has gone by waiting for its record, which the store grants
 //! when the holder's session ends (a watch, a notification or a pub/sub message, as the
@@ -90,6 +92,17 @@ impl Membership {
         }
         let name = format!("{}paths{path}", self.prefix);
         self.store.try_lock_async(&name).await.map_err(|e| self.failed("claim the path", e).with_path(path))
+    }
+
+    /// A number no worker of this cluster was given before, for a path that ends in `/`:
+    /// the fencing token of a grant of the `numbers` lock (increasing, never given twice,
+    /// not consecutive).
+    pub(crate) async fn number(&self) -> Result<u64> {
+        let name = format!("{}numbers", self.prefix);
+        let grant = self.store.lock(&name).await.map_err(|e| self.failed("number a path", e))?;
+        let number = grant.fencing_token();
+        let _ = grant.release_async().await;
+        Ok(number)
     }
 
     fn failed(&self, what: &str, e: latchkey::Error) -> Error {

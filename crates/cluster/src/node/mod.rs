@@ -379,14 +379,27 @@ impl<M: Message> Node<M> {
         }
     }
 
-    /// Claims `path` (or a numbered path under it) in the store.
+    /// Claims `path` in the store; a path that ends in `/` is numbered by the store, so
+    /// that no two nodes give out the same number, even after its worker ended.
     async fn claim(&self, shared: &Shared<M>, path: &str) -> Result<(String, Guard<'static>)> {
         let (_, membership) = self.joined_store().await?;
+        let numbered = path.ends_with('/');
         loop {
-            let candidate = shared.registry.lock().claim(path)?.as_str().to_owned();
+            let candidate = match numbered {
+                true => {
+                    shared.registry.lock().check_prefix(path)?;
+                    format!("{path}{}", membership.number().await?)
+                }
+                false => path.to_owned(),
+            };
+            let candidate = match shared.registry.lock().claim(&candidate) {
+                Ok(claimed) => claimed.as_str().to_owned(),
+                Err(taken) if numbered && taken.kind() == ErrorKind::DuplicatePath => continue,
+                Err(e) => return Err(e),
+            };
             match membership.claim(&candidate).await? {
                 Some(claim) => return Ok((candidate, claim)),
-                None if path.ends_with('/') => continue,
+                None if numbered => continue,
                 None => {
                     let message = format!("a live worker of another node already has the path {candidate}");
                     return Err(Error::new(ErrorKind::DuplicatePath, message).with_path(path));
