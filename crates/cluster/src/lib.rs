@@ -151,6 +151,7 @@ mod context;
 mod entry;
 mod error;
 mod event;
+mod forward;
 mod group;
 mod link;
 mod local;

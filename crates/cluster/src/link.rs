@@ -3,10 +3,13 @@
 //! the set of frames each end speaks, which the link is given as a [`Tongue`].
 //!
 //! Frames are encoded by whoever sends and queued for a writer task, which writes what
-//! has queued up in one go. Messages are flow controlled by credits: a link starts with
-//! a window of `capacity` credits, each message takes one, and the other end returns
-//! them in `Credit` frames (the child when its worker has received a message, the parent
-//! when it has placed a forwarded one in its receiver's mailbox). Everything else
+//! has queued up in one go. Messages are flow controlled by credits, per receiver: each
+//! worker on the other end that is sent messages has a window of `capacity` credits
+//! (made at its first message, dropped when all its credits are back), each message
+//! takes one of its receiver's, and the other end returns them in `Credit` frames that
+//! name the receiver (the child when its worker has received a message, the parent or a
+//! node when it has placed a forwarded one in its receiver's mailbox). So a receiver that
+//! stops taking messages holds up only the messages sent to it. Everything else
 //! (replies, events, credits, stops) is not counted, so a reader never waits and no
 //! frame waits behind a message that cannot be placed.
 
@@ -14,7 +17,7 @@ use std::collections::HashMap;
 use std::io::{self, ErrorKind as IoKind};
 use std::os::unix::net::UnixStream as StdStream;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
@@ -30,7 +33,8 @@ use crate::{Envelope, Message, Reply, Result};
 /// The frames a link's own machinery sends, in the language of its other end: the
 /// credits it owes, and the answers to asks that came over it.
 pub(crate) struct Tongue<M> {
-    pub(crate) credit: fn(u32) -> Vec<u8>,
+    /// `n` credits for the receiver whose id is the first argument.
+    pub(crate) credit: fn(u64, u32) -> Vec<u8>,
     pub(crate) reply: fn(u64, &M) -> Result<Vec<u8>>,
     pub(crate) no_reply: fn(u64) -> Vec<u8>,
     /// The ask could not be delivered: the worker is gone, or its mailbox closed.
@@ -61,20 +65,24 @@ enum Out {
 pub(crate) enum Refused {
     /// The link is closed: the other end is gone.
     Closed,
-    /// No credit is left in the window.
+    /// No credit is left in the receiver's window.
     Full,
 }
 
+/// Credits for messages the other end can still take, by receiver id; `None` once the
+/// link is closed.
+type Windows = Mutex<Option<HashMap<u64, Arc<Semaphore>>>>;
+
 pub(crate) struct Link<M> {
     out: mpsc::UnboundedSender<Out>,
-    /// Credits for messages the other end can still take.
-    window: Semaphore,
+    windows: Windows,
+    /// The size of each receiver's window.
     capacity: usize,
     /// Asks sent over the link that await their answer, by ask id; `None` once closed.
     asks: Mutex<Option<HashMap<u64, Reply<M>>>>,
     next_ask: AtomicU64,
-    /// Credits owed to the other end, sent by the writer in one frame.
-    owed: Arc<AtomicU32>,
+    /// Credits owed to the other end, by receiver, sent by the writer.
+    owed: Arc<Mutex<HashMap<u64, u32>>>,
     /// Set once the other end is gone.
     closed: AtomicBool,
     tongue: Tongue<M>,
@@ -131,11 +139,11 @@ impl<M: Message> Link<M> {
 
     fn over(tongue: Tongue<M>, write: WriteHalf, capacity: usize) -> Arc<Link<M>> {
         let (out, rx) = mpsc::unbounded_channel();
-        let owed = Arc::new(AtomicU32::new(0));
+        let owed = Arc::new(Mutex::new(HashMap::new()));
         tokio::spawn(write_frames(tongue.credit, rx, write, owed.clone()));
         Arc::new(Link {
             out,
-            window: Semaphore::new(capacity),
+            windows: Mutex::new(Some(HashMap::new())),
             capacity,
             asks: Mutex::new(Some(HashMap::new())),
             next_ask: AtomicU64::new(1),
@@ -145,7 +153,7 @@ impl<M: Message> Link<M> {
         })
     }
 
-    /// The size of the window.
+    /// The size of a receiver's window.
     pub(crate) fn capacity(&self) -> usize {
         self.capacity
     }
@@ -166,14 +174,22 @@ impl<M: Message> Link<M> {
         Ok((ask, frame(ask)?))
     }
 
-    /// Takes a credit, waiting for one.
-    pub(crate) async fn acquire(&self) -> Result<(), Refused> {
-        self.window.acquire().await.map(|permit| permit.forget()).map_err(|_| Refused::Closed)
+    /// The window of the receiver whose id is `receiver`, made if it has none.
+    fn window(&self, receiver: u64) -> Result<Arc<Semaphore>, Refused> {
+        let mut windows = self.windows.lock();
+        let windows = windows.as_mut().ok_or(Refused::Closed)?;
+        Ok(windows.entry(receiver).or_insert_with(|| Arc::new(Semaphore::new(self.capacity))).clone())
     }
 
-    /// Takes a credit if one is left.
-    pub(crate) fn try_acquire(&self) -> Result<(), Refused> {
-        match self.window.try_acquire() {
+    /// Takes a credit of `receiver`'s window, waiting for one.
+    pub(crate) async fn acquire(&self, receiver: u64) -> Result<(), Refused> {
+        let window = self.window(receiver)?;
+        window.acquire().await.map(|permit| permit.forget()).map_err(|_| Refused::Closed)
+    }
+
+    /// Takes a credit of `receiver`'s window if one is left.
+    pub(crate) fn try_acquire(&self, receiver: u64) -> Result<(), Refused> {
+        match self.window(receiver)?.try_acquire() {
             Ok(permit) => {
                 permit.forget();
                 Ok(())
@@ -209,14 +225,28 @@ impl<M: Message> Link<M> {
         }
     }
 
-    /// The other end returned `n` credits.
-    pub(crate) fn credit(&self, n: u32) {
-        self.window.add_permits((n as usize).min(self.capacity));
+    /// The other end returned `n` credits of `receiver`'s window (never more than it
+    /// took). A window whose credits are all back, and that no sender is waiting on, is
+    /// dropped: a window is kept only for a receiver that has messages on their way.
+    pub(crate) fn credit(&self, receiver: u64, n: u32) {
+        let mut windows = self.windows.lock();
+        let Some(windows) = windows.as_mut() else { return };
+        let Some(window) = windows.get(&receiver) else { return };
+        // Senders that wait hold a clone of the window: permits go to them first.
+        let taken = self.capacity.saturating_sub(window.available_permits());
+        window.add_permits((n as usize).min(taken));
+        if Arc::strong_count(window) == 1 && window.available_permits() >= self.capacity {
+            windows.remove(&receiver);
+        }
     }
 
-    /// Owes the other end one credit; the writer sends what is owed.
-    pub(crate) fn owe(&self) {
-        if self.owed.fetch_add(1, Ordering::AcqRel) == 0 {
+    /// Owes the other end a credit of `receiver`'s window; the writer sends what is owed.
+    pub(crate) fn owe(&self, receiver: u64) {
+        let mut owed = self.owed.lock();
+        let nudge = owed.is_empty();
+        *owed.entry(receiver).or_insert(0) += 1;
+        drop(owed);
+        if nudge {
             let _ = self.out.send(Out::Nudge);
         }
     }
@@ -234,17 +264,19 @@ impl<M: Message> Link<M> {
     pub(crate) fn close(&self) {
         let _ = self.out.send(Out::Shutdown);
         self.closed.store(true, Ordering::Release);
-        self.window.close();
+        for window in self.windows.lock().take().into_iter().flat_map(HashMap::into_values) {
+            window.close();
+        }
         drop(self.asks.lock().take());
     }
 }
 
 /// Writes what is queued, in batches, until the link is dropped or the socket fails.
 async fn write_frames(
-    credit: fn(u32) -> Vec<u8>,
+    credit: fn(u64, u32) -> Vec<u8>,
     mut rx: mpsc::UnboundedReceiver<Out>,
     mut write: WriteHalf,
-    owed: Arc<AtomicU32>,
+    owed: Arc<Mutex<HashMap<u64, u32>>>,
 ) {
     const BATCH: usize = 64 * 1024;
     let mut batch = Vec::with_capacity(BATCH);
@@ -261,9 +293,8 @@ async fn write_frames(
             }
             next = if batch.len() < BATCH && !shutdown { rx.try_recv().ok() } else { None };
         }
-        let credits = owed.swap(0, Ordering::AcqRel);
-        if credits > 0 {
-            batch.extend_from_slice(&credit(credits));
+        for (receiver, n) in std::mem::take(&mut *owed.lock()) {
+            batch.extend_from_slice(&credit(receiver, n));
         }
         if write.write_all(&batch).await.is_err() {
             return;

@@ -10,10 +10,11 @@
 //! The spawns a child asks for are served by tasks of their own, with this process's
 //! spawner (see [`serve_spawn`]).
 //!
-//! A forwarder task per child places the messages the child sends to other workers, in
-//! order, waiting for room in their mailboxes without holding up the child's other
-//! frames. A child's `Down` waits until its sends are placed, unless it was killed, as a
-//! task's sends are in their mailboxes before its `Down`.
+//! A forwarder per child places the messages the child sends to other workers, in order
+//! for each receiver, waiting for room in their mailboxes without holding up the child's
+//! other frames or its messages to other receivers (`forward.rs`). A child's `Down` waits
+//! until its sends are placed, unless it was killed, as a task's sends are in their
+//! mailboxes before its `Down`.
 
 use std::io;
 use std::os::unix::net::UnixStream;
@@ -21,15 +22,13 @@ use std::os::unix::process::ExitStatusExt;
 use std::process::ExitStatus;
 use std::sync::Arc;
 
-use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
-
 use crate::cell::{self, Cell, Route};
+use crate::forward::Forwarder;
 use crate::link::{Link, Reader, Tongue};
 use crate::shared::{Registered, Shared};
 use crate::sys::Child;
 use crate::wire::{self, Init, Spawned, ToChild, ToParent, WireError};
-use crate::{path, spawns, Envelope, Error, ErrorKind, Message, Path, Props, Reason, Reply, Result};
+use crate::{path, spawns, Envelope, Error, ErrorKind, Message, Props, Reason, Reply, Result};
 
 /// Starts a process worker at `path` from the entry registered as `entry`; `registered`
 /// is called under the registry lock once it is registered and its `Up` published.
@@ -75,10 +74,9 @@ pub(crate) async fn start<M: Message>(
     registered(&cell);
     drop(registry);
 
-    let (forward, forwarded) = mpsc::unbounded_channel();
-    let forwarder = tokio::spawn(forward_sends(shared.clone(), link.clone(), cell.path.clone(), forwarded));
+    let forward = Forwarder::new(shared.clone(), link.clone(), false);
     let supervisor = Supervisor { shared: shared.clone(), cell: cell.clone(), link, forward, exit: None, fatal: None };
-    tokio::spawn(supervisor.run(child, Reader::new(read), forwarder));
+    tokio::spawn(supervisor.run(child, Reader::new(read)));
     Ok(cell)
 }
 
@@ -86,7 +84,7 @@ pub(crate) async fn start<M: Message>(
 /// forwarded sends, answers to the child's asks.
 pub(crate) fn tongue<M: Message>() -> Tongue<M> {
     Tongue {
-        credit: |n| wire::encode(&ToChild::<()>::Credit(n)).expect("a credit frame encodes"),
+        credit: |id, n| wire::encode(&ToChild::<()>::Credit { id, n }).expect("a credit frame encodes"),
         reply: |ask, message| wire::encode(&ToChild::Answer { ask, result: Ok(message) }),
         no_reply: |ask| {
             let error = Error::new(ErrorKind::NoReply, "the worker dropped the ask without replying");
@@ -128,19 +126,11 @@ fn event_frame<M>(cell: &Cell<M>, reason: Option<&Reason>) -> Vec<u8> {
     wire::encode(&frame).expect("a frame without a message encodes")
 }
 
-/// A message a child sends to another worker, for the forwarder.
-struct Forward<M> {
-    to: Path,
-    id: u64,
-    ask: Option<u64>,
-    message: M,
-}
-
 struct Supervisor<M> {
     shared: Arc<Shared<M>>,
     cell: Arc<Cell<M>>,
     link: Arc<Link<M>>,
-    forward: mpsc::UnboundedSender<Forward<M>>,
+    forward: Arc<Forwarder<M>>,
     /// How the child said its entry ended (its last frame).
     exit: Option<std::result::Result<(), String>>,
     /// Why the child was killed for breaking the protocol.
@@ -148,7 +138,7 @@ struct Supervisor<M> {
 }
 
 impl<M: Message> Supervisor<M> {
-    async fn run(mut self, mut child: Child, mut reader: Reader, forwarder: JoinHandle<()>) {
+    async fn run(mut self, mut child: Child, mut reader: Reader) {
         let (mut killed, mut stop_sent, mut reading) = (false, false, true);
         loop {
             tokio::select! {
@@ -181,16 +171,13 @@ impl<M: Message> Supervisor<M> {
         let mut reason = self.reason(status);
         // Like a task's sends, a child's sends are placed before its `Down`, unless it
         // is killed, before or while they wait: a killed task's waiting send is dropped too.
-        drop(self.forward);
         if reason == Reason::Killed {
-            forwarder.abort();
+            self.forward.close().await;
         }
-        let mut forwarder = forwarder;
         tokio::select! {
-            _ = &mut forwarder => {}
+            () = self.forward.placed() => {}
             () = self.cell.kill.wait() => {
-                forwarder.abort();
-                let _ = forwarder.await;
+                self.forward.close().await;
                 reason = Reason::Killed;
             }
         }
@@ -204,11 +191,13 @@ impl<M: Message> Supervisor<M> {
             let Some(frame) = reader.next::<ToParent<M>>() else { return };
             match frame {
                 Ok(ToParent::Send { to, id, ask, message }) => {
-                    drop(self.forward.send(Forward { to, id, ask, message }))
+                    let from = Some(self.cell.path.clone());
+                    let reply = ask.map(|ask| Reply::remote(self.link.clone(), ask, from.clone()));
+                    self.forward.message(to, id, Envelope::new(message, from, reply));
                 }
                 Ok(ToParent::Reply { ask, message }) => self.link.answer(ask, Some(Ok(message))),
                 Ok(ToParent::NoReply { ask }) => self.link.answer(ask, None),
-                Ok(ToParent::Credit(n)) => self.link.credit(n),
+                Ok(ToParent::Credit { id, n }) => self.link.credit(id, n),
                 Ok(ToParent::Stop { to, id }) => drop(self.shared.find(&to, id).map(|cell| cell.request_stop())),
                 Ok(ToParent::Kill { to, id }) => drop(self.shared.find(&to, id).map(|cell| cell.request_kill())),
                 Ok(ToParent::Spawn(request)) => {
@@ -233,56 +222,6 @@ impl<M: Message> Supervisor<M> {
             (Ok(status), _) => Reason::Failed(format!("its process exited ({status}) before its entry returned")),
             (Err(e), None) => Reason::Failed(format!("its process ended, and its exit status is unknown: {e}")),
         }
-    }
-}
-
-/// Places the messages a child sends to other workers, in order, each once its
-/// receiver's mailbox has room; then returns the child a credit for it.
-async fn forward_sends<M: Message>(
-    shared: Arc<Shared<M>>,
-    link: Arc<Link<M>>,
-    from: Path,
-    mut forwarded: mpsc::UnboundedReceiver<Forward<M>>,
-) {
-    while let Some(Forward { to, id, ask, message }) = forwarded.recv().await {
-        let target = shared.find(&to, id);
-        match (target, ask) {
-            (None, None) => {}
-            (None, Some(ask)) => {
-                let err = Error::new(ErrorKind::Closed, "the worker has ended; it takes no messages");
-                answer(&link, ask, Err(err.with_path(to.as_str())));
-            }
-            (Some(cell), None) => drop(cell.deliver(Envelope::new(message, Some(from.clone()), None)).await),
-            (Some(cell), Some(ask)) => {
-                let (reply, answered) = Reply::channel(Some(from.clone()));
-                match cell.deliver(Envelope::new(message, Some(from.clone()), Some(reply))).await {
-                    Err((err, _)) => answer(&link, ask, Err(err)),
-                    Ok(()) => {
-                        let link = link.clone();
-                        tokio::spawn(async move {
-                            let result = answered.await.unwrap_or_else(|_| {
-                                Err(Error::new(ErrorKind::NoReply, "the worker dropped the ask without replying")
-                                    .with_path(to.as_str()))
-                            });
-                            answer(&link, ask, result);
-                        });
-                    }
-                }
-            }
-        }
-        link.owe();
-    }
-}
-
-/// Sends a child the answer to its ask `ask`.
-fn answer<M: Message>(link: &Link<M>, ask: u64, result: Result<M>) {
-    let sent = match &result {
-        Ok(message) => link.send(&ToChild::Answer { ask, result: Ok(message) }),
-        Err(err) => link.send(&ToChild::<&M>::Answer { ask, result: Err(WireError::from(err)) }),
-    };
-    if let Err(err) = sent {
-        // The reply could not be encoded: the asker learns why.
-        let _ = link.send(&ToChild::<&M>::Answer { ask, result: Err(WireError::from(&err)) });
     }
 }
 

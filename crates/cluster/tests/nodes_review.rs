@@ -79,7 +79,6 @@ async fn review_a_broken_link_between_live_nodes_is_made_again() {
 /// receiver's room: one worker that does not drain its mailbox stops every message of
 /// that peer to every other worker of this node (the link's window runs out).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "known gap (issue 14): one credit window per link, not per receiver"]
 async fn review_a_stuck_worker_does_not_block_messages_to_the_other_workers_of_its_node() {
     let etcd = EtcdCluster::start(1);
     let url = etcd.url("/review-hol/");

@@ -1,27 +1,26 @@
 //! A link to another node: what is sent over it ([`tongue`], [`route`], [`event_frame`])
 //! and what is read from it ([`read`]).
 //!
-//! Messages to the other node's workers take credits of the link's window (a mailbox's
-//! worth of messages not yet placed there); the other node places them in order, each
-//! once its receiver's mailbox has room, and returns a credit for each. Replies, events,
-//! credits, stops and kills are not counted.
+//! Messages to the other node's workers take credits of their receivers' windows on the
+//! link (a mailbox's worth of messages not yet placed there); the other node places them
+//! in order for each receiver, each once its mailbox has room, and returns a credit for
+//! each (see `forward.rs`). Replies, events, credits, stops and kills are not counted.
 
 use std::sync::Arc;
 
-use tokio::sync::mpsc;
-
 use super::frames::ToNode;
 use crate::cell::{Cell, Control, Route};
+use crate::forward::Forwarder;
 use crate::link::{Link, Reader, Tongue};
 use crate::shared::Shared;
 use crate::spawns::Spawns;
 use crate::wire::{self, SpawnRequest, Spawned, WireError};
-use crate::{Envelope, Error, ErrorKind, Message, Path, Reason, Reply};
+use crate::{Envelope, Error, ErrorKind, Message, Reason, Reply};
 
 /// What this node's end of a link says of itself.
 pub(crate) fn tongue<M: Message>() -> Tongue<M> {
     Tongue {
-        credit: |n| wire::encode(&ToNode::<()>::Credit(n)).expect("a credit frame encodes"),
+        credit: |id, n| wire::encode(&ToNode::<()>::Credit { id, n }).expect("a credit frame encodes"),
         reply: |ask, message| wire::encode(&ToNode::Reply { ask, message }),
         no_reply: |ask| failed(ask, &Error::new(ErrorKind::NoReply, "the worker dropped the ask without replying")),
         fail: failed,
@@ -65,13 +64,6 @@ pub(crate) fn event_frame<M>(cell: &Cell<M>, reason: Option<&Reason>) -> Vec<u8>
     wire::encode(&frame).expect("a frame without a message encodes")
 }
 
-/// What the forwarder does for one of our workers, in the order the other node sent it:
-/// place a message, or ask the worker to stop after the messages sent before.
-enum Forward<M> {
-    Send { to: Path, id: u64, from: Option<Path>, ask: Option<u64>, message: M },
-    Stop { to: Path, id: u64 },
-}
-
 /// The frame that asks another node to spawn.
 pub(crate) fn spawn_frame(spawn: &SpawnRequest) -> crate::Result<Vec<u8>> {
     wire::encode(&ToNode::<()>::Spawn(spawn.clone()))
@@ -85,8 +77,7 @@ pub(crate) async fn read<M: Message>(
     spawns: Arc<Spawns<M>>,
     mut reader: Reader,
 ) -> String {
-    let (forward, forwarded) = mpsc::unbounded_channel();
-    let forwarder = tokio::spawn(forward_sends(shared.clone(), link.clone(), forwarded));
+    let forward = Forwarder::new(shared.clone(), link.clone(), true);
     let why = loop {
         let mut left = None;
         while let Some(frame) = reader.next::<ToNode<M>>() {
@@ -108,7 +99,7 @@ pub(crate) async fn read<M: Message>(
             Err(e) => break format!("cannot read from it: {e}"),
         }
     };
-    forwarder.abort();
+    forward.close().await;
     why
 }
 
@@ -116,7 +107,7 @@ fn take<M: Message>(
     shared: &Arc<Shared<M>>,
     link: &Arc<Link<M>>,
     spawns: &Spawns<M>,
-    forward: &mpsc::UnboundedSender<Forward<M>>,
+    forward: &Arc<Forwarder<M>>,
     frame: ToNode<M>,
 ) {
     match frame {
@@ -139,11 +130,14 @@ fn take<M: Message>(
                 shared.ended(&cell, reason);
             }
         }
-        ToNode::Send { to, id, from, ask, message } => drop(forward.send(Forward::Send { to, id, from, ask, message })),
+        ToNode::Send { to, id, from, ask, message } => {
+            let reply = ask.map(|ask| Reply::remote(link.clone(), ask, from.clone()));
+            forward.message(to, id, Envelope::new(message, from, reply));
+        }
         ToNode::Reply { ask, message } => link.answer(ask, Some(Ok(message))),
         ToNode::Failed { ask, error } => link.answer(ask, Some(Err(Error::from(error)))),
-        ToNode::Credit(n) => link.credit(n),
-        ToNode::Stop { to, id } => drop(forward.send(Forward::Stop { to, id })),
+        ToNode::Credit { id, n } => link.credit(id, n),
+        ToNode::Stop { to, id } => forward.stop(to, id),
         ToNode::Kill { to, id } => drop(ours(shared, &to, id).map(|cell| cell.request_kill())),
         ToNode::Spawn(request) => crate::spawns::serve(shared.clone(), link.clone(), request, spawned_frame),
         ToNode::Spawned { request, result } => {
@@ -174,42 +168,6 @@ fn ours<M: Message>(shared: &Shared<M>, path: &str, id: u64) -> Option<Arc<Cell<
     shared.find(path, id).filter(|cell| cell.is_ours())
 }
 
-/// Places the other node's messages to our workers, in order, each once its receiver's
-/// mailbox has room, then returns a credit for it; a stop comes after the messages sent
-/// before it (a kill does not wait).
-async fn forward_sends<M: Message>(
-    shared: Arc<Shared<M>>,
-    link: Arc<Link<M>>,
-    mut forwarded: mpsc::UnboundedReceiver<Forward<M>>,
-) {
-    while let Some(forward) = forwarded.recv().await {
-        let (to, id, from, ask, message) = match forward {
-            Forward::Send { to, id, from, ask, message } => (to, id, from, ask, message),
-            Forward::Stop { to, id } => {
-                if let Some(cell) = ours(&shared, &to, id) {
-                    cell.request_stop();
-                }
-                continue;
-            }
-        };
-        let reply = ask.map(|ask| Reply::remote(link.clone(), ask, from.clone()));
-        let envelope = Envelope::new(message, from, reply);
-        let delivered = match ours(&shared, &to, id) {
-            Some(cell) => cell.deliver(envelope).await,
-            None => {
-                let err = Error::new(ErrorKind::Closed, "the worker has ended; it takes no messages");
-                Err((err.with_path(to.as_str()), envelope))
-            }
-        };
-        if let Err((err, mut envelope)) = delivered {
-            if let Some(reply) = envelope.take_reply() {
-                reply.fail(err);
-            }
-        }
-        link.owe();
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use std::collections::HashMap;
@@ -220,7 +178,7 @@ mod tests {
     use super::*;
     use crate::local::Local;
     use crate::registry::Registry;
-    use crate::Props;
+    use crate::{Path, Props};
 
     /// A link over a loopback TCP connection (its other end kept open).
     async fn tcp_link() -> (Arc<Link<u64>>, TcpStream) {
@@ -249,7 +207,7 @@ mod tests {
         });
         let ((b, _b_end), (c, _c_end)) = (tcp_link().await, tcp_link().await);
         let spawns = Spawns::new();
-        let (forward, _forwarded) = mpsc::unbounded_channel();
+        let forward = Forwarder::new(shared.clone(), b.clone(), true);
         let p = || Path::from_valid("/p".to_owned());
         let up = |id| ToNode::Up { id, path: p(), props: Props::new(), pid: None };
         take(&shared, &b, &spawns, &forward, up(7));

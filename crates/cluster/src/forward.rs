@@ -1,0 +1,174 @@
+//! Places the messages that came over a link (from a child, or from another node) in the
+//! mailboxes of their receivers in this process: in order for each receiver, and a
+//! receiver whose mailbox is full holds up only the messages sent to it (the others go
+//! on). A credit of the receiver's window goes back over the link for each message once
+//! it is placed, or has failed.
+//!
+//! A receiver with room takes a message at once, on the reader's task; one without gets
+//! a lane: a task that places its messages in turn, waiting for room, and ends when none
+//! are left. The sender's window bounds what waits in a lane.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+
+use crate::cell::Cell;
+use crate::link::Link;
+use crate::shared::Shared;
+use crate::{Envelope, Error, ErrorKind, Message, Path};
+
+/// What waits in a lane, for one receiver.
+enum Item<M> {
+    /// A message for the receiver.
+    Message { to: Path, envelope: Envelope<M> },
+    /// Asks the receiver to stop, after the messages sent before.
+    Stop { to: Path },
+}
+
+/// The receivers with messages waiting for room, by receiver id (`None` once closed).
+type Lanes<M> = Option<HashMap<u64, Lane<M>>>;
+
+struct Lane<M> {
+    waiting: VecDeque<Item<M>>,
+    task: Option<JoinHandle<()>>,
+}
+
+pub(crate) struct Forwarder<M> {
+    shared: Arc<Shared<M>>,
+    link: Arc<Link<M>>,
+    /// Whether only this process's own workers take messages (a node's peers), or any
+    /// worker it knows (a child's parent, which forwards to other processes' workers).
+    only_ours: bool,
+    lanes: Mutex<Lanes<M>>,
+    /// Told when the last lane ends.
+    idle: Notify,
+}
+
+impl<M: Message> Forwarder<M> {
+    pub(crate) fn new(shared: Arc<Shared<M>>, link: Arc<Link<M>>, only_ours: bool) -> Arc<Forwarder<M>> {
+        let lanes = Mutex::new(Some(HashMap::new()));
+        Arc::new(Forwarder { shared, link, only_ours, lanes, idle: Notify::new() })
+    }
+
+    /// Places `envelope` in the mailbox of the worker `to` whose id is `id`, after the
+    /// messages sent to it before.
+    pub(crate) fn message(self: &Arc<Self>, to: Path, id: u64, envelope: Envelope<M>) {
+        self.push(id, Item::Message { to, envelope });
+    }
+
+    /// Asks the worker `to` whose id is `id` to stop, after the messages sent to it before.
+    pub(crate) fn stop(self: &Arc<Self>, to: Path, id: u64) {
+        self.push(id, Item::Stop { to });
+    }
+
+    fn push(self: &Arc<Self>, id: u64, item: Item<M>) {
+        let mut lanes = self.lanes.lock();
+        let Some(lanes) = lanes.as_mut() else { return }; // closed: dropped, with its reply
+        if let Some(lane) = lanes.get_mut(&id) {
+            return lane.waiting.push_back(item);
+        }
+        let Some(item) = self.place_now(id, item) else { return };
+        let forwarder = self.clone();
+        let task = tokio::spawn(async move { forwarder.run_lane(id).await });
+        lanes.insert(id, Lane { waiting: VecDeque::from([item]), task: Some(task) });
+    }
+
+    /// Places `item` if its receiver has room (or is gone); gives it back if it must wait.
+    fn place_now(&self, id: u64, item: Item<M>) -> Option<Item<M>> {
+        let (to, envelope) = match item {
+            Item::Stop { to } => {
+                if let Some(cell) = self.receiver(&to, id) {
+                    cell.request_stop();
+                }
+                return None;
+            }
+            Item::Message { to, envelope } => (to, envelope),
+        };
+        let delivered = match self.receiver(&to, id) {
+            Some(cell) => cell.try_deliver(envelope),
+            None => Err((gone(&to), envelope)),
+        };
+        match delivered {
+            Err((err, envelope)) if err.kind() == ErrorKind::Full => return Some(Item::Message { to, envelope }),
+            Err((err, envelope)) => failed(err, envelope),
+            Ok(()) => {}
+        }
+        self.link.owe(id);
+        None
+    }
+
+    /// Places the messages of the receiver `id` in turn, waiting for room.
+    async fn run_lane(self: Arc<Self>, id: u64) {
+        loop {
+            let item = {
+                let mut lanes = self.lanes.lock();
+                let Some(lanes) = lanes.as_mut() else { return };
+                let Some(lane) = lanes.get_mut(&id) else { return };
+                match lane.waiting.pop_front() {
+                    Some(item) => item,
+                    None => {
+                        lanes.remove(&id);
+                        if lanes.is_empty() {
+                            self.idle.notify_waiters();
+                        }
+                        return;
+                    }
+                }
+            };
+            match item {
+                Item::Stop { to } => drop(self.receiver(&to, id).map(|cell| cell.request_stop())),
+                Item::Message { to, envelope } => {
+                    let delivered = match self.receiver(&to, id) {
+                        Some(cell) => cell.deliver(envelope).await,
+                        None => Err((gone(&to), envelope)),
+                    };
+                    if let Err((err, envelope)) = delivered {
+                        failed(err, envelope);
+                    }
+                    self.link.owe(id);
+                }
+            }
+        }
+    }
+
+    fn receiver(&self, to: &Path, id: u64) -> Option<Arc<Cell<M>>> {
+        self.shared.find(to, id).filter(|cell| !self.only_ours || cell.is_ours())
+    }
+
+    /// Waits until every message given so far is placed (or has failed).
+    pub(crate) async fn placed(&self) {
+        loop {
+            let idle = self.idle.notified();
+            tokio::pin!(idle);
+            idle.as_mut().enable();
+            if self.lanes.lock().as_ref().is_none_or(HashMap::is_empty) {
+                return;
+            }
+            idle.await;
+        }
+    }
+
+    /// Drops the messages that wait for room (their asks fail), and every later one.
+    pub(crate) async fn close(&self) {
+        let lanes = self.lanes.lock().take().unwrap_or_default();
+        for task in lanes.into_values().filter_map(|mut lane| lane.task.take()) {
+            task.abort();
+            let _ = task.await;
+        }
+        self.idle.notify_waiters();
+    }
+}
+
+fn gone(to: &Path) -> Error {
+    Error::new(ErrorKind::Closed, "the worker has ended; it takes no messages").with_path(to.as_str())
+}
+
+/// The message was not placed: its asker learns why.
+fn failed<M: Message>(err: Error, mut envelope: Envelope<M>) {
+    if let Some(reply) = envelope.take_reply() {
+        reply.fail(err);
+    }
+}
