@@ -56,6 +56,9 @@ pub enum Msg {
     /// Ask: send `n` numbers `0..n` to the worker at this path without waiting for them to
     /// arrive; reply `Num(n)`.
     Fire(String, u64),
+    /// Ask: send `n` numbers `0..n` to the worker at this path from a task of their own,
+    /// and reply `Num(n)` at once.
+    FireInBackground(String, u64),
     /// Ask: the paths under the prefix, as `Text`, separated by commas.
     Lookup(String),
     /// Ask: spawn a worker from inside, at `path`, from `entry`, as `how` says, with the
@@ -148,6 +151,17 @@ pub async fn worker(mut ctx: Context<Msg>) -> Result<(), String> {
                 for i in 0..n {
                     other.send(Msg::Num(i)).await.map_err(|e| e.to_string())?;
                 }
+                Msg::Num(n)
+            }
+            Msg::FireInBackground(path, n) => {
+                let other = ctx.cluster().lookup(&path).ok_or("nobody to fire at")?;
+                tokio::spawn(async move {
+                    for i in 0..n {
+                        if other.send(Msg::Num(i)).await.is_err() {
+                            return;
+                        }
+                    }
+                });
                 Msg::Num(n)
             }
             Msg::Lookup(prefix) => {

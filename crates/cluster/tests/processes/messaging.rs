@@ -102,3 +102,24 @@ async fn order_is_kept_per_sender_and_receiver_across_processes() {
     assert_eq!(seen, expected, "messages from the child to the task arrived out of order");
     within(cluster.shutdown(LONG)).await;
 }
+
+/// Review (issue 14): a child's sends to a worker that stops taking messages used up the
+/// one credit window of the child's link, and then none of its messages reached any
+/// other worker. Windows are per receiver now.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stuck_worker_does_not_block_a_childs_messages_to_other_workers() {
+    let dir = TempDir::new();
+    let cluster = process_builder(&dir).mailbox_capacity(4).build().unwrap();
+    let stuck = cluster.spawn("/stuck", Props::new(), "worker").await.unwrap();
+    cluster.spawn("/ok", Props::new(), "worker").await.unwrap();
+    let child = cluster.spawn_process("/c", Props::new(), "worker").await.unwrap();
+    stuck.send(Msg::Hang).await.unwrap();
+    // 3 more fill its mailbox, 1 waits in the parent's forwarder, 4 more use up the
+    // child's window to it, and the rest wait in the child.
+    assert_eq!(ask(&child, Msg::FireInBackground("/stuck".into(), 20)).await, Msg::Num(20));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let answer = within(child.ask(Msg::AskOther("/ok".into(), Box::new(Msg::Count)), Duration::from_secs(5))).await;
+    assert_eq!(answer.map_err(|e| e.kind()), Ok(Msg::Num(0)), "the child cannot reach a healthy worker");
+    stuck.kill();
+    within(cluster.shutdown(LONG)).await;
+}
