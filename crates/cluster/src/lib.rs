@@ -89,8 +89,9 @@
 //!   `send` waits for room, `try_send` fails with [`ErrorKind::Full`]. One channel per
 //!   receiver keeps each sender's messages in order. Inside a process worker, every
 //!   other worker is reached through the parent, and `Full` means that this child's
-//!   window of sends waiting in the parent is full, not the receiver's mailbox (see
-//!   **Wire**): a `try_send` that succeeds may still wait in the parent for room. An
+//!   window of sends to that receiver waiting in the parent is full, not the receiver's
+//!   mailbox (see **Wire**): a `try_send` that succeeds may still wait in the parent for
+//!   room. An
 //!   ask carries a one-shot reply channel; dropping it unanswered fails the ask at once.
 //!   Messages between tasks are moved, not serialized.
 //! - **Membership** (`event.rs`): every `Up` and `Down` is published to all subscribers
@@ -118,12 +119,14 @@
 //!   the system calls), since the parent-death signal follows the forking thread.
 //! - **Wire** (`wire.rs`, `link.rs`): frames are a `u32` length and a
 //!   [postcard](https://docs.rs/postcard) body; messages between processes are
-//!   encoded, messages inside one are not. Each way is flow controlled by credits: the
-//!   parent may have at most a mailbox's worth of messages not yet received by the
-//!   child's worker (so a process mailbox is bounded like a task's: `send` waits,
-//!   `try_send` fails with [`ErrorKind::Full`]), and a child at most as many sends not
-//!   yet placed by the parent. Replies, events, credits and spawns are not counted, so
-//!   no reader ever waits. An ask carries an id; its reply handle in the child is a
+//!   encoded, messages inside one are not. Each way is flow controlled by credits, per
+//!   receiver: the parent may have at most a mailbox's worth of messages not yet
+//!   received by the child's worker (so a process mailbox is bounded like a task's:
+//!   `send` waits, `try_send` fails with [`ErrorKind::Full`]), and a child (or another
+//!   node) at most as many sends to each receiver not yet placed in its mailbox. The
+//!   receiving end places them in order per receiver (`forward.rs`): a receiver that
+//!   stops taking messages holds up only its own. Replies, events, credits and spawns
+//!   are not counted, so no reader ever waits. An ask carries an id; its reply handle in the child is a
 //!   frame back.
 //! - **The parent is the hub**: the registry queues an event frame for each child
 //!   under its lock, so a child learns of a worker before any message sent after its
