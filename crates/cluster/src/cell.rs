@@ -139,7 +139,7 @@ impl<M: Message> Cell<M> {
                     Ok(prepared) => prepared,
                     Err(err) => return Err((err.with_path(self.path.as_str()), envelope)),
                 };
-                if let Err(refused) = link.acquire(self.id).await {
+                if let Err(refused) = link.acquire(&(self.id, self.path.clone())).await {
                     return Err((self.refused(refused, link, route), envelope));
                 }
                 link.commit(ask, bytes, envelope);
@@ -163,7 +163,7 @@ impl<M: Message> Cell<M> {
                     Ok(prepared) => prepared,
                     Err(err) => return Err((err.with_path(self.path.as_str()), envelope)),
                 };
-                if let Err(refused) = link.try_acquire(self.id) {
+                if let Err(refused) = link.try_acquire(&(self.id, self.path.clone())) {
                     return Err((self.refused(refused, link, route), envelope));
                 }
                 link.commit(ask, bytes, envelope);

@@ -136,7 +136,9 @@ fn serve<M: Message>(builder: Builder<M>, mut socket: UnixStream) -> i32 {
 /// received, replies to the asks delivered to it.
 fn tongue<M: Message>() -> Tongue<M> {
     Tongue {
-        credit: |id, n| wire::encode(&ToParent::<()>::Credit { id, n }).expect("a credit frame encodes"),
+        credit: |(id, to), n| {
+            wire::encode(&ToParent::<()>::Credit { to: to.clone(), id: *id, n }).expect("a credit frame encodes")
+        },
         reply: |ask, message| wire::encode(&ToParent::Reply { ask, message }),
         no_reply: |ask| wire::encode(&ToParent::<()>::NoReply { ask }).expect("a frame without a message encodes"),
         // The parent delivers only to the child's worker, which drops what it cannot take.
@@ -263,7 +265,7 @@ impl<M: Message> Child<M> {
                     self.shared.ended(&cell, reason);
                 }
             }
-            ToChild::Credit { id, n } => self.link.credit(id, n),
+            ToChild::Credit { to, id, n } => self.link.credit(&(id, to), n),
             ToChild::Stop => drop(self.cell.stopping.fire()),
             ToChild::Spawned { request, result } => {
                 let result = result.map(|spawned| self.spawned(spawned)).map_err(Error::from);

@@ -57,7 +57,7 @@ impl<M: Message> Context<M> {
     pub async fn recv(&mut self) -> Option<Envelope<M>> {
         let envelope = self.next_envelope().await;
         if let (Some(_), Some(link)) = (&envelope, &self.credits) {
-            link.owe(self.cell.id); // room for one more in the mailbox
+            link.owe(&(self.cell.id, self.cell.path.clone())); // room for one more in the mailbox
         }
         envelope
     }

@@ -16,20 +16,20 @@ use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
 use crate::cell::Cell;
-use crate::link::Link;
+use crate::link::{Link, Receiver};
 use crate::shared::Shared;
 use crate::{Envelope, Error, ErrorKind, Message, Path};
 
 /// What waits in a lane, for one receiver.
 enum Item<M> {
     /// A message for the receiver.
-    Message { to: Path, envelope: Envelope<M> },
+    Message(Envelope<M>),
     /// Asks the receiver to stop, after the messages sent before.
-    Stop { to: Path },
+    Stop,
 }
 
-/// The receivers with messages waiting for room, by receiver id (`None` once closed).
-type Lanes<M> = Option<HashMap<u64, Lane<M>>>;
+/// The receivers with messages waiting for room (`None` once closed).
+type Lanes<M> = Option<HashMap<Receiver, Lane<M>>>;
 
 struct Lane<M> {
     waiting: VecDeque<Item<M>>,
@@ -56,61 +56,64 @@ impl<M: Message> Forwarder<M> {
     /// Places `envelope` in the mailbox of the worker `to` whose id is `id`, after the
     /// messages sent to it before.
     pub(crate) fn message(self: &Arc<Self>, to: Path, id: u64, envelope: Envelope<M>) {
-        self.push(id, Item::Message { to, envelope });
+        self.push((id, to), Item::Message(envelope));
     }
 
     /// Asks the worker `to` whose id is `id` to stop, after the messages sent to it before.
     pub(crate) fn stop(self: &Arc<Self>, to: Path, id: u64) {
-        self.push(id, Item::Stop { to });
+        self.push((id, to), Item::Stop);
     }
 
-    fn push(self: &Arc<Self>, id: u64, item: Item<M>) {
+    fn push(self: &Arc<Self>, receiver: Receiver, item: Item<M>) {
         let mut lanes = self.lanes.lock();
         let Some(lanes) = lanes.as_mut() else { return }; // closed: dropped, with its reply
-        if let Some(lane) = lanes.get_mut(&id) {
+        if let Some(lane) = lanes.get_mut(&receiver) {
             return lane.waiting.push_back(item);
         }
-        let Some(item) = self.place_now(id, item) else { return };
-        let forwarder = self.clone();
-        let task = tokio::spawn(async move { forwarder.run_lane(id).await });
-        lanes.insert(id, Lane { waiting: VecDeque::from([item]), task: Some(task) });
+        let Some(item) = self.place_now(&receiver, item) else { return };
+        let (forwarder, lane) = (self.clone(), receiver.clone());
+        let task = tokio::spawn(async move { forwarder.run_lane(lane).await });
+        lanes.insert(receiver, Lane { waiting: VecDeque::from([item]), task: Some(task) });
     }
 
     /// Places `item` if its receiver has room (or is gone); gives it back if it must wait.
-    fn place_now(&self, id: u64, item: Item<M>) -> Option<Item<M>> {
-        let (to, envelope) = match item {
-            Item::Stop { to } => {
-                if let Some(cell) = self.receiver(&to, id) {
+    fn place_now(&self, receiver: &Receiver, item: Item<M>) -> Option<Item<M>> {
+        let cell = self.cell(receiver);
+        let envelope = match item {
+            Item::Stop => {
+                if let Some(cell) = cell {
                     cell.request_stop();
                 }
                 return None;
             }
-            Item::Message { to, envelope } => (to, envelope),
+            Item::Message(envelope) => envelope,
         };
-        let delivered = match self.receiver(&to, id) {
+        let delivered = match cell {
             Some(cell) => cell.try_deliver(envelope),
-            None => Err((gone(&to), envelope)),
+            None => Err((gone(&receiver.1), envelope)),
         };
         match delivered {
-            Err((err, envelope)) if err.kind() == ErrorKind::Full => return Some(Item::Message { to, envelope }),
+            Err((err, envelope)) if err.kind() == ErrorKind::Full => return Some(Item::Message(envelope)),
             Err((err, envelope)) => failed(err, envelope),
             Ok(()) => {}
         }
-        self.link.owe(id);
+        self.link.owe(receiver);
         None
     }
 
-    /// Places the messages of the receiver `id` in turn, waiting for room.
-    async fn run_lane(self: Arc<Self>, id: u64) {
+    /// Places the messages of `receiver` in turn, waiting for room.
+    async fn run_lane(self: Arc<Self>, receiver: Receiver) {
+        // A lane whose task panics (a message's `Drop`, say) still ends: `placed` returns.
+        let _unwinding = LaneEnd { forwarder: &self, receiver: &receiver };
         loop {
             let item = {
                 let mut lanes = self.lanes.lock();
                 let Some(lanes) = lanes.as_mut() else { return };
-                let Some(lane) = lanes.get_mut(&id) else { return };
+                let Some(lane) = lanes.get_mut(&receiver) else { return };
                 match lane.waiting.pop_front() {
                     Some(item) => item,
                     None => {
-                        lanes.remove(&id);
+                        lanes.remove(&receiver);
                         if lanes.is_empty() {
                             self.idle.notify_waiters();
                         }
@@ -119,23 +122,24 @@ impl<M: Message> Forwarder<M> {
                 }
             };
             match item {
-                Item::Stop { to } => drop(self.receiver(&to, id).map(|cell| cell.request_stop())),
-                Item::Message { to, envelope } => {
-                    let delivered = match self.receiver(&to, id) {
+                Item::Stop => drop(self.cell(&receiver).map(|cell| cell.request_stop())),
+                Item::Message(envelope) => {
+                    let delivered = match self.cell(&receiver) {
                         Some(cell) => cell.deliver(envelope).await,
-                        None => Err((gone(&to), envelope)),
+                        None => Err((gone(&receiver.1), envelope)),
                     };
                     if let Err((err, envelope)) = delivered {
                         failed(err, envelope);
                     }
-                    self.link.owe(id);
+                    self.link.owe(&receiver);
                 }
             }
         }
     }
 
-    fn receiver(&self, to: &Path, id: u64) -> Option<Arc<Cell<M>>> {
-        self.shared.find(to, id).filter(|cell| !self.only_ours || cell.is_ours())
+    /// The worker of this process that `receiver` names, if it is still there.
+    fn cell(&self, (id, to): &Receiver) -> Option<Arc<Cell<M>>> {
+        self.shared.find(to, *id).filter(|cell| !self.only_ours || cell.is_ours())
     }
 
     /// Waits until every message given so far is placed (or has failed).
@@ -159,6 +163,27 @@ impl<M: Message> Forwarder<M> {
             let _ = task.await;
         }
         self.idle.notify_waiters();
+    }
+}
+
+/// Removes a lane whose task panics, so that waiting for the lanes to end does not wait
+/// for good.
+struct LaneEnd<'a, M> {
+    forwarder: &'a Forwarder<M>,
+    receiver: &'a Receiver,
+}
+
+impl<M> Drop for LaneEnd<'_, M> {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            return;
+        }
+        if let Some(lanes) = self.forwarder.lanes.lock().as_mut() {
+            lanes.remove(self.receiver);
+            if lanes.is_empty() {
+                self.forwarder.idle.notify_waiters();
+            }
+        }
     }
 }
 

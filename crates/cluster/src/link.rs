@@ -7,7 +7,8 @@
 //! worker on the other end that is sent messages has a window of `capacity` credits
 //! (made at its first message, dropped when all its credits are back), each message
 //! takes one of its receiver's, and the other end returns them in `Credit` frames that
-//! name the receiver (the child when its worker has received a message, the parent or a
+//! name the receiver by id and path (ids are counted per process: a process may know
+//! workers of several others with one id) (the child when its worker has received a message, the parent or a
 //! node when it has placed a forwarded one in its receiver's mailbox). So a receiver that
 //! stops taking messages holds up only the messages sent to it. Everything else
 //! (replies, events, credits, stops) is not counted, so a reader never waits and no
@@ -28,13 +29,13 @@ use tokio::sync::{mpsc, oneshot, Semaphore, TryAcquireError};
 
 use crate::message::ReplyPath;
 use crate::wire::{self, Frames, Outbox};
-use crate::{Envelope, Message, Reply, Result};
+use crate::{Envelope, Message, Path, Reply, Result};
 
 /// The frames a link's own machinery sends, in the language of its other end: the
 /// credits it owes, and the answers to asks that came over it.
 pub(crate) struct Tongue<M> {
-    /// `n` credits for the receiver whose id is the first argument.
-    pub(crate) credit: fn(u64, u32) -> Vec<u8>,
+    /// `n` credits for a receiver.
+    pub(crate) credit: fn(&Receiver, u32) -> Vec<u8>,
     pub(crate) reply: fn(u64, &M) -> Result<Vec<u8>>,
     pub(crate) no_reply: fn(u64) -> Vec<u8>,
     /// The ask could not be delivered: the worker is gone, or its mailbox closed.
@@ -69,9 +70,12 @@ pub(crate) enum Refused {
     Full,
 }
 
-/// Credits for messages the other end can still take, by receiver id; `None` once the
-/// link is closed.
-type Windows = Mutex<Option<HashMap<u64, Arc<Semaphore>>>>;
+/// A worker on the other end, as messages and credits name it: its id and its path.
+pub(crate) type Receiver = (u64, Path);
+
+/// Credits for messages the other end can still take, by receiver; `None` once the link
+/// is closed.
+type Windows = Mutex<Option<HashMap<Receiver, Arc<Semaphore>>>>;
 
 pub(crate) struct Link<M> {
     out: mpsc::UnboundedSender<Out>,
@@ -82,13 +86,25 @@ pub(crate) struct Link<M> {
     asks: Mutex<Option<HashMap<u64, Reply<M>>>>,
     next_ask: AtomicU64,
     /// Credits owed to the other end, by receiver, sent by the writer.
-    owed: Arc<Mutex<HashMap<u64, u32>>>,
+    owed: Arc<Mutex<HashMap<Receiver, u32>>>,
     /// Set once the other end is gone.
     closed: AtomicBool,
     tongue: Tongue<M>,
 }
 
 impl<M> Link<M> {
+    /// Drops `receiver`'s window if all its credits are back and no sender holds it.
+    fn prune(&self, receiver: &Receiver) {
+        let mut windows = self.windows.lock();
+        let Some(windows) = windows.as_mut() else { return };
+        let whole = windows
+            .get(receiver)
+            .is_some_and(|window| Arc::strong_count(window) == 1 && window.available_permits() >= self.capacity);
+        if whole {
+            windows.remove(receiver);
+        }
+    }
+
     /// Whether the link is closed: the other end is gone.
     pub(crate) fn is_closed(&self) -> bool {
         self.closed.load(Ordering::Acquire) || self.out.is_closed()
@@ -174,21 +190,31 @@ impl<M: Message> Link<M> {
         Ok((ask, frame(ask)?))
     }
 
-    /// The window of the receiver whose id is `receiver`, made if it has none.
-    fn window(&self, receiver: u64) -> Result<Arc<Semaphore>, Refused> {
+    /// The window of `receiver`, made if it has none.
+    fn window(&self, receiver: &Receiver) -> Result<Arc<Semaphore>, Refused> {
         let mut windows = self.windows.lock();
         let windows = windows.as_mut().ok_or(Refused::Closed)?;
-        Ok(windows.entry(receiver).or_insert_with(|| Arc::new(Semaphore::new(self.capacity))).clone())
+        if let Some(window) = windows.get(receiver) {
+            return Ok(window.clone());
+        }
+        let window = Arc::new(Semaphore::new(self.capacity));
+        windows.insert(receiver.clone(), window.clone());
+        Ok(window)
     }
 
     /// Takes a credit of `receiver`'s window, waiting for one.
-    pub(crate) async fn acquire(&self, receiver: u64) -> Result<(), Refused> {
-        let window = self.window(receiver)?;
-        window.acquire().await.map(|permit| permit.forget()).map_err(|_| Refused::Closed)
+    pub(crate) async fn acquire(&self, receiver: &Receiver) -> Result<(), Refused> {
+        let mut waiter = Waiter { link: self, receiver, window: Some(self.window(receiver)?) };
+        let acquired = match &waiter.window {
+            Some(window) => window.acquire().await.map(|permit| permit.forget()).map_err(|_| Refused::Closed),
+            None => Err(Refused::Closed),
+        };
+        waiter.window = None; // a credit taken, or the link closed: nothing to drop
+        acquired
     }
 
     /// Takes a credit of `receiver`'s window if one is left.
-    pub(crate) fn try_acquire(&self, receiver: u64) -> Result<(), Refused> {
+    pub(crate) fn try_acquire(&self, receiver: &Receiver) -> Result<(), Refused> {
         match self.window(receiver)?.try_acquire() {
             Ok(permit) => {
                 permit.forget();
@@ -228,23 +254,20 @@ impl<M: Message> Link<M> {
     /// The other end returned `n` credits of `receiver`'s window (never more than it
     /// took). A window whose credits are all back, and that no sender is waiting on, is
     /// dropped: a window is kept only for a receiver that has messages on their way.
-    pub(crate) fn credit(&self, receiver: u64, n: u32) {
-        let mut windows = self.windows.lock();
-        let Some(windows) = windows.as_mut() else { return };
-        let Some(window) = windows.get(&receiver) else { return };
-        // Senders that wait hold a clone of the window: permits go to them first.
-        let taken = self.capacity.saturating_sub(window.available_permits());
-        window.add_permits((n as usize).min(taken));
-        if Arc::strong_count(window) == 1 && window.available_permits() >= self.capacity {
-            windows.remove(&receiver);
+    pub(crate) fn credit(&self, receiver: &Receiver, n: u32) {
+        if let Some(window) = self.windows.lock().as_ref().and_then(|windows| windows.get(receiver)) {
+            // Senders that wait hold a clone of the window: permits go to them first.
+            let taken = self.capacity.saturating_sub(window.available_permits());
+            window.add_permits((n as usize).min(taken));
         }
+        self.prune(receiver);
     }
 
     /// Owes the other end a credit of `receiver`'s window; the writer sends what is owed.
-    pub(crate) fn owe(&self, receiver: u64) {
+    pub(crate) fn owe(&self, receiver: &Receiver) {
         let mut owed = self.owed.lock();
         let nudge = owed.is_empty();
-        *owed.entry(receiver).or_insert(0) += 1;
+        *owed.entry(receiver.clone()).or_insert(0) += 1;
         drop(owed);
         if nudge {
             let _ = self.out.send(Out::Nudge);
@@ -271,12 +294,30 @@ impl<M: Message> Link<M> {
     }
 }
 
+/// A sender waiting for a credit of its receiver's window. One that gives up (its send
+/// dropped) hands back what it was being given, which may make the window whole: then
+/// the window goes, as it would have when its last credit came back.
+struct Waiter<'a, M> {
+    link: &'a Link<M>,
+    receiver: &'a Receiver,
+    window: Option<Arc<Semaphore>>,
+}
+
+impl<M> Drop for Waiter<'_, M> {
+    fn drop(&mut self) {
+        let gave_up = self.window.take().is_some();
+        if gave_up {
+            self.link.prune(self.receiver);
+        }
+    }
+}
+
 /// Writes what is queued, in batches, until the link is dropped or the socket fails.
 async fn write_frames(
-    credit: fn(u64, u32) -> Vec<u8>,
+    credit: fn(&Receiver, u32) -> Vec<u8>,
     mut rx: mpsc::UnboundedReceiver<Out>,
     mut write: WriteHalf,
-    owed: Arc<Mutex<HashMap<u64, u32>>>,
+    owed: Arc<Mutex<HashMap<Receiver, u32>>>,
 ) {
     const BATCH: usize = 64 * 1024;
     let mut batch = Vec::with_capacity(BATCH);
@@ -294,7 +335,7 @@ async fn write_frames(
             next = if batch.len() < BATCH && !shutdown { rx.try_recv().ok() } else { None };
         }
         for (receiver, n) in std::mem::take(&mut *owed.lock()) {
-            batch.extend_from_slice(&credit(receiver, n));
+            batch.extend_from_slice(&credit(&receiver, n));
         }
         if write.write_all(&batch).await.is_err() {
             return;
@@ -360,6 +401,26 @@ impl Reader {
 mod tests {
     use super::*;
     use crate::Envelope;
+
+    /// Second review: a sender that gave up after the credits of its window came back to
+    /// it left the window whole and in the table for as long as the link lived.
+    #[tokio::test]
+    async fn a_window_goes_when_its_last_waiter_gives_up() {
+        use std::future::Future;
+        use std::task::{Context, Waker};
+
+        let (ours, _theirs) = StdStream::pair().unwrap();
+        let (link, _read) = Link::<u64>::new(crate::parent::tongue(), ours, 1).unwrap();
+        let receiver: Receiver = (7, Path::from_valid("/r".to_owned()));
+        assert!(link.try_acquire(&receiver).is_ok());
+        let mut waiting = Box::pin(link.acquire(&receiver));
+        let mut cx = Context::from_waker(Waker::noop());
+        assert!(waiting.as_mut().poll(&mut cx).is_pending(), "the window is used up");
+        link.credit(&receiver, 1); // handed to the waiter, which gives up before it runs
+        drop(waiting);
+        let windows = link.windows.lock().as_ref().map_or(0, HashMap::len);
+        assert_eq!(windows, 0, "a whole window nobody waits on is kept");
+    }
 
     #[tokio::test]
     async fn asks_whose_askers_gave_up_do_not_pile_up() {

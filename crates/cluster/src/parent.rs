@@ -84,7 +84,9 @@ pub(crate) async fn start<M: Message>(
 /// forwarded sends, answers to the child's asks.
 pub(crate) fn tongue<M: Message>() -> Tongue<M> {
     Tongue {
-        credit: |id, n| wire::encode(&ToChild::<()>::Credit { id, n }).expect("a credit frame encodes"),
+        credit: |(id, to), n| {
+            wire::encode(&ToChild::<()>::Credit { to: to.clone(), id: *id, n }).expect("a credit frame encodes")
+        },
         reply: |ask, message| wire::encode(&ToChild::Answer { ask, result: Ok(message) }),
         no_reply: |ask| {
             let error = Error::new(ErrorKind::NoReply, "the worker dropped the ask without replying");
@@ -197,8 +199,9 @@ impl<M: Message> Supervisor<M> {
                 }
                 Ok(ToParent::Reply { ask, message }) => self.link.answer(ask, Some(Ok(message))),
                 Ok(ToParent::NoReply { ask }) => self.link.answer(ask, None),
-                Ok(ToParent::Credit { id, n }) => self.link.credit(id, n),
-                Ok(ToParent::Stop { to, id }) => drop(self.shared.find(&to, id).map(|cell| cell.request_stop())),
+                Ok(ToParent::Credit { to, id, n }) => self.link.credit(&(id, to), n),
+                // After the messages the child sent it before.
+                Ok(ToParent::Stop { to, id }) => self.forward.stop(to, id),
                 Ok(ToParent::Kill { to, id }) => drop(self.shared.find(&to, id).map(|cell| cell.request_kill())),
                 Ok(ToParent::Spawn(request)) => {
                     spawns::serve(self.shared.clone(), self.link.clone(), request, answer_frame)

@@ -47,9 +47,9 @@ pub(crate) enum ToChild<M> {
     Up { id: u64, path: Path, props: Props, pid: Option<u32> },
     /// A worker is down.
     Down { id: u64, path: Path, reason: Reason },
-    /// The parent placed `n` of the child's sends to the worker `id`: room for as many
-    /// more.
-    Credit { id: u64, n: u32 },
+    /// The parent placed `n` of the child's sends to the worker `to` (whose id is `id`):
+    /// room for as many more.
+    Credit { to: Path, id: u64, n: u32 },
     /// The worker is asked to stop: intake is closed.
     Stop,
     /// The answer to the child's [`SpawnRequest`] `request`: the new worker, whose `Up`
@@ -67,9 +67,9 @@ pub(crate) enum ToParent<M> {
     Reply { ask: u64, message: M },
     /// The ask was dropped unanswered.
     NoReply { ask: u64 },
-    /// The child's worker (whose id is `id`) received `n` messages: room for as many
-    /// more.
-    Credit { id: u64, n: u32 },
+    /// The child's worker `to` (whose id is `id`) received `n` messages: room for as
+    /// many more.
+    Credit { to: Path, id: u64, n: u32 },
     /// Asks the worker `to` to stop.
     Stop { to: Path, id: u64 },
     /// Kills the worker `to`.
@@ -271,13 +271,13 @@ mod tests {
 
     #[test]
     fn a_partial_frame_waits_for_the_rest() {
-        let whole = encode(&ToParent::<()>::Credit { id: 7, n: 3 }).unwrap();
+        let whole = encode(&ToParent::<()>::Credit { to: Path::from_valid("/c".to_owned()), id: 7, n: 3 }).unwrap();
         let mut frames = frames_of(&whole[..whole.len() - 1]);
         assert!(frames.next_frame().unwrap().is_none());
         assert!(frames.has_partial());
         frames.extend(&whole[whole.len() - 1..]);
         let body = frames.next_frame().unwrap().unwrap();
-        assert!(matches!(decode::<ToParent<String>>(body).unwrap(), ToParent::Credit { id: 7, n: 3 }));
+        assert!(matches!(decode::<ToParent<String>>(body).unwrap(), ToParent::Credit { id: 7, n: 3, .. }));
     }
 
     #[test]

@@ -344,3 +344,50 @@ async fn review_checked_asks_in_flight_to_a_node_that_dies_fail() {
     assert!(spawned.is_err(), "{spawned:?}");
     a.shutdown(LONG).await;
 }
+
+/// Second review (per-receiver windows): ids are counted per process, and the windows of
+/// a process worker's link (and its parent's lanes) were keyed by the receiver's id
+/// alone: a worker of another node whose id equals a stuck worker's of this node shared
+/// its window, and the child could not reach it. Keyed by path and id now.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn review_a_stuck_worker_does_not_block_a_childs_messages_to_another_nodes_worker_with_the_same_id() {
+    let etcd = EtcdCluster::start(1);
+    let url = etcd.url("/review-collide/");
+    let dir = crate::support::TempDir::new();
+    let a = crate::support::process_builder(&dir).mailbox_capacity(2).join(&url, "c").secret(SECRET).build().unwrap();
+    tokio::time::timeout(HANG, a.joined()).await.unwrap().unwrap();
+    // Stuck workers of a, first spawned in this process: ids 1, 2, ...
+    let mut stuck = Vec::new();
+    for i in 0..6 {
+        let w = a.spawn(&format!("/a/s{i}"), Props::new(), "worker").await.unwrap();
+        w.send(Msg::Hang).await.unwrap();
+        stuck.push(w);
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    for w in &stuck {
+        for n in 0..2 {
+            w.send(Msg::Num(n)).await.unwrap(); // fills its mailbox of 2
+        }
+    }
+    // b runs in a process of its own: its first worker's id is small too.
+    let mut b = Worker::spawn(&["node", &url, "c", "/b/1"]);
+    b.line("joined");
+    assert_eq!(b.line("spawned"), "spawned");
+    sees(&a, "/b/1").await;
+    let child = a.spawn_process("/a/child", Props::new(), "worker").await.unwrap();
+    // Baseline: the child reaches b's worker.
+    assert_eq!(child.ask(Msg::Burst("/b/1".into(), 3), LONG).await.unwrap(), Msg::Num(3));
+    // The child uses up its window to each stuck worker (2 wait in the parent's lanes).
+    for i in 0..6 {
+        assert_eq!(child.ask(Msg::FireInBackground(format!("/a/s{i}"), 10), LONG).await.unwrap(), Msg::Num(10));
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // A worker of a that is not stuck is reachable (its id, 8 or so, is its own).
+    let _ok = a.spawn("/a/ok", Props::new(), "worker").await.unwrap();
+    let to_ok = tokio::time::timeout(Duration::from_secs(5), child.ask(Msg::Burst("/a/ok".into(), 3), LONG)).await;
+    assert!(matches!(to_ok, Ok(Ok(Msg::Num(3)))), "child to /a/ok: {to_ok:?}");
+    // b's worker is healthy: the child's messages to it must go on.
+    let to_b = tokio::time::timeout(Duration::from_secs(5), child.ask(Msg::Burst("/b/1".into(), 3), LONG)).await;
+    assert!(matches!(to_b, Ok(Ok(Msg::Num(3)))), "child to b's healthy /b/1 is held up: {to_b:?}");
+    a.shutdown(Duration::from_millis(100)).await;
+}

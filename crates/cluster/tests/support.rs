@@ -59,6 +59,9 @@ pub enum Msg {
     /// Ask: send `n` numbers `0..n` to the worker at this path from a task of their own,
     /// and reply `Num(n)` at once.
     FireInBackground(String, u64),
+    /// Ask: from a task of its own, send `n` numbers `0..n` to the worker at this path,
+    /// then stop it; reply `Num(n)` at once.
+    FireThenStop(String, u64),
     /// Ask: the paths under the prefix, as `Text`, separated by commas.
     Lookup(String),
     /// Ask: spawn a worker from inside, at `path`, from `entry`, as `how` says, with the
@@ -161,6 +164,18 @@ pub async fn worker(mut ctx: Context<Msg>) -> Result<(), String> {
                             return;
                         }
                     }
+                });
+                Msg::Num(n)
+            }
+            Msg::FireThenStop(path, n) => {
+                let other = ctx.cluster().lookup(&path).ok_or("nobody to fire at")?;
+                tokio::spawn(async move {
+                    for i in 0..n {
+                        if other.send(Msg::Num(i)).await.is_err() {
+                            return;
+                        }
+                    }
+                    other.stop(LONG).await;
                 });
                 Msg::Num(n)
             }

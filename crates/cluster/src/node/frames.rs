@@ -37,9 +37,9 @@ pub(crate) enum ToNode<M> {
     Reply { ask: u64, message: M },
     /// The ask the receiver sent failed (its worker ended, dropped it, or cannot reply).
     Failed { ask: u64, error: WireError },
-    /// The sender placed `n` of the receiver's sends to its worker `id`: room for as
-    /// many more.
-    Credit { id: u64, n: u32 },
+    /// The sender placed `n` of the receiver's sends to its worker `to` (whose id is
+    /// `id`): room for as many more.
+    Credit { to: Path, id: u64, n: u32 },
     /// Asks the worker `to` of the receiver to stop.
     Stop { to: Path, id: u64 },
     /// Kills the worker `to` of the receiver.

@@ -20,7 +20,9 @@ use crate::{Envelope, Error, ErrorKind, Message, Reason, Reply};
 /// What this node's end of a link says of itself.
 pub(crate) fn tongue<M: Message>() -> Tongue<M> {
     Tongue {
-        credit: |id, n| wire::encode(&ToNode::<()>::Credit { id, n }).expect("a credit frame encodes"),
+        credit: |(id, to), n| {
+            wire::encode(&ToNode::<()>::Credit { to: to.clone(), id: *id, n }).expect("a credit frame encodes")
+        },
         reply: |ask, message| wire::encode(&ToNode::Reply { ask, message }),
         no_reply: |ask| failed(ask, &Error::new(ErrorKind::NoReply, "the worker dropped the ask without replying")),
         fail: failed,
@@ -136,7 +138,7 @@ fn take<M: Message>(
         }
         ToNode::Reply { ask, message } => link.answer(ask, Some(Ok(message))),
         ToNode::Failed { ask, error } => link.answer(ask, Some(Err(Error::from(error)))),
-        ToNode::Credit { id, n } => link.credit(id, n),
+        ToNode::Credit { to, id, n } => link.credit(&(id, to), n),
         ToNode::Stop { to, id } => forward.stop(to, id),
         ToNode::Kill { to, id } => drop(ours(shared, &to, id).map(|cell| cell.request_kill())),
         ToNode::Spawn(request) => crate::spawns::serve(shared.clone(), link.clone(), request, spawned_frame),

@@ -123,3 +123,36 @@ async fn a_stuck_worker_does_not_block_a_childs_messages_to_other_workers() {
     stuck.kill();
     within(cluster.shutdown(LONG)).await;
 }
+
+/// Second review (per-receiver windows): a child's stop of a worker overtook the messages
+/// it had sent that worker before, which still waited in the parent for room: they were
+/// refused (the worker was stopping) and lost. A task's sends and stop keep their order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_childs_stop_comes_after_its_messages_that_wait_for_room() {
+    let dir = TempDir::new();
+    let cluster = process_builder(&dir).mailbox_capacity(2).build().unwrap();
+    let gate = cluster.scope().lock("gate").await.unwrap();
+    let seen = std::sync::Arc::new(parking_lot::Mutex::new(Vec::new()));
+    let record = seen.clone();
+    let receiver = cluster
+        .spawn_fn("/r", Props::new(), move |mut ctx| async move {
+            // Takes no message until the test opens the gate.
+            let _gate = ctx.scope().lock("gate").await.map_err(|e| e.to_string())?;
+            while let Some(envelope) = ctx.recv().await {
+                if let Msg::Num(n) = envelope.message() {
+                    record.lock().push(*n);
+                }
+            }
+            Ok::<(), String>(())
+        })
+        .await
+        .unwrap();
+    let child = cluster.spawn_process("/c", Props::new(), "worker").await.unwrap();
+    // 2 fill the mailbox, 2 more wait in the parent (the child's window), then the stop.
+    assert_eq!(ask(&child, Msg::FireThenStop("/r".into(), 4)).await, Msg::Num(4));
+    tokio::time::sleep(Duration::from_millis(300)).await; // the stop reaches the parent
+    gate.release_async().await.unwrap();
+    assert_eq!(within(receiver.join()).await, Reason::Normal);
+    assert_eq!(*seen.lock(), [0, 1, 2, 3], "every message sent before the stop is received");
+    within(cluster.shutdown(LONG)).await;
+}
