@@ -197,3 +197,58 @@ fn failed<M: Message>(err: Error, mut envelope: Envelope<M>) {
         reply.fail(err);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+    use std::os::unix::net::UnixStream;
+    use std::time::Duration;
+
+    use parking_lot::Mutex;
+    use serde::{Deserialize, Serialize};
+
+    use super::*;
+    use crate::local::Local;
+    use crate::registry::Registry;
+    use crate::Props;
+
+    /// A message whose drop panics, if it says so.
+    #[derive(Serialize, Deserialize)]
+    struct Fragile(bool);
+
+    impl Drop for Fragile {
+        fn drop(&mut self) {
+            if self.0 && !std::thread::panicking() {
+                panic!("a message that panics when it is dropped");
+            }
+        }
+    }
+
+    /// Second review: a lane whose task panicked stayed in the table, and `placed` (a
+    /// child's `Down` waits on it) waited for good.
+    #[tokio::test]
+    async fn a_lane_whose_task_panics_still_ends() {
+        let shared = Arc::new(Shared::<Fragile> {
+            scope: latchkey::Scope::isolated(),
+            entries: HashMap::new(),
+            mailbox: 1,
+            runtime: tokio::runtime::Handle::current(),
+            registry: Mutex::new(Registry::new()),
+            spawner: Arc::new(Local),
+            nodes: None,
+            child_args: Vec::new(),
+        });
+        let (ours, _theirs) = UnixStream::pair().unwrap();
+        let (link, _read) = Link::new(crate::parent::tongue(), ours, 1).unwrap();
+        let path = Path::from_valid("/r".to_owned());
+        let (cell, inbox) = Cell::task(1, path.clone(), Props::new(), 1);
+        shared.registry.lock().insert(Arc::new(cell));
+        let forwarder = Forwarder::new(shared, link, true);
+        forwarder.message(path.clone(), 1, Envelope::new(Fragile(false), None, None)); // fills the mailbox
+        forwarder.message(path, 1, Envelope::new(Fragile(true), None, None)); // waits in a lane
+        tokio::task::yield_now().await;
+        drop(inbox); // the receiver is gone: the lane drops its message, which panics
+        let ended = tokio::time::timeout(Duration::from_secs(10), forwarder.placed()).await;
+        assert!(ended.is_ok(), "a lane whose task panicked is waited for");
+    }
+}

@@ -76,7 +76,7 @@
 //! - **Registry** (`registry.rs`): live workers in a map ordered by path, behind one
 //!   lock, so a prefix lookup is a range scan and no lookup ever waits on a worker. A
 //!   path ending in `/` gets a last segment from a counter of the cluster (in a cluster
-//!   of nodes, the fencing token of a grant of the store's `numbers` lock, so that no two
+//!   of nodes, the fencing token of a grant of the store's `numbers` semaphore, so that no two
 //!   nodes give the same number); a path that a live worker holds is refused.
 //! - **Workers** (`cell.rs`, `worker.rs`, `task.rs`): each worker has a record shared by
 //!   its references: id, path, properties, mailbox sender, and three one-shot signals

@@ -391,3 +391,20 @@ async fn review_a_stuck_worker_does_not_block_a_childs_messages_to_another_nodes
     assert!(matches!(to_b, Ok(Ok(Msg::Num(3)))), "child to b's healthy /b/1 is held up: {to_b:?}");
     a.shutdown(Duration::from_millis(100)).await;
 }
+
+/// Second review: the numbers of all nodes came from one lock in the store, so a node that
+/// died while it held it held up every numbered spawn of the cluster until its session
+/// lapsed. It is a permit of a semaphore now (64 of them).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn review_a_numbered_spawn_does_not_wait_for_a_node_that_holds_a_number() {
+    let redis = RedisServer::start();
+    let url = redis.url("prefix=review-number-held");
+    let a = node(&url, "c").await;
+    // Another session holds a number, as a node that died at that instant would.
+    let other = latchkey::Scope::connect(&url).await.unwrap();
+    let numbers = other.semaphore("latchkey-cluster/c/numbers", 64).unwrap();
+    let _held = numbers.acquire(1).await.unwrap();
+    let spawned = tokio::time::timeout(Duration::from_secs(10), a.spawn("/n/", Props::new(), "worker")).await;
+    assert!(matches!(spawned, Ok(Ok(_))), "a numbered spawn waits: {spawned:?}");
+    a.shutdown(LONG).await;
+}

@@ -10,8 +10,10 @@
 //!   two nodes that join at once find each other.
 //! - `paths/<path>`: held for each worker of the node, so that a path is unique across
 //!   the cluster, decided by the store.
-//! - `numbers`: taken and given back for each path that ends in `/`; the grant's fencing
-//!   token, which the store makes greater at every grant, is the path's last segment.
+//! - `numbers`: a semaphore, a permit of which is taken and given back for each path that
+//!   ends in `/`; the grant's fencing token, which the store makes greater at every
+//!   grant, is the path's last segment. Its permits let numbered spawns of several nodes
+//!   run at once, and one node that dies holding a permit holds up nobody.
 //!
 //! A node learns that another has gone by waiting for its record, which the store grants
 //! when the holder's session ends (a watch, a notification or a pub/sub message, as the
@@ -20,6 +22,9 @@
 use latchkey::{Guard, Scope};
 
 use crate::{Error, ErrorKind, Result, MAX_PATH_LEN};
+
+/// How many paths the nodes of a cluster can be numbering at once (see `numbers`).
+const NUMBERS_AT_ONCE: u32 = 64;
 
 /// A node's view of the store.
 pub(crate) struct Membership {
@@ -95,11 +100,12 @@ impl Membership {
     }
 
     /// A number no worker of this cluster was given before, for a path that ends in `/`:
-    /// the fencing token of a grant of the `numbers` lock (increasing, never given twice,
-    /// not consecutive).
+    /// the fencing token of a grant of the `numbers` semaphore (each grant's is its own,
+    /// and greater than any before: increasing, never given twice, not consecutive).
     pub(crate) async fn number(&self) -> Result<u64> {
         let name = format!("{}numbers", self.prefix);
-        let grant = self.store.lock(&name).await.map_err(|e| self.failed("number a path", e))?;
+        let numbers = self.store.semaphore(&name, NUMBERS_AT_ONCE).map_err(|e| self.failed("number a path", e))?;
+        let grant = numbers.acquire(1).await.map_err(|e| self.failed("number a path", e))?;
         let number = grant.fencing_token();
         let _ = grant.release_async().await;
         Ok(number)
