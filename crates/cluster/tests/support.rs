@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use latchkey::Scope;
-use latchkey_cluster::{Builder, Cluster, Context, Props, Reply};
+use latchkey_cluster::{Builder, Cluster, Context, Props, Reply, WorkerRef};
 use serde::{Deserialize, Serialize};
 
 /// Long enough never to pass in a healthy run; only catches hangs.
@@ -82,6 +82,14 @@ pub enum Msg {
     WhichNode,
 }
 
+/// Sends `to` the numbers `0..n`, in order.
+async fn send_numbers(to: &WorkerRef<Msg>, n: u64) -> Result<(), String> {
+    for i in 0..n {
+        to.send(Msg::Num(i)).await.map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
 /// How [`Msg::Spawn`] spawns.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum How {
@@ -141,9 +149,7 @@ pub async fn worker(mut ctx: Context<Msg>) -> Result<(), String> {
             },
             Msg::Burst(path, n) => {
                 let other = ctx.cluster().lookup(&path).ok_or("nobody to burst to")?;
-                for i in 0..n {
-                    other.send(Msg::Num(i)).await.map_err(|e| e.to_string())?;
-                }
+                send_numbers(&other, n).await?;
                 // A send returns once the message is on its way; an ask after them, from
                 // the same sender, is answered only once they have all arrived.
                 other.ask(Msg::Count, LONG).await.map_err(|e| e.to_string())?;
@@ -151,31 +157,20 @@ pub async fn worker(mut ctx: Context<Msg>) -> Result<(), String> {
             }
             Msg::Fire(path, n) => {
                 let other = ctx.cluster().lookup(&path).ok_or("nobody to fire at")?;
-                for i in 0..n {
-                    other.send(Msg::Num(i)).await.map_err(|e| e.to_string())?;
-                }
+                send_numbers(&other, n).await?;
                 Msg::Num(n)
             }
             Msg::FireInBackground(path, n) => {
                 let other = ctx.cluster().lookup(&path).ok_or("nobody to fire at")?;
-                tokio::spawn(async move {
-                    for i in 0..n {
-                        if other.send(Msg::Num(i)).await.is_err() {
-                            return;
-                        }
-                    }
-                });
+                tokio::spawn(async move { send_numbers(&other, n).await });
                 Msg::Num(n)
             }
             Msg::FireThenStop(path, n) => {
                 let other = ctx.cluster().lookup(&path).ok_or("nobody to fire at")?;
                 tokio::spawn(async move {
-                    for i in 0..n {
-                        if other.send(Msg::Num(i)).await.is_err() {
-                            return;
-                        }
+                    if send_numbers(&other, n).await.is_ok() {
+                        other.stop(LONG).await;
                     }
-                    other.stop(LONG).await;
                 });
                 Msg::Num(n)
             }
