@@ -103,7 +103,7 @@ impl<M: Message> Forwarder<M> {
 
     /// Places the messages of `receiver` in turn, waiting for room.
     async fn run_lane(self: Arc<Self>, receiver: Receiver) {
-        // A lane whose task panics (a message's `Drop`, say) still ends: `placed` returns.
+        // A lane whose task panics (a message's `Drop`, say) goes on in a new task.
         let _unwinding = LaneEnd { forwarder: &self, receiver: &receiver };
         loop {
             let item = {
@@ -124,6 +124,8 @@ impl<M: Message> Forwarder<M> {
             match item {
                 Item::Stop => drop(self.cell(&receiver).map(|cell| cell.request_stop())),
                 Item::Message(envelope) => {
+                    // Placed or failed, or dropped by a panic: its credit goes back.
+                    let _credit = Credit { link: &self.link, receiver: &receiver };
                     let delivered = match self.cell(&receiver) {
                         Some(cell) => cell.deliver(envelope).await,
                         None => Err((gone(&receiver.1), envelope)),
@@ -131,7 +133,6 @@ impl<M: Message> Forwarder<M> {
                     if let Err((err, envelope)) = delivered {
                         failed(err, envelope);
                     }
-                    self.link.owe(&receiver);
                 }
             }
         }
@@ -166,23 +167,34 @@ impl<M: Message> Forwarder<M> {
     }
 }
 
-/// Removes a lane whose task panics, so that waiting for the lanes to end does not wait
-/// for good.
-struct LaneEnd<'a, M> {
-    forwarder: &'a Forwarder<M>,
+/// Owes the credit of a message taken out of a lane, when dropped.
+struct Credit<'a, M: Message> {
+    link: &'a Link<M>,
     receiver: &'a Receiver,
 }
 
-impl<M> Drop for LaneEnd<'_, M> {
+impl<M: Message> Drop for Credit<'_, M> {
+    fn drop(&mut self) {
+        self.link.owe(self.receiver);
+    }
+}
+
+/// Hands the rest of a lane whose task panics (the message it held, say, panicked when
+/// dropped) to a new task: the messages and stops behind it still go, in order, and
+/// waiting for the lanes to end does not wait for good.
+struct LaneEnd<'a, M: Message> {
+    forwarder: &'a Arc<Forwarder<M>>,
+    receiver: &'a Receiver,
+}
+
+impl<M: Message> Drop for LaneEnd<'_, M> {
     fn drop(&mut self) {
         if !std::thread::panicking() {
             return;
         }
-        if let Some(lanes) = self.forwarder.lanes.lock().as_mut() {
-            lanes.remove(self.receiver);
-            if lanes.is_empty() {
-                self.forwarder.idle.notify_waiters();
-            }
+        if let Some(lane) = self.forwarder.lanes.lock().as_mut().and_then(|lanes| lanes.get_mut(self.receiver)) {
+            let (forwarder, receiver) = (self.forwarder.clone(), self.receiver.clone());
+            lane.task = Some(tokio::spawn(async move { forwarder.run_lane(receiver).await }));
         }
     }
 }
@@ -208,8 +220,10 @@ mod tests {
     use serde::{Deserialize, Serialize};
 
     use super::*;
+    use crate::link::{ReadHalf, Reader};
     use crate::local::Local;
     use crate::registry::Registry;
+    use crate::wire::ToChild;
     use crate::Props;
 
     /// A message whose drop panics, if it says so.
@@ -224,11 +238,8 @@ mod tests {
         }
     }
 
-    /// Second review: a lane whose task panicked stayed in the table, and `placed` (a
-    /// child's `Down` waits on it) waited for good.
-    #[tokio::test]
-    async fn a_lane_whose_task_panics_still_ends() {
-        let shared = Arc::new(Shared::<Fragile> {
+    fn shared() -> Arc<Shared<Fragile>> {
+        Arc::new(Shared::<Fragile> {
             scope: latchkey::Scope::isolated(),
             entries: HashMap::new(),
             mailbox: 1,
@@ -237,18 +248,42 @@ mod tests {
             spawner: Arc::new(Local),
             nodes: None,
             child_args: Vec::new(),
-        });
-        let (ours, _theirs) = UnixStream::pair().unwrap();
-        let (link, _read) = Link::new(crate::parent::tongue(), ours, 1).unwrap();
+        })
+    }
+
+    /// Second review: a lane whose task panicked stayed in the table, and `placed` (a
+    /// child's `Down` waits on it) waited for good. Third: the lane was dropped with the
+    /// messages behind the one that panicked, and returned no credit for any of them (the
+    /// sender's window shrank for good); they go on in a new task now.
+    #[tokio::test]
+    async fn a_lane_whose_task_panics_goes_on_and_returns_its_credits() {
+        let shared = shared();
+        let (ours, theirs) = UnixStream::pair().unwrap();
+        let (link, _read) = Link::new(crate::parent::tongue(), ours, 4).unwrap();
         let path = Path::from_valid("/r".to_owned());
         let (cell, inbox) = Cell::task(1, path.clone(), Props::new(), 1);
         shared.registry.lock().insert(Arc::new(cell));
         let forwarder = Forwarder::new(shared, link, true);
         forwarder.message(path.clone(), 1, Envelope::new(Fragile(false), None, None)); // fills the mailbox
-        forwarder.message(path, 1, Envelope::new(Fragile(true), None, None)); // waits in a lane
+        forwarder.message(path.clone(), 1, Envelope::new(Fragile(true), None, None)); // waits in a lane
+        forwarder.message(path, 1, Envelope::new(Fragile(false), None, None)); // behind it
         tokio::task::yield_now().await;
-        drop(inbox); // the receiver is gone: the lane drops its message, which panics
+        drop(inbox); // the receiver is gone: the lane drops its messages, the first panics
         let ended = tokio::time::timeout(Duration::from_secs(10), forwarder.placed()).await;
         assert!(ended.is_ok(), "a lane whose task panicked is waited for");
+
+        theirs.set_nonblocking(true).unwrap();
+        let (read, _write) = tokio::net::UnixStream::from_std(theirs).unwrap().into_split();
+        let mut reader = Reader::new(ReadHalf::Unix(read));
+        let mut credits = 0;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while credits < 3 && matches!(tokio::time::timeout_at(deadline, reader.fill()).await, Ok(Ok(true))) {
+            while let Some(frame) = reader.next::<ToChild<()>>() {
+                if let Ok(ToChild::Credit { n, .. }) = frame {
+                    credits += n;
+                }
+            }
+        }
+        assert_eq!(credits, 3, "credits returned for the 3 messages sent");
     }
 }
