@@ -38,8 +38,11 @@ export declare class Handle {
   readonly permits: number
   release(): Promise<void>
   isLost(): boolean
-  /** If anybody waits, hands over and waits to be granted again (a new fencing token). */
-  cede(): Promise<void>
+  /**
+   * If anybody waits, hands over and waits to be granted again (a new fencing token).
+   * `signal` gives the wait up, and with it the lock (rejects with its reason).
+   */
+  cede(options?: { signal?: AbortSignal }): Promise<void>
 }
 
 export declare class Lock {

@@ -69,9 +69,33 @@ class Handle {
   isLost() {
     return this._guard.isLost()
   }
-  /** If anybody waits, hands over and waits to be granted again (a new fencing token). */
-  async cede() {
-    await call(this._guard, 'cede')
+  /**
+   * If anybody waits, hands over and waits to be granted again (a new fencing token).
+   * `signal` (an AbortSignal) gives the wait up, and with it the lock.
+   */
+  async cede({ signal } = {}) {
+    if (signal && signal.aborted) throw abortError(signal)
+    await new Promise((resolve, reject) => {
+      let settled = false
+      const onAbort = () => {
+        if (settled) return
+        settled = true
+        pending.cancel()
+        reject(abortError(signal))
+      }
+      const pending = this._guard.cede((error) => {
+        if (signal) signal.removeEventListener('abort', onAbort)
+        if (settled) {
+          // Aborted, but granted again first: given up, as an aborted cede is.
+          if (!error) this._guard.release(() => {})
+          return
+        }
+        settled = true
+        if (error) reject(fromNative(error))
+        else resolve()
+      })
+      if (signal) signal.addEventListener('abort', onAbort, { once: true })
+    })
     this.fencingToken = BigInt(this._guard.fencingToken)
   }
 }

@@ -308,20 +308,30 @@ impl Guard {
     }
 
     /// If anybody waits, hands over and waits to be granted again at the back; answers
-    /// `done(error)` (on an error the guard is given up).
+    /// `done(error)` (on an error the guard is given up). The returned `Pending` gives the
+    /// wait up, and with it the lock.
     #[napi]
-    pub fn cede(&self, env: Env, done: JsFunction) -> Result<()> {
+    pub fn cede(&self, env: Env, done: JsFunction) -> Result<Pending> {
         let (held, slot) = (self.held().take(), self.0.clone());
-        answer(&env, done, move |holdings| {
-            let ceded = held.ok_or_else(not_held)?.cede_blocking()?;
-            // Put back in its slot, which the holdings know; given back if the environment
-            // ended meanwhile (its end found the slot empty).
-            *slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(ceded);
-            if holdings.ended() {
-                drop(slot.lock().unwrap_or_else(|e| e.into_inner()).take());
-            }
-            Ok(())
-        })
+        let (holdings, done): (_, Callback<()>) = (Holdings::of(&env)?, callback(done)?);
+        let waiting = holdings.clone();
+        let task = runtime().spawn(async move {
+            let ceded = match held {
+                Some(guard) => guard.cede().await,
+                None => Err(not_held()),
+            };
+            let result = ceded.map(|ceded| {
+                // Put back in its slot, which the holdings know; given back if the
+                // environment ended meanwhile (its end found the slot empty).
+                *slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(ceded);
+                if waiting.ended() {
+                    drop(slot.lock().unwrap_or_else(|e| e.into_inner()).take());
+                }
+            });
+            done.call(result.map_err(|e| to_js(&e)), ThreadsafeFunctionCallMode::NonBlocking);
+        });
+        holdings.started(task.abort_handle());
+        Ok(Pending(Mutex::new(Some(task))))
     }
 }
 

@@ -132,3 +132,22 @@ test('the one-line lock', async () => {
   await handle.release()
   done()
 })
+
+test('a cede that waits is given up by its AbortSignal, and the lock with it', { timeout: 60_000 }, async () => {
+  const { scope, done } = await freshScope()
+  const slice = await scope.intervalLock('abort-cede')
+  const held = await slice.acquire()
+  const waiting = slice.acquire()
+  await until(async () => (await scope.inspect('abort-cede')).waiters === 1)
+  const controller = new AbortController()
+  const ceding = held.cede({ signal: controller.signal })
+  const theirs = await waiting // handed over; our cede now waits behind them
+  await until(async () => (await scope.inspect('abort-cede')).waiters === 1)
+  controller.abort()
+  await assert.rejects(ceding, (e) => e.name === 'AbortError')
+  await until(async () => (await scope.inspect('abort-cede')).waiters === 0)
+  await theirs.release()
+  assert.equal(await scope.isLocked('abort-cede'), false, 'the aborted cede was granted again')
+  await assert.rejects(held.release(), (e) => e.code === 8404)
+  done()
+})
