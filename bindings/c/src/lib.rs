@@ -276,6 +276,20 @@ pub unsafe extern "C" fn latchkey_guard_is_lost(guard: *const LatchkeyGuard) -> 
 /// `guard` points to a live guard.
 #[no_mangle]
 pub unsafe extern "C" fn latchkey_guard_cede(guard: *mut *mut LatchkeyGuard) -> i32 {
+    // SAFETY: the caller's contract.
+    unsafe { latchkey_guard_cede_timeout(guard, -1) }
+}
+
+/// [`latchkey_guard_cede`], waiting at most `timeout_ms` milliseconds to be granted again
+/// (a negative value waits for good): then error `LATCHKEY_TIMEOUT`, and the permits are
+/// given up (the request withdrawn) and `*guard` is freed and set to NULL, as on every
+/// error of a cede.
+///
+/// # Safety
+///
+/// `guard` points to a live guard.
+#[no_mangle]
+pub unsafe extern "C" fn latchkey_guard_cede_timeout(guard: *mut *mut LatchkeyGuard, timeout_ms: i64) -> i32 {
     call(|| {
         // SAFETY: the caller's contract.
         let slot = unsafe { guard.as_mut() }.ok_or_else(|| null("the guard pointer"))?;
@@ -284,7 +298,10 @@ pub unsafe extern "C" fn latchkey_guard_cede(guard: *mut *mut LatchkeyGuard) -> 
         }
         // SAFETY: from Box::into_raw; the slot is emptied before anything can fail.
         let held = unsafe { Box::from_raw(std::mem::replace(slot, ptr::null_mut())) };
-        let ceded = held.0.cede_blocking()?;
+        let ceded = match u64::try_from(timeout_ms) {
+            Ok(ms) => held.0.cede_blocking_timeout(Duration::from_millis(ms))?,
+            Err(_) => held.0.cede_blocking()?,
+        };
         *slot = Box::into_raw(Box::new(LatchkeyGuard(ceded)));
         Ok(())
     })

@@ -3,6 +3,8 @@
 #define _POSIX_C_SOURCE 200809L
 
 #include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -39,6 +41,23 @@ static void *wait_for(void *lock) {
     latchkey_guard *guard = NULL;
     if (latchkey_acquire((const latchkey_lock *)lock, 1, 30000, &guard) == LATCHKEY_OK) {
         waiter_token = latchkey_guard_fencing_token(guard);
+        latchkey_release(guard);
+    }
+    return NULL;
+}
+
+/* A holder that is granted after the main thread cedes, and keeps the lock until told. */
+static atomic_bool keeper_may_go = false;
+static bool keeper_was_granted = false;
+
+static void *keep_until_told(void *lock) {
+    latchkey_guard *guard = NULL;
+    if (latchkey_acquire((const latchkey_lock *)lock, 1, 30000, &guard) == LATCHKEY_OK) {
+        keeper_was_granted = true;
+        while (!atomic_load(&keeper_may_go)) {
+            struct timespec millisecond = {0, 1000000};
+            nanosleep(&millisecond, NULL);
+        }
         latchkey_release(guard);
     }
     return NULL;
@@ -110,6 +129,29 @@ int main(int argc, char **argv) {
     CHECK(latchkey_guard_fencing_token(turn) > waiter_token);
     CHECK(latchkey_release(turn) == LATCHKEY_OK);
     latchkey_lock_free(slice);
+
+    /* A cede not granted again in time fails with LATCHKEY_TIMEOUT and gives the lock up:
+     * the keeper, granted by the cede, holds until the cede has returned. */
+    latchkey_lock *handed = NULL;
+    CHECK(latchkey_lock_open(scope, "c-cede-timeout", 1, &handed) == LATCHKEY_OK);
+    latchkey_guard *mine = NULL;
+    CHECK(latchkey_acquire(handed, 1, 1000, &mine) == LATCHKEY_OK);
+    pthread_t keeper;
+    CHECK(pthread_create(&keeper, NULL, keep_until_told, handed) == 0);
+    int ceded = LATCHKEY_OK;
+    for (int i = 0; i < 30000 && ceded == LATCHKEY_OK; i++) {
+        ceded = latchkey_guard_cede_timeout(&mine, 100); /* keeps it while nobody waits */
+        if (ceded == LATCHKEY_OK) {
+            struct timespec millisecond = {0, 1000000};
+            nanosleep(&millisecond, NULL);
+        }
+    }
+    CHECK(ceded == LATCHKEY_TIMEOUT && mine == NULL);
+    CHECK(strstr(latchkey_error_message(), "c-cede-timeout") != NULL);
+    atomic_store(&keeper_may_go, true);
+    CHECK(pthread_join(keeper, NULL) == 0 && keeper_was_granted);
+    CHECK(latchkey_is_locked(scope, "c-cede-timeout", &locked) == LATCHKEY_OK && !locked);
+    latchkey_lock_free(handed);
 
     /* A reader-writer lock: readers share, a writer waits for them. */
     latchkey_lock *rw = NULL;

@@ -4,9 +4,12 @@ use std::fmt;
 use std::future::Future;
 use std::mem::ManuallyDrop;
 use std::sync::Arc;
+use std::time::Duration;
 
-use latchkey_model::{Error, ErrorKind, Lease, Name, RawCede, RawLock, Result};
+use latchkey_model::{block_on_until, Error, ErrorKind, Lease, Name, RawCede, RawLock, Result};
 use latchkey_process::Permit;
+
+use crate::handle::with_timeout;
 
 /// A held lock: a mutex, a read or write hold of a reader-writer lock, or permits of a
 /// semaphore.
@@ -240,6 +243,19 @@ impl<'a> Guard<'a> {
                 Held::Raw(raw)
             }
         }))
+    }
+
+    /// [`cede`](Guard::cede), waiting at most `timeout` to be granted again: then it fails
+    /// with [`Timeout`](crate::ErrorKind::Timeout), and the lock is given up, as on every
+    /// error of a cede (its request withdrawn).
+    pub async fn cede_timeout(self, timeout: Duration) -> Result<Guard<'a>> {
+        let (name, scope) = (self.name().clone(), self.scope().to_owned());
+        with_timeout(self.cede(), Some(timeout), &name, &scope).await
+    }
+
+    /// The blocking form of [`cede_timeout`](Guard::cede_timeout).
+    pub fn cede_blocking_timeout(self, timeout: Duration) -> Result<Guard<'a>> {
+        block_on_until(self.cede_timeout(timeout), None).expect("a wait without a deadline completes")
     }
 
     /// The blocking form of [`cede`](Guard::cede).

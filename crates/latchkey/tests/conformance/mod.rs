@@ -78,6 +78,7 @@ macro_rules! conformance_suite {
                 async_waiter_is_woken_by_a_blocking_release,
                 handles_guards_and_futures_are_send,
                 owned_guards_outlive_their_lock_and_keep_the_model,
+                a_cede_not_granted_again_in_time_gives_the_lock_up,
                 a_scope_in_a_forked_child_refuses_and_leaves_the_parents_hold,
                 a_scope_dropped_in_a_forked_child_lets_it_exit,
             );

@@ -35,6 +35,27 @@ pub(super) fn owned_guards_outlive_their_lock_and_keep_the_model(new_scope: NewS
     Ok(())
 }
 
+/// A cede that is not granted again within its timeout fails with `Timeout` and gives the
+/// lock up: its request is withdrawn, and the lock is free once the other holder leaves.
+/// (What the C binding's `latchkey_guard_cede_timeout` calls.)
+pub(super) fn a_cede_not_granted_again_in_time_gives_the_lock_up(new_scope: NewScope) -> Result<()> {
+    let scope = new_scope();
+    let lock = scope.open_lock("cede-timeout", 1)?;
+    let held = lock.acquire_blocking(1, None)?;
+    let mut theirs = Probe::new(lock.acquire(1, None));
+    theirs.assert_pending();
+    queued(&scope, "cede-timeout", 1);
+    let err = held.cede_blocking_timeout(Duration::from_millis(100)).map(drop).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Timeout);
+    assert!(err.to_string().contains("cede-timeout"), "{err}");
+    theirs.wait_for_wakes(1);
+    let theirs = theirs.ready()?;
+    assert_eq!(waiters(&scope, "cede-timeout"), 0, "the timed-out cede still waits");
+    theirs.release()?;
+    assert!(!scope.is_locked("cede-timeout")?, "the timed-out cede was granted again");
+    Ok(())
+}
+
 /// A copy of a scope in a child forked (without exec) after it was opened acts for
 /// nobody: a scope of this machine or a network refuses there with `HandleLost` (the
 /// child has neither the parent's registration nor its session's thread, and must not
