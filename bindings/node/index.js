@@ -74,7 +74,11 @@ class Handle {
    * `signal` (an AbortSignal) gives the wait up, and with it the lock.
    */
   async cede({ signal } = {}) {
-    if (signal && signal.aborted) throw abortError(signal)
+    if (signal && signal.aborted) {
+      // Given up before it began: the lock goes with it, as it would a moment later.
+      await call(this._guard, 'release').catch(() => {})
+      throw abortError(signal)
+    }
     await new Promise((resolve, reject) => {
       let settled = false
       const onAbort = () => {

@@ -86,8 +86,9 @@ bool latchkey_guard_is_lost(const latchkey_guard *guard);
 /* If anybody waits, hands over and blocks until granted again at the back; else keeps the
  * grant. *guard becomes the new grant; on an error it is freed and set to NULL. */
 int32_t latchkey_guard_cede(latchkey_guard **guard);
-/* latchkey_guard_cede, granted again within `timeout_ms` ms (negative: for good) or
- * LATCHKEY_TIMEOUT, the grant given up and *guard freed and set to NULL. */
+/* latchkey_guard_cede, granted again within `timeout_ms` ms (negative: for good; a scope
+ * over a network takes at least 250 ms, its first round trip) or LATCHKEY_TIMEOUT, the
+ * grant given up and *guard freed and set to NULL. */
 int32_t latchkey_guard_cede_timeout(latchkey_guard **guard, int64_t timeout_ms);
 
 /* Whether anybody holds `name` in `scope`. */

@@ -281,7 +281,8 @@ pub unsafe extern "C" fn latchkey_guard_cede(guard: *mut *mut LatchkeyGuard) -> 
 }
 
 /// [`latchkey_guard_cede`], waiting at most `timeout_ms` milliseconds to be granted again
-/// (a negative value waits for good): then error `LATCHKEY_TIMEOUT`, and the permits are
+/// (a negative value waits for good; a scope over a network takes at least its first round
+/// trip's grace, 250 ms): then error `LATCHKEY_TIMEOUT`, and the permits are
 /// given up (the request withdrawn) and `*guard` is freed and set to NULL, as on every
 /// error of a cede.
 ///

@@ -151,3 +151,14 @@ test('a cede that waits is given up by its AbortSignal, and the lock with it', {
   await assert.rejects(held.release(), (e) => e.code === 8404)
   done()
 })
+
+test('a cede whose signal is already aborted gives the lock up too', { timeout: 60_000 }, async () => {
+  const { scope, done } = await freshScope()
+  const held = await scope.acquire('abort-before-cede')
+  const controller = new AbortController()
+  controller.abort()
+  await assert.rejects(held.cede({ signal: controller.signal }), (e) => e.name === 'AbortError')
+  assert.equal(await scope.isLocked('abort-before-cede'), false, 'kept after an aborted cede')
+  await assert.rejects(held.release(), (e) => e.code === 8404)
+  done()
+})

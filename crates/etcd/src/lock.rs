@@ -485,6 +485,10 @@ impl RawLock for EtcdLock {
 }
 
 impl RawCede for EtcdLock {
+    fn first_trip_grace(&self) -> Duration {
+        FIRST_TRIP_GRACE
+    }
+
     fn cede(&self, lease: Lease) -> BoxFuture<'_, Result<Lease>> {
         let grant = match self.grant(&lease) {
             Ok(grant) => grant,

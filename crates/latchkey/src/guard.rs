@@ -247,10 +247,16 @@ impl<'a> Guard<'a> {
 
     /// [`cede`](Guard::cede), waiting at most `timeout` to be granted again: then it fails
     /// with [`Timeout`](crate::ErrorKind::Timeout), and the lock is given up, as on every
-    /// error of a cede (its request withdrawn).
+    /// error of a cede (its request withdrawn). A scope over a network takes at least its
+    /// first round trip's grace (250 ms), so that a short timeout with nobody waiting
+    /// keeps the grant, as a short acquire of a free lock gets it.
     pub async fn cede_timeout(self, timeout: Duration) -> Result<Guard<'a>> {
+        let grace = match &*self.held {
+            Held::Process(_) => Duration::ZERO,
+            Held::Raw(raw) => raw.lock().as_cede().map_or(Duration::ZERO, RawCede::first_trip_grace),
+        };
         let (name, scope) = (self.name().clone(), self.scope().to_owned());
-        with_timeout(self.cede(), Some(timeout), &name, &scope).await
+        with_timeout(self.cede(), Some(timeout.max(grace)), &name, &scope).await
     }
 
     /// The blocking form of [`cede_timeout`](Guard::cede_timeout).

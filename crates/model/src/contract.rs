@@ -9,7 +9,7 @@ use std::fmt;
 use std::future::{ready, Future};
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::{Lease, Name, Result, State};
 
@@ -176,4 +176,11 @@ pub trait RawCede: Send + Sync {
 
     /// The blocking form of [`cede`](RawCede::cede).
     fn cede_blocking(&self, lease: Lease) -> Result<Lease>;
+
+    /// How long a cede's first round trip may take before a deadline counts: a scope over
+    /// a network gives a cede with nobody waiting back only after a round trip, which a
+    /// short timeout must not cut (as its acquire's first trip on a free lock is not).
+    fn first_trip_grace(&self) -> Duration {
+        Duration::ZERO
+    }
 }

@@ -557,6 +557,10 @@ impl RawLock for PostgresLock {
 }
 
 impl RawCede for PostgresLock {
+    fn first_trip_grace(&self) -> Duration {
+        FIRST_TRIP_GRACE
+    }
+
     fn cede(&self, lease: Lease) -> BoxFuture<'_, Result<Lease>> {
         let grant = match self.grant(&lease) {
             Ok(grant) => grant,

@@ -785,6 +785,10 @@ impl RawLock for RedisLock {
 }
 
 impl RawCede for RedisLock {
+    fn first_trip_grace(&self) -> Duration {
+        FIRST_TRIP_GRACE
+    }
+
     fn cede(&self, lease: Lease) -> BoxFuture<'_, Result<Lease>> {
         let grant = match self.grant(&lease) {
             Ok(grant) => grant,

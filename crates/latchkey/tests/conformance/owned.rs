@@ -37,11 +37,17 @@ pub(super) fn owned_guards_outlive_their_lock_and_keep_the_model(new_scope: NewS
 
 /// A cede that is not granted again within its timeout fails with `Timeout` and gives the
 /// lock up: its request is withdrawn, and the lock is free once the other holder leaves.
-/// (What the C binding's `latchkey_guard_cede_timeout` calls.)
+/// With nobody waiting it keeps the grant, even with no time at all (review: a scope over
+/// a network timed out on its first round trip, and gave the lock up). (What the C
+/// binding's `latchkey_guard_cede_timeout` calls.)
 pub(super) fn a_cede_not_granted_again_in_time_gives_the_lock_up(new_scope: NewScope) -> Result<()> {
     let scope = new_scope();
     let lock = scope.open_lock("cede-timeout", 1)?;
     let held = lock.acquire_blocking(1, None)?;
+    let token = held.fencing_token();
+    let held = held.cede_blocking_timeout(Duration::ZERO)?;
+    let held = runtime().block_on(held.cede_timeout(Duration::ZERO))?;
+    assert_eq!(held.fencing_token(), token, "nobody waits: kept");
     let mut theirs = Probe::new(lock.acquire(1, None));
     theirs.assert_pending();
     queued(&scope, "cede-timeout", 1);
