@@ -79,33 +79,27 @@ class Handle {
       await call(this._guard, 'release').catch(() => {})
       throw abortError(signal)
     }
-    await new Promise((resolve, reject) => {
-      let settled = false
-      const onAbort = () => {
-        if (settled) return
-        settled = true
-        pending.cancel()
-        reject(abortError(signal))
-      }
-      const pending = this._guard.cede((error) => {
-        if (signal) signal.removeEventListener('abort', onAbort)
-        if (settled) {
-          // Aborted, but granted again first: given up, as an aborted cede is.
-          if (!error) this._guard.release(() => {})
-          return
-        }
-        settled = true
-        if (error) reject(fromNative(error))
-        else resolve()
-      })
-      if (signal) signal.addEventListener('abort', onAbort, { once: true })
-    })
+    // Aborted, but granted again first: given up, as an aborted cede is.
+    const late = (error) => error || this._guard.release(() => {})
+    await abortable(signal, (done) => this._guard.cede(done), late)
     this.fencingToken = BigInt(this._guard.fencingToken)
   }
 }
 
 /** Waits for `permits` of a native lock; `timeout` in ms, `signal` an AbortSignal. */
 function wait(lock, permits, { timeout, signal } = {}) {
+  const ms = timeout === undefined || timeout === null ? -1 : timeout
+  // Aborted, but granted first: give it back.
+  const late = (error, guard) => guard && guard.release(() => {})
+  return abortable(signal, (done) => lock.acquire(permits, ms, done), late)
+}
+
+/**
+ * Starts a native wait, `start(done)`, which returns its `Pending`, and settles with its
+ * answer; `signal` (an AbortSignal) cancels it and rejects with its reason. An answer
+ * that comes after the abort goes to `late(error, value)`.
+ */
+function abortable(signal, start, late) {
   if (signal && signal.aborted) return Promise.reject(abortError(signal))
   return new Promise((resolve, reject) => {
     let settled = false
@@ -115,16 +109,12 @@ function wait(lock, permits, { timeout, signal } = {}) {
       pending.cancel()
       reject(abortError(signal))
     }
-    const pending = lock.acquire(permits, timeout === undefined || timeout === null ? -1 : timeout, (error, guard) => {
+    const pending = start((error, value) => {
       if (signal) signal.removeEventListener('abort', onAbort)
-      if (settled) {
-        // Aborted, but granted first: give it back.
-        if (guard) guard.release(() => {})
-        return
-      }
+      if (settled) return late(error, value)
       settled = true
       if (error) reject(fromNative(error))
-      else resolve(guard)
+      else resolve(value)
     })
     if (signal) signal.addEventListener('abort', onAbort, { once: true })
   })

@@ -37,6 +37,17 @@ const RAW_ASK: &str = "raw TCP echo on loopback (tokio)";
 const RAW_SEND: &str = "raw TCP frames on loopback (tokio, BufWriter)";
 const RAW_EOF: &str = "raw: SIGKILL to TCP EOF";
 
+/// A node of the benchmark's cluster in the store at `url`, with the counter entry.
+fn node(url: &str) -> Cluster<u64> {
+    Cluster::<u64>::builder()
+        .scope(latchkey::Scope::isolated())
+        .entry("counter", super::targets::counter)
+        .join(url, CLUSTER)
+        .secret(SECRET)
+        .build()
+        .expect("cannot build the node")
+}
+
 /// Runs a node child if `args` name it; `false` otherwise.
 pub fn child_main(args: &[String]) -> bool {
     let [flag, url] = args else { return false };
@@ -48,13 +59,7 @@ pub fn child_main(args: &[String]) -> bool {
         let raw = TcpListener::bind("127.0.0.1:0").await.expect("cannot listen");
         let raw_addr = raw.local_addr().expect("an address");
         tokio::spawn(serve_raw(raw));
-        let node = Cluster::<u64>::builder()
-            .scope(latchkey::Scope::isolated())
-            .entry("counter", super::targets::counter)
-            .join(url, CLUSTER)
-            .secret(SECRET)
-            .build()
-            .expect("cannot build the node");
+        let node = node(url);
         let me = node.joined().await.expect("cannot join");
         let path = format!("/counter/{}", me.incarnation);
         node.spawn(&path, Props::new(), "counter").await.expect("cannot spawn the counter");
@@ -127,13 +132,7 @@ struct Ours {
 
 impl Ours {
     async fn start(url: &str, other: &NodeChild) -> Ours {
-        let cluster = Cluster::<u64>::builder()
-            .scope(latchkey::Scope::isolated())
-            .entry("counter", super::targets::counter)
-            .join(url, CLUSTER)
-            .secret(SECRET)
-            .build()
-            .expect("cannot build the node");
+        let cluster = node(url);
         cluster.joined().await.expect("cannot join");
         let counter = loop {
             if let Some(counter) = cluster.lookup(&other.path) {
